@@ -1,0 +1,270 @@
+/**
+ * Builds a container's Layer Dependency Graph from the engine's facts, the image's real layer
+ * directories, the container's processes, and its root mount as the kernel sees it.
+ */
+import { readlinkSync } from "node:fs";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  LayerGraphSchema,
+  LayerKind,
+  LayerSchema,
+  MountCheckSchema,
+  MountCheckStatus,
+  ProcessSchema,
+  type Layer,
+  type LayerGraph,
+  type MountCheck,
+  type Process,
+} from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { readProcFile } from "../collectors/proc-files.js";
+import type { ProcInfo } from "../collectors/proc-table.js";
+import type { ContainerFacts, MountFact } from "../runtime/engine-facts.js";
+import { cacheIdOfDir, layerName, type ResolvedImage } from "./image-layers.js";
+import { overlayRoot, parseMountinfo } from "./mountinfo.js";
+import { presenceIn, providingLayer } from "./overlay-lookup.js";
+
+export interface LdgBuilderOptions {
+  node: string;
+  procRoot: string;
+  dockerRoot: string;
+}
+
+export function writableLayerId(containerId: string): string {
+  return `rw:${containerId}`;
+}
+
+export function volumeLayerId(m: MountFact): string {
+  if (m.type === "volume" && m.name !== "") return `volume:${m.name}`;
+  if (m.type === "bind") return `volume:${m.source}`;
+  return `volume:${m.type || "mount"}:${m.destination}`;
+}
+
+/** The longest mount destination that contains `path`. */
+function mountFor(mounts: readonly MountFact[], path: string): MountFact | undefined {
+  let best: MountFact | undefined;
+  for (const m of mounts) {
+    const d = m.destination.replace(/\/+$/, "");
+    if (d === "") continue;
+    if ((path === d || path.startsWith(`${d}/`)) && (best === undefined || d.length > best.destination.length)) best = m;
+  }
+  return best;
+}
+
+interface Attribution {
+  layerId: string;
+  drift: boolean;
+  reason: string;
+}
+
+export class LdgBuilder {
+  /** image id + exe path -> index (bottom first) of the image layer providing it, or -1. */
+  private readonly exeCache = new Map<string, number>();
+  /** container id + pid -> the mount check, which cannot change while that process lives. */
+  private readonly mountCache = new Map<string, MountCheck>();
+
+  constructor(private readonly opts: LdgBuilderOptions) {}
+
+  clear(): void {
+    this.exeCache.clear();
+    this.mountCache.clear();
+  }
+
+  /** Drops what is cached for a container that is gone. */
+  forget(containerId: string): void {
+    for (const k of this.mountCache.keys()) if (k.startsWith(containerId)) this.mountCache.delete(k);
+  }
+
+  build(c: ContainerFacts, image: ResolvedImage, procs: readonly ProcInfo[], now = new Date()): LayerGraph {
+    const rwId = writableLayerId(c.id);
+    const imageLayers = image.layers;
+    const topId = imageLayers[imageLayers.length - 1]?.diffId;
+    const layers: Layer[] = imageLayers.map((l, i) =>
+      create(LayerSchema, {
+        layerId: l.diffId,
+        name: layerName(l.createdBy, l.comment, i),
+        kind: LayerKind.IMAGE,
+        dependencies: i > 0 ? [imageLayers[i - 1]?.diffId ?? ""] : [],
+        sizeBytes: l.sizeBytes,
+        createdBy: l.createdBy,
+        ...(l.created !== "" && !Number.isNaN(Date.parse(l.created)) ? { createdAt: timestampFromDate(new Date(l.created)) } : {}),
+        index: i,
+        chainId: l.chainId,
+        cacheId: l.cacheId,
+      }),
+    );
+    const byId = new Map<string, Layer>(layers.map((l) => [l.layerId, l]));
+    const rw = create(LayerSchema, {
+      layerId: rwId,
+      name: "container writable layer",
+      kind: LayerKind.WRITABLE,
+      dependencies: topId !== undefined ? [topId] : [],
+      cacheId: cacheIdOfDir(c.upperDir),
+      index: -1,
+    });
+    layers.push(rw);
+    byId.set(rwId, rw);
+    for (const m of c.mounts) {
+      const id = volumeLayerId(m);
+      if (byId.has(id)) continue;
+      const v = create(LayerSchema, {
+        layerId: id,
+        name: `${m.type} ${m.destination}${m.rw ? "" : " (ro)"}`,
+        kind: LayerKind.VOLUME,
+        dependencies: topId !== undefined ? [topId] : [],
+        mountPoint: m.destination,
+        source: m.source,
+        index: -1,
+      });
+      layers.push(v);
+      byId.set(id, v);
+    }
+
+    const services = new Map<string, Set<string>>();
+    for (const p of procs) {
+      if (p.exe === "") continue;
+      const a = this.attribute(c, image, p);
+      const layer = byId.get(a.layerId);
+      if (layer === undefined) continue;
+      const proc: Process = create(ProcessSchema, {
+        pid: p.pid,
+        name: p.comm,
+        exe: p.exe,
+        argv: p.argv,
+        startTimeTicks: p.startTime,
+        drift: a.drift,
+        driftReason: a.reason,
+      });
+      layer.processes.push(proc);
+      if (a.drift) layer.drift = true;
+      let s = services.get(a.layerId);
+      if (s === undefined) services.set(a.layerId, (s = new Set()));
+      s.add(p.comm);
+    }
+    for (const l of layers) {
+      l.services = [...(services.get(l.layerId) ?? [])].sort();
+      l.processes.sort((a, b) => a.pid - b.pid);
+    }
+
+    return create(LayerGraphSchema, {
+      containerId: c.id,
+      containerName: c.name,
+      image: c.image,
+      imageId: c.imageId,
+      node: this.opts.node,
+      state: c.state,
+      labels: c.labels,
+      layers,
+      mountCheck: this.mountCheck(c, image),
+      observedAt: timestampFromDate(now),
+      storageDriver: c.driver,
+      pid: c.pid,
+    });
+  }
+
+  private attribute(c: ContainerFacts, image: ResolvedImage, p: ProcInfo): Attribution {
+    const rwId = writableLayerId(c.id);
+    const m = mountFor(c.mounts, p.exe);
+    if (m !== undefined) return { layerId: volumeLayerId(m), drift: true, reason: "volume" };
+    const inImage = this.imageProvider(image, p.exe);
+    if (p.exeDeleted) {
+      // The file is gone from the merged view; a deleted image file would need a whiteout in rw.
+      return { layerId: rwId, drift: true, reason: "deleted" };
+    }
+    if (c.upperDir !== "" && presenceIn(c.upperDir, p.exe) === "file") {
+      return { layerId: rwId, drift: true, reason: inImage >= 0 ? "modified" : "added" };
+    }
+    if (inImage >= 0) {
+      const l = image.layers[inImage];
+      if (l !== undefined) return { layerId: l.diffId, drift: false, reason: "" };
+    }
+    // In no layer we know of (for example written and replaced between our reads).
+    return { layerId: rwId, drift: true, reason: "added" };
+  }
+
+  private imageProvider(image: ResolvedImage, exe: string): number {
+    const key = `${image.id}\0${exe}`;
+    const hit = this.exeCache.get(key);
+    if (hit !== undefined) return hit;
+    const dirs = image.layers.map((l) => l.dir).reverse();
+    const top = providingLayer(dirs, exe);
+    const idx = top < 0 ? -1 : image.layers.length - 1 - top;
+    this.exeCache.set(key, idx);
+    return idx;
+  }
+
+  private mountCheck(c: ContainerFacts, image: ResolvedImage): MountCheck {
+    const key = `${c.id}:${c.pid}`;
+    const hit = this.mountCache.get(key);
+    if (hit !== undefined) return hit;
+    const check = this.computeMountCheck(c, image);
+    if (c.pid > 0 && check.status !== MountCheckStatus.UNAVAILABLE) this.mountCache.set(key, check);
+    return check;
+  }
+
+  private resolveLowerDir(dir: string): string {
+    const m = /\/l\/([A-Z0-9]+)\/?$/.exec(dir);
+    if (m?.[1] !== undefined) {
+      try {
+        // l/<short> -> ../<cacheId>/diff
+        return cacheIdOfDir(readlinkSync(join(this.opts.dockerRoot, "overlay2", "l", m[1])));
+      } catch {
+        return `l/${m[1]}`;
+      }
+    }
+    return cacheIdOfDir(dir);
+  }
+
+  private computeMountCheck(c: ContainerFacts, image: ResolvedImage): MountCheck {
+    const engineChain = c.lowerDirs.map(cacheIdOfDir);
+    const base = { engineChain };
+    if (c.driver !== "overlay2") {
+      return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: `storage driver ${c.driver || "unknown"} is not overlay2` });
+    }
+    const imageChain = image.layers.map((l) => l.cacheId).reverse();
+    const engineImageChain = engineChain.filter((id) => !id.endsWith("-init"));
+    if (engineImageChain.join() !== imageChain.join()) {
+      return create(MountCheckSchema, {
+        ...base,
+        status: MountCheckStatus.MISMATCH,
+        detail: `container lowerdirs [${engineImageChain.join(", ")}] differ from the image's layerdb chain [${imageChain.join(", ")}]`,
+      });
+    }
+    if (c.pid <= 0) {
+      return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: "container is not running" });
+    }
+    const text = readProcFile(`${this.opts.procRoot}/${c.pid}/mountinfo`);
+    if (text === undefined) {
+      return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: `cannot read ${this.opts.procRoot}/${c.pid}/mountinfo` });
+    }
+    const root = overlayRoot(parseMountinfo(text));
+    if (root === undefined) {
+      return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: "root mount is not overlayfs" });
+    }
+    const mountChain = root.lowerDirs.map((d) => this.resolveLowerDir(d));
+    const problems: string[] = [];
+    if (mountChain.join() !== engineChain.join()) {
+      problems.push(`mounted lowerdirs [${mountChain.join(", ")}] differ from the engine's [${engineChain.join(", ")}]`);
+    }
+    if (cacheIdOfDir(root.upperDir) !== cacheIdOfDir(c.upperDir)) {
+      problems.push(`mounted upperdir ${root.upperDir} differs from the engine's ${c.upperDir}`);
+    }
+    return create(MountCheckSchema, {
+      engineChain,
+      mountChain,
+      status: problems.length === 0 ? MountCheckStatus.OK : MountCheckStatus.MISMATCH,
+      detail: problems.length === 0 ? `${mountChain.length} lower layers and the upper layer match the root mount` : problems.join("; "),
+    });
+  }
+}
+
+/** A fingerprint of what matters in a graph (not the observation time), to send only changes. */
+export function graphFingerprint(g: LayerGraph): string {
+  const parts: string[] = [g.state, String(g.pid), String(g.mountCheck?.status ?? 0)];
+  for (const l of g.layers) {
+    parts.push(l.layerId);
+    for (const p of l.processes) parts.push(`${p.pid}:${p.startTimeTicks}:${p.exe}:${p.driftReason}`);
+  }
+  return parts.join("|");
+}

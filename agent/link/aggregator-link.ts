@@ -1,0 +1,164 @@
+/**
+ * The agent's stream to the aggregator. It never blocks the agent: while the aggregator is down
+ * the agent keeps building graphs, and on each (re)connect it sends Hello, its full current state
+ * and SyncComplete, so the aggregator catches up whatever it missed.
+ */
+import type * as grpc from "@grpc/grpc-js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  AgentMessageSchema,
+  AgentService,
+  CommandResultSchema,
+  CommandStatus,
+  type AgentMessage,
+  type AggregatorMessage,
+  type Command,
+  type CommandResult,
+  type Hello,
+} from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { Backoff } from "../../common/backoff.js";
+import type { TlsMaterial } from "../../common/certs.js";
+import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
+import type { Logger } from "../../common/log.js";
+import type { AgentMetrics } from "../metrics.js";
+
+export interface AggregatorLinkOptions {
+  address: string;
+  tls: TlsMaterial | "insecure";
+  hello: () => Hello;
+  /** The full current state, sent after every (re)connect. */
+  snapshot: () => LayerGraph[];
+  log: Logger;
+  metrics: AgentMetrics;
+}
+
+type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
+
+export class AggregatorLink {
+  private client: grpc.Client | undefined;
+  private call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage> | undefined;
+  private synced = false;
+  private seq = 0n;
+  private stopped = false;
+  private retry: NodeJS.Timeout | undefined;
+  private readonly backoff = new Backoff(250, 10_000);
+  private attempts = 0;
+  private downLogged = false;
+  /** Results of commands already answered, so a repeated id gets the same answer. */
+  private readonly answered = new Map<string, CommandResult>();
+  private readonly syncWaiters: Array<() => void> = [];
+
+  constructor(private readonly o: AggregatorLinkOptions) {}
+
+  start(): void {
+    this.stopped = false;
+    this.client = makeClient(AgentService, this.o.address, channelCredentials(this.o.tls), {
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client?.close();
+    this.client = undefined;
+    this.setSynced(false);
+  }
+
+  /** True once the current stream has delivered the full state. */
+  get connected(): boolean {
+    return this.synced;
+  }
+
+  /** Resolves when the link has delivered the full state on a stream. */
+  waitSynced(): Promise<void> {
+    return this.synced ? Promise.resolve() : new Promise((r) => this.syncWaiters.push(r));
+  }
+
+  upsert(graph: LayerGraph): void {
+    if (this.synced) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
+  }
+
+  delete(containerId: string): void {
+    if (this.synced) this.send({ case: "graphDelete", value: { containerId } }, "delete");
+  }
+
+  private setSynced(v: boolean): void {
+    this.synced = v;
+    this.o.metrics.linkConnected.set(v ? 1 : 0);
+    if (v) for (const w of this.syncWaiters.splice(0)) w();
+  }
+
+  private send(body: Body, kind: string): void {
+    const call = this.call;
+    if (call === undefined) return;
+    this.seq++;
+    call.write(create(AgentMessageSchema, { seq: this.seq, body }));
+    this.o.metrics.messagesSent.inc({ kind });
+  }
+
+  private connect(): void {
+    if (this.stopped || this.client === undefined) return;
+    if (this.attempts++ > 0) this.o.metrics.linkReconnects.inc();
+    this.seq = 0n;
+    const call = callBidi(this.client, AgentService.method.connect);
+    this.call = call;
+    let gotReply = false;
+
+    call.on("data", (msg: AggregatorMessage) => {
+      if (!gotReply) {
+        gotReply = true;
+        this.backoff.reset();
+        if (this.downLogged) this.o.log.info({ aggregator: this.o.address }, "aggregator reachable again");
+        this.downLogged = false;
+      }
+      if (msg.body.case === "command") this.onCommand(msg.body.value);
+    });
+    call.on("error", (err: grpc.ServiceError) => this.lost(call, `${err.code}: ${err.details || err.message}`));
+    call.on("end", () => this.lost(call, "stream ended"));
+
+    this.send({ case: "hello", value: this.o.hello() }, "hello");
+    const graphs = this.o.snapshot();
+    for (const graph of graphs) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
+    this.send({ case: "syncComplete", value: { containerIds: graphs.map((g) => g.containerId) } }, "sync");
+    this.setSynced(true);
+  }
+
+  private lost(call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage>, why: string): void {
+    if (this.call !== call) return;
+    this.call = undefined;
+    this.setSynced(false);
+    if (this.stopped) return;
+    if (!this.downLogged) {
+      // One line per outage, not one per retry.
+      this.o.log.warn({ aggregator: this.o.address, why }, "aggregator unreachable; working on and retrying with backoff");
+      this.downLogged = true;
+    }
+    this.retry = setTimeout(() => this.connect(), this.backoff.next());
+    this.retry.unref();
+  }
+
+  private onCommand(cmd: Command): void {
+    const seen = this.answered.get(cmd.id);
+    const result =
+      seen ??
+      create(CommandResultSchema, {
+        commandId: cmd.id,
+        status: CommandStatus.UNIMPLEMENTED,
+        message: `this agent cannot perform ${cmd.action.case ?? "an empty command"} yet`,
+      });
+    if (seen === undefined) {
+      this.answered.set(cmd.id, result);
+      if (this.answered.size > 1000) this.answered.delete(this.answered.keys().next().value ?? "");
+    }
+    this.o.metrics.commands.inc({ result: CommandStatus[result.status] ?? "unknown" });
+    this.o.log.info({ command: cmd.id, action: cmd.action.case, container: cmd.action.value?.containerId }, "command answered UNIMPLEMENTED");
+    this.send({ case: "commandResult", value: result }, "command-result");
+  }
+}

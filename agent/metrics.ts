@@ -1,0 +1,26 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+/** The agent's own Prometheus metrics, on a registry of its own. */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly containers = new Gauge({ name: "shadowlayer_agent_containers", help: "Containers the agent tracks", registers: [this.registry] });
+  readonly graphBuilds = new Counter({ name: "shadowlayer_agent_graph_builds_total", help: "Layer graphs built", registers: [this.registry] });
+  readonly graphBuildSeconds = new Histogram({
+    name: "shadowlayer_agent_graph_build_seconds",
+    help: "Time to build one container's layer graph",
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.03, 0.1, 0.3, 1],
+    registers: [this.registry],
+  });
+  readonly vanished = new Counter({
+    name: "shadowlayer_agent_vanished_total",
+    help: "Containers or processes that disappeared while being read",
+    labelNames: ["what"],
+    registers: [this.registry],
+  });
+  readonly errors = new Counter({ name: "shadowlayer_agent_errors_total", help: "Errors by stage", labelNames: ["stage"], registers: [this.registry] });
+  readonly engineEvents = new Counter({ name: "shadowlayer_agent_engine_events_total", help: "Engine events received", labelNames: ["action"], registers: [this.registry] });
+  readonly linkConnected = new Gauge({ name: "shadowlayer_agent_link_connected", help: "1 while the stream to the aggregator is up", registers: [this.registry] });
+  readonly linkReconnects = new Counter({ name: "shadowlayer_agent_link_reconnects_total", help: "Connection attempts to the aggregator after the first", registers: [this.registry] });
+  readonly messagesSent = new Counter({ name: "shadowlayer_agent_messages_sent_total", help: "Messages sent to the aggregator", labelNames: ["kind"], registers: [this.registry] });
+  readonly commands = new Counter({ name: "shadowlayer_agent_commands_total", help: "Commands received, by result", labelNames: ["result"], registers: [this.registry] });
+}

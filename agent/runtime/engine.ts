@@ -1,0 +1,79 @@
+/**
+ * The connection to the local Docker engine, with an error that tells a person how to start one.
+ */
+import Docker from "dockerode";
+import { Code, ShadowError, errnoCode } from "../../common/errors.js";
+
+export interface EngineInfo {
+  version: string;
+  apiVersion: string;
+  driver: string;
+  rootDir: string;
+  cgroupVersion: string;
+}
+
+export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
+
+export function engineSocket(explicit?: string): string {
+  if (explicit !== undefined && explicit !== "") return explicit;
+  const env = process.env["DOCKER_HOST"];
+  if (env?.startsWith("unix://")) return env.slice("unix://".length);
+  return DEFAULT_DOCKER_SOCKET;
+}
+
+function unavailable(socket: string, err: unknown): ShadowError {
+  const why = errnoCode(err) ?? (err instanceof Error ? err.message : String(err));
+  return new ShadowError(
+    Code.EngineUnavailable,
+    `cannot reach the Docker engine at unix://${socket} (${why}). Start one with ` +
+      "`bash test/harness/docker-host.sh` (installs docker.io if needed) or " +
+      "`sudo dockerd --bridge=none --iptables=false --ip-masq=false`, or point --docker-socket / DOCKER_HOST at a running engine.",
+    { cause: err },
+  );
+}
+
+/** Connects and checks that the engine answers; throws EngineUnavailable with a how-to if not. */
+export async function connectEngine(socket: string, timeoutMs = 5000): Promise<{ docker: Docker; info: EngineInfo }> {
+  const docker = new Docker({ socketPath: socket, timeout: 30_000 });
+  let raw: unknown;
+  try {
+    await withTimeout(docker.ping(), timeoutMs, "ping");
+    raw = await withTimeout(docker.info(), timeoutMs, "info");
+  } catch (err) {
+    throw unavailable(socket, err);
+  }
+  const o = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+  const s = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : "");
+  const version = await docker.version().catch(() => ({ ApiVersion: "" }));
+  return {
+    docker,
+    info: {
+      version: s("ServerVersion"),
+      apiVersion: typeof version.ApiVersion === "string" ? version.ApiVersion : "",
+      driver: s("Driver"),
+      rootDir: s("DockerRootDir"),
+      cgroupVersion: s("CgroupVersion"),
+    },
+  };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** True when a dockerode error is the engine's 404 (the container or image is gone). */
+export function isEngineNotFound(err: unknown): boolean {
+  return typeof err === "object" && err !== null && "statusCode" in err && (err as { statusCode: unknown }).statusCode === 404;
+}

@@ -1,0 +1,175 @@
+/**
+ * AgentService.Connect: one stream per node agent. The first message must be Hello; under mTLS
+ * the agent certificate's CN must name that node, so an agent can only speak for its own node.
+ * Commands to agents leave through the same stream and their results come back on it.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  AggregatorMessageSchema,
+  CommandSchema,
+  type AgentMessage,
+  type AggregatorMessage,
+  type Command,
+  type CommandResult,
+} from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { peerIdentity } from "../../common/certs.js";
+import { Code, ShadowError } from "../../common/errors.js";
+import { MalformedMessage, toStatus } from "../../common/grpc.js";
+import type { Logger } from "../../common/log.js";
+import type { AggregatorMetrics } from "../metrics.js";
+import type { GraphStore } from "../store/graph-store.js";
+
+const CONTAINER_ID = /^[0-9a-f]{64}$/;
+
+interface Session {
+  node: string;
+  call: grpc.ServerDuplexStream<AgentMessage | MalformedMessage, AggregatorMessage>;
+  pending: Map<string, (r: CommandResult) => void>;
+}
+
+export function validateGraph(g: LayerGraph | undefined, node: string): LayerGraph {
+  if (g === undefined) throw new ShadowError(Code.InvalidArgument, "graph upsert without a graph");
+  if (!CONTAINER_ID.test(g.containerId)) throw new ShadowError(Code.InvalidArgument, `container_id ${JSON.stringify(g.containerId.slice(0, 80))} is not a 64-hex id`);
+  if (g.node !== node) throw new ShadowError(Code.PermissionDenied, `graph for node ${JSON.stringify(g.node)} sent on the stream of node ${JSON.stringify(node)}`);
+  for (const l of g.layers) {
+    if (l.layerId === "") throw new ShadowError(Code.InvalidArgument, `container ${g.containerId}: a layer without layer_id`);
+  }
+  return g;
+}
+
+export class AgentIngest {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(
+    private readonly store: GraphStore,
+    private readonly log: Logger,
+    private readonly metrics: AggregatorMetrics,
+    /** Whether peers present certificates (false only with --insecure). */
+    private readonly requireCert: boolean,
+  ) {}
+
+  connectedNodes(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  /** Sends a command to a node's agent and waits for its result. */
+  sendCommand(node: string, cmd: MessageInitShape<typeof CommandSchema>, timeoutMs = 10_000): Promise<CommandResult> {
+    const s = this.sessions.get(node);
+    if (s === undefined) return Promise.reject(new ShadowError(Code.FailedPrecondition, `no agent connected for node ${node}`));
+    const command: Command = create(CommandSchema, cmd);
+    if (command.id === "") return Promise.reject(new ShadowError(Code.InvalidArgument, "command without id"));
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        s.pending.delete(command.id);
+        reject(new ShadowError(Code.AggregatorUnavailable, `no result for command ${command.id} from node ${node} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      s.pending.set(command.id, (r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
+      s.call.write(create(AggregatorMessageSchema, { body: { case: "command", value: command } }));
+    });
+  }
+
+  readonly handler = (call: grpc.ServerDuplexStream<AgentMessage | MalformedMessage, AggregatorMessage>): void => {
+    let session: Session | undefined;
+    let queue: Promise<void> = Promise.resolve();
+    let failed = false;
+
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      const st = toStatus(err);
+      this.metrics.rejected.inc({ reason: ShadowError.from(err).code });
+      this.log.warn({ node: session?.node, peer: call.getPeer(), err: st.details }, "agent stream refused");
+      call.emit("error", st);
+    };
+
+    const certName = (): { role: string; name: string } | undefined => {
+      const cert = call.getAuthContext()?.sslPeerCertificate;
+      return peerIdentity(cert?.subject);
+    };
+
+    const handle = async (msg: AgentMessage | MalformedMessage) => {
+      if (msg instanceof MalformedMessage) throw new ShadowError(Code.InvalidArgument, `malformed message: ${msg.reason}`);
+      const body = msg.body;
+      this.metrics.messages.inc({ kind: body.case ?? "empty" });
+      if (session === undefined) {
+        if (body.case !== "hello") throw new ShadowError(Code.InvalidArgument, "the first message on a stream must be hello");
+        const node = body.value.node;
+        if (node === "") throw new ShadowError(Code.InvalidArgument, "hello without a node name");
+        if (this.requireCert) {
+          const who = certName();
+          if (who === undefined || who.role !== "agent") throw new ShadowError(Code.PermissionDenied, "only agent certificates may open an agent stream");
+          if (who.name !== node) throw new ShadowError(Code.PermissionDenied, `certificate is for node ${who.name}, hello says ${node}`);
+        }
+        const old = this.sessions.get(node);
+        if (old !== undefined) old.call.end();
+        session = { node, call, pending: new Map() };
+        this.sessions.set(node, session);
+        this.metrics.agentsConnected.set(this.sessions.size);
+        const h = body.value.host;
+        await this.store.putNode({
+          node,
+          agentVersion: body.value.agentVersion,
+          engineVersion: body.value.engineVersion,
+          storageDriver: body.value.storageDriver,
+          hostname: h?.hostname ?? "",
+          os: h?.os ?? "",
+          kernel: h?.kernel ?? "",
+          lastSeen: new Date().toISOString(),
+          connected: true,
+        });
+        this.log.info({ node, agent: body.value.agentVersion }, "agent connected");
+      } else {
+        switch (body.case) {
+          case "hello":
+            throw new ShadowError(Code.InvalidArgument, "hello sent twice on one stream");
+          case "graphUpsert":
+            await this.store.putGraph(validateGraph(body.value.graph, session.node));
+            break;
+          case "graphDelete":
+            await this.store.deleteGraph(body.value.containerId);
+            break;
+          case "syncComplete": {
+            const removed = await this.store.retainNode(session.node, new Set(body.value.containerIds));
+            this.log.info({ node: session.node, containers: body.value.containerIds.length, removed }, "agent state synced");
+            break;
+          }
+          case "commandResult": {
+            const done = session.pending.get(body.value.commandId);
+            session.pending.delete(body.value.commandId);
+            done?.(body.value);
+            break;
+          }
+          case "heartbeat":
+            break;
+          default:
+            throw new ShadowError(Code.InvalidArgument, "empty agent message");
+        }
+      }
+      this.metrics.graphs.set(this.store.all().length);
+      call.write(create(AggregatorMessageSchema, { body: { case: "ack", value: { seq: msg.seq } } }));
+    };
+
+    call.on("data", (msg: AgentMessage | MalformedMessage) => {
+      // Keep the agent's order: each message is stored before the next is looked at.
+      queue = queue.then(() => (failed ? undefined : handle(msg))).catch(fail);
+    });
+    const closed = () => {
+      if (session !== undefined && this.sessions.get(session.node) === session) {
+        this.sessions.delete(session.node);
+        this.metrics.agentsConnected.set(this.sessions.size);
+        this.log.info({ node: session.node }, "agent disconnected");
+      }
+    };
+    call.on("end", () => {
+      closed();
+      call.end();
+    });
+    call.on("error", closed);
+    call.on("cancelled", closed);
+  };
+}

@@ -1,0 +1,11 @@
+import { Counter, Gauge, Registry } from "prom-client";
+
+/** The aggregator's own Prometheus metrics, on a registry of its own. */
+export class AggregatorMetrics {
+  readonly registry = new Registry();
+  readonly agentsConnected = new Gauge({ name: "shadowlayer_aggregator_agents_connected", help: "Agents with an open stream", registers: [this.registry] });
+  readonly graphs = new Gauge({ name: "shadowlayer_aggregator_graphs", help: "Layer graphs stored", registers: [this.registry] });
+  readonly messages = new Counter({ name: "shadowlayer_aggregator_agent_messages_total", help: "Messages received from agents", labelNames: ["kind"], registers: [this.registry] });
+  readonly rejected = new Counter({ name: "shadowlayer_aggregator_rejected_total", help: "Streams or requests refused", labelNames: ["reason"], registers: [this.registry] });
+  readonly watchers = new Gauge({ name: "shadowlayer_aggregator_watchers", help: "Open WatchGraphs streams", registers: [this.registry] });
+}

@@ -1,0 +1,102 @@
+/**
+ * The aggregator process: gRPC (AgentService, QueryService, health, reflection) over mTLS by
+ * default, the level store, and the HTTP endpoint for metrics and probes.
+ */
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
+import { AgentService } from "../proto/gen/shadowlayer/v1/agent_pb.js";
+import { QueryService } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import type { TlsMaterial } from "../common/certs.js";
+import { bindServer, serverCredentials, serviceDefinition } from "../common/grpc.js";
+import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js";
+import type { Logger } from "../common/log.js";
+import { PROTO_DIR } from "../common/paths.js";
+import { queryServiceImpl } from "./api/query-service.js";
+import { AgentIngest } from "./ingest/agent-service.js";
+import { AggregatorMetrics } from "./metrics.js";
+import { GraphStore } from "./store/graph-store.js";
+
+export interface AggregatorOptions {
+  dataDir: string;
+  /** host:port for gRPC; port 0 picks a free one. */
+  listen: string;
+  /** host:port for /metrics, /healthz, /readyz; none when absent. */
+  http?: string;
+  tls: TlsMaterial | "insecure";
+  log: Logger;
+}
+
+export interface RunningAggregator {
+  port: number;
+  httpPort: number | undefined;
+  store: GraphStore;
+  ingest: AgentIngest;
+  metrics: AggregatorMetrics;
+  stop(): Promise<void>;
+}
+
+function reflectionService(): ReflectionService {
+  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", healthProtoPath], {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+  });
+  return new ReflectionService(def);
+}
+
+export async function startAggregator(o: AggregatorOptions): Promise<RunningAggregator> {
+  const log = o.log.child({ component: "aggregator" });
+  if (o.tls === "insecure") {
+    log.warn("*** INSECURE: gRPC without TLS or client certificates; anyone who can reach the port can publish and read graphs ***");
+  }
+  const store = await GraphStore.open(join(o.dataDir, "store"));
+  const metrics = new AggregatorMetrics();
+  metrics.graphs.set(store.all().length);
+  const ingest = new AgentIngest(store, log, metrics, o.tls !== "insecure");
+  const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
+  server.addService(serviceDefinition(AgentService), { connect: ingest.handler });
+  server.addService(serviceDefinition(QueryService), queryServiceImpl(store, metrics));
+  const health = new HealthImplementation({
+    "": "SERVING",
+    [AgentService.typeName]: "SERVING",
+    [QueryService.typeName]: "SERVING",
+  });
+  health.addToServer(server);
+  reflectionService().addToServer(server);
+  let port: number;
+  try {
+    port = await bindServer(server, o.listen, serverCredentials(o.tls));
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  let http: HttpEndpoint | undefined;
+  if (o.http !== undefined) {
+    http = await startHttpEndpoint(o.http, [metrics.registry], () => ({ ok: true, detail: `serving; ${ingest.connectedNodes().length} agents connected` }));
+  }
+  log.info({ listen: o.listen, port, graphs: store.all().length, tls: o.tls !== "insecure" }, "aggregator listening");
+  return {
+    port,
+    httpPort: http?.port,
+    store,
+    ingest,
+    metrics,
+    async stop() {
+      health.setStatus("", "NOT_SERVING");
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 1000);
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      await http?.close();
+      await store.close();
+    },
+  };
+}

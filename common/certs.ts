@@ -1,0 +1,249 @@
+/**
+ * The project's own small PKI for mTLS between agents, the aggregator and CLI clients.
+ * ECDSA P-256 (fast to make, supported by Node's TLS). The role sits in the subject's OU so the
+ * aggregator can tell an agent (which may only publish for the node in its CN) from a CLI client.
+ */
+import { webcrypto } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import * as x509 from "@peculiar/x509";
+import { Code, ShadowError } from "./errors.js";
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
+export type Role = "ca" | "aggregator" | "agent" | "client";
+
+const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+const YEAR_MS = 365 * 24 * 3600 * 1000;
+
+/** File names inside a TLS directory, in one place. */
+export const tlsFiles = {
+  caCert: "ca.crt",
+  caKey: "ca.key",
+  aggregatorCert: "aggregator.crt",
+  aggregatorKey: "aggregator.key",
+  agentCert: (node: string) => `agent-${node}.crt`,
+  agentKey: (node: string) => `agent-${node}.key`,
+  clientCert: "client.crt",
+  clientKey: "client.key",
+};
+
+/** PEM material for one side of a TLS connection. */
+export interface TlsMaterial {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+export interface InitCertsOptions {
+  /** Node names to make agent certificates for. */
+  nodes: string[];
+  /** Extra DNS names or IPs for the aggregator certificate (localhost and loopback are always in). */
+  sans?: string[];
+}
+
+export interface InitCertsResult {
+  dir: string;
+  created: string[];
+  kept: string[];
+}
+
+const NODE_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,252})$/;
+
+/** Checks a node name before it becomes a file name and a certificate CN. */
+export function assertNodeName(node: string): void {
+  if (!NODE_NAME.test(node)) {
+    throw new ShadowError(
+      Code.InvalidArgument,
+      `invalid node name ${JSON.stringify(node)}: use letters, digits, '.', '_' or '-' (at most 253)`,
+    );
+  }
+}
+
+async function newKeys(): Promise<CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"])) as CryptoKeyPair;
+}
+
+async function keyPem(key: CryptoKey): Promise<string> {
+  const der = await webcrypto.subtle.exportKey("pkcs8", key);
+  return x509.PemConverter.encode(der, "PRIVATE KEY");
+}
+
+async function importKey(pem: string): Promise<CryptoKey> {
+  const der = x509.PemConverter.decode(pem)[0];
+  if (der === undefined) throw new ShadowError(Code.InvalidArgument, "CA key file holds no PEM block");
+  return webcrypto.subtle.importKey("pkcs8", der, ALG, true, ["sign"]);
+}
+
+function serial(): string {
+  // Positive, 16 bytes.
+  const b = webcrypto.getRandomValues(new Uint8Array(16));
+  b[0] = (b[0] ?? 0) & 0x7f;
+  return Buffer.from(b).toString("hex");
+}
+
+function sanEntries(names: string[]): x509.JsonGeneralName[] {
+  return names.map((n) => ({ type: /^[\d.]+$|:/.test(n) ? "ip" : "dns", value: n }));
+}
+
+interface Issued {
+  cert: string;
+  key: string;
+}
+
+async function issue(
+  ca: { cert: x509.X509Certificate; key: CryptoKey },
+  role: Exclude<Role, "ca">,
+  cn: string,
+  sans: string[],
+): Promise<Issued> {
+  const keys = await newKeys();
+  const usages =
+    role === "aggregator"
+      ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
+      : [x509.ExtendedKeyUsage.clientAuth];
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${cn}, OU=${role}, O=shadowlayer`,
+    issuer: ca.cert.subject,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 2 * YEAR_MS),
+    signingAlgorithm: ALG,
+    publicKey: keys.publicKey,
+    signingKey: ca.key,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+      new x509.ExtendedKeyUsageExtension(usages),
+      ...(sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(sanEntries(sans))] : []),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
+    ],
+  });
+  return { cert: cert.toString("pem"), key: await keyPem(keys.privateKey) };
+}
+
+async function writeSecret(path: string, content: string): Promise<void> {
+  await writeFile(path, content, { mode: 0o600 });
+  await chmod(path, 0o600);
+}
+
+/**
+ * Makes (or completes) a TLS directory: a CA, the aggregator's certificate, one per agent node and
+ * one for CLI clients. Existing files are kept, so adding a node later reuses the same CA.
+ */
+export async function initCerts(dir: string, opts: InitCertsOptions): Promise<InitCertsResult> {
+  for (const n of opts.nodes) assertNodeName(n);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const created: string[] = [];
+  const kept: string[] = [];
+  const p = (f: string) => join(dir, f);
+
+  let ca: { cert: x509.X509Certificate; key: CryptoKey };
+  if (existsSync(p(tlsFiles.caCert)) && existsSync(p(tlsFiles.caKey))) {
+    ca = {
+      cert: new x509.X509Certificate(await readFile(p(tlsFiles.caCert), "utf8")),
+      key: await importKey(await readFile(p(tlsFiles.caKey), "utf8")),
+    };
+    kept.push(tlsFiles.caCert);
+  } else {
+    const keys = await newKeys();
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: serial(),
+      name: `CN=shadowlayer CA ${serial().slice(0, 8)}, OU=ca, O=shadowlayer`,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 10 * YEAR_MS),
+      signingAlgorithm: ALG,
+      keys,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
+    });
+    await writeFile(p(tlsFiles.caCert), cert.toString("pem"));
+    await writeSecret(p(tlsFiles.caKey), await keyPem(keys.privateKey));
+    ca = { cert, key: keys.privateKey };
+    created.push(tlsFiles.caCert);
+  }
+
+  const want: Array<{ role: Exclude<Role, "ca">; cn: string; certFile: string; keyFile: string; sans: string[] }> = [
+    {
+      role: "aggregator",
+      cn: "shadowlayer-aggregator",
+      certFile: tlsFiles.aggregatorCert,
+      keyFile: tlsFiles.aggregatorKey,
+      sans: [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "shadowlayer-aggregator",
+        "shadowlayer-aggregator.shadowlayer",
+        "shadowlayer-aggregator.shadowlayer.svc",
+        ...(opts.sans ?? []),
+      ],
+    },
+    { role: "client", cn: "shadowlayer-cli", certFile: tlsFiles.clientCert, keyFile: tlsFiles.clientKey, sans: [] },
+    ...opts.nodes.map((node) => ({
+      role: "agent" as const,
+      cn: node,
+      certFile: tlsFiles.agentCert(node),
+      keyFile: tlsFiles.agentKey(node),
+      sans: [],
+    })),
+  ];
+  for (const w of want) {
+    if (existsSync(p(w.certFile)) && existsSync(p(w.keyFile))) {
+      kept.push(w.certFile);
+      continue;
+    }
+    const got = await issue(ca, w.role, w.cn, w.sans);
+    await writeFile(p(w.certFile), got.cert);
+    await writeSecret(p(w.keyFile), got.key);
+    created.push(w.certFile);
+  }
+  return { dir, created, kept };
+}
+
+async function readOrExplain(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new ShadowError(
+      Code.FailedPrecondition,
+      `cannot read ${path}: run \`shadowlayer certs init\` first, or pass --insecure to run without TLS (not for production)`,
+      { cause: err },
+    );
+  }
+}
+
+/** Loads the files one program needs from a TLS directory. */
+export async function loadTls(dir: string, who: { role: "aggregator" | "client" } | { role: "agent"; node: string }): Promise<TlsMaterial> {
+  const [certFile, keyFile] =
+    who.role === "agent"
+      ? [tlsFiles.agentCert(who.node), tlsFiles.agentKey(who.node)]
+      : who.role === "aggregator"
+        ? [tlsFiles.aggregatorCert, tlsFiles.aggregatorKey]
+        : [tlsFiles.clientCert, tlsFiles.clientKey];
+  return {
+    ca: await readOrExplain(join(dir, tlsFiles.caCert)),
+    cert: await readOrExplain(join(dir, certFile)),
+    key: await readOrExplain(join(dir, keyFile)),
+  };
+}
+
+/** Reads role (OU) and name (CN) from a peer certificate's subject as Node's TLS reports it. */
+export function peerIdentity(subject: { CN?: string | string[]; OU?: string | string[] } | undefined): {
+  role: string;
+  name: string;
+} | undefined {
+  if (subject === undefined) return undefined;
+  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+  const name = first(subject.CN);
+  const role = first(subject.OU);
+  if (name === undefined || role === undefined) return undefined;
+  return { role, name };
+}
