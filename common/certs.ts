@@ -3,6 +3,8 @@
  * ECDSA P-256 (fast to make, supported by Node's TLS). The role sits in the subject's OU so the
  * aggregator can tell an agent (which may only publish for the node in its CN) from a CLI client.
  */
+// @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API.
+import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -16,6 +18,9 @@ type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
 export type Role = "ca" | "aggregator" | "agent" | "client";
+
+/** The name every aggregator certificate carries, used when clients dial an IP address. */
+export const AGGREGATOR_TLS_NAME = "shadowlayer-aggregator";
 
 const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 const YEAR_MS = 365 * 24 * 3600 * 1000;

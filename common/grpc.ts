@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ShadowError } from "./errors.js";
-import type { TlsMaterial } from "./certs.js";
+import { AGGREGATOR_TLS_NAME, type TlsMaterial } from "./certs.js";
 
 /** A request whose bytes did not decode; handlers answer it with INVALID_ARGUMENT. */
 export class MalformedMessage {
@@ -100,9 +100,13 @@ export function serverStreamHandler<I extends DescMessage, O extends DescMessage
 }
 
 /** A generic client for a generated service. */
-export function makeClient(svc: DescService, address: string, creds: grpc.ChannelCredentials, options?: grpc.ClientOptions): grpc.Client {
+export function makeClient(svc: DescService, address: string, creds: grpc.ChannelCredentials, options: grpc.ClientOptions = {}): grpc.Client {
   const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(svc), svc.name);
-  return new Ctor(address, creds, options);
+  const host = address.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  // TLS may not send an IP as server name (RFC 6066): check the certificate against the
+  // aggregator's service name instead, which every aggregator certificate carries.
+  const byIp = /^[\d.]+$|:/.test(host) ? { "grpc.ssl_target_name_override": AGGREGATOR_TLS_NAME } : {};
+  return new Ctor(address, creds, { ...byIp, ...options });
 }
 
 export interface CallOptions {

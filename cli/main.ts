@@ -1,0 +1,295 @@
+#!/usr/bin/env node
+/**
+ * The `shadowlayer` command. Output for people by default, `--json` for machines; logs go to
+ * stderr; errors print one sentence and exit non-zero.
+ */
+import { Command, Option } from "commander";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { GraphEvent_Type, QueryService, type ContainerSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import { initCerts, loadTls } from "../common/certs.js";
+import { ShadowError } from "../common/errors.js";
+import { callServerStream, callUnary } from "../common/grpc.js";
+import { createLogger } from "../common/log.js";
+import { VERSION } from "../common/version.js";
+import { defaultNodeName, startAgent } from "../agent/agent.js";
+import { connectEngine, engineSocket } from "../agent/runtime/engine.js";
+import { startAggregator } from "../aggregator/server.js";
+import { explainCallError, queryClient, type ClientFlags } from "./client.js";
+import { removeDemo, startDemo } from "./demo.js";
+import { dataPaths, defaultDataDir } from "./endpoint.js";
+import { renderTree, toLdgJson } from "./ldg-format.js";
+import { runUp } from "./up.js";
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+
+function fail(err: unknown): never {
+  const e = ShadowError.from(err);
+  process.stderr.write(`shadowlayer: ${e.message}\n`);
+  process.exit(1);
+}
+
+/** Runs until SIGINT/SIGTERM, then calls stop once. */
+function untilSignal(stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`shadowlayer: ${sig}, stopping\n`);
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => fail(err),
+    );
+  };
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+}
+
+const dataDirOption = () =>
+  new Option("--data-dir <dir>", "where state, certificates and the endpoint file live (env SHADOWLAYER_DATA_DIR)").default(defaultDataDir());
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .addOption(dataDirOption())
+    .option("--aggregator <host:port>", "aggregator address (default: the one `up` wrote in the data dir)")
+    .option("--tls-dir <dir>", "certificates (default: <data-dir>/tls)")
+    .option("--insecure", "connect without TLS (only to an aggregator started with --insecure)");
+}
+
+function clientFlags(o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean }): ClientFlags {
+  return {
+    dataDir: o.dataDir,
+    ...(o.aggregator !== undefined ? { aggregator: o.aggregator } : {}),
+    ...(o.tlsDir !== undefined ? { tlsDir: o.tlsDir } : {}),
+    ...(o.insecure === true ? { insecure: true } : {}),
+  };
+}
+
+function warnInsecure(): void {
+  process.stderr.write("\n*** WARNING: --insecure: no TLS and no client certificates. Anyone who can reach the port can read and write. Never use this outside a test box. ***\n\n");
+}
+
+function table(rows: ContainerSummary[]): string {
+  const head = ["CONTAINER", "NAME", "IMAGE", "NODE", "STATE", "LAYERS", "PROCS", "DRIFT"];
+  const body = rows.map((r) => [r.containerId.slice(0, 12), r.containerName, r.image, r.node, r.state, String(r.layerCount), String(r.processCount), r.drift ? "yes" : "-"]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
+  return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+}
+
+const program = new Command();
+program
+  .name("shadowlayer")
+  .description("Layer graphs, per-layer risk and ready shadow containers for a Docker host.\nStart with `shadowlayer up`, then `shadowlayer demo` and `shadowlayer graph <container>`.")
+  .version(VERSION)
+  .showHelpAfterError();
+
+program
+  .command("up")
+  .description("run the aggregator and an agent on this host against the local Docker engine (the embedded default)")
+  .addOption(dataDirOption())
+  .option("--listen <host:port>", "gRPC address of the aggregator", "127.0.0.1:7443")
+  .option("--http <host:port>", "aggregator /metrics, /healthz, /readyz", "127.0.0.1:9464")
+  .option("--agent-http <host:port>", "agent /metrics, /healthz, /readyz", "127.0.0.1:9465")
+  .option("--node <name>", "this node's name (env SHADOWLAYER_NODE, default the hostname)")
+  .option("--docker-socket <path>", "Docker engine socket (env DOCKER_HOST)")
+  .option("--refresh-ms <ms>", "how often processes are re-read", "2000")
+  .option("--insecure", "no TLS between agent and aggregator (loud warning; tests only)")
+  .option("--json", "one JSON line per change instead of trees")
+  .option("--quiet", "do not print changes")
+  .action(async (o: { dataDir: string; listen: string; http: string; agentHttp: string; node?: string; dockerSocket?: string; refreshMs: string; insecure?: boolean; json?: boolean; quiet?: boolean }) => {
+    if (o.insecure) warnInsecure();
+    try {
+      const stop = await runUp(
+        {
+          dataDir: o.dataDir,
+          listen: o.listen,
+          http: o.http,
+          agentHttp: o.agentHttp,
+          insecure: o.insecure === true,
+          refreshMs: Number(o.refreshMs),
+          json: o.json === true,
+          quiet: o.quiet === true,
+          log: createLogger("shadowlayer"),
+          ...(o.node !== undefined ? { node: o.node } : {}),
+          ...(o.dockerSocket !== undefined ? { dockerSocket: o.dockerSocket } : {}),
+        },
+        out,
+      );
+      untilSignal(stop);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command("aggregator")
+  .description("run the aggregator alone (the Kubernetes Deployment)")
+  .addOption(dataDirOption())
+  .option("--listen <host:port>", "gRPC address", "0.0.0.0:7443")
+  .option("--http <host:port>", "/metrics, /healthz, /readyz", "0.0.0.0:9464")
+  .option("--tls-dir <dir>", "ca.crt, aggregator.crt, aggregator.key (default: <data-dir>/tls)")
+  .option("--insecure", "no TLS (loud warning; tests only)")
+  .action(async (o: { dataDir: string; listen: string; http: string; tlsDir?: string; insecure?: boolean }) => {
+    if (o.insecure) warnInsecure();
+    try {
+      const tls = o.insecure ? "insecure" : await loadTls(o.tlsDir ?? dataPaths(o.dataDir).tls, { role: "aggregator" });
+      const a = await startAggregator({ dataDir: o.dataDir, listen: o.listen, http: o.http, tls, log: createLogger("shadowlayer-aggregator") });
+      untilSignal(() => a.stop());
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command("agent")
+  .description("run a node agent alone (the Kubernetes DaemonSet)")
+  .addOption(dataDirOption())
+  .option("--aggregator <host:port>", "aggregator address (env SHADOWLAYER_AGGREGATOR)", process.env["SHADOWLAYER_AGGREGATOR"])
+  .option("--node <name>", "node name (env SHADOWLAYER_NODE, default the hostname)")
+  .option("--docker-socket <path>", "Docker engine socket (env DOCKER_HOST)")
+  .option("--docker-root <dir>", "the engine's data root as mounted here (default: what the engine reports)")
+  .option("--proc-root <dir>", "the host's /proc as mounted here", "/proc")
+  .option("--http <host:port>", "/metrics, /healthz, /readyz", "127.0.0.1:9465")
+  .option("--tls-dir <dir>", "ca.crt, agent-<node>.crt, agent-<node>.key (default: <data-dir>/tls)")
+  .option("--refresh-ms <ms>", "how often processes are re-read", "2000")
+  .option("--insecure", "no TLS (loud warning; tests only)")
+  .action(async (o: { dataDir: string; aggregator?: string; node?: string; dockerSocket?: string; dockerRoot?: string; procRoot: string; http: string; tlsDir?: string; refreshMs: string; insecure?: boolean }) => {
+    if (o.insecure) warnInsecure();
+    try {
+      const name = o.node ?? defaultNodeName();
+      const tls = o.insecure ? "insecure" : await loadTls(o.tlsDir ?? dataPaths(o.dataDir).tls, { role: "agent", node: name });
+      const a = await startAgent({
+        node: name,
+        procRoot: o.procRoot,
+        http: o.http,
+        tls,
+        refreshMs: Number(o.refreshMs),
+        log: createLogger("shadowlayer-agent"),
+        ...(o.aggregator !== undefined ? { aggregator: o.aggregator } : {}),
+        ...(o.dockerSocket !== undefined ? { dockerSocket: o.dockerSocket } : {}),
+        ...(o.dockerRoot !== undefined ? { dockerRoot: o.dockerRoot } : {}),
+      });
+      untilSignal(() => a.stop());
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("graph").argument("<container>", "container id, id prefix or name").description("print a container's Layer Dependency Graph"))
+  .option("--json", "the seed-shaped LDG JSON")
+  .action(async (container: string, o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean }) => {
+    try {
+      const { client, address } = await queryClient(clientFlags(o));
+      try {
+        const g = await callUnary(client, QueryService.method.getLayerGraph, { container }).catch((err: unknown) => {
+          throw explainCallError(err, address);
+        });
+        out(o.json ? JSON.stringify(toLdgJson(g), null, 2) : renderTree(g));
+      } finally {
+        client.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("containers").alias("ps").description("list the containers the aggregator knows"))
+  .option("--node <name>", "only this node")
+  .option("--json", "JSON array")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean; node?: string }) => {
+    try {
+      const { client, address } = await queryClient(clientFlags(o));
+      try {
+        const res = await callUnary(client, QueryService.method.listContainers, { node: o.node ?? "" }).catch((err: unknown) => {
+          throw explainCallError(err, address);
+        });
+        if (o.json) {
+          out(
+            JSON.stringify(
+              res.containers.map((c) => ({
+                container_id: c.containerId,
+                container_name: c.containerName,
+                image: c.image,
+                node: c.node,
+                state: c.state,
+                layer_count: c.layerCount,
+                process_count: c.processCount,
+                drift: c.drift,
+                observed_at: c.observedAt ? timestampDate(c.observedAt).toISOString() : null,
+              })),
+              null,
+              2,
+            ),
+          );
+        } else out(table(res.containers));
+      } finally {
+        client.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("watch").description("follow graph changes as they happen (Ctrl-C stops)"))
+  .option("--json", "one JSON object per line")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean }) => {
+    try {
+      const { client, address } = await queryClient(clientFlags(o));
+      const stream = callServerStream(client, QueryService.method.watchGraphs, {});
+      stream.on("data", (ev) => {
+        const type = GraphEvent_Type[ev.type]?.toLowerCase() ?? "unknown";
+        if (o.json) out(JSON.stringify({ type, container_id: ev.containerId, ...(ev.graph ? { graph: toLdgJson(ev.graph) } : {}) }));
+        else if (ev.type === GraphEvent_Type.UPSERT && ev.graph) out(renderTree(ev.graph));
+        else if (ev.type === GraphEvent_Type.DELETE) out(`- ${ev.containerId.slice(0, 12)} removed`);
+        else if (ev.type === GraphEvent_Type.SNAPSHOT_DONE) out("-- live --");
+      });
+      stream.on("error", (err) => fail(explainCallError(err, address)));
+      untilSignal(async () => {
+        stream.cancel();
+        client.close();
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+const certs = program.command("certs").description("manage the mTLS certificates");
+certs
+  .command("init")
+  .description("make a CA, the aggregator's certificate, one per agent node and one for CLI clients (existing files are kept)")
+  .addOption(dataDirOption())
+  .option("--tls-dir <dir>", "where to write them (default: <data-dir>/tls)")
+  .option("--node <name...>", "node names to make agent certificates for (default: this host's name)")
+  .option("--san <name...>", "extra DNS names or IPs for the aggregator certificate")
+  .option("--json", "machine-readable result")
+  .action(async (o: { dataDir: string; tlsDir?: string; node?: string[]; san?: string[]; json?: boolean }) => {
+    try {
+      const r = await initCerts(o.tlsDir ?? dataPaths(o.dataDir).tls, { nodes: o.node ?? [defaultNodeName()], sans: o.san ?? [] });
+      if (o.json) out(JSON.stringify(r));
+      else out(`certificates in ${r.dir}\n  created: ${r.created.join(", ") || "-"}\n  kept:    ${r.kept.join(", ") || "-"}`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command("demo")
+  .description("start a small demo workload (web server, worker, volume writer) from locally built images")
+  .option("--port <port>", "loopback port of the demo web server", "18080")
+  .option("--down", "remove the demo containers instead")
+  .option("--docker-socket <path>", "Docker engine socket (env DOCKER_HOST)")
+  .action(async (o: { port: string; down?: boolean; dockerSocket?: string }) => {
+    try {
+      const { docker } = await connectEngine(engineSocket(o.dockerSocket));
+      if (o.down) {
+        out(`removed ${await removeDemo(docker)} demo containers`);
+        return;
+      }
+      const started = await startDemo(docker, Number(o.port), (m) => process.stderr.write(`${m}\n`));
+      for (const c of started) out(`started ${c.name} (${c.id.slice(0, 12)}): ${c.what}`);
+      out("see them with `shadowlayer containers` and `shadowlayer graph shadowlayer-demo-worker`; remove with `shadowlayer demo --down`");
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+await program.parseAsync(process.argv);

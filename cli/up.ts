@@ -1,0 +1,101 @@
+/**
+ * `shadowlayer up`: the embedded default. Aggregator and agent in one process on this host, the
+ * store and certificates under the data dir, and a live view of containers as they change.
+ */
+import { mkdir } from "node:fs/promises";
+import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
+import { initCerts, loadTls } from "../common/certs.js";
+import type { Logger } from "../common/log.js";
+import { startAgent, defaultNodeName } from "../agent/agent.js";
+import { startAggregator } from "../aggregator/server.js";
+import { summarize } from "../aggregator/api/query-service.js";
+import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
+import { renderTree } from "./ldg-format.js";
+
+export interface UpOptions {
+  dataDir: string;
+  listen: string;
+  http: string;
+  agentHttp: string;
+  node?: string;
+  insecure: boolean;
+  dockerSocket?: string;
+  procRoot?: string;
+  dockerRoot?: string;
+  refreshMs: number;
+  json: boolean;
+  quiet: boolean;
+  log: Logger;
+}
+
+function stamp(): string {
+  return new Date().toISOString().slice(11, 19);
+}
+
+export async function runUp(o: UpOptions, out: (line: string) => void): Promise<() => Promise<void>> {
+  const paths = dataPaths(o.dataDir);
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const node = o.node ?? defaultNodeName();
+  if (!o.insecure) {
+    const made = await initCerts(paths.tls, { nodes: [node] });
+    if (made.created.length > 0) out(`certificates made in ${paths.tls}: ${made.created.join(", ")}`);
+  }
+  const aggregator = await startAggregator({
+    dataDir: paths.dir,
+    listen: o.listen,
+    http: o.http,
+    tls: o.insecure ? "insecure" : await loadTls(paths.tls, { role: "aggregator" }),
+    log: o.log,
+  });
+  const host = o.listen.replace(/:\d+$/, "").replace(/^0\.0\.0\.0$/, "127.0.0.1");
+  const address = `${host}:${aggregator.port}`;
+
+  const seen = new Set<string>();
+  const onUpsert = (g: LayerGraph) => {
+    if (o.quiet) return;
+    if (o.json) {
+      out(JSON.stringify({ event: "upsert", container_id: g.containerId, name: g.containerName, state: g.state, layers: g.layers.length }));
+      return;
+    }
+    const s = summarize(g);
+    const first = !seen.has(g.containerId);
+    seen.add(g.containerId);
+    out(`${stamp()} ${first ? "+" : "~"} ${s.containerName || s.containerId.slice(0, 12)} ${s.state} ${s.image}: ${s.layerCount} layers, ${s.processCount} processes${s.drift ? ", DRIFT" : ""}`);
+    if (first) out(renderTree(g));
+  };
+  const onDelete = (id: string) => {
+    if (o.quiet) return;
+    seen.delete(id);
+    out(o.json ? JSON.stringify({ event: "delete", container_id: id }) : `${stamp()} - ${id.slice(0, 12)} removed`);
+  };
+  aggregator.store.on("upsert", onUpsert);
+  aggregator.store.on("delete", onDelete);
+
+  let agent;
+  try {
+    agent = await startAgent({
+      node,
+      aggregator: address,
+      tls: o.insecure ? "insecure" : await loadTls(paths.tls, { role: "agent", node }),
+      http: o.agentHttp,
+      refreshMs: o.refreshMs,
+      log: o.log,
+      ...(o.dockerSocket !== undefined ? { dockerSocket: o.dockerSocket } : {}),
+      ...(o.procRoot !== undefined ? { procRoot: o.procRoot } : {}),
+      ...(o.dockerRoot !== undefined ? { dockerRoot: o.dockerRoot } : {}),
+    });
+  } catch (err) {
+    await aggregator.stop();
+    throw err;
+  }
+  await writeEndpoint(o.dataDir, { address, insecure: o.insecure, pid: process.pid, node, startedAt: new Date().toISOString() });
+  out(
+    `shadowlayer up: aggregator ${address} (${o.insecure ? "INSECURE" : "mTLS"}), metrics http://${o.http.replace(/:\d+$/, "")}:${aggregator.httpPort}/metrics, ` +
+      `agent node ${node}, engine ${agent.engine.version}; data in ${paths.dir}. Try \`shadowlayer demo\` and \`shadowlayer graph <container>\`. Ctrl-C stops.`,
+  );
+  return async () => {
+    await agent.stop();
+    await aggregator.stop();
+    await removeEndpoint(o.dataDir);
+  };
+}
