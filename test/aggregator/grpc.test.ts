@@ -1,0 +1,200 @@
+/**
+ * The aggregator over real gRPC and a real level store: mTLS refusals, malformed input,
+ * survival across a restart, and commands answered UNIMPLEMENTED by a real agent link.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { AgentMessageSchema, AgentService, CommandStatus, HelloSchema } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { AggregatorLink } from "../../agent/link/aggregator-link.js";
+import { AgentMetrics } from "../../agent/metrics.js";
+import { initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
+import { callBidi, callUnary, channelCredentials, makeClient, methodPath } from "../../common/grpc.js";
+import { silentLogger } from "../../common/log.js";
+import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
+import { waitFor } from "../harness/engine.js";
+
+function graph(id: string, node: string, name: string): LayerGraph {
+  return create(LayerGraphSchema, {
+    containerId: id,
+    containerName: name,
+    node,
+    state: "running",
+    image: "example/app:1",
+    layers: [
+      { layerId: `sha256:${"a".repeat(64)}`, name: "base", kind: LayerKind.IMAGE, index: 0 },
+      { layerId: `rw:${id}`, name: "rw", kind: LayerKind.WRITABLE, dependencies: [`sha256:${"a".repeat(64)}`] },
+    ],
+  });
+}
+
+describe("aggregator gRPC", () => {
+  let dir: string;
+  let tlsDir: string;
+  let agg: RunningAggregator;
+  let address: string;
+  let clientTls: TlsMaterial;
+  const log = silentLogger();
+  const links: AggregatorLink[] = [];
+
+  const start = async (listen = "127.0.0.1:0") => {
+    agg = await startAggregator({ dataDir: dir, listen, tls: await loadTls(tlsDir, { role: "aggregator" }), log });
+    address = `127.0.0.1:${agg.port}`;
+  };
+
+  const link = async (node: string, graphs: LayerGraph[]) => {
+    const l = new AggregatorLink({
+      address,
+      tls: await loadTls(tlsDir, { role: "agent", node }),
+      hello: () => create(HelloSchema, { node, agentVersion: "test" }),
+      snapshot: () => graphs,
+      log,
+      metrics: new AgentMetrics(),
+    });
+    links.push(l);
+    return l;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "sl-agg-"));
+    tlsDir = join(dir, "tls");
+    await initCerts(tlsDir, { nodes: ["node-a", "node-b"] });
+    clientTls = await loadTls(tlsDir, { role: "client" });
+    await start();
+  });
+  after(async () => {
+    for (const l of links) l.stop();
+    await agg.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("serves a client with a certificate from its CA", async () => {
+    const c = makeClient(QueryService, address, channelCredentials(clientTls));
+    const res = await callUnary(c, QueryService.method.listContainers, {});
+    assert.deepEqual(res.containers, []);
+    c.close();
+  });
+
+  it("refuses a client without a certificate", async () => {
+    const c = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca));
+    await assert.rejects(callUnary(c, QueryService.method.listContainers, {}, { deadlineMs: 3000 }), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
+    c.close();
+  });
+
+  it("refuses a client whose certificate comes from another CA", async () => {
+    const other = join(dir, "other-ca");
+    await initCerts(other, { nodes: ["node-a"] });
+    const foreign = await loadTls(other, { role: "client" });
+    // Trusts our aggregator, but presents a certificate our CA never signed.
+    const c = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca, foreign.key, foreign.cert));
+    await assert.rejects(callUnary(c, QueryService.method.listContainers, {}, { deadlineMs: 3000 }), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
+    c.close();
+  });
+
+  it("answers malformed requests with INVALID_ARGUMENT", async () => {
+    const c = makeClient(QueryService, address, channelCredentials(clientTls));
+    await assert.rejects(callUnary(c, QueryService.method.getLayerGraph, { container: "" }), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT);
+    await assert.rejects(callUnary(c, QueryService.method.getLayerGraph, { container: "../../etc" }), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT);
+    await assert.rejects(callUnary(c, QueryService.method.getLayerGraph, { container: "abcd1234" }), (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND);
+    // Bytes that are not a protobuf message at all (field 1, wire type 7 does not exist).
+    const raw = await new Promise<grpc.ServiceError | null>((resolve) => {
+      c.makeUnaryRequest(methodPath(QueryService.method.getLayerGraph), (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x0f, 0xff, 0xff]), (err) => resolve(err));
+    });
+    assert.equal(raw?.code, grpc.status.INVALID_ARGUMENT);
+    c.close();
+  });
+
+  it("refuses an agent stream that opens without hello, or speaks for another node", async () => {
+    const tlsA = await loadTls(tlsDir, { role: "agent", node: "node-a" });
+    const c = makeClient(AgentService, address, channelCredentials(tlsA));
+    const failWith = (msgs: MessageInitShape<typeof AgentMessageSchema>[]) =>
+      new Promise<grpc.ServiceError>((resolve) => {
+        const call = callBidi(c, AgentService.method.connect);
+        call.on("error", resolve);
+        call.on("data", () => undefined);
+        for (const m of msgs) call.write(create(AgentMessageSchema, m));
+      });
+    const noHello = await failWith([{ seq: 1n, body: { case: "graphDelete", value: { containerId: "x" } } }]);
+    assert.equal(noHello.code, grpc.status.INVALID_ARGUMENT);
+    const otherNode = await failWith([{ seq: 1n, body: { case: "hello", value: { node: "node-b" } } }]);
+    assert.equal(otherNode.code, grpc.status.PERMISSION_DENIED);
+    const badGraph = await failWith([
+      { seq: 1n, body: { case: "hello", value: { node: "node-a" } } },
+      { seq: 2n, body: { case: "graphUpsert", value: { graph: graph("not-an-id", "node-a", "x") } } },
+    ]);
+    assert.equal(badGraph.code, grpc.status.INVALID_ARGUMENT);
+    c.close();
+    // A CLI certificate may read but not publish.
+    const cli = makeClient(AgentService, address, channelCredentials(clientTls));
+    const asCli = await new Promise<grpc.ServiceError>((resolve) => {
+      const call = callBidi(cli, AgentService.method.connect);
+      call.on("error", resolve);
+      call.on("data", () => undefined);
+      call.write(create(AgentMessageSchema, { seq: 1n, body: { case: "hello", value: { node: "shadowlayer-cli" } } }));
+    });
+    assert.equal(asCli.code, grpc.status.PERMISSION_DENIED);
+    cli.close();
+  });
+
+  it("stores an agent's graphs, answers commands UNIMPLEMENTED, and still answers after a restart", async () => {
+    const id = "b".repeat(64);
+    const l = await link("node-a", [graph(id, "node-a", "web-1")]);
+    l.start();
+    await l.waitSynced();
+    const c = makeClient(QueryService, address, channelCredentials(clientTls));
+    const got = await waitFor("graph stored", async () => (await callUnary(c, QueryService.method.listContainers, {})).containers.find((x) => x.containerId === id));
+    assert.equal(got.containerName, "web-1");
+    assert.equal((await callUnary(c, QueryService.method.getLayerGraph, { container: "web-1" })).containerId, id);
+    assert.equal((await callUnary(c, QueryService.method.getLayerGraph, { container: id.slice(0, 6) })).containerId, id);
+
+    const result = await agg.ingest.sendCommand("node-a", { id: "cmd-1", action: { case: "prepareShadow", value: { containerId: id, shadowImage: "x@sha256:1" } } });
+    assert.equal(result.status, CommandStatus.UNIMPLEMENTED);
+    assert.equal(result.commandId, "cmd-1");
+    assert.match(result.message, /prepareShadow/);
+    const again = await agg.ingest.sendCommand("node-a", { id: "cmd-1", action: { case: "switchover", value: { containerId: id } } });
+    assert.equal(again.message, result.message, "a repeated command id gets the first answer");
+
+    l.stop();
+    c.close();
+    await agg.stop();
+    await start();
+    const c2 = makeClient(QueryService, address, channelCredentials(clientTls));
+    const after = await callUnary(c2, QueryService.method.getLayerGraph, { container: id });
+    assert.equal(after.containerName, "web-1");
+    assert.deepEqual(after.layers.map((x) => x.layerId), [`sha256:${"a".repeat(64)}`, `rw:${id}`]);
+    c2.close();
+  });
+
+  it("lets an agent work on while the aggregator is down and catches up on reconnect", async () => {
+    const port = agg.port;
+    const graphs = [graph("c".repeat(64), "node-b", "one")];
+    const l = await link("node-b", graphs);
+    l.start();
+    await l.waitSynced();
+    await agg.stop();
+    await waitFor("link notices", () => (l.connected ? undefined : true));
+    // While the aggregator is down, the agent's state changes.
+    graphs.push(graph("d".repeat(64), "node-b", "two"));
+    graphs.shift();
+    await start(`127.0.0.1:${port}`);
+    const c = makeClient(QueryService, address, channelCredentials(clientTls));
+    const names = await waitFor(
+      "agent caught up",
+      async () => {
+        const list = (await callUnary(c, QueryService.method.listContainers, { node: "node-b" })).containers.map((x) => x.containerName);
+        return list.length === 1 && list[0] === "two" ? list : undefined;
+      },
+      15_000,
+      200,
+    );
+    assert.deepEqual(names, ["two"], "the container removed while down is gone, the new one is there");
+    c.close();
+    l.stop();
+  });
+});
