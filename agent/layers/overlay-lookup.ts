@@ -9,13 +9,15 @@ import { lstatSync } from "node:fs";
 export type Presence = "file" | "whiteout" | "absent";
 
 export function presenceIn(dir: string, path: string): Presence {
+  let st;
   try {
-    const st = lstatSync(dir + path);
-    if (st.isCharacterDevice() && st.rdev === 0) return "whiteout";
-    return "file";
+    // Most layers do not hold the path: asking for undefined avoids building an ENOENT error.
+    st = lstatSync(dir + path, { throwIfNoEntry: false });
   } catch {
     return "absent";
   }
+  if (st === undefined) return "absent";
+  return st.isCharacterDevice() && st.rdev === 0 ? "whiteout" : "file";
 }
 
 /**

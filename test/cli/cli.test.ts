@@ -1,0 +1,109 @@
+/**
+ * The CLI as a person runs it: `up --data-dir D` in one process, `graph <id> --json --data-dir D`
+ * in another with no other flag; a missing engine gets a sentence that says what to do.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { PACKAGE_ROOT } from "../../common/paths.js";
+import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+
+const CLI = join(PACKAGE_ROOT, "dist", "cli", "main.js");
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileP(process.execPath, [CLI, ...args], { timeout: 30_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+describe("shadowlayer CLI", () => {
+  let dir: string;
+  let eng: TestEngine;
+  let up: ChildProcess;
+  let upOut = "";
+
+  before(async () => {
+    eng = await testEngine();
+    dir = await mkdtemp(join(tmpdir(), "sl-cli-"));
+    up = spawn(process.execPath, [CLI, "up", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--agent-http", "127.0.0.1:0", "--json"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    up.stdout?.on("data", (b: Buffer) => (upOut += b.toString()));
+    up.stderr?.on("data", () => undefined);
+    await waitFor("endpoint.json", () => existsSync(join(dir, "endpoint.json")), 30_000, 100);
+  });
+
+  after(async () => {
+    if (up.exitCode === null) up.kill("SIGTERM");
+    await cleanupContainers(eng.docker);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("has --help that lists the commands", async () => {
+    const r = await cli(["--help"]);
+    assert.equal(r.code, 0);
+    for (const cmd of ["up", "graph", "containers", "watch", "certs", "demo", "agent", "aggregator"]) assert.match(r.stdout, new RegExp(`\\n  ${cmd}\\b`));
+  });
+
+  it("prints a running container's LDG as seed-shaped JSON, found through the data dir alone", async () => {
+    const c = await runContainer(eng.docker, eng.app, ["/opt/app/bin/busybox", "sleep", "600"], { name: `sl-cli-${process.pid}` });
+    const json = await waitFor(
+      "graph via CLI",
+      async () => {
+        const r = await cli(["graph", c.id.slice(0, 12), "--json", "--data-dir", dir]);
+        if (r.code !== 0) return undefined;
+        const g = JSON.parse(r.stdout) as { container_id: string; state: string; layers: Array<{ layer_id: string; dependencies: string[]; services: string[] }> };
+        return g.state === "running" && g.layers.some((l) => l.services.length > 0) ? g : undefined;
+      },
+      15_000,
+      300,
+    );
+    assert.equal(json.container_id, c.id);
+    assert.equal(json.layers.length, 5);
+    assert.ok(json.layers.every((l) => typeof l.layer_id === "string" && Array.isArray(l.dependencies)));
+    const tree = await cli(["graph", `sl-cli-${process.pid}`, "--data-dir", dir]);
+    assert.equal(tree.code, 0);
+    assert.match(tree.stdout, /mount check: ok/);
+    assert.match(tree.stdout, /pid \d+ busybox \(\/opt\/app\/bin\/busybox\)/);
+    const list = await cli(["containers", "--data-dir", dir]);
+    assert.match(list.stdout, new RegExp(`${c.id.slice(0, 12)}\\s+sl-cli-${process.pid}`));
+    assert.match(upOut, new RegExp(`"container_id":"${c.id}"`), "up shows the change");
+  });
+
+  it("says clearly when a container is unknown or nothing is running", async () => {
+    const r = await cli(["graph", "no-such-container", "--data-dir", dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no container no-such-container is known/);
+    const empty = await mkdtemp(join(tmpdir(), "sl-cli-empty-"));
+    const none = await cli(["graph", "x1234", "--data-dir", empty]);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no running shadowlayer found .*`shadowlayer up --data-dir /);
+    await rm(empty, { recursive: true, force: true });
+  });
+
+  it("explains how to start an engine when the Docker socket is missing", async () => {
+    const d = await mkdtemp(join(tmpdir(), "sl-cli-nosock-"));
+    const r = await cli(["up", "--data-dir", d, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--agent-http", "127.0.0.1:0", "--docker-socket", join(d, "missing.sock")]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot reach the Docker engine at unix:\/\/.*missing\.sock \(ENOENT\)/);
+    assert.match(r.stderr, /docker-host\.sh|dockerd --bridge=none/);
+    await rm(d, { recursive: true, force: true });
+  });
+
+  it("stops cleanly on SIGTERM and removes its endpoint file", async () => {
+    const endpoint = JSON.parse(await readFile(join(dir, "endpoint.json"), "utf8")) as { pid: number };
+    assert.equal(endpoint.pid, up.pid);
+    up.kill("SIGTERM");
+    await waitFor("exit", () => (up.exitCode !== null ? true : undefined), 10_000);
+    assert.equal(up.exitCode, 0);
+    assert.equal(existsSync(join(dir, "endpoint.json")), false);
+  });
+});
