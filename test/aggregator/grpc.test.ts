@@ -44,7 +44,7 @@ describe("aggregator gRPC", () => {
   const links: AggregatorLink[] = [];
 
   const start = async (listen = "127.0.0.1:0") => {
-    agg = await startAggregator({ dataDir: dir, listen, tls: await loadTls(tlsDir, { role: "aggregator" }), log });
+    agg = await startAggregator({ dataDir: dir, listen, http: "127.0.0.1:0", tls: await loadTls(tlsDir, { role: "aggregator" }), log });
     address = `127.0.0.1:${agg.port}`;
   };
 
@@ -79,6 +79,30 @@ describe("aggregator gRPC", () => {
     const res = await callUnary(c, QueryService.method.listContainers, {});
     assert.deepEqual(res.containers, []);
     c.close();
+  });
+
+  it("serves gRPC health, server reflection and Prometheus metrics", async () => {
+    const c = makeClient(QueryService, address, channelCredentials(clientTls));
+    // grpc.health.v1.HealthCheckRequest{service: ""} is empty; SERVING is status = 1 (bytes 08 01).
+    const health = await new Promise<Buffer>((resolve, reject) => {
+      c.makeUnaryRequest("/grpc.health.v1.Health/Check", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (err, res) => (err || !res ? reject(err) : resolve(res)));
+    });
+    assert.deepEqual([...health], [0x08, 0x01]);
+    // ServerReflectionRequest{list_services: ""} is field 7, length 0.
+    const listed = await new Promise<string>((resolve, reject) => {
+      const call = c.makeBidiStreamRequest("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", (b: Buffer) => b, (b: Buffer) => b);
+      call.on("data", (b: Buffer) => {
+        resolve(b.toString("latin1"));
+        call.cancel();
+      });
+      call.on("error", (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED ? undefined : reject(err)));
+      call.write(Buffer.from([0x3a, 0x00]));
+    });
+    for (const svc of ["shadowlayer.v1.AgentService", "shadowlayer.v1.QueryService", "grpc.health.v1.Health"]) assert.ok(listed.includes(svc), `reflection lists ${svc}`);
+    c.close();
+    const metrics = await (await fetch(`http://127.0.0.1:${agg.httpPort}/metrics`)).text();
+    assert.match(metrics, /shadowlayer_aggregator_graphs \d+/);
+    assert.equal((await fetch(`http://127.0.0.1:${agg.httpPort}/healthz`)).status, 200);
   });
 
   it("refuses a client without a certificate", async () => {
