@@ -55,6 +55,6 @@ export function parseStat(text: string): ProcStat | undefined {
   // rest[0] is field 3 (state); field N is rest[N - 3].
   const ppid = Number(rest[1]);
   const start = rest[19];
-  if (start === undefined || !Number.isFinite(ppid)) return undefined;
+  if (start === undefined || !/^\d+$/.test(start) || !Number.isFinite(ppid)) return undefined;
   return { comm: text.slice(open + 1, close), ppid, startTime: BigInt(start) };
 }

@@ -148,10 +148,13 @@ export class ImageLayerResolver {
 /** A readable layer name from its history step: "RUN apk add curl", "COPY file:… in /app". */
 export function layerName(createdBy: string, comment: string, index: number): string {
   let s = createdBy.trim();
+  // BuildKit writes "RUN |1 A=1 /bin/sh -c make" and "RUN /bin/sh -c make # buildkit".
+  s = s.replace(/^RUN\s+(?=\||\/bin\/sh -c )/, "").replace(/\s+# buildkit$/, "");
+  // Build args as the classic builder records them: "|<n> A=1 B=2 /bin/sh -c …".
+  s = s.replace(/^\|\d+\s+(\S+=\S*\s+)*/, "");
   const nop = /^\/bin\/sh -c #\(nop\)\s*/;
   if (nop.test(s)) s = s.replace(nop, "");
   else if (s.startsWith("/bin/sh -c ")) s = `RUN ${s.slice("/bin/sh -c ".length)}`;
-  else if (s.startsWith("|")) s = `RUN ${s.replace(/^\|\d+\s+(\S+=\S*\s+)*/, "")}`;
   s = s.replace(/\s+/g, " ").replace(/\b(file|dir):([0-9a-f]{12})[0-9a-f]{52}/g, "$1:$2");
   if (s === "") s = comment !== "" ? comment : `layer ${index}`;
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;

@@ -38,16 +38,16 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
-/** Splits overlay super options on commas that are not escaped with a backslash. */
-function splitOptions(s: string): string[] {
+/** Splits on `sep` where it is not escaped with a backslash; escapes stay in the parts. */
+function splitEscaped(s: string, sep: string): string[] {
   const out: string[] = [];
   let cur = "";
   for (let i = 0; i < s.length; i++) {
     const ch = s[i];
     if (ch === "\\" && i + 1 < s.length) {
-      cur += s[i + 1];
+      cur += ch + s[i + 1];
       i++;
-    } else if (ch === ",") {
+    } else if (ch === sep) {
       out.push(cur);
       cur = "";
     } else cur += ch;
@@ -56,22 +56,35 @@ function splitOptions(s: string): string[] {
   return out;
 }
 
+/** Resolves backslash escapes ("l\\:5" -> "l:5"). */
+function unbackslash(s: string): string {
+  return s.replace(/\\(.)/g, "$1");
+}
+
+/** Classic "a:b::data" lowerdir: "::" starts data-only layers, which are not part of the view. */
+function classicLowers(v: string): string[] {
+  const parts = splitEscaped(v, ":");
+  const end = parts.indexOf("");
+  return (end < 0 ? parts : parts.slice(0, end)).map(unbackslash);
+}
+
 /** The overlay mounted at "/", or undefined when the root is not overlayfs. */
 export function overlayRoot(entries: MountEntry[]): OverlayRoot | undefined {
   // The last mount on "/" is the visible one.
   const root = [...entries].reverse().find((e) => e.mountPoint === "/");
   if (root === undefined || root.fsType !== "overlay") return undefined;
   const res: OverlayRoot = { lowerDirs: [], upperDir: "", workDir: "" };
-  for (const opt of splitOptions(unescape(root.superOptions))) {
+  for (const opt of splitEscaped(unescape(root.superOptions), ",")) {
     const eq = opt.indexOf("=");
     if (eq < 0) continue;
     const k = opt.slice(0, eq);
     const v = opt.slice(eq + 1);
     // Newer kernels may show each lower as its own "lowerdir+" option.
-    if (k === "lowerdir") res.lowerDirs.push(...v.split(":").filter((d) => d !== ""));
-    else if (k === "lowerdir+") res.lowerDirs.push(v);
-    else if (k === "upperdir") res.upperDir = v;
-    else if (k === "workdir") res.workDir = v;
+    const plain = () => unbackslash(v);
+    if (k === "lowerdir") res.lowerDirs.push(...classicLowers(v));
+    else if (k === "lowerdir+") res.lowerDirs.push(plain());
+    else if (k === "upperdir") res.upperDir = plain();
+    else if (k === "workdir") res.workDir = plain();
   }
   return res;
 }
