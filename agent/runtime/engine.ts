@@ -3,6 +3,7 @@
  */
 import Docker from "dockerode";
 import { Code, ShadowError, errnoCode } from "../../common/errors.js";
+import { withTimeout } from "../../common/timeout.js";
 
 export interface EngineInfo {
   version: string;
@@ -57,21 +58,6 @@ export async function connectEngine(socket: string, timeoutMs = 5000): Promise<{
   };
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}
 
 /** True when a dockerode error is the engine's 404 (the container or image is gone). */
 export function isEngineNotFound(err: unknown): boolean {

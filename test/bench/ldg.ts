@@ -14,6 +14,7 @@ import { AgentMetrics } from "../../agent/metrics.js";
 import { silentLogger } from "../../common/log.js";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { cleanupContainers, runContainer, testEngine, type TestEngine } from "../harness/engine.js";
+import { withTimeout } from "../../common/timeout.js";
 
 const CONTAINERS = 50;
 const PARALLEL = 5;
@@ -35,21 +36,6 @@ function say(msg: string): void {
   process.stderr.write(`[bench:ldg] ${msg}\n`);
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}
 
 function median(xs: readonly number[]): number {
   if (xs.length === 0) throw new Error("median of nothing");
