@@ -1,0 +1,79 @@
+/**
+ * The engine going away and coming back, as an agent sees it: the agent talks to the real engine
+ * through a unix-socket relay that the test cuts and restores. While cut, the agent keeps its
+ * state; once back, it resyncs and shows what changed meanwhile.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startAgent, type RunningAgent } from "../../agent/agent.js";
+import { silentLogger } from "../../common/log.js";
+import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+
+class Relay {
+  private server: Server | undefined;
+  private readonly open = new Set<Socket>();
+  constructor(readonly path: string, private readonly target: string) {}
+
+  async up(): Promise<void> {
+    this.server = createServer((client) => {
+      const upstream = connect(this.target);
+      this.open.add(client).add(upstream);
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+        this.open.delete(client);
+        this.open.delete(upstream);
+      };
+      client.pipe(upstream).pipe(client);
+      client.on("error", close).on("close", close);
+      upstream.on("error", close).on("close", close);
+    });
+    await new Promise<void>((r) => this.server?.listen(this.path, r));
+  }
+
+  async down(): Promise<void> {
+    for (const s of this.open) s.destroy();
+    this.open.clear();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server = undefined;
+  }
+}
+
+describe("engine restart", () => {
+  let eng: TestEngine;
+  let dir: string;
+  let relay: Relay;
+  let agent: RunningAgent;
+
+  before(async () => {
+    eng = await testEngine();
+    dir = await mkdtemp(join(tmpdir(), "sl-relay-"));
+    relay = new Relay(join(dir, "docker.sock"), "/var/run/docker.sock");
+    await relay.up();
+    agent = await startAgent({ node: "relay-node", dockerSocket: relay.path, refreshMs: 500, log: silentLogger() });
+  });
+  after(async () => {
+    await agent.stop();
+    await relay.down();
+    await cleanupContainers(eng.docker);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("keeps its graphs while the engine is gone and resyncs when it returns", async () => {
+    const first = await runContainer(eng.docker, eng.app, ["/opt/app/bin/busybox", "sleep", "600"]);
+    await waitFor("first container seen", () => agent.collector.get(first.id));
+    await relay.down();
+    // Changes the agent cannot see while cut off.
+    const second = await runContainer(eng.docker, eng.app, ["/opt/app/bin/busybox", "sleep", "600"]);
+    await first.remove({ force: true });
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(agent.collector.get(first.id), "state kept while the engine is unreachable");
+    assert.equal(agent.collector.get(second.id), undefined);
+    await relay.up();
+    await waitFor("resync after the engine returns", () => (agent.collector.get(second.id) !== undefined && agent.collector.get(first.id) === undefined ? true : undefined), 15_000, 100);
+  });
+});
