@@ -38,7 +38,11 @@ type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 export class AggregatorLink {
   private client: grpc.Client | undefined;
   private call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage> | undefined;
+  /** The current stream has had the full state written: changes may follow it. */
+  private live = false;
+  /** The aggregator has acknowledged the full state. */
   private synced = false;
+  private syncSeq = 0n;
   private seq = 0n;
   private stopped = false;
   private retry: NodeJS.Timeout | undefined;
@@ -66,27 +70,28 @@ export class AggregatorLink {
     if (this.retry) clearTimeout(this.retry);
     this.call?.cancel();
     this.call = undefined;
+    this.live = false;
     this.client?.close();
     this.client = undefined;
     this.setSynced(false);
   }
 
-  /** True once the current stream has delivered the full state. */
+  /** True once the aggregator has acknowledged the full state on the current stream. */
   get connected(): boolean {
     return this.synced;
   }
 
-  /** Resolves when the link has delivered the full state on a stream. */
+  /** Resolves when the aggregator has acknowledged the full state on a stream. */
   waitSynced(): Promise<void> {
     return this.synced ? Promise.resolve() : new Promise((r) => this.syncWaiters.push(r));
   }
 
   upsert(graph: LayerGraph): void {
-    if (this.synced) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
+    if (this.live) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
   }
 
   delete(containerId: string): void {
-    if (this.synced) this.send({ case: "graphDelete", value: { containerId } }, "delete");
+    if (this.live) this.send({ case: "graphDelete", value: { containerId } }, "delete");
   }
 
   private setSynced(v: boolean): void {
@@ -118,7 +123,8 @@ export class AggregatorLink {
         if (this.downLogged) this.o.log.info({ aggregator: this.o.address }, "aggregator reachable again");
         this.downLogged = false;
       }
-      if (msg.body.case === "command") this.onCommand(msg.body.value);
+      if (msg.body.case === "ack" && !this.synced && this.live && msg.body.value.seq >= this.syncSeq) this.setSynced(true);
+      else if (msg.body.case === "command") this.onCommand(msg.body.value);
     });
     call.on("error", (err: grpc.ServiceError) => this.lost(call, `${err.code}: ${err.details || err.message}`));
     call.on("end", () => this.lost(call, "stream ended"));
@@ -127,12 +133,14 @@ export class AggregatorLink {
     const graphs = this.o.snapshot();
     for (const graph of graphs) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
     this.send({ case: "syncComplete", value: { containerIds: graphs.map((g) => g.containerId) } }, "sync");
-    this.setSynced(true);
+    this.syncSeq = this.seq;
+    this.live = true;
   }
 
   private lost(call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage>, why: string): void {
     if (this.call !== call) return;
     this.call = undefined;
+    this.live = false;
     this.setSynced(false);
     if (this.stopped) return;
     if (!this.downLogged) {
