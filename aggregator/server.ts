@@ -53,7 +53,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   }
   const store = await GraphStore.open(join(o.dataDir, "store"));
   const metrics = new AggregatorMetrics();
-  metrics.graphs.set(store.all().length);
+  metrics.graphs.set(store.size);
   const ingest = new AgentIngest(store, log, metrics, o.tls !== "insecure");
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   server.addService(serviceDefinition(AgentService), { connect: ingest.handler });
@@ -76,7 +76,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   if (o.http !== undefined) {
     http = await startHttpEndpoint(o.http, [metrics.registry], () => ({ ok: true, detail: `serving; ${ingest.connectedNodes().length} agents connected` }));
   }
-  log.info({ listen: o.listen, port, graphs: store.all().length, tls: o.tls !== "insecure" }, "aggregator listening");
+  log.info({ listen: o.listen, port, graphs: store.size, tls: o.tls !== "insecure" }, "aggregator listening");
   return {
     port,
     httpPort: http?.port,

@@ -167,11 +167,11 @@ export class LdgBuilder {
     const rwId = writableLayerId(c.id);
     const m = mountFor(c.mounts, p.exe);
     if (m !== undefined) return { layerId: volumeLayerId(m), drift: true, reason: "volume" };
-    const inImage = this.imageProvider(image, p.exe);
     if (p.exeDeleted) {
       // The file is gone from the merged view; a deleted image file would need a whiteout in rw.
       return { layerId: rwId, drift: true, reason: "deleted" };
     }
+    const inImage = this.imageProvider(image, p.exe);
     if (c.upperDir !== "" && presenceIn(c.upperDir, p.exe) === "file") {
       return { layerId: rwId, drift: true, reason: inImage >= 0 ? "modified" : "added" };
     }

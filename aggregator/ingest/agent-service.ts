@@ -150,7 +150,7 @@ export class AgentIngest {
             throw new ShadowError(Code.InvalidArgument, "empty agent message");
         }
       }
-      this.metrics.graphs.set(this.store.all().length);
+      this.metrics.graphs.set(this.store.size);
       call.write(create(AggregatorMessageSchema, { body: { case: "ack", value: { seq: msg.seq } } }));
     };
 

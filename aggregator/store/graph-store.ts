@@ -73,6 +73,10 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
     return [...this.graphs.values()];
   }
 
+  get size(): number {
+    return this.graphs.size;
+  }
+
   get(containerId: string): LayerGraph | undefined {
     return this.graphs.get(containerId);
   }
