@@ -23,4 +23,18 @@ export class AgentMetrics {
   readonly linkReconnects = new Counter({ name: "shadowlayer_agent_link_reconnects_total", help: "Connection attempts to the aggregator after the first", registers: [this.registry] });
   readonly messagesSent = new Counter({ name: "shadowlayer_agent_messages_sent_total", help: "Messages sent to the aggregator", labelNames: ["kind"], registers: [this.registry] });
   readonly commands = new Counter({ name: "shadowlayer_agent_commands_total", help: "Commands received, by result", labelNames: ["result"], registers: [this.registry] });
+  readonly execSource = new Gauge({ name: "shadowlayer_agent_exec_source", help: "1 for the active exec-event source", labelNames: ["source"], registers: [this.registry] });
+  readonly execEvents = new Counter({ name: "shadowlayer_agent_exec_events_total", help: "Exec events mapped to a container", labelNames: ["source"], registers: [this.registry] });
+  readonly execEventsLost = new Counter({ name: "shadowlayer_agent_exec_events_lost_total", help: "Exec events the kernel dropped (bpftrace lost_events)", registers: [this.registry] });
+  readonly detections = new Counter({ name: "shadowlayer_agent_detections_total", help: "Runtime detections", labelNames: ["rule", "reason"], registers: [this.registry] });
+  readonly samplePasses = new Counter({ name: "shadowlayer_agent_sample_passes_total", help: "Telemetry sampling passes", registers: [this.registry] });
+  readonly samplePassSeconds = new Histogram({
+    name: "shadowlayer_agent_sample_pass_seconds",
+    help: "Wall time of one telemetry sampling pass",
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3],
+    registers: [this.registry],
+  });
+  readonly windows = new Counter({ name: "shadowlayer_agent_windows_total", help: "Window summaries produced", registers: [this.registry] });
+  readonly spoolPending = new Gauge({ name: "shadowlayer_agent_spool_pending", help: "Telemetry items waiting in the spool", registers: [this.registry] });
+  readonly spoolDropped = new Counter({ name: "shadowlayer_agent_spool_dropped_total", help: "Oldest telemetry items dropped because the spool was full", registers: [this.registry] });
 }

@@ -18,6 +18,7 @@ import { queryServiceImpl } from "./api/query-service.js";
 import { AgentIngest } from "./ingest/agent-service.js";
 import { AggregatorMetrics } from "./metrics.js";
 import { GraphStore } from "./store/graph-store.js";
+import { TelemetryStore } from "./store/telemetry-store.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -33,13 +34,14 @@ export interface RunningAggregator {
   port: number;
   httpPort: number | undefined;
   store: GraphStore;
+  telemetry: TelemetryStore;
   ingest: AgentIngest;
   metrics: AggregatorMetrics;
   stop(): Promise<void>;
 }
 
 function reflectionService(): ReflectionService {
-  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", healthProtoPath], {
+  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", "shadowlayer/v1/telemetry.proto", healthProtoPath], {
     includeDirs: [PROTO_DIR],
     keepCase: true,
   });
@@ -54,10 +56,12 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const store = await GraphStore.open(join(o.dataDir, "store"));
   const metrics = new AggregatorMetrics();
   metrics.graphs.set(store.size);
-  const ingest = new AgentIngest(store, log, metrics, o.tls !== "insecure");
+  const telemetry = await TelemetryStore.open(store.db);
+  store.on("delete", (id) => telemetry.forgetContainer(id));
+  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure");
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   server.addService(serviceDefinition(AgentService), { connect: ingest.handler });
-  server.addService(serviceDefinition(QueryService), queryServiceImpl(store, metrics));
+  server.addService(serviceDefinition(QueryService), queryServiceImpl({ store, telemetry, ingest, metrics }));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",
@@ -81,6 +85,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     port,
     httpPort: http?.port,
     store,
+    telemetry,
     ingest,
     metrics,
     async stop() {

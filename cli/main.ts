@@ -7,7 +7,10 @@ import { Command, Option } from "commander";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { GraphEvent_Type, QueryService, type ContainerSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import { initCerts, loadTls } from "../common/certs.js";
-import { ShadowError } from "../common/errors.js";
+import { Code, ShadowError } from "../common/errors.js";
+import type { ExecSourceChoice } from "../agent/telemetry/telemetry.js";
+import type { WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { agentJson, detectionJson, renderAgents, renderDetections, renderTable, renderTop, windowJson } from "./telemetry-format.js";
 import { callServerStream, callUnary } from "../common/grpc.js";
 import { createLogger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
@@ -70,9 +73,43 @@ function warnInsecure(): void {
 
 function table(rows: ContainerSummary[]): string {
   const head = ["CONTAINER", "NAME", "IMAGE", "NODE", "STATE", "LAYERS", "PROCS", "DRIFT"];
-  const body = rows.map((r) => [r.containerId.slice(0, 12), r.containerName, r.image, r.node, r.state, String(r.layerCount), String(r.processCount), r.drift ? "yes" : "-"]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
-  return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+  return renderTable(
+    head,
+    rows.map((r) => [r.containerId.slice(0, 12), r.containerName, r.image, r.node, r.state, String(r.layerCount), String(r.processCount), r.drift ? "yes" : "-"]),
+  );
+}
+
+interface TelemetryFlags {
+  sampleMs: string;
+  window: string;
+  execSource: string;
+  bpftrace?: string;
+  spoolMax: string;
+}
+
+function telemetryOptions(cmd: Command): Command {
+  return cmd
+    .option("--sample-ms <ms>", "telemetry sampling tick", "1000")
+    .option("--window <seconds>", "telemetry window length (the model's unit of input)", "10")
+    .addOption(new Option("--exec-source <source>", "exec events: eBPF when available else /proc polling, or force one").choices(["auto", "ebpf", "proc"]).default("auto"))
+    .option("--bpftrace <path>", "bpftrace binary (default: bpftrace on PATH)")
+    .option("--spool-max <items>", "telemetry items kept while the aggregator is unreachable (oldest dropped first)", "100000");
+}
+
+function positive(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new ShadowError(Code.InvalidArgument, `${name} must be a positive number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function telemetryFlags(o: TelemetryFlags): { sampleMs: number; windowMs: number; execSource: ExecSourceChoice; bpftrace?: string; spoolMax: number } {
+  return {
+    sampleMs: positive("--sample-ms", o.sampleMs),
+    windowMs: positive("--window", o.window) * 1000,
+    execSource: o.execSource as ExecSourceChoice,
+    spoolMax: Math.floor(positive("--spool-max", o.spoolMax)),
+    ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
+  };
 }
 
 const program = new Command();
@@ -94,12 +131,14 @@ program
   .option("--refresh-ms <ms>", "how often processes are re-read", "2000")
   .option("--insecure", "no TLS between agent and aggregator (loud warning; tests only)")
   .option("--json", "one JSON line per change instead of trees")
-  .option("--quiet", "do not print changes")
-  .action(async (o: { dataDir: string; listen: string; http: string; agentHttp: string; node?: string; dockerSocket?: string; refreshMs: string; insecure?: boolean; json?: boolean; quiet?: boolean }) => {
+  .option("--quiet", "do not print changes");
+telemetryOptions(program.commands[program.commands.length - 1] as Command).action(
+  async (o: { dataDir: string; listen: string; http: string; agentHttp: string; node?: string; dockerSocket?: string; refreshMs: string; insecure?: boolean; json?: boolean; quiet?: boolean } & TelemetryFlags) => {
     if (o.insecure) warnInsecure();
     try {
       const stop = await runUp(
         {
+          ...telemetryFlags(o),
           dataDir: o.dataDir,
           listen: o.listen,
           http: o.http,
@@ -118,7 +157,8 @@ program
     } catch (err) {
       fail(err);
     }
-  });
+  },
+);
 
 program
   .command("aggregator")
@@ -150,9 +190,11 @@ program
   .option("--proc-root <dir>", "the host's /proc as mounted here", "/proc")
   .option("--http <host:port>", "/metrics, /healthz, /readyz", "127.0.0.1:9465")
   .option("--tls-dir <dir>", "ca.crt, agent-<node>.crt, agent-<node>.key (default: <data-dir>/tls)")
+  .option("--cgroup-root <dir>", "the host's cgroup filesystem as mounted here", "/sys/fs/cgroup")
   .option("--refresh-ms <ms>", "how often processes are re-read", "2000")
-  .option("--insecure", "no TLS (loud warning; tests only)")
-  .action(async (o: { dataDir: string; aggregator?: string; node?: string; dockerSocket?: string; dockerRoot?: string; procRoot: string; http: string; tlsDir?: string; refreshMs: string; insecure?: boolean }) => {
+  .option("--insecure", "no TLS (loud warning; tests only)");
+telemetryOptions(program.commands[program.commands.length - 1] as Command).action(
+  async (o: { dataDir: string; aggregator?: string; node?: string; dockerSocket?: string; dockerRoot?: string; procRoot: string; cgroupRoot: string; http: string; tlsDir?: string; refreshMs: string; insecure?: boolean } & TelemetryFlags) => {
     if (o.insecure) warnInsecure();
     try {
       const name = o.node ?? defaultNodeName();
@@ -164,6 +206,9 @@ program
         tls,
         refreshMs: Number(o.refreshMs),
         log: createLogger("shadowlayer-agent"),
+        dataDir: o.dataDir,
+        cgroupRoot: o.cgroupRoot,
+        ...telemetryFlags(o),
         ...(o.aggregator !== undefined ? { aggregator: o.aggregator } : {}),
         ...(o.dockerSocket !== undefined ? { dockerSocket: o.dockerSocket } : {}),
         ...(o.dockerRoot !== undefined ? { dockerRoot: o.dockerRoot } : {}),
@@ -172,7 +217,8 @@ program
     } catch (err) {
       fail(err);
     }
-  });
+  },
+);
 
 clientOptions(program.command("graph").argument("<container>", "container id, id prefix or name").description("print a container's Layer Dependency Graph"))
   .option("--json", "the seed-shaped LDG JSON")
@@ -247,6 +293,97 @@ clientOptions(program.command("watch").description("follow graph changes as they
         stream.cancel();
         client.close();
       });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("top").description("per-layer CPU, memory, I/O, execs and connections, live from the latest telemetry windows (Ctrl-C stops)"))
+  .option("--container <ref>", "only this container (id, prefix or name)")
+  .option("--node <name>", "only this node")
+  .option("--once", "print the latest windows once and exit")
+  .option("--json", "one JSON object per window (with --once: a JSON array)")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean; once?: boolean; container?: string; node?: string }) => {
+    try {
+      const { client, address } = await queryClient(clientFlags(o));
+      const latest = new Map<string, WindowSummary>();
+      let live = false;
+      let timer: NodeJS.Timeout | undefined;
+      const tty = process.stdout.isTTY === true;
+      const draw = () => {
+        timer = undefined;
+        const text = renderTop([...latest.values()]);
+        if (tty) process.stdout.write("\x1b[H\x1b[2J");
+        out(`shadowlayer top  ${new Date().toISOString().slice(11, 19)}  ${latest.size} containers (per-layer figures over each container's latest window)`);
+        out(text);
+        if (!tty) out("");
+      };
+      const stream = callServerStream(client, QueryService.method.watchTelemetry, { container: o.container ?? "", node: o.node ?? "" });
+      stream.on("data", (ev) => {
+        const b = ev.body;
+        if (b.case === "window") {
+          latest.set(b.value.containerId, b.value);
+          if (o.json && !o.once) out(JSON.stringify(windowJson(b.value)));
+          else if (live && !o.json) timer ??= setTimeout(draw, 200);
+        } else if (b.case === "snapshotDone") {
+          live = true;
+          if (o.once) {
+            out(o.json ? JSON.stringify([...latest.values()].map(windowJson), null, 2) : renderTop([...latest.values()]));
+            stream.cancel();
+            client.close();
+            return;
+          }
+          if (!o.json) draw();
+        }
+      });
+      stream.on("error", (err: { code?: number }) => {
+        if (err.code === 1) return; // cancelled by us
+        fail(explainCallError(err, address));
+      });
+      if (!o.once)
+        untilSignal(async () => {
+          stream.cancel();
+          client.close();
+        });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("detections").description("runtime detections (drift: an executable not from any image layer was run)"))
+  .option("--container <ref>", "only this container (id, prefix or name)")
+  .option("--node <name>", "only this node")
+  .option("--limit <n>", "the newest n", "100")
+  .option("--json", "JSON array")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean; container?: string; node?: string; limit: string }) => {
+    try {
+      const { client, address } = await queryClient(clientFlags(o));
+      try {
+        const res = await callUnary(client, QueryService.method.listDetections, { container: o.container ?? "", node: o.node ?? "", limit: Math.floor(positive("--limit", o.limit)) }).catch((err: unknown) => {
+          throw explainCallError(err, address);
+        });
+        out(o.json ? JSON.stringify(res.detections.map(detectionJson), null, 2) : res.detections.length === 0 ? "no detections" : renderDetections(res.detections));
+      } finally {
+        client.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("agents").description("agents, their exec-event source (eBPF or /proc polling), lost events, spool and node load"))
+  .option("--json", "JSON array")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean }) => {
+    try {
+      const { client, address } = await queryClient(clientFlags(o));
+      try {
+        const res = await callUnary(client, QueryService.method.listAgents, {}).catch((err: unknown) => {
+          throw explainCallError(err, address);
+        });
+        out(o.json ? JSON.stringify(res.agents.map(agentJson), null, 2) : renderAgents(res.agents));
+      } finally {
+        client.close();
+      }
     } catch (err) {
       fail(err);
     }

@@ -11,6 +11,7 @@ import { startAggregator } from "../aggregator/server.js";
 import { summarize } from "../aggregator/api/query-service.js";
 import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
 import { renderTree } from "./ldg-format.js";
+import type { ExecSourceChoice } from "../agent/telemetry/telemetry.js";
 
 export interface UpOptions {
   dataDir: string;
@@ -23,6 +24,11 @@ export interface UpOptions {
   procRoot?: string;
   dockerRoot?: string;
   refreshMs: number;
+  sampleMs?: number;
+  windowMs?: number;
+  execSource?: ExecSourceChoice;
+  bpftrace?: string;
+  spoolMax?: number;
   json: boolean;
   quiet: boolean;
   log: Logger;
@@ -69,6 +75,14 @@ export async function runUp(o: UpOptions, out: (line: string) => void): Promise<
     out(o.json ? JSON.stringify({ event: "delete", container_id: id }) : `${stamp()} - ${id.slice(0, 12)} removed`);
   };
   aggregator.store.on("upsert", onUpsert);
+  aggregator.telemetry.on("detection", (d) => {
+    if (o.quiet) return;
+    out(
+      o.json
+        ? JSON.stringify({ event: "detection", rule: d.rule, reason: d.reason, container_id: d.containerId, layer_id: d.layerId, path: d.path, pid: d.pid, source: d.source })
+        : `${stamp()} ! DRIFT ${d.containerName || d.containerId.slice(0, 12)}: ${d.path} (pid ${d.pid}, ${d.reason}, layer ${d.layerId.slice(0, 19)}, via ${d.source})`,
+    );
+  });
   aggregator.store.on("delete", onDelete);
 
   let agent;
@@ -80,6 +94,12 @@ export async function runUp(o: UpOptions, out: (line: string) => void): Promise<
       http: o.agentHttp,
       refreshMs: o.refreshMs,
       log: o.log,
+      dataDir: paths.dir,
+      ...(o.sampleMs !== undefined ? { sampleMs: o.sampleMs } : {}),
+      ...(o.windowMs !== undefined ? { windowMs: o.windowMs } : {}),
+      ...(o.execSource !== undefined ? { execSource: o.execSource } : {}),
+      ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
+      ...(o.spoolMax !== undefined ? { spoolMax: o.spoolMax } : {}),
       ...(o.dockerSocket !== undefined ? { dockerSocket: o.dockerSocket } : {}),
       ...(o.procRoot !== undefined ? { procRoot: o.procRoot } : {}),
       ...(o.dockerRoot !== undefined ? { dockerRoot: o.dockerRoot } : {}),
@@ -91,7 +111,8 @@ export async function runUp(o: UpOptions, out: (line: string) => void): Promise<
   await writeEndpoint(o.dataDir, { address, insecure: o.insecure, pid: process.pid, node, startedAt: new Date().toISOString() });
   out(
     `shadowlayer up: aggregator ${address} (${o.insecure ? "INSECURE" : "mTLS"}), metrics http://${o.http.replace(/:\d+$/, "")}:${aggregator.httpPort}/metrics, ` +
-      `agent node ${node}, engine ${agent.engine.version}; data in ${paths.dir}. Try \`shadowlayer demo\` and \`shadowlayer graph <container>\`. Ctrl-C stops.`,
+      `agent node ${node}, engine ${agent.engine.version}, exec events via ${agent.telemetry.activeExecSource}; data in ${paths.dir}. ` +
+      "Try `shadowlayer demo`, `shadowlayer graph <container>` and `shadowlayer top`. Ctrl-C stops.",
   );
   return async () => {
     await agent.stop();

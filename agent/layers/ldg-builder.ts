@@ -3,7 +3,7 @@
  * directories, the container's processes, and its root mount as the kernel sees it.
  */
 import { readlinkSync } from "node:fs";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
@@ -41,6 +41,16 @@ export function volumeLayerId(m: MountFact): string {
   return `volume:${m.type || "mount"}:${m.destination}`;
 }
 
+const normalize = (p: string): string => posix.normalize(p);
+
+function readLinkQuiet(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The longest mount destination that contains `path`. */
 function mountFor(mounts: readonly MountFact[], path: string): MountFact | undefined {
   let best: MountFact | undefined;
@@ -52,7 +62,7 @@ function mountFor(mounts: readonly MountFact[], path: string): MountFact | undef
   return best;
 }
 
-interface Attribution {
+export interface Attribution {
   layerId: string;
   drift: boolean;
   reason: string;
@@ -163,7 +173,8 @@ export class LdgBuilder {
     });
   }
 
-  private attribute(c: ContainerFacts, image: ResolvedImage, p: ProcInfo): Attribution {
+  /** The layer providing a running process's executable (the LDG rule), and whether it is drift. */
+  attribute(c: ContainerFacts, image: ResolvedImage, p: Pick<ProcInfo, "exe" | "exeDeleted">): Attribution {
     const rwId = writableLayerId(c.id);
     const m = mountFor(c.mounts, p.exe);
     if (m !== undefined) return { layerId: volumeLayerId(m), drift: true, reason: "volume" };
@@ -181,6 +192,30 @@ export class LdgBuilder {
     }
     // In no layer we know of (for example written and replaced between our reads).
     return { layerId: rwId, drift: true, reason: "added" };
+  }
+
+  /**
+   * The layer providing `path` (as seen inside the container) for an exec whose process may be
+   * gone already: volumes first, then the writable layer, then the image layers. A symlink in the
+   * merged view is followed (up to 8 hops) through `rootPrefix` (the container's /proc/<pid>/root).
+   */
+  attributePath(c: ContainerFacts, image: ResolvedImage, path: string, rootPrefix: string | undefined): Attribution & { path: string } {
+    let p = path;
+    if (rootPrefix !== undefined) {
+      for (let hop = 0; hop < 8; hop++) {
+        const target = readLinkQuiet(rootPrefix + p);
+        if (target === undefined) break;
+        p = target.startsWith("/") ? target : normalize(`${p.slice(0, p.lastIndexOf("/") + 1)}${target}`);
+      }
+    }
+    return { ...this.attribute(c, image, { exe: p, exeDeleted: false }), path: p };
+  }
+
+  /** Layer ids providing the given files (shared libraries), deduplicated, in first-seen order. */
+  libraryLayers(c: ContainerFacts, image: ResolvedImage, paths: readonly string[]): string[] {
+    const out = new Set<string>();
+    for (const path of paths) out.add(this.attribute(c, image, { exe: path, exeDeleted: false }).layerId);
+    return [...out];
   }
 
   private imageProvider(image: ResolvedImage, exe: string): number {

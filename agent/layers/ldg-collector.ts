@@ -10,8 +10,9 @@ import { scanContainerProcesses, type ProcInfo } from "../collectors/proc-table.
 import { isEngineNotFound } from "../runtime/engine.js";
 import { parseContainerInspect, type ContainerFacts } from "../runtime/engine-facts.js";
 import type { AgentMetrics } from "../metrics.js";
-import { ImageLayerResolver } from "./image-layers.js";
-import { graphFingerprint, LdgBuilder } from "./ldg-builder.js";
+import type { ProcessTable } from "../telemetry/process-table.js";
+import { ImageLayerResolver, type ResolvedImage } from "./image-layers.js";
+import { graphFingerprint, LdgBuilder, type Attribution } from "./ldg-builder.js";
 
 export interface LdgCollectorOptions {
   docker: Docker;
@@ -20,6 +21,21 @@ export interface LdgCollectorOptions {
   dockerRoot: string;
   log: Logger;
   metrics: AgentMetrics;
+  /**
+   * Where processes come from. With a table, a container's pids come from its cgroup and a
+   * periodic refresh skips containers whose cgroup CPU counter did not move; without one, every
+   * refresh scans all of /proc.
+   */
+  processes?: ProcessTable;
+}
+
+/** A running container as the telemetry side needs it. */
+export interface RunningContainer {
+  id: string;
+  name: string;
+  pid: number;
+  facts: ContainerFacts;
+  image: ResolvedImage;
 }
 
 export interface LdgCollectorEvents {
@@ -30,6 +46,8 @@ export interface LdgCollectorEvents {
 export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
   private readonly graphs = new Map<string, { graph: LayerGraph; fp: string }>();
   private readonly facts = new Map<string, ContainerFacts>();
+  /** Facts and image of each container as of its last graph, for attribution by telemetry. */
+  private readonly resolved = new Map<string, RunningContainer>();
   private readonly resolver: ImageLayerResolver;
   private readonly builder: LdgBuilder;
   private chain: Promise<unknown> = Promise.resolve();
@@ -49,9 +67,37 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     return this.graphs.get(id)?.graph;
   }
 
+  /** Running containers (pid > 0) as of their last graph. */
+  running(): RunningContainer[] {
+    return [...this.resolved.values()].filter((r) => r.pid > 0);
+  }
+
+  container(id: string): RunningContainer | undefined {
+    return this.resolved.get(id);
+  }
+
+  /** The layer providing a live process's executable (see LdgBuilder.attribute). */
+  attributeProcess(r: RunningContainer, p: Pick<ProcInfo, "exe" | "exeDeleted">): Attribution {
+    return this.builder.attribute(r.facts, r.image, p);
+  }
+
+  /** The layer providing an executed path, following symlinks through the container's root. */
+  attributePath(r: RunningContainer, path: string): Attribution & { path: string } {
+    return this.builder.attributePath(r.facts, r.image, path, `${this.o.procRoot}/${r.pid}/root`);
+  }
+
+  libraryLayers(r: RunningContainer, paths: readonly string[]): string[] {
+    return this.builder.libraryLayers(r.facts, r.image, paths);
+  }
+
+  layerName(id: string, layerId: string): string {
+    return this.graphs.get(id)?.graph.layers.find((l) => l.layerId === layerId)?.name ?? "";
+  }
+
   /** Forgets every cache (used by the cold benchmark and after the engine restarts). */
   clearCaches(): void {
     this.facts.clear();
+    for (const id of this.o.processes?.ids() ?? []) this.o.processes?.forget(id);
     this.resolver.clear();
     this.builder.clear();
   }
@@ -68,8 +114,14 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
       const ids = new Set(list.map((c) => c.Id));
       for (const id of [...this.graphs.keys()]) if (!ids.has(id)) this.drop(id);
       for (const id of [...this.facts.keys()]) if (!ids.has(id)) this.facts.delete(id);
-      const procs = scanContainerProcesses(this.o.procRoot, ids);
-      for (const id of ids) await this.rebuild(id, procs);
+      const table = this.o.processes;
+      const procs = table === undefined ? scanContainerProcesses(this.o.procRoot, ids) : undefined;
+      for (const id of ids) {
+        const facts = this.facts.get(id);
+        // Nothing ran in the container since its graph was built: its processes are unchanged.
+        if (table !== undefined && facts !== undefined && this.graphs.has(id) && facts.pid > 0 && !table.ranSince(id, facts.pid, "ldg")) continue;
+        await this.rebuild(id, procs);
+      }
       this.o.metrics.containers.set(this.graphs.size);
     });
   }
@@ -78,7 +130,7 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
   refreshOne(id: string): Promise<void> {
     return this.serial(async () => {
       this.facts.delete(id);
-      const procs = scanContainerProcesses(this.o.procRoot, new Set([id]));
+      const procs = this.o.processes === undefined ? scanContainerProcesses(this.o.procRoot, new Set([id])) : undefined;
       await this.rebuild(id, procs);
       this.o.metrics.containers.set(this.graphs.size);
     });
@@ -94,6 +146,8 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
 
   private drop(id: string): void {
     this.builder.forget(id);
+    this.resolved.delete(id);
+    this.o.processes?.forget(id);
     if (this.graphs.delete(id)) this.emit("delete", id);
   }
 
@@ -119,7 +173,13 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     }
   }
 
-  private async rebuild(id: string, procs: Map<string, ProcInfo[]>): Promise<void> {
+  private processesOf(facts: ContainerFacts, scanned: Map<string, ProcInfo[]> | undefined): ProcInfo[] {
+    if (facts.pid <= 0) return [];
+    if (scanned !== undefined) return scanned.get(facts.id) ?? [];
+    return this.o.processes?.refresh(facts.id, facts.pid, false).map((t) => t.info) ?? [];
+  }
+
+  private async rebuild(id: string, procs: Map<string, ProcInfo[]> | undefined): Promise<void> {
     const started = process.hrtime.bigint();
     const facts = await this.inspect(id);
     if (facts === undefined) {
@@ -138,7 +198,8 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
       this.o.log.warn({ container: id, image: facts.imageId, err: String(err) }, "cannot resolve image layers");
       return;
     }
-    const graph = this.builder.build(facts, image, facts.pid > 0 ? (procs.get(id) ?? []) : []);
+    const graph = this.builder.build(facts, image, this.processesOf(facts, procs));
+    this.resolved.set(id, { id, name: facts.name, pid: facts.pid, facts, image });
     this.o.metrics.graphBuilds.inc();
     this.o.metrics.graphBuildSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     const fp = graphFingerprint(graph);

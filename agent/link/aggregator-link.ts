@@ -10,11 +10,13 @@ import {
   AgentService,
   CommandResultSchema,
   CommandStatus,
+  HeartbeatSchema,
   type AgentMessage,
   type AggregatorMessage,
   type Command,
   type CommandResult,
   type Hello,
+  type Heartbeat,
 } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { Backoff } from "../../common/backoff.js";
@@ -22,6 +24,7 @@ import type { TlsMaterial } from "../../common/certs.js";
 import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
 import type { Logger } from "../../common/log.js";
 import type { AgentMetrics } from "../metrics.js";
+import type { Spool } from "./spool.js";
 
 export interface AggregatorLinkOptions {
   address: string;
@@ -31,7 +34,15 @@ export interface AggregatorLinkOptions {
   snapshot: () => LayerGraph[];
   log: Logger;
   metrics: AgentMetrics;
+  /** Telemetry waiting for delivery; sent in order after each sync, forgotten once acked. */
+  spool?: Spool;
+  /** Builds a heartbeat (agent status, node context); sent every `heartbeatMs` while connected. */
+  heartbeat?: () => Promise<Omit<MessageInitShape<typeof HeartbeatSchema>, "$typeName">>;
+  heartbeatMs?: number;
 }
+
+/** Telemetry items written but not yet acknowledged, at most. */
+const MAX_INFLIGHT = 256;
 
 type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 
@@ -52,6 +63,12 @@ export class AggregatorLink {
   /** Results of commands already answered, so a repeated id gets the same answer. */
   private readonly answered = new Map<string, CommandResult>();
   private readonly syncWaiters: Array<() => void> = [];
+  /** Telemetry on the current stream: stream seq -> spool seq, oldest first. */
+  private inflight: Array<{ streamSeq: bigint; spoolSeq: bigint }> = [];
+  private sentThrough = 0n;
+  private pumping = false;
+  private pumpAgain = false;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: AggregatorLinkOptions) {}
 
@@ -63,11 +80,16 @@ export class AggregatorLink {
       "grpc.keepalive_permit_without_calls": 1,
     });
     this.connect();
+    if (this.o.heartbeat !== undefined) {
+      this.heartbeatTimer = setInterval(() => void this.sendHeartbeat(), this.o.heartbeatMs ?? 10_000);
+      this.heartbeatTimer.unref();
+    }
   }
 
   stop(): void {
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.call?.cancel();
     this.call = undefined;
     this.live = false;
@@ -94,6 +116,69 @@ export class AggregatorLink {
     if (this.live) this.send({ case: "graphDelete", value: { containerId } }, "delete");
   }
 
+  /** New telemetry is in the spool: send it if the stream is up. */
+  telemetryAppended(): void {
+    void this.pump();
+  }
+
+  private async sendHeartbeat(): Promise<void> {
+    if (!this.live || this.o.heartbeat === undefined) return;
+    let hb: Omit<MessageInitShape<typeof HeartbeatSchema>, "$typeName">;
+    try {
+      hb = await this.o.heartbeat();
+    } catch (err) {
+      this.o.log.debug({ err: String(err) }, "heartbeat not built");
+      return;
+    }
+    if (this.live) this.send({ case: "heartbeat", value: hb as Heartbeat }, "heartbeat");
+  }
+
+  /** Writes spooled telemetry after what this stream already carries, keeping a bounded window in flight. */
+  private async pump(): Promise<void> {
+    const spool = this.o.spool;
+    if (spool === undefined) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        const call = this.call;
+        while (call !== undefined && this.call === call && this.live) {
+          const room = MAX_INFLIGHT - this.inflight.length;
+          if (room <= 0) break;
+          const items = await spool.readAfter(this.sentThrough, room);
+          if (this.call !== call || !this.live || items.length === 0) break;
+          for (const item of items) {
+            this.send({ case: "telemetry", value: item }, item.body.case ?? "telemetry");
+            this.inflight.push({ streamSeq: this.seq, spoolSeq: item.spoolSeq });
+            this.sentThrough = item.spoolSeq;
+          }
+        }
+      } while (this.pumpAgain);
+    } catch (err) {
+      this.o.log.warn({ err: String(err) }, "cannot read the telemetry spool");
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private onAck(seq: bigint): void {
+    let done: bigint | undefined;
+    while (this.inflight.length > 0 && (this.inflight[0]?.streamSeq ?? 0n) <= seq) done = this.inflight.shift()?.spoolSeq;
+    if (done === undefined || this.o.spool === undefined) return;
+    const spool = this.o.spool;
+    void spool.ack(done).then(
+      () => {
+        this.o.metrics.spoolPending.set(spool.pending);
+        return this.pump();
+      },
+      (err: unknown) => this.o.log.warn({ err: String(err) }, "cannot trim the telemetry spool"),
+    );
+  }
+
   private setSynced(v: boolean): void {
     this.synced = v;
     this.o.metrics.linkConnected.set(v ? 1 : 0);
@@ -112,6 +197,8 @@ export class AggregatorLink {
     if (this.stopped || this.client === undefined) return;
     if (this.attempts++ > 0) this.o.metrics.linkReconnects.inc();
     this.seq = 0n;
+    this.inflight = [];
+    this.sentThrough = 0n;
     const call = callBidi(this.client, AgentService.method.connect);
     this.call = call;
     let gotReply = false;
@@ -123,8 +210,10 @@ export class AggregatorLink {
         if (this.downLogged) this.o.log.info({ aggregator: this.o.address }, "aggregator reachable again");
         this.downLogged = false;
       }
-      if (msg.body.case === "ack" && !this.synced && this.live && msg.body.value.seq >= this.syncSeq) this.setSynced(true);
-      else if (msg.body.case === "command") this.onCommand(msg.body.value);
+      if (msg.body.case === "ack") {
+        if (!this.synced && this.live && msg.body.value.seq >= this.syncSeq) this.setSynced(true);
+        this.onAck(msg.body.value.seq);
+      } else if (msg.body.case === "command") this.onCommand(msg.body.value);
     });
     call.on("error", (err: grpc.ServiceError) => this.lost(call, `${err.code}: ${err.details || err.message}`));
     call.on("end", () => this.lost(call, "stream ended"));
@@ -135,6 +224,7 @@ export class AggregatorLink {
     this.send({ case: "syncComplete", value: { containerIds: graphs.map((g) => g.containerId) } }, "sync");
     this.syncSeq = this.seq;
     this.live = true;
+    void this.pump();
   }
 
   private lost(call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage>, why: string): void {

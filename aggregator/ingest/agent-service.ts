@@ -20,6 +20,15 @@ import { MalformedMessage, toStatus } from "../../common/grpc.js";
 import type { Logger } from "../../common/log.js";
 import type { AggregatorMetrics } from "../metrics.js";
 import type { GraphStore } from "../store/graph-store.js";
+import type { TelemetryStore } from "../store/telemetry-store.js";
+import type { NodeContext, TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+
+/** What the latest heartbeat of a node said. */
+export interface AgentStatus {
+  telemetry: TelemetryStatus | undefined;
+  node: NodeContext | undefined;
+  at: Date;
+}
 
 const CONTAINER_ID = /^[0-9a-f]{64}$/;
 
@@ -41,9 +50,11 @@ export function validateGraph(g: LayerGraph | undefined, node: string): LayerGra
 
 export class AgentIngest {
   private readonly sessions = new Map<string, Session>();
+  private readonly statuses = new Map<string, AgentStatus>();
 
   constructor(
     private readonly store: GraphStore,
+    private readonly telemetry: TelemetryStore,
     private readonly log: Logger,
     private readonly metrics: AggregatorMetrics,
     /** Whether peers present certificates (false only with --insecure). */
@@ -52,6 +63,10 @@ export class AgentIngest {
 
   connectedNodes(): string[] {
     return [...this.sessions.keys()];
+  }
+
+  status(node: string): AgentStatus | undefined {
+    return this.statuses.get(node);
   }
 
   /** Sends a command to a node's agent and waits for its result. */
@@ -145,7 +160,13 @@ export class AgentIngest {
             break;
           }
           case "heartbeat":
+            this.statuses.set(session.node, { telemetry: body.value.telemetry, node: body.value.node, at: new Date() });
             break;
+          case "telemetry": {
+            const fresh = await this.telemetry.put(session.node, body.value);
+            this.metrics.telemetry.inc({ kind: body.value.body.case ?? "empty", outcome: fresh ? "stored" : "repeat" });
+            break;
+          }
           default:
             throw new ShadowError(Code.InvalidArgument, "empty agent message");
         }

@@ -32,7 +32,7 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
   private readonly graphs = new Map<string, LayerGraph>();
   private readonly nodes = new Map<string, NodeRecord>();
 
-  private constructor(private readonly db: Level<string, Uint8Array>) {
+  private constructor(readonly db: Level<string, Uint8Array>) {
     super();
     this.setMaxListeners(0);
   }

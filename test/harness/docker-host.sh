@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes this host ready for shadowlayer: a Docker engine answering on its socket (installed and
-# started with no bridge network if absent) and busybox-static for the test images.
+# started with no bridge network if absent), busybox-static for the test images, and bpftrace with
+# tracefs mounted for eBPF exec events (the agent falls back to /proc polling without them).
 # Idempotent: reuses a running engine. Needs root only when something must be installed or started.
 set -euo pipefail
 
@@ -25,6 +26,15 @@ engine_answers() {
 
 command -v curl >/dev/null 2>&1 || apt_install curl
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || apt_install busybox-static
+command -v bpftrace >/dev/null 2>&1 || apt_install bpftrace
+if [ ! -e /sys/kernel/tracing/events/sched/sched_process_exec ] && [ ! -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "mounting tracefs at /sys/kernel/tracing"
+    mount -t tracefs nodev /sys/kernel/tracing || say "could not mount tracefs: eBPF exec events will be unavailable"
+  else
+    say "tracefs is not mounted and we are not root: eBPF exec events will be unavailable"
+  fi
+fi
 
 if engine_answers; then
   say "engine answers on $SOCK"

@@ -8,13 +8,15 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { LayerGraph, LayerGraphSchema } from "./graph_pb.js";
 import { file_shadowlayer_v1_graph } from "./graph_pb.js";
+import type { Detection, NodeContext, TelemetryStatus, WindowSummary } from "./telemetry_pb.js";
+import { file_shadowlayer_v1_telemetry } from "./telemetry_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file shadowlayer/v1/query.proto.
  */
 export const file_shadowlayer_v1_query: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiJQoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkiTgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeSLYAQoQQ29udGFpbmVyU3VtbWFyeRIUCgxjb250YWluZXJfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDAoEbm9kZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRITCgtsYXllcl9jb3VudBgGIAEoDRIVCg1wcm9jZXNzX2NvdW50GAcgASgNEg0KBWRyaWZ0GAggASgIEi8KC29ic2VydmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChRHZXRMYXllckdyYXBoUmVxdWVzdBIRCgljb250YWluZXIYASABKAkiIgoSV2F0Y2hHcmFwaHNSZXF1ZXN0EgwKBG5vZGUYASABKAki1AEKCkdyYXBoRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSKQoFZ3JhcGgYAyABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIlYKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAzKTAgoMUXVlcnlTZXJ2aWNlEl8KDkxpc3RDb250YWluZXJzEiUuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXNwb25zZRJRCg1HZXRMYXllckdyYXBoEiQuc2hhZG93bGF5ZXIudjEuR2V0TGF5ZXJHcmFwaFJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoEk8KC1dhdGNoR3JhcGhzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hHcmFwaHNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuR3JhcGhFdmVudDABYgZwcm90bzM", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiJQoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkiTgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeSLYAQoQQ29udGFpbmVyU3VtbWFyeRIUCgxjb250YWluZXJfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDAoEbm9kZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRITCgtsYXllcl9jb3VudBgGIAEoDRIVCg1wcm9jZXNzX2NvdW50GAcgASgNEg0KBWRyaWZ0GAggASgIEi8KC29ic2VydmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChRHZXRMYXllckdyYXBoUmVxdWVzdBIRCgljb250YWluZXIYASABKAkiIgoSV2F0Y2hHcmFwaHNSZXF1ZXN0EgwKBG5vZGUYASABKAki1AEKCkdyYXBoRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSKQoFZ3JhcGgYAyABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIlYKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAyITChFMaXN0QWdlbnRzUmVxdWVzdCJCChJMaXN0QWdlbnRzUmVzcG9uc2USLAoGYWdlbnRzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuQWdlbnRTdW1tYXJ5IoECCgxBZ2VudFN1bW1hcnkSDAoEbm9kZRgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCRItCglsYXN0X3NlZW4YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgFIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIxCgxub2RlX2NvbnRleHQYBiABKAsyGy5zaGFkb3dsYXllci52MS5Ob2RlQ29udGV4dBIPCgd3aW5kb3dzGAcgASgEEhIKCmRldGVjdGlvbnMYCCABKAQiRAoSTGlzdFdpbmRvd3NSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNImIKDFN0b3JlZFdpbmRvdxIQCghzcG9vbF9pZBgBIAEoCRIRCglzcG9vbF9zZXEYAiABKAQSLQoGd2luZG93GAMgASgLMh0uc2hhZG93bGF5ZXIudjEuV2luZG93U3VtbWFyeSJEChNMaXN0V2luZG93c1Jlc3BvbnNlEi0KB3dpbmRvd3MYASADKAsyHC5zaGFkb3dsYXllci52MS5TdG9yZWRXaW5kb3ciRwoVTGlzdERldGVjdGlvbnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNIkcKFkxpc3REZXRlY3Rpb25zUmVzcG9uc2USLQoKZGV0ZWN0aW9ucxgBIAMoCzIZLnNoYWRvd2xheWVyLnYxLkRldGVjdGlvbiI4ChVXYXRjaFRlbGVtZXRyeVJlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkikgEKDlRlbGVtZXRyeUV2ZW50Ei8KBndpbmRvdxgBIAEoCzIdLnNoYWRvd2xheWVyLnYxLldpbmRvd1N1bW1hcnlIABIuCglkZXRlY3Rpb24YAiABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IABIXCg1zbmFwc2hvdF9kb25lGAMgASgISABCBgoEYm9keTL8BAoMUXVlcnlTZXJ2aWNlEl8KDkxpc3RDb250YWluZXJzEiUuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXNwb25zZRJRCg1HZXRMYXllckdyYXBoEiQuc2hhZG93bGF5ZXIudjEuR2V0TGF5ZXJHcmFwaFJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoEk8KC1dhdGNoR3JhcGhzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hHcmFwaHNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuR3JhcGhFdmVudDABElMKCkxpc3RBZ2VudHMSIS5zaGFkb3dsYXllci52MS5MaXN0QWdlbnRzUmVxdWVzdBoiLnNoYWRvd2xheWVyLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJWCgtMaXN0V2luZG93cxIiLnNoYWRvd2xheWVyLnYxLkxpc3RXaW5kb3dzUmVxdWVzdBojLnNoYWRvd2xheWVyLnYxLkxpc3RXaW5kb3dzUmVzcG9uc2USXwoOTGlzdERldGVjdGlvbnMSJS5zaGFkb3dsYXllci52MS5MaXN0RGV0ZWN0aW9uc1JlcXVlc3QaJi5zaGFkb3dsYXllci52MS5MaXN0RGV0ZWN0aW9uc1Jlc3BvbnNlElkKDldhdGNoVGVsZW1ldHJ5EiUuc2hhZG93bGF5ZXIudjEuV2F0Y2hUZWxlbWV0cnlSZXF1ZXN0Gh4uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5RXZlbnQwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry]);
 
 /**
  * @generated from message shadowlayer.v1.ListContainersRequest
@@ -208,6 +210,266 @@ export const GraphEvent_TypeSchema: GenEnum<GraphEvent_Type> = /*@__PURE__*/
   enumDesc(file_shadowlayer_v1_query, 5, 0);
 
 /**
+ * @generated from message shadowlayer.v1.ListAgentsRequest
+ */
+export type ListAgentsRequest = Message<"shadowlayer.v1.ListAgentsRequest"> & {
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListAgentsRequest.
+ * Use `create(ListAgentsRequestSchema)` to create a new message.
+ */
+export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 6);
+
+/**
+ * @generated from message shadowlayer.v1.ListAgentsResponse
+ */
+export type ListAgentsResponse = Message<"shadowlayer.v1.ListAgentsResponse"> & {
+  /**
+   * @generated from field: repeated shadowlayer.v1.AgentSummary agents = 1;
+   */
+  agents: AgentSummary[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListAgentsResponse.
+ * Use `create(ListAgentsResponseSchema)` to create a new message.
+ */
+export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 7);
+
+/**
+ * @generated from message shadowlayer.v1.AgentSummary
+ */
+export type AgentSummary = Message<"shadowlayer.v1.AgentSummary"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * @generated from field: bool connected = 2;
+   */
+  connected: boolean;
+
+  /**
+   * @generated from field: string agent_version = 3;
+   */
+  agentVersion: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen = 4;
+   */
+  lastSeen?: Timestamp | undefined;
+
+  /**
+   * @generated from field: shadowlayer.v1.TelemetryStatus telemetry = 5;
+   */
+  telemetry?: TelemetryStatus | undefined;
+
+  /**
+   * @generated from field: shadowlayer.v1.NodeContext node_context = 6;
+   */
+  nodeContext?: NodeContext | undefined;
+
+  /**
+   * @generated from field: uint64 windows = 7;
+   */
+  windows: bigint;
+
+  /**
+   * @generated from field: uint64 detections = 8;
+   */
+  detections: bigint;
+};
+
+/**
+ * Describes the message shadowlayer.v1.AgentSummary.
+ * Use `create(AgentSummarySchema)` to create a new message.
+ */
+export const AgentSummarySchema: GenMessage<AgentSummary> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 8);
+
+/**
+ * @generated from message shadowlayer.v1.ListWindowsRequest
+ */
+export type ListWindowsRequest = Message<"shadowlayer.v1.ListWindowsRequest"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * Container id, unique id prefix, or name; empty for all.
+   *
+   * @generated from field: string container = 2;
+   */
+  container: string;
+
+  /**
+   * At most this many (the newest); 0 for the default (1000).
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListWindowsRequest.
+ * Use `create(ListWindowsRequestSchema)` to create a new message.
+ */
+export const ListWindowsRequestSchema: GenMessage<ListWindowsRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 9);
+
+/**
+ * @generated from message shadowlayer.v1.StoredWindow
+ */
+export type StoredWindow = Message<"shadowlayer.v1.StoredWindow"> & {
+  /**
+   * @generated from field: string spool_id = 1;
+   */
+  spoolId: string;
+
+  /**
+   * @generated from field: uint64 spool_seq = 2;
+   */
+  spoolSeq: bigint;
+
+  /**
+   * @generated from field: shadowlayer.v1.WindowSummary window = 3;
+   */
+  window?: WindowSummary | undefined;
+};
+
+/**
+ * Describes the message shadowlayer.v1.StoredWindow.
+ * Use `create(StoredWindowSchema)` to create a new message.
+ */
+export const StoredWindowSchema: GenMessage<StoredWindow> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 10);
+
+/**
+ * @generated from message shadowlayer.v1.ListWindowsResponse
+ */
+export type ListWindowsResponse = Message<"shadowlayer.v1.ListWindowsResponse"> & {
+  /**
+   * @generated from field: repeated shadowlayer.v1.StoredWindow windows = 1;
+   */
+  windows: StoredWindow[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListWindowsResponse.
+ * Use `create(ListWindowsResponseSchema)` to create a new message.
+ */
+export const ListWindowsResponseSchema: GenMessage<ListWindowsResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 11);
+
+/**
+ * @generated from message shadowlayer.v1.ListDetectionsRequest
+ */
+export type ListDetectionsRequest = Message<"shadowlayer.v1.ListDetectionsRequest"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * @generated from field: string container = 2;
+   */
+  container: string;
+
+  /**
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListDetectionsRequest.
+ * Use `create(ListDetectionsRequestSchema)` to create a new message.
+ */
+export const ListDetectionsRequestSchema: GenMessage<ListDetectionsRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 12);
+
+/**
+ * @generated from message shadowlayer.v1.ListDetectionsResponse
+ */
+export type ListDetectionsResponse = Message<"shadowlayer.v1.ListDetectionsResponse"> & {
+  /**
+   * @generated from field: repeated shadowlayer.v1.Detection detections = 1;
+   */
+  detections: Detection[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListDetectionsResponse.
+ * Use `create(ListDetectionsResponseSchema)` to create a new message.
+ */
+export const ListDetectionsResponseSchema: GenMessage<ListDetectionsResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 13);
+
+/**
+ * @generated from message shadowlayer.v1.WatchTelemetryRequest
+ */
+export type WatchTelemetryRequest = Message<"shadowlayer.v1.WatchTelemetryRequest"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * @generated from field: string container = 2;
+   */
+  container: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.WatchTelemetryRequest.
+ * Use `create(WatchTelemetryRequestSchema)` to create a new message.
+ */
+export const WatchTelemetryRequestSchema: GenMessage<WatchTelemetryRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 14);
+
+/**
+ * @generated from message shadowlayer.v1.TelemetryEvent
+ */
+export type TelemetryEvent = Message<"shadowlayer.v1.TelemetryEvent"> & {
+  /**
+   * @generated from oneof shadowlayer.v1.TelemetryEvent.body
+   */
+  body: {
+    /**
+     * @generated from field: shadowlayer.v1.WindowSummary window = 1;
+     */
+    value: WindowSummary;
+    case: "window";
+  } | {
+    /**
+     * @generated from field: shadowlayer.v1.Detection detection = 2;
+     */
+    value: Detection;
+    case: "detection";
+  } | {
+    /**
+     * The latest windows have been sent; what follows is live.
+     *
+     * @generated from field: bool snapshot_done = 3;
+     */
+    value: boolean;
+    case: "snapshotDone";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message shadowlayer.v1.TelemetryEvent.
+ * Use `create(TelemetryEventSchema)` to create a new message.
+ */
+export const TelemetryEventSchema: GenMessage<TelemetryEvent> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 15);
+
+/**
  * Read side of the aggregator, for the CLI, dashboards and other tools.
  *
  * @generated from service shadowlayer.v1.QueryService
@@ -238,6 +500,44 @@ export const QueryService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchGraphsRequestSchema;
     output: typeof GraphEventSchema;
+  },
+  /**
+   * Connected and known agents with their telemetry status and node context.
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.ListAgents
+   */
+  listAgents: {
+    methodKind: "unary";
+    input: typeof ListAgentsRequestSchema;
+    output: typeof ListAgentsResponseSchema;
+  },
+  /**
+   * Stored window summaries, oldest first.
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.ListWindows
+   */
+  listWindows: {
+    methodKind: "unary";
+    input: typeof ListWindowsRequestSchema;
+    output: typeof ListWindowsResponseSchema;
+  },
+  /**
+   * @generated from rpc shadowlayer.v1.QueryService.ListDetections
+   */
+  listDetections: {
+    methodKind: "unary";
+    input: typeof ListDetectionsRequestSchema;
+    output: typeof ListDetectionsResponseSchema;
+  },
+  /**
+   * The latest window of each container (then SNAPSHOT_DONE), then each new window and detection.
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.WatchTelemetry
+   */
+  watchTelemetry: {
+    methodKind: "server_streaming";
+    input: typeof WatchTelemetryRequestSchema;
+    output: typeof TelemetryEventSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shadowlayer_v1_query, 0);

@@ -1,0 +1,138 @@
+/**
+ * The agent's telemetry spool: window summaries and detections wait here, in level, until the
+ * aggregator acknowledges them, so an aggregator outage (or an agent restart) loses nothing up to
+ * the bound. Items are numbered 1, 2, 3... within a spool (`seq`); the spool has a random id
+ * chosen when its directory is new, so the aggregator can drop repeats by (spool id, seq) after a
+ * reconnect re-sends what was in flight. When full, the oldest items are dropped and counted.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { Level } from "level";
+import { TelemetryItemSchema, type TelemetryItem } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { Code, ShadowError } from "../../common/errors.js";
+
+export type SpoolBody = NonNullable<MessageInitShape<typeof TelemetryItemSchema>["body"]>;
+
+const ITEM = "i!";
+const META_ID = "m!id";
+const META_DROPPED = "m!dropped";
+const seqKey = (seq: bigint) => `${ITEM}${seq.toString(16).padStart(16, "0")}`;
+
+export interface SpoolOptions {
+  /** Items kept at most (default 100,000: about 28 hours of 10 s windows for 30 containers). */
+  maxItems?: number;
+}
+
+export class Spool {
+  private next = 1n;
+  private first = 1n;
+  private chain: Promise<unknown> = Promise.resolve();
+  private droppedCount = 0;
+  private readonly max: number;
+  private readonly waiters: Array<() => void> = [];
+
+  private constructor(
+    private readonly db: Level<string, Uint8Array>,
+    readonly id: string,
+    o: SpoolOptions,
+  ) {
+    this.max = Math.max(1, o.maxItems ?? 100_000);
+  }
+
+  static async open(dir: string, o: SpoolOptions = {}): Promise<Spool> {
+    await mkdir(dir, { recursive: true });
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
+    try {
+      await db.open();
+    } catch (err) {
+      throw new ShadowError(Code.FailedPrecondition, `cannot open the telemetry spool in ${dir} (is another agent using it?)`, { cause: err });
+    }
+    const enc = new TextEncoder();
+    const dec = new TextDecoder();
+    let id = await db.get(META_ID).then((v) => (v === undefined ? undefined : dec.decode(v)));
+    if (id === undefined) {
+      id = randomUUID();
+      await db.put(META_ID, enc.encode(id));
+    }
+    const s = new Spool(db, id, o);
+    const dropped = await db.get(META_DROPPED);
+    s.droppedCount = dropped === undefined ? 0 : Number(dec.decode(dropped));
+    for await (const k of db.keys({ gt: ITEM, lt: `${ITEM}\xff`, limit: 1 })) s.first = BigInt(`0x${k.slice(ITEM.length)}`);
+    for await (const k of db.keys({ gt: ITEM, lt: `${ITEM}\xff`, reverse: true, limit: 1 })) s.next = BigInt(`0x${k.slice(ITEM.length)}`) + 1n;
+    if (s.next < s.first) s.first = s.next;
+    return s;
+  }
+
+  /** Items waiting for an acknowledgement. */
+  get pending(): number {
+    return Number(this.next - this.first);
+  }
+
+  get dropped(): number {
+    return this.droppedCount;
+  }
+
+  /** The seq the next appended item gets. */
+  get nextSeq(): bigint {
+    return this.next;
+  }
+
+  /** Appends an item (in call order); drops the oldest beyond the bound. Resolves with its seq. */
+  append(body: SpoolBody): Promise<bigint> {
+    return this.serial(async () => {
+      const seq = this.next;
+      const item = create(TelemetryItemSchema, { spoolId: this.id, spoolSeq: seq, body });
+      const ops: Array<{ type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string }> = [
+        { type: "put", key: seqKey(seq), value: toBinary(TelemetryItemSchema, item) },
+      ];
+      let drop = 0;
+      while (this.pending + 1 - drop > this.max) {
+        ops.push({ type: "del", key: seqKey(this.first + BigInt(drop)) });
+        drop++;
+      }
+      if (drop > 0) ops.push({ type: "put", key: META_DROPPED, value: new TextEncoder().encode(String(this.droppedCount + drop)) });
+      await this.db.batch(ops);
+      this.next = seq + 1n;
+      this.first += BigInt(drop);
+      this.droppedCount += drop;
+      for (const w of this.waiters.splice(0)) w();
+      return seq;
+    });
+  }
+
+  /** Up to `limit` items with seq > `after`, in order. */
+  async readAfter(after: bigint, limit: number): Promise<TelemetryItem[]> {
+    const from = after + 1n > this.first ? after + 1n : this.first;
+    const out: TelemetryItem[] = [];
+    for await (const v of this.db.values({ gte: seqKey(from), lt: `${ITEM}\xff`, limit })) out.push(fromBinary(TelemetryItemSchema, v));
+    return out;
+  }
+
+  /** Forgets every item up to and including `seq` (the aggregator has it). */
+  ack(seq: bigint): Promise<void> {
+    return this.serial(async () => {
+      if (seq < this.first) return;
+      const upTo = seq + 1n < this.next ? seq + 1n : this.next;
+      await this.db.clear({ gte: seqKey(this.first), lt: seqKey(upTo) });
+      this.first = upTo;
+    });
+  }
+
+  /** Resolves when an item is appended (for the sender's loop). */
+  waitAppend(): Promise<void> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  async close(): Promise<void> {
+    await this.chain.catch(() => undefined);
+    for (const w of this.waiters.splice(0)) w();
+    await this.db.close();
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+}

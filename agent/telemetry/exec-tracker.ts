@@ -1,0 +1,182 @@
+/**
+ * Turns exec events (from eBPF, or from /proc polling) into per-layer exec counts and drift
+ * detections. An eBPF event names the process's mount namespace; the container is the one whose
+ * init process lives in that namespace. Events from a namespace not (yet) known are held for a
+ * short while: a container that has just started is known after the collector's next graph.
+ */
+import { randomUUID } from "node:crypto";
+import { posix } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { DetectionSchema, type Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { readProcLink } from "../collectors/proc-files.js";
+import type { Attribution } from "../layers/ldg-builder.js";
+import type { LdgCollector, RunningContainer } from "../layers/ldg-collector.js";
+import type { ExecEvent } from "./exec-ebpf.js";
+
+export type ExecSourceKind = "ebpf" | "proc-poll";
+
+export interface ExecSighting {
+  container: RunningContainer;
+  attribution: Attribution;
+  path: string;
+  pid: number;
+  source: ExecSourceKind;
+}
+
+export interface ExecTrackerOptions {
+  node: string;
+  procRoot: string;
+  collector: LdgCollector;
+  /** Every exec mapped to a container and layer. */
+  onExec: (s: ExecSighting) => void;
+  onDetection: (d: Detection, s: ExecSighting) => void;
+  /** How long an event from an unknown mount namespace waits for its container (ms). */
+  holdMs?: number;
+}
+
+const MAX_PENDING = 20_000;
+const DELETED = " (deleted)";
+const SELF_EXE = /^\/proc\/(self|\d+)\/exe$/;
+
+export class ExecTracker {
+  private mntns = new Map<number, string>();
+  private pending: ExecEvent[] = [];
+  private retryTimer: NodeJS.Timeout | undefined;
+  private lastRebuild = 0;
+  /** Detections already reported, so one exec is reported once whatever saw it. */
+  private readonly reported = new Set<string>();
+  readonly stats = { events: 0, matched: 0, unmatched: 0, detections: 0 };
+
+  constructor(private readonly o: ExecTrackerOptions) {}
+
+  stop(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+
+  /** Re-reads the mount namespace of every running container (after containers change). */
+  rebuild(): void {
+    const next = new Map<number, string>();
+    for (const r of this.o.collector.running()) {
+      const link = readProcLink(`${this.o.procRoot}/${r.pid}/ns/mnt`);
+      const ino = link === undefined ? NaN : Number(link.slice(5, -1));
+      if (Number.isFinite(ino)) next.set(ino, r.id);
+    }
+    this.mntns = next;
+    this.lastRebuild = Date.now();
+    if (this.pending.length > 0) this.drainPending();
+  }
+
+  /** An exec event from eBPF. */
+  onEbpf(ev: ExecEvent): void {
+    this.stats.events++;
+    if (!this.route(ev)) {
+      if (Date.now() - this.lastRebuild > 200) {
+        this.rebuild();
+        if (this.route(ev)) return;
+      }
+      if (this.pending.length >= MAX_PENDING) {
+        this.pending.shift();
+        this.stats.unmatched++;
+      }
+      this.pending.push(ev);
+      this.scheduleRetry();
+    }
+  }
+
+  /** A process seen by polling for the first time (or re-exec'd), with its attribution. */
+  onPolled(r: RunningContainer, pid: number, path: string, attribution: Attribution, startTime: bigint, ppid: number, comm: string): void {
+    const s: ExecSighting = { container: r, attribution, path, pid, source: "proc-poll" };
+    this.o.onExec(s);
+    this.maybeDetect(s, { pid, ppid, startTimeTicks: startTime, comm, at: new Date() });
+  }
+
+  /** Reports an already running drift process once (for processes started before we watched). */
+  reportExisting(r: RunningContainer, pid: number, path: string, attribution: Attribution, startTime: bigint, ppid: number, comm: string): void {
+    this.maybeDetect({ container: r, attribution, path, pid, source: "proc-poll" }, { pid, ppid, startTimeTicks: startTime, comm, at: new Date() });
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer !== undefined) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.rebuild();
+      if (this.pending.length > 0) this.scheduleRetry();
+    }, 250);
+    this.retryTimer.unref();
+  }
+
+  private drainPending(): void {
+    const hold = this.o.holdMs ?? 3000;
+    const now = Date.now();
+    const keep: ExecEvent[] = [];
+    for (const ev of this.pending) {
+      if (this.route(ev)) continue;
+      if (now - ev.at.getTime() > hold) this.stats.unmatched++;
+      else keep.push(ev);
+    }
+    this.pending = keep;
+  }
+
+  private route(ev: ExecEvent): boolean {
+    const id = this.mntns.get(ev.mntns);
+    if (id === undefined) return false;
+    const r = this.o.collector.container(id);
+    if (r === undefined || r.pid <= 0) return false;
+    this.stats.matched++;
+    const proc = this.o.procRoot;
+    let a: Attribution & { path: string };
+    // While the process lives, its exe link is the file the kernel ran (symlinks and
+    // /proc/self/exe re-execs resolved). Once it is gone, the exec'd path is what we have.
+    const exe = readProcLink(`${proc}/${ev.pid}/exe`);
+    if (exe !== undefined) {
+      const deleted = exe.endsWith(DELETED);
+      const path = deleted ? exe.slice(0, -DELETED.length) : exe;
+      a = { ...this.o.collector.attributeProcess(r, { exe: path, exeDeleted: deleted }), path };
+    } else {
+      let path = ev.filename;
+      if (SELF_EXE.test(path)) {
+        // A re-exec of the caller's own binary: the parent (same binary before the exec) tells which.
+        const parent = readProcLink(`${proc}/${ev.ppid}/exe`);
+        if (parent === undefined) return true;
+        path = parent.endsWith(DELETED) ? parent.slice(0, -DELETED.length) : parent;
+      } else if (!path.startsWith("/")) {
+        const cwd = readProcLink(`${proc}/${ev.ppid}/cwd`);
+        if (cwd === undefined) return true; // cannot place a relative path whose processes are gone
+        path = posix.join(cwd, path);
+      }
+      a = this.o.collector.attributePath(r, path);
+    }
+    const s: ExecSighting = { container: r, attribution: a, path: a.path, pid: ev.pid, source: "ebpf" };
+    this.o.onExec(s);
+    this.maybeDetect(s, { pid: ev.pid, ppid: ev.ppid, startTimeTicks: ev.startTimeTicks, comm: ev.comm, at: ev.at });
+    return true;
+  }
+
+  private maybeDetect(s: ExecSighting, p: { pid: number; ppid: number; startTimeTicks: bigint; comm: string; at: Date }): void {
+    if (!s.attribution.drift) return;
+    const key = `${s.container.id}:${p.pid}:${p.startTimeTicks}:${s.path}`;
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    if (this.reported.size > 50_000) this.reported.delete(this.reported.values().next().value ?? "");
+    this.stats.detections++;
+    const d = create(DetectionSchema, {
+      id: randomUUID(),
+      node: this.o.node,
+      containerId: s.container.id,
+      containerName: s.container.name,
+      layerId: s.attribution.layerId,
+      rule: "drift",
+      reason: s.attribution.reason,
+      path: s.path,
+      pid: p.pid,
+      ppid: p.ppid,
+      startTimeTicks: p.startTimeTicks,
+      comm: p.comm,
+      at: timestampFromDate(p.at),
+      source: s.source,
+    });
+    this.o.onDetection(d, s);
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * Per-process readers for the telemetry samplers. One read of /proc/<pid>/stat gives CPU, faults,
+ * threads, RSS and the start time; /proc/<pid>/status (context switches), /proc/<pid>/io and the
+ * fd directory are read only when the process changed since its last sample (or on a full pass),
+ * because reading them costs more than all the parsing put together.
+ */
+import { readdirSync } from "node:fs";
+import { readProcFile, readProcLink } from "../collectors/proc-files.js";
+
+/** USER_HZ: the unit of utime, stime and starttime in /proc/<pid>/stat (100 on every Linux ABI). */
+export const CLOCK_TICKS_PER_SECOND = 100;
+export const PAGE_SIZE = 4096;
+
+export interface StatSample {
+  comm: string;
+  state: string;
+  ppid: number;
+  minflt: number;
+  majflt: number;
+  /** utime + stime, clock ticks. */
+  cpuTicks: number;
+  threads: number;
+  /** Start time in clock ticks after boot: with the pid, the identity of a process. */
+  startTime: bigint;
+  rssPages: number;
+}
+
+export interface DetailSample {
+  ctxVoluntary: number;
+  ctxInvoluntary: number;
+  rchar: number;
+  wchar: number;
+  readBytes: number;
+  writeBytes: number;
+  fds: number;
+  /** Files that could not be read (io needs the same user or root): those metrics stay at 0. */
+  missing: string[];
+}
+
+/**
+ * Parses the counters of /proc/<pid>/stat. comm may hold spaces and ')', so fields are counted
+ * from the last ')'. Field N (1-based) is rest[N - 3].
+ */
+export function parseStatSample(text: string): StatSample | undefined {
+  const open = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open < 0 || close < open) return undefined;
+  const rest = text.slice(close + 2).split(" ");
+  if (rest.length < 22) return undefined;
+  const start = rest[19] ?? "";
+  const nums = [rest[1], rest[7], rest[9], rest[11], rest[12], rest[17], rest[21]].map(Number);
+  if (nums.some((n) => !Number.isFinite(n)) || !/^\d+$/.test(start)) return undefined;
+  const [ppid, minflt, majflt, utime, stime, threads, rss] = nums as [number, number, number, number, number, number, number];
+  return {
+    comm: text.slice(open + 1, close),
+    state: rest[0] ?? "?",
+    ppid,
+    minflt,
+    majflt,
+    cpuTicks: utime + stime,
+    threads,
+    startTime: BigInt(start),
+    rssPages: rss,
+  };
+}
+
+/** The number after `key` (which includes its ':') up to the end of the line, or -1. */
+function field(text: string, key: string): number {
+  const i = text.indexOf(key);
+  if (i < 0) return -1;
+  let j = i + key.length;
+  while (text.charCodeAt(j) === 32 || text.charCodeAt(j) === 9) j++;
+  let n = 0;
+  let digits = 0;
+  for (;;) {
+    const c = text.charCodeAt(j++);
+    if (c < 48 || c > 57) break;
+    n = n * 10 + (c - 48);
+    digits++;
+  }
+  return digits > 0 ? n : -1;
+}
+
+export function parseStatusCtx(text: string): { voluntary: number; involuntary: number } | undefined {
+  const voluntary = field(text, "\nvoluntary_ctxt_switches:");
+  const involuntary = field(text, "\nnonvoluntary_ctxt_switches:");
+  if (voluntary < 0 || involuntary < 0) return undefined;
+  return { voluntary, involuntary };
+}
+
+export function parseIo(text: string): { rchar: number; wchar: number; readBytes: number; writeBytes: number } | undefined {
+  const rchar = field(text, "rchar:");
+  const wchar = field(text, "\nwchar:");
+  const readBytes = field(text, "\nread_bytes:");
+  const writeBytes = field(text, "\nwrite_bytes:");
+  if (rchar < 0 || wchar < 0 || readBytes < 0 || writeBytes < 0) return undefined;
+  return { rchar, wchar, readBytes, writeBytes };
+}
+
+export class ProcSampler {
+  constructor(private readonly procRoot = "/proc") {}
+
+  /** undefined when the process is gone (ENOENT/ESRCH) or the text is not a stat line. */
+  stat(pid: number): StatSample | undefined {
+    const t = readProcFile(`${this.procRoot}/${pid}/stat`);
+    return t === undefined ? undefined : parseStatSample(t);
+  }
+
+  /** undefined when the process vanished while being read. */
+  detail(pid: number): DetailSample | undefined {
+    const base = `${this.procRoot}/${pid}`;
+    const missing: string[] = [];
+    const status = readProcFile(`${base}/status`);
+    if (status === undefined) return undefined;
+    const ctx = parseStatusCtx(status);
+    if (ctx === undefined) missing.push("status");
+    const ioText = readProcFile(`${base}/io`);
+    const io = ioText === undefined ? undefined : parseIo(ioText);
+    if (io === undefined) missing.push("io");
+    let fds = 0;
+    try {
+      fds = readdirSync(`${base}/fd`).length;
+    } catch {
+      missing.push("fd");
+    }
+    return {
+      ctxVoluntary: ctx?.voluntary ?? 0,
+      ctxInvoluntary: ctx?.involuntary ?? 0,
+      rchar: io?.rchar ?? 0,
+      wchar: io?.wchar ?? 0,
+      readBytes: io?.readBytes ?? 0,
+      writeBytes: io?.writeBytes ?? 0,
+      fds,
+      missing,
+    };
+  }
+
+  /** Socket inodes held by a process (`socket:[N]` fd links); empty if it vanished. */
+  socketInodes(pid: number): number[] {
+    const dir = `${this.procRoot}/${pid}/fd`;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return [];
+    }
+    const out: number[] = [];
+    for (const n of names) {
+      const l = readProcLink(`${dir}/${n}`);
+      if (l !== undefined && l.startsWith("socket:[")) out.push(Number(l.slice(8, -1)));
+    }
+    return out;
+  }
+
+  /** Paths of the files mapped by a process other than its executable (shared libraries). */
+  mappedFiles(pid: number, exe: string): string[] {
+    const text = readProcFile(`${this.procRoot}/${pid}/maps`);
+    if (text === undefined) return [];
+    const out = new Set<string>();
+    for (const line of text.split("\n")) {
+      // addr perms offset dev inode pathname
+      const slash = line.indexOf(" /");
+      if (slash < 0) continue;
+      const path = line.slice(slash + 1).trim();
+      if (path === exe || path.endsWith(" (deleted)")) continue;
+      out.add(path);
+    }
+    return [...out];
+  }
+
+  /** Every file a full sample of `pid` reads, for the benchmark's read-only baseline. */
+  files(pid: number): string[] {
+    const base = `${this.procRoot}/${pid}`;
+    return [`${base}/stat`, `${base}/status`, `${base}/io`];
+  }
+
+  fdDir(pid: number): string {
+    return `${this.procRoot}/${pid}/fd`;
+  }
+}
+

@@ -1,0 +1,220 @@
+/**
+ * The processes of each container, kept between passes and keyed by identity (pid + start time),
+ * so a pid recycled between two samples is a new process, never a continuation of the old one.
+ *
+ * A container's pids come from its cgroup's `cgroup.procs` (one read per container, instead of a
+ * scan of every pid on the host). Whether anything in a container ran since the last look comes
+ * from its cgroup CPU counter (nanoseconds): a process that did not run cannot have forked,
+ * exec'd, exited, allocated or done I/O, so an idle container costs one read per pass. Passes
+ * marked `full` read everything regardless (a safety net against anything that changes without
+ * running, such as memory reclaim).
+ */
+import { readdirSync } from "node:fs";
+import { readProcFile, readProcLink } from "../collectors/proc-files.js";
+import { containerIdFromCgroup, type ProcInfo } from "../collectors/proc-table.js";
+import { CgroupSampler, parsePidList, type CgroupPaths } from "./cgroup-sampler.js";
+import { ProcSampler, type DetailSample, type StatSample } from "./proc-sampler.js";
+
+export interface TrackedProcess {
+  key: string;
+  info: ProcInfo;
+  stat: StatSample;
+  /** Counters from status, io and fd, as of the last time the process had run. */
+  detail: DetailSample;
+}
+
+
+interface Entry {
+  pid: number;
+  paths: CgroupPaths | undefined;
+  procs: Map<number, TrackedProcess>;
+  /** Last CPU counter seen per consumer. */
+  cpuSeen: Map<string, number>;
+}
+
+const DELETED = " (deleted)";
+
+export interface ProcessTableStats {
+  vanished: number;
+  fallbackScans: number;
+}
+
+export class ProcessTable {
+  private readonly entries = new Map<string, Entry>();
+  readonly proc: ProcSampler;
+  readonly stats: ProcessTableStats = { vanished: 0, fallbackScans: 0 };
+
+  constructor(
+    private readonly procRoot: string,
+    readonly cgroups: CgroupSampler,
+  ) {
+    this.proc = new ProcSampler(procRoot);
+  }
+
+  private entry(id: string, pid: number): Entry {
+    let e = this.entries.get(id);
+    if (e === undefined || e.pid !== pid) {
+      if (e !== undefined) this.cgroups.forget(id);
+      e = { pid, paths: pid > 0 ? this.cgroups.locate(id, pid) : undefined, procs: new Map(), cpuSeen: new Map() };
+      this.entries.set(id, e);
+    }
+    return e;
+  }
+
+  paths(id: string, pid: number): CgroupPaths | undefined {
+    return this.entry(id, pid).paths;
+  }
+
+  forget(id: string): void {
+    this.entries.delete(id);
+    this.cgroups.forget(id);
+  }
+
+  /** Containers tracked, for cleanup by the caller. */
+  ids(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  /**
+   * True when the container's CPU counter moved since `consumer` last asked (or cannot be read),
+   * i.e. something in it ran.
+   */
+  ranSince(id: string, pid: number, consumer: string): boolean {
+    const e = this.entry(id, pid);
+    const now = e.paths === undefined ? undefined : cpuUsageNs(e.paths);
+    if (now === undefined) return true;
+    const before = e.cpuSeen.get(consumer);
+    e.cpuSeen.set(consumer, now);
+    return before === undefined || before !== now;
+  }
+
+  /** The processes of the container as last refreshed (no reads). */
+  current(id: string): TrackedProcess[] {
+    return [...(this.entries.get(id)?.procs.values() ?? [])];
+  }
+
+  /**
+   * Re-lists the container's processes and reads their stat; status/io/fd only for processes
+   * that ran (or all when `full`).
+   */
+  refresh(id: string, pid: number, full: boolean): TrackedProcess[] {
+    const e = this.entry(id, pid);
+    const pids = this.listPids(id, e);
+    const procs: TrackedProcess[] = [];
+    for (const p of pids) {
+      const stat = this.proc.stat(p);
+      if (stat === undefined) {
+        this.stats.vanished++;
+        continue;
+      }
+      let t = e.procs.get(p);
+      if (t !== undefined && t.stat.startTime !== stat.startTime) {
+        // The pid was recycled: the old process exited, this is another one.
+        t = undefined;
+      }
+      if (t === undefined || t.stat.comm !== stat.comm) {
+        // New, or it exec'd another program: (re)read what it runs.
+        const info = this.readInfo(p, stat);
+        const detail = info === undefined ? undefined : this.proc.detail(p);
+        if (info === undefined || detail === undefined) {
+          this.stats.vanished++;
+          continue;
+        }
+        t = { key: `${p}:${stat.startTime}`, info, stat, detail };
+      } else {
+        const ran = !sameStat(t.stat, stat);
+        t.stat = stat;
+        if (full || ran) {
+          const d = this.proc.detail(p);
+          if (d === undefined) {
+            this.stats.vanished++;
+            continue;
+          }
+          t.detail = d;
+        }
+      }
+      procs.push(t);
+    }
+    e.procs = new Map(procs.map((t) => [t.info.pid, t]));
+    return procs;
+  }
+
+  private readInfo(pid: number, stat: StatSample): ProcInfo | undefined {
+    const base = `${this.procRoot}/${pid}`;
+    let exe = readProcLink(`${base}/exe`) ?? "";
+    let exeDeleted = false;
+    if (exe.endsWith(DELETED)) {
+      exe = exe.slice(0, -DELETED.length);
+      exeDeleted = true;
+    }
+    const cmdline = readProcFile(`${base}/cmdline`);
+    if (cmdline === undefined) return undefined;
+    const argv = cmdline.split("\0");
+    if (argv.length > 0 && argv[argv.length - 1] === "") argv.pop();
+    return { pid, comm: stat.comm, ppid: stat.ppid, startTime: stat.startTime, exe, exeDeleted, argv };
+  }
+
+  private listPids(id: string, e: Entry): number[] {
+    const file = e.paths === undefined ? undefined : this.cgroups.procsFile(e.paths);
+    if (file !== undefined) {
+      const text = readProcFile(file);
+      if (text !== undefined) return parsePidList(text);
+    }
+    // No cgroup file to read: find the container's pids by scanning /proc (slow, but correct).
+    this.stats.fallbackScans++;
+    const out: number[] = [];
+    let names: string[];
+    try {
+      names = readdirSync(this.procRoot);
+    } catch {
+      return out;
+    }
+    const known = new Set([id]);
+    for (const n of names) {
+      const c = n.charCodeAt(0);
+      if (c < 48 || c > 57) continue;
+      const cg = readProcFile(`${this.procRoot}/${n}/cgroup`);
+      if (cg !== undefined && containerIdFromCgroup(cg, known) === id) out.push(Number(n));
+    }
+    return out;
+  }
+}
+
+function sameStat(a: StatSample, b: StatSample): boolean {
+  return (
+    a.cpuTicks === b.cpuTicks &&
+    a.minflt === b.minflt &&
+    a.majflt === b.majflt &&
+    a.rssPages === b.rssPages &&
+    a.threads === b.threads &&
+    a.comm === b.comm &&
+    a.state === b.state
+  );
+}
+
+/** The container's cumulative CPU time in ns from its cgroup (v1 cpuacct.usage or v2 cpu.stat). */
+export function cpuUsageNs(paths: CgroupPaths): number | undefined {
+  const v1 = paths.dirs["cpuacct"];
+  if (v1 !== undefined) {
+    const t = readProcFile(`${v1}/cpuacct.usage`);
+    if (t !== undefined) {
+      const n = Number(t.trim());
+      if (Number.isFinite(n)) return n;
+    }
+  }
+  const v2 = paths.dirs[""];
+  if (v2 !== undefined) {
+    const t = readProcFile(`${v2}/cpu.stat`);
+    const m = t === undefined ? null : /^usage_usec (\d+)/m.exec(t);
+    if (m?.[1] !== undefined) return Number(m[1]) * 1000;
+  }
+  return undefined;
+}
+
+/** The file `cpuUsageNs` reads, for the benchmark baseline. */
+export function cpuUsageFile(paths: CgroupPaths): string | undefined {
+  const v1 = paths.dirs["cpuacct"];
+  if (v1 !== undefined) return `${v1}/cpuacct.usage`;
+  const v2 = paths.dirs[""];
+  return v2 === undefined ? undefined : `${v2}/cpu.stat`;
+}

@@ -1,0 +1,151 @@
+/**
+ * Telemetry from agents, stored exactly once: each item carries its agent spool's id and seq, and
+ * an item at or below the last seq stored for that spool is a re-send after a reconnect, acked and
+ * dropped. Windows and detections are kept per node in arrival order, bounded (oldest pruned).
+ * The latest window per container is also kept in memory for `top` and WatchTelemetry.
+ */
+import { EventEmitter } from "node:events";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { Level } from "level";
+import { StoredWindowSchema, type StoredWindow } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { DetectionSchema, type Detection, type TelemetryItem, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { Code, ShadowError } from "../../common/errors.js";
+import { keys } from "./keys.js";
+
+export interface TelemetryStoreEvents {
+  window: [WindowSummary];
+  detection: [Detection];
+}
+
+export interface TelemetryStoreOptions {
+  /** Windows kept per node (default 200,000). */
+  maxWindowsPerNode?: number;
+  /** Detections kept per node (default 100,000). */
+  maxDetectionsPerNode?: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
+  private readonly lastSeq = new Map<string, bigint>();
+  private readonly latest = new Map<string, WindowSummary>();
+  private readonly counts = new Map<string, { windows: number; detections: number }>();
+  private readonly maxWindows: number;
+  private readonly maxDetections: number;
+
+  private constructor(
+    private readonly db: Level<string, Uint8Array>,
+    o: TelemetryStoreOptions,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    this.maxWindows = o.maxWindowsPerNode ?? 200_000;
+    this.maxDetections = o.maxDetectionsPerNode ?? 100_000;
+  }
+
+  static async open(db: Level<string, Uint8Array>, o: TelemetryStoreOptions = {}): Promise<TelemetryStore> {
+    const s = new TelemetryStore(db, o);
+    for await (const [k, v] of db.iterator({ gt: "spool!", lt: "spool!\xff" })) s.lastSeq.set(k.slice(6), BigInt(dec.decode(v)));
+    for await (const [k, v] of db.iterator(keys.windowRange)) {
+      const w = fromBinary(StoredWindowSchema, v).window;
+      s.count(nodeOf(k)).windows++;
+      if (w !== undefined) s.latest.set(w.containerId, w);
+    }
+    for await (const k of db.keys(keys.detectionRange)) s.count(nodeOf(k)).detections++;
+    return s;
+  }
+
+  private count(node: string): { windows: number; detections: number } {
+    let c = this.counts.get(node);
+    if (c === undefined) this.counts.set(node, (c = { windows: 0, detections: 0 }));
+    return c;
+  }
+
+  stats(node: string): { windows: number; detections: number } {
+    return this.counts.get(node) ?? { windows: 0, detections: 0 };
+  }
+
+  /** Stores one item from `node`'s stream; false when it was a repeat. */
+  async put(node: string, item: TelemetryItem): Promise<boolean> {
+    if (item.spoolId === "" || item.spoolSeq === 0n) throw new ShadowError(Code.InvalidArgument, "telemetry item without spool id or seq");
+    const last = this.lastSeq.get(item.spoolId) ?? 0n;
+    if (item.spoolSeq <= last) return false;
+    const body = item.body;
+    const seqOp = { type: "put" as const, key: keys.spoolSeq(item.spoolId), value: enc.encode(item.spoolSeq.toString()) };
+    if (body.case === "window") {
+      const w = body.value;
+      if (w.node !== node) throw new ShadowError(Code.PermissionDenied, `window for node ${JSON.stringify(w.node)} on the stream of node ${JSON.stringify(node)}`);
+      if (!/^[0-9a-f]{64}$/.test(w.containerId)) throw new ShadowError(Code.InvalidArgument, "window without a valid container id");
+      const stored = create(StoredWindowSchema, { spoolId: item.spoolId, spoolSeq: item.spoolSeq, window: w });
+      await this.db.batch([{ type: "put", key: keys.window(node, item.spoolId, item.spoolSeq), value: toBinary(StoredWindowSchema, stored) }, seqOp]);
+      this.lastSeq.set(item.spoolId, item.spoolSeq);
+      this.latest.set(w.containerId, w);
+      if (++this.count(node).windows > this.maxWindows * 1.1) await this.prune(node, "win", this.maxWindows);
+      this.emit("window", w);
+    } else if (body.case === "detection") {
+      const d = body.value;
+      if (d.node !== node) throw new ShadowError(Code.PermissionDenied, `detection for node ${JSON.stringify(d.node)} on the stream of node ${JSON.stringify(node)}`);
+      await this.db.batch([{ type: "put", key: keys.detection(node, item.spoolId, item.spoolSeq), value: toBinary(DetectionSchema, d) }, seqOp]);
+      this.lastSeq.set(item.spoolId, item.spoolSeq);
+      if (++this.count(node).detections > this.maxDetections * 1.1) await this.prune(node, "det", this.maxDetections);
+      this.emit("detection", d);
+    } else {
+      throw new ShadowError(Code.InvalidArgument, "empty telemetry item");
+    }
+    return true;
+  }
+
+  private async prune(node: string, kind: "win" | "det", keep: number): Promise<void> {
+    const c = this.count(node);
+    const total = kind === "win" ? c.windows : c.detections;
+    const drop = total - keep;
+    if (drop <= 0) return;
+    const prefix = `${kind}!${node}!`;
+    const doomed: string[] = [];
+    for await (const k of this.db.keys({ gt: prefix, lt: `${prefix}\xff`, limit: drop })) doomed.push(k);
+    await this.db.batch(doomed.map((key) => ({ type: "del" as const, key })));
+    if (kind === "win") c.windows -= doomed.length;
+    else c.detections -= doomed.length;
+  }
+
+  /** The latest window of each container. */
+  latestWindows(): WindowSummary[] {
+    return [...this.latest.values()];
+  }
+
+  forgetContainer(containerId: string): void {
+    this.latest.delete(containerId);
+  }
+
+  /** Windows in arrival order (per node), the newest `limit` of those matching. */
+  async windows(filter: { node?: string; containerId?: string }, limit: number): Promise<StoredWindow[]> {
+    const range = filter.node ? { gt: `win!${filter.node}!`, lt: `win!${filter.node}!\xff` } : keys.windowRange;
+    const out: StoredWindow[] = [];
+    for await (const v of this.db.values({ ...range, reverse: true })) {
+      const s = fromBinary(StoredWindowSchema, v);
+      if (filter.containerId !== undefined && s.window?.containerId !== filter.containerId) continue;
+      out.push(s);
+      if (out.length >= limit) break;
+    }
+    return out.reverse();
+  }
+
+  async detections(filter: { node?: string; containerId?: string }, limit: number): Promise<Detection[]> {
+    const range = filter.node ? { gt: `det!${filter.node}!`, lt: `det!${filter.node}!\xff` } : keys.detectionRange;
+    const out: Detection[] = [];
+    for await (const v of this.db.values({ ...range, reverse: true })) {
+      const d = fromBinary(DetectionSchema, v);
+      if (filter.containerId !== undefined && d.containerId !== filter.containerId) continue;
+      out.push(d);
+      if (out.length >= limit) break;
+    }
+    return out.reverse();
+  }
+}
+
+function nodeOf(key: string): string {
+  const a = key.indexOf("!");
+  const b = key.indexOf("!", a + 1);
+  return key.slice(a + 1, b);
+}

@@ -1,0 +1,173 @@
+/**
+ * How telemetry looks for people (tables) and machines (JSON with snake_case keys and the named
+ * feature vector).
+ */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { AgentSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import type { Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { namedFeatures } from "../models/features.js";
+
+export function windowSeconds(w: WindowSummary): number {
+  if (w.start === undefined || w.end === undefined) return 0;
+  return Math.max(0.001, (timestampDate(w.end).getTime() - timestampDate(w.start).getTime()) / 1000);
+}
+
+const gaugeJson = (g: Gauge | undefined) => (g === undefined || !g.available ? { available: false, reason: g?.reason ?? "" } : g.value);
+
+export function windowJson(w: WindowSummary): Record<string, unknown> {
+  return {
+    node: w.node,
+    container_id: w.containerId,
+    container_name: w.containerName,
+    start: w.start ? timestampDate(w.start).toISOString() : null,
+    end: w.end ? timestampDate(w.end).toISOString() : null,
+    ticks: w.ticks,
+    feature_version: w.featureVersion,
+    layers: w.layers.map((l) => ({
+      layer_id: l.layerId,
+      layer_name: l.layerName,
+      library_layers: l.libraryLayers,
+      features: namedFeatures(l.features),
+    })),
+    cgroup: w.cgroup && {
+      cpu_seconds: gaugeJson(w.cgroup.cpuSeconds),
+      throttled_periods: gaugeJson(w.cgroup.throttledPeriods),
+      throttled_seconds: gaugeJson(w.cgroup.throttledSeconds),
+      memory_bytes: gaugeJson(w.cgroup.memoryBytes),
+      memory_limit_bytes: w.cgroup.memoryUnlimited ? "unlimited" : gaugeJson(w.cgroup.memoryLimitBytes),
+      oom_events: gaugeJson(w.cgroup.oomEvents),
+      oom_kills: gaugeJson(w.cgroup.oomKills),
+      pids: gaugeJson(w.cgroup.pids),
+    },
+    net: w.net && {
+      shared: w.net.shared,
+      rx_bytes: gaugeJson(w.net.rxBytes),
+      tx_bytes: gaugeJson(w.net.txBytes),
+      rx_packets: gaugeJson(w.net.rxPackets),
+      tx_packets: gaugeJson(w.net.txPackets),
+      tcp_by_state: w.net.tcpByState,
+    },
+  };
+}
+
+export function detectionJson(d: Detection): Record<string, unknown> {
+  return {
+    id: d.id,
+    node: d.node,
+    container_id: d.containerId,
+    container_name: d.containerName,
+    layer_id: d.layerId,
+    rule: d.rule,
+    reason: d.reason,
+    path: d.path,
+    pid: d.pid,
+    ppid: d.ppid,
+    comm: d.comm,
+    at: d.at ? timestampDate(d.at).toISOString() : null,
+    source: d.source,
+  };
+}
+
+export function bytes(n: number): string {
+  const units = ["B", "K", "M", "G", "T"];
+  let v = n;
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1)}${units[i]}`;
+}
+
+export function renderTable(head: string[], body: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
+  return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+}
+
+const shortLayer = (id: string) => (id.startsWith("sha256:") ? id.slice(7, 19) : id.length > 24 ? `${id.slice(0, 24)}…` : id);
+
+/** The `top` table: one row per container layer with processes or events, busiest first. */
+export function renderTop(windows: readonly WindowSummary[]): string {
+  const rows: Array<{ cpu: number; cells: string[] }> = [];
+  for (const w of windows) {
+    const s = windowSeconds(w);
+    for (const l of w.layers) {
+      if (l.processes === 0 && l.execs === 0 && l.driftEvents === 0 && l.cpuSeconds === 0) continue;
+      const cpu = (l.cpuSeconds / s) * 100;
+      rows.push({
+        cpu,
+        cells: [
+          w.containerName || w.containerId.slice(0, 12),
+          shortLayer(l.layerId),
+          (l.layerName || "").slice(0, 36),
+          String(l.processes),
+          cpu.toFixed(1),
+          bytes(l.rssBytes),
+          `${bytes(l.readBytes / s)}/s`,
+          `${bytes(l.writeBytes / s)}/s`,
+          String(l.execs),
+          String(l.newConnections),
+          l.driftEvents > 0 ? String(l.driftEvents) : "-",
+        ],
+      });
+    }
+  }
+  rows.sort((a, b) => b.cpu - a.cpu);
+  return renderTable(["CONTAINER", "LAYER", "NAME", "PROCS", "CPU%", "RSS", "READ", "WRITE", "EXECS", "CONNS", "DRIFT"], rows.map((r) => r.cells));
+}
+
+export function renderDetections(ds: readonly Detection[]): string {
+  return renderTable(
+    ["TIME", "CONTAINER", "LAYER", "REASON", "PID", "PATH", "SOURCE"],
+    ds.map((d) => [d.at ? timestampDate(d.at).toISOString().slice(0, 19) : "", d.containerName || d.containerId.slice(0, 12), shortLayer(d.layerId), d.reason, String(d.pid), d.path, d.source]),
+  );
+}
+
+export function agentJson(a: AgentSummary): Record<string, unknown> {
+  const t = a.telemetry;
+  const n = a.nodeContext;
+  return {
+    node: a.node,
+    connected: a.connected,
+    agent_version: a.agentVersion,
+    last_seen: a.lastSeen ? timestampDate(a.lastSeen).toISOString() : null,
+    exec_source: t?.execSource ?? null,
+    exec_source_reason: t?.execSourceReason ?? null,
+    exec_events: Number(t?.execEvents ?? 0),
+    exec_events_lost: Number(t?.execEventsLost ?? 0),
+    exec_lines_malformed: Number(t?.execLinesMalformed ?? 0),
+    vanished: Number(t?.vanished ?? 0),
+    spool_pending: Number(t?.spoolPending ?? 0),
+    spool_dropped: Number(t?.spoolDropped ?? 0),
+    window_seconds: t?.windowSeconds ?? null,
+    windows: Number(a.windows),
+    detections: Number(a.detections),
+    node_context: n && {
+      load_percent: n.loadPercent,
+      load1: n.load1,
+      memory_total_bytes: Number(n.memoryTotalBytes),
+      memory_available_bytes: Number(n.memoryAvailableBytes),
+      disk_total_bytes: Number(n.diskTotalBytes),
+      disk_used_bytes: Number(n.diskUsedBytes),
+    },
+  };
+}
+
+export function renderAgents(as: readonly AgentSummary[]): string {
+  return renderTable(
+    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "WINDOWS", "DETECTIONS", "LOAD%", "MEM FREE"],
+    as.map((a) => [
+      a.node,
+      a.connected ? "yes" : "no",
+      a.telemetry?.execSource ?? "?",
+      String(a.telemetry?.execEvents ?? 0),
+      String(a.telemetry?.execEventsLost ?? 0),
+      String(a.telemetry?.spoolPending ?? 0),
+      String(a.telemetry?.spoolDropped ?? 0),
+      String(a.windows),
+      String(a.detections),
+      a.nodeContext ? a.nodeContext.loadPercent.toFixed(0) : "?",
+      a.nodeContext ? bytes(Number(a.nodeContext.memoryAvailableBytes)) : "?",
+    ]),
+  );
+}

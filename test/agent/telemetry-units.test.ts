@@ -1,0 +1,282 @@
+/**
+ * The telemetry's arithmetic and bookkeeping without containers: /proc parsers on files captured
+ * here, window features, the spool's bound and persistence, exactly-once storage at the
+ * aggregator, and pid recycling on a fake /proc (the one thing a real host cannot be made to do on
+ * demand).
+ */
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Level } from "level";
+import type { Attribution } from "../../agent/layers/ldg-builder.js";
+import type { LdgCollector, RunningContainer } from "../../agent/layers/ldg-collector.js";
+import { Spool } from "../../agent/link/spool.js";
+import { AgentMetrics } from "../../agent/metrics.js";
+import { CgroupSampler } from "../../agent/telemetry/cgroup-sampler.js";
+import { parseIo, parseStatSample, parseStatusCtx } from "../../agent/telemetry/proc-sampler.js";
+import { ProcessTable } from "../../agent/telemetry/process-table.js";
+import { cgroupFeatures, netFeatures, Telemetry } from "../../agent/telemetry/telemetry.js";
+import { emptyMetrics, LayerWindow } from "../../agent/telemetry/windows.js";
+import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
+import { silentLogger } from "../../common/log.js";
+import { FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRICS } from "../../models/features.js";
+import { TelemetryItemSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+
+const fixture = (p: string) => readFileSync(new URL(`../../../test/fixtures/${p}`, import.meta.url), "utf8");
+const tmp = mkdtempSync(join(tmpdir(), "sl-tel-units-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe("proc-sampler parsers (files captured on this host)", () => {
+  it("reads CPU, faults, threads, RSS and start time from stat", () => {
+    const s = parseStatSample(fixture("proc/stat-busybox-sleep.txt"));
+    assert.deepEqual(s, { comm: "sleep", state: "S", ppid: 4697, minflt: 917, majflt: 0, cpuTicks: 4, threads: 1, startTime: 283388n, rssPages: 316 });
+  });
+  it("survives a comm with spaces and parentheses and refuses short or garbled lines", () => {
+    const line = "77 (a) b (c) R 1 77 77 0 -1 0 5 0 6 0 7 8 0 0 20 0 3 0 999 100 42 0";
+    assert.equal(parseStatSample(line)?.comm, "a) b (c");
+    assert.equal(parseStatSample(line)?.cpuTicks, 15);
+    assert.equal(parseStatSample(line)?.threads, 3);
+    assert.equal(parseStatSample("1 (x) S 1 2 3"), undefined);
+    assert.equal(parseStatSample("no parens at all"), undefined);
+    assert.equal(parseStatSample("1 (x) S 1 1 1 0 -1 0 a 0 0 0 1 1 0 0 20 0 1 0 5 0 1 0"), undefined);
+  });
+  it("reads context switches from status and byte counts from io", () => {
+    assert.deepEqual(parseStatusCtx(fixture("proc/status-busybox.txt")), { voluntary: 14, involuntary: 192 });
+    const io = parseIo(fixture("proc/io-busybox.txt"));
+    assert.ok(io !== undefined && io.rchar >= 0 && io.readBytes >= 0);
+    assert.equal(parseStatusCtx("Name:\tx\n"), undefined);
+    assert.equal(parseIo("rchar: 1\n"), undefined);
+  });
+});
+
+describe("feature vector (models/features.ts) and per-layer windows", () => {
+  it("has sum/mean/max/rate per metric then the counts, with unique names", () => {
+    assert.equal(FEATURE_COUNT, METRICS.length * 4 + 5);
+    assert.equal(new Set(FEATURE_NAMES).size, FEATURE_COUNT);
+    assert.equal(FEATURE_NAMES[0], "cpu_seconds.sum");
+    assert.throws(() => featureIndex("nope"), RangeError);
+  });
+
+  it("counters sum their deltas; gauges report the last value, the mean and growth per second", () => {
+    const w = new LayerWindow();
+    const cpu = featureIndex("cpu_seconds.sum");
+    const rss = featureIndex("rss_bytes.sum");
+    for (const [d, r] of [
+      [0.5, 100],
+      [0.25, 200],
+      [0.25, 300],
+      [0, 400],
+    ] as const) {
+      const v = emptyMetrics();
+      v[0] = d; // cpu_seconds (counter)
+      v[1] = r; // rss_bytes (gauge)
+      w.addTick(v, 2, true);
+    }
+    w.counts.exec_count = 3;
+    const f = w.features(4, 2);
+    assert.equal(f[cpu], 1); // sum
+    assert.equal(f[cpu + 1], 0.25); // mean per tick
+    assert.equal(f[cpu + 2], 0.5); // busiest tick
+    assert.equal(f[cpu + 3], 0.5); // per second
+    assert.equal(f[rss], 400); // last
+    assert.equal(f[rss + 1], 250); // mean
+    assert.equal(f[rss + 2], 400); // max
+    assert.equal(f[rss + 3], 150); // (400 - 100) / 2 s
+    assert.equal(f[featureIndex("process_count")], 2);
+    assert.equal(f[featureIndex("exec_count")], 3);
+  });
+
+  it("a layer that appears late counts zeros before it (means and growth stay honest)", () => {
+    const w = new LayerWindow();
+    w.addEmptyTick();
+    w.addEmptyTick();
+    const v = emptyMetrics();
+    v[1] = 1000;
+    w.addTick(v, 1, false);
+    const f = w.features(3, 3);
+    const rss = featureIndex("rss_bytes.sum");
+    assert.equal(f[rss + 1], 1000 / 3);
+    assert.equal(f[rss + 3], 1000 / 3);
+    assert.equal(f[featureIndex("process_count")], 1 / 3);
+  });
+});
+
+describe("cgroup and network features", () => {
+  it("an unavailable figure is marked unavailable with its reason, never 0", () => {
+    const base = {
+      cpuUsageNs: 1e9, cpuPeriods: null, cpuThrottledPeriods: null, cpuThrottledNs: null, memoryBytes: null, memoryWorkingSetBytes: null,
+      memoryLimitBytes: null, memoryUnlimited: true, oomEvents: null, oomKills: null, underOom: null, pidsCurrent: 3, pidsLimit: null, pidsUnlimited: true,
+      unavailable: { memoryBytes: "memory controller not mounted", cpuThrottledPeriods: "cpu controller not enabled" },
+    };
+    const f = cgroupFeatures(base, { ...base, cpuUsageNs: 3.5e9 }, "v2");
+    assert.deepEqual([f.cpuSeconds?.available, f.cpuSeconds?.value], [true, 2.5]);
+    assert.deepEqual([f.memoryBytes?.available, f.memoryBytes?.reason], [false, "memory controller not mounted"]);
+    assert.equal(f.throttledPeriods?.available, false);
+    assert.equal(f.memoryUnlimited, true);
+    assert.equal(f.pids?.value, 3);
+    assert.equal(f.version, "v2");
+    assert.equal(cgroupFeatures(undefined, undefined).cpuSeconds?.available, false);
+  });
+
+  it("a host-network container's counters are marked shared and not attributed", () => {
+    const s = { netns: 1, shared: true, rxBytes: 5e9, rxPackets: 1, txBytes: 5e9, txPackets: 1, extRxBytes: 0, extRxPackets: 0, extTxBytes: 0, extTxPackets: 0, tcpByState: {}, tcpSockets: new Map(), unavailable: {} };
+    const f = netFeatures(s, s);
+    assert.equal(f.shared, true);
+    assert.equal(f.rxBytes?.available, false);
+    assert.match(f.rxBytes?.reason ?? "", /host network/);
+    const own = netFeatures({ ...s, shared: false, rxBytes: 100 }, { ...s, shared: false, rxBytes: 350 });
+    assert.deepEqual([own.rxBytes?.available, own.rxBytes?.value], [true, 250]);
+  });
+});
+
+const item = (spoolId: string, seq: bigint, containerId = "a".repeat(64)) =>
+  create(TelemetryItemSchema, { spoolId, spoolSeq: seq, body: { case: "window", value: create(WindowSummarySchema, { node: "n1", containerId }) } });
+
+describe("spool (level)", () => {
+  it("numbers items in order, keeps them across a reopen, forgets acked ones", async () => {
+    const dir = join(tmp, "spool-a");
+    let s = await Spool.open(dir);
+    const id = s.id;
+    for (let i = 0; i < 5; i++) await s.append({ case: "window", value: create(WindowSummarySchema, { containerId: String(i) }) });
+    await s.ack(2n);
+    assert.equal(s.pending, 3);
+    await s.close();
+    s = await Spool.open(dir);
+    assert.equal(s.id, id, "the spool id survives a restart");
+    assert.equal(s.pending, 3);
+    const items = await s.readAfter(0n, 10);
+    assert.deepEqual(items.map((i) => [i.spoolSeq, i.body.case === "window" ? i.body.value.containerId : ""]), [[3n, "2"], [4n, "3"], [5n, "4"]]);
+    assert.equal(await s.append({ case: "window", value: create(WindowSummarySchema, {}) }), 6n, "numbering continues");
+    await s.close();
+  });
+
+  it("is bounded: the oldest are dropped first and counted", async () => {
+    const s = await Spool.open(join(tmp, "spool-b"), { maxItems: 3 });
+    for (let i = 0; i < 7; i++) await s.append({ case: "window", value: create(WindowSummarySchema, { containerId: String(i) }) });
+    assert.equal(s.pending, 3);
+    assert.equal(s.dropped, 4);
+    const left = await s.readAfter(0n, 10);
+    assert.deepEqual(left.map((i) => i.spoolSeq), [5n, 6n, 7n]);
+    await s.close();
+  });
+});
+
+describe("aggregator telemetry store", () => {
+  it("stores an item once: a re-send after a reconnect is dropped, another spool is not", async () => {
+    const db = new Level<string, Uint8Array>(join(tmp, "agg-db"), { keyEncoding: "utf8", valueEncoding: "view" });
+    await db.open();
+    const t = await TelemetryStore.open(db);
+    assert.equal(await t.put("n1", item("s1", 1n)), true);
+    assert.equal(await t.put("n1", item("s1", 2n)), true);
+    assert.equal(await t.put("n1", item("s1", 2n)), false, "repeat");
+    assert.equal(await t.put("n1", item("s1", 1n)), false, "older repeat");
+    assert.equal(await t.put("n1", item("s2", 1n)), true, "a new spool (fresh agent data dir)");
+    await assert.rejects(t.put("n2", item("s3", 1n)), /stream of node/);
+    await assert.rejects(t.put("n1", create(TelemetryItemSchema, { spoolId: "s1", spoolSeq: 9n })), /empty telemetry item/);
+    assert.equal((await t.windows({ node: "n1" }, 100)).length, 3);
+    // Reopened, it still knows what it has.
+    const again = await TelemetryStore.open(db);
+    assert.equal(await again.put("n1", item("s1", 2n)), false);
+    assert.equal(again.stats("n1").windows, 3);
+    await db.close();
+  });
+});
+
+/** A fake /proc with one container whose cgroup (v2) lists its pids. */
+function fakeHost(root: string, id: string): { proc: string; cg: string; writeProc: (pid: number, o: { start: number; ticks: number; comm: string; exe: string }) => void; setPids: (pids: number[]) => void; setCpu: (usec: number) => void } {
+  const proc = join(root, "proc");
+  const cg = join(root, "cg");
+  const dir = join(cg, "docker", id);
+  mkdirSync(dir, { recursive: true });
+  mkdirSync(proc, { recursive: true });
+  writeFileSync(join(proc, "uptime"), "4000.00 100.00\n");
+  const writeProc = (pid: number, o: { start: number; ticks: number; comm: string; exe: string }) => {
+    const p = join(proc, String(pid));
+    rmSync(p, { recursive: true, force: true });
+    mkdirSync(join(p, "fd"), { recursive: true });
+    writeFileSync(join(p, "fd", "0"), "");
+    writeFileSync(join(p, "stat"), `${pid} (${o.comm}) S 1 ${pid} ${pid} 0 -1 0 10 0 0 0 ${o.ticks} 0 0 0 20 0 1 0 ${o.start} 100 50 0`);
+    writeFileSync(join(p, "status"), `Name:\t${o.comm}\nvoluntary_ctxt_switches:\t1\nnonvoluntary_ctxt_switches:\t1\n`);
+    writeFileSync(join(p, "io"), "rchar: 10\nwchar: 10\nsyscr: 1\nsyscw: 1\nread_bytes: 0\nwrite_bytes: 0\n");
+    writeFileSync(join(p, "cmdline"), `${o.comm}\0`);
+    writeFileSync(join(p, "cgroup"), `0::/docker/${id}\n`);
+    writeFileSync(join(p, "maps"), "");
+    symlinkSync(o.exe, join(p, "exe"));
+  };
+  return {
+    proc,
+    cg,
+    writeProc,
+    setPids: (pids) => writeFileSync(join(dir, "cgroup.procs"), pids.map((p) => `${p}\n`).join("")),
+    setCpu: (usec) => writeFileSync(join(dir, "cpu.stat"), `usage_usec ${usec}\nuser_usec 0\nsystem_usec 0\n`),
+  };
+}
+
+describe("pid recycling (fake /proc)", () => {
+  const id = "c".repeat(64);
+
+  it("a pid reused by another process between two samples is a new process, not the old one continued", () => {
+    const h = fakeHost(join(tmp, "recycle"), id);
+    h.writeProc(100, { start: 1000, ticks: 500, comm: "old", exe: "/bin/old" });
+    h.writeProc(1, { start: 10, ticks: 0, comm: "init", exe: "/bin/init" });
+    h.setPids([1, 100]);
+    h.setCpu(1);
+    const mountinfo = `30 25 0:26 / ${h.cg} rw,nosuid - cgroup2 cgroup2 rw\n`;
+    const table = new ProcessTable(h.proc, new CgroupSampler({ procRoot: h.proc, cgroupRoot: h.cg, mountinfoText: mountinfo }));
+
+    // Test double for the LDG collector (the fake /proc has no engine behind it): every process is
+    // attributed to a layer named after its executable.
+    const running: RunningContainer = { id, name: "fake", pid: 1 } as RunningContainer;
+    const collector = Object.assign(new EventEmitter(), {
+      running: () => [running],
+      container: () => running,
+      attributeProcess: (_r: RunningContainer, p: { exe: string }): Attribution => ({ layerId: `layer:${p.exe}`, drift: false, reason: "" }),
+      attributePath: (_r: RunningContainer, path: string) => ({ layerId: `layer:${path}`, drift: false, reason: "", path }),
+      libraryLayers: () => [],
+      layerName: () => "",
+    }) as unknown as LdgCollector;
+    const tel = new Telemetry({ node: "n", procRoot: h.proc, collector, processes: table, log: silentLogger(), metrics: new AgentMetrics(), sampleMs: 1000, windowMs: 1_000_000, execSource: "proc" });
+    const windows: WindowSummary[] = [];
+    tel.on("window", (w) => windows.push(w));
+
+    const first = table.refresh(id, 1, true).find((t) => t.info.pid === 100);
+    tel.tick(new Date(0));
+    // pid 100 exits; a new process gets pid 100 (later start time, little CPU so far).
+    h.writeProc(100, { start: 480_000, ticks: 3, comm: "new", exe: "/bin/new" });
+    h.setCpu(2);
+    writeFileSync(join(h.proc, "uptime"), "4900.00 100.00\n");
+    tel.tick(new Date(1000));
+    const second = table.current(id).find((t) => t.info.pid === 100);
+    assert.notEqual(second?.key, first?.key, "a different identity");
+    assert.equal(second?.info.exe, "/bin/new", "its executable was read anew");
+    tel.flush(new Date(2000));
+    const w = windows.find((x) => x.containerId === id);
+    const cpuSum = featureIndex("cpu_seconds.sum");
+    const oldLayer = w?.layers.find((l) => l.layerId === "layer:/bin/old");
+    const newLayer = w?.layers.find((l) => l.layerId === "layer:/bin/new");
+    // The old process's 5 s of CPU were before the window (baseline); nothing is carried over to the
+    // new one, and nothing negative appears.
+    assert.equal(oldLayer?.features[cpuSum], 0);
+    assert.equal(newLayer?.features[cpuSum], 0.03, "only the new process's own 3 ticks");
+    assert.equal(newLayer?.features[featureIndex("process_starts")], 1);
+  });
+
+  it("a pid listed by the cgroup that vanished before its stat was read is skipped and counted", () => {
+    const h = fakeHost(join(tmp, "vanish"), id);
+    h.writeProc(1, { start: 10, ticks: 0, comm: "init", exe: "/bin/init" });
+    h.setPids([1, 4242]);
+    h.setCpu(1);
+    const table = new ProcessTable(h.proc, new CgroupSampler({ procRoot: h.proc, cgroupRoot: h.cg, mountinfoText: `30 25 0:26 / ${h.cg} rw - cgroup2 cgroup2 rw\n` }));
+    const procs = table.refresh(id, 1, false);
+    assert.deepEqual(procs.map((p) => p.info.pid), [1]);
+    assert.equal(table.stats.vanished, 1);
+    assert.equal(table.ranSince(id, 1, "x"), true, "first look");
+    assert.equal(table.ranSince(id, 1, "x"), false, "CPU counter did not move");
+    h.setCpu(5);
+    assert.equal(table.ranSince(id, 1, "x"), true);
+  });
+});
