@@ -2,7 +2,8 @@
  * The node agent: follows the local engine, keeps each container's LDG current, and streams
  * graphs to the aggregator. Each part runs on without the others (no aggregator, no problem).
  */
-import { hostname } from "node:os";
+import { hostname, loadavg } from "node:os";
+import { readProcFile } from "./collectors/proc-files.js";
 import { create } from "@bufbuild/protobuf";
 import si from "systeminformation";
 import { HelloSchema, HostInfoSchema, type Hello } from "../proto/gen/shadowlayer/v1/agent_pb.js";
@@ -69,13 +70,38 @@ export function defaultNodeName(): string {
   return process.env["SHADOWLAYER_NODE"] || hostname();
 }
 
-/** Node context for the heartbeat (systeminformation; each part optional). */
-async function nodeContext(): Promise<Omit<NodeContext, "$typeName">> {
-  const [load, mem, fs] = await Promise.all([si.currentLoad().catch(() => undefined), si.mem().catch(() => undefined), si.fsSize().catch(() => undefined)]);
+/** Disk figures change slowly and cost a `df` run: refreshed at most once a minute. */
+let diskCache: { at: number; fs: Awaited<ReturnType<typeof si.fsSize>> | undefined } | undefined;
+async function diskSizes(): Promise<Awaited<ReturnType<typeof si.fsSize>> | undefined> {
+  if (diskCache === undefined || Date.now() - diskCache.at > 60_000) diskCache = { at: Date.now(), fs: await si.fsSize().catch(() => undefined) };
+  return diskCache.fs;
+}
+
+/**
+ * CPU busy share of the node since the previous call, from /proc/stat (systeminformation's
+ * currentLoad spawns a shell for the same figure on every call).
+ */
+let lastCpu: { busy: number; total: number } | undefined;
+function cpuLoadPercent(procRoot: string): number {
+  const line = readProcFile(`${procRoot}/stat`)?.split("\n", 1)[0] ?? "";
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  if (f.length < 4 || f.some((x) => !Number.isFinite(x))) return 0;
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const total = f.reduce((a, b) => a + b, 0);
+  const busy = total - idle;
+  const prev = lastCpu;
+  lastCpu = { busy, total };
+  if (prev === undefined || total <= prev.total) return 0;
+  return ((busy - prev.busy) / (total - prev.total)) * 100;
+}
+
+/** Node context for the heartbeat (memory and disks through systeminformation). */
+async function nodeContext(procRoot: string): Promise<Omit<NodeContext, "$typeName">> {
+  const [mem, fs] = await Promise.all([si.mem().catch(() => undefined), diskSizes()]);
   const root = fs?.find((f) => f.mount === "/") ?? fs?.[0];
   return {
-    loadPercent: load?.currentLoad ?? 0,
-    load1: load?.avgLoad ?? 0,
+    loadPercent: cpuLoadPercent(procRoot),
+    load1: loadavg()[0] ?? 0,
     memoryTotalBytes: BigInt(mem?.total ?? 0),
     memoryAvailableBytes: BigInt(mem?.available ?? 0),
     diskTotalBytes: BigInt(Math.round(root?.size ?? 0)),
@@ -96,7 +122,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const node = o.node ?? defaultNodeName();
   const log = o.log.child({ node });
   const metrics = new AgentMetrics();
-  const { docker, info } = await connectEngine(engineSocket(o.dockerSocket));
+  const { docker, events, info } = await connectEngine(engineSocket(o.dockerSocket));
   if (info.driver !== "overlay2") {
     log.warn({ driver: info.driver }, "storage driver is not overlay2: layer directories and mount checks are unavailable");
   }
@@ -146,7 +172,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       heartbeat: async () => ({
         at: timestampNow(),
         telemetry: { ...telemetry.status(), spoolPending: BigInt(spool?.pending ?? 0), spoolDropped: BigInt(spool?.dropped ?? 0) },
-        node: await nodeContext(),
+        node: await nodeContext(procRoot),
       }),
       ...(o.heartbeatMs !== undefined ? { heartbeatMs: o.heartbeatMs } : {}),
     });
@@ -163,14 +189,22 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       (err: unknown) => log.warn({ err: String(err) }, "cannot spool telemetry"),
     );
   };
-  telemetry.on("window", (w) => toSpool({ case: "window", value: w }));
+  telemetry.on("windows", (windows) => toSpool({ case: "windows", value: { windows } }));
   telemetry.on("detection", (d) => toSpool({ case: "detection", value: d }));
   collector.on("upsert", (g) => link?.upsert(g));
   collector.on("delete", (id) => link?.delete(id));
 
-  const watcher = new EngineWatcher({ docker, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
-  await watcher.start();
-  await telemetry.start();
+  const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
+  try {
+    // The exec-event source is chosen first: with --exec-source ebpf and no eBPF, nothing starts.
+    await telemetry.start();
+    await watcher.start();
+  } catch (err) {
+    watcher.stop();
+    await telemetry.stop();
+    await spool?.close();
+    throw err;
+  }
   link?.start();
   let http: HttpEndpoint | undefined;
   if (o.http !== undefined) {

@@ -3,6 +3,7 @@
  * The `shadowlayer` command. Output for people by default, `--json` for machines; logs go to
  * stderr; errors print one sentence and exit non-zero.
  */
+import "./v8-flags.js";
 import { Command, Option } from "commander";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { GraphEvent_Type, QueryService, type ContainerSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";

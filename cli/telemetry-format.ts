@@ -5,7 +5,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { AgentSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { namedFeatures } from "../models/features.js";
+import { decodeFeatures, namedFeatures } from "../models/features.js";
 
 export function windowSeconds(w: WindowSummary): number {
   if (w.start === undefined || w.end === undefined) return 0;
@@ -27,7 +27,7 @@ export function windowJson(w: WindowSummary): Record<string, unknown> {
       layer_id: l.layerId,
       layer_name: l.layerName,
       library_layers: l.libraryLayers,
-      features: namedFeatures(l.features),
+      features: namedFeatures(decodeFeatures(l.featuresF64le)),
     })),
     cgroup: w.cgroup && {
       cpu_seconds: gaugeJson(w.cgroup.cpuSeconds),

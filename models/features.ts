@@ -56,3 +56,20 @@ export function namedFeatures(v: readonly number[]): Record<string, number> {
   FEATURE_NAMES.forEach((n, i) => (out[n] = v[i] ?? 0));
   return out;
 }
+
+/** Packs a vector as little-endian float64 (the wire form of LayerFeatures.features_f64le). */
+export function encodeFeatures(v: readonly number[] | Float64Array): Uint8Array {
+  const out = new Uint8Array(v.length * 8);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < v.length; i++) view.setFloat64(i * 8, v[i] ?? 0, true);
+  return out;
+}
+
+/** Unpacks LayerFeatures.features_f64le; a length that is not a multiple of 8 is an error. */
+export function decodeFeatures(bytes: Uint8Array): number[] {
+  if (bytes.length % 8 !== 0) throw new RangeError(`feature buffer of ${bytes.length} bytes is not a float64 array`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Array<number>(bytes.length / 8);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+  return out;
+}

@@ -114,16 +114,31 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
       const ids = new Set(list.map((c) => c.Id));
       for (const id of [...this.graphs.keys()]) if (!ids.has(id)) this.drop(id);
       for (const id of [...this.facts.keys()]) if (!ids.has(id)) this.facts.delete(id);
-      const table = this.o.processes;
-      const procs = table === undefined ? scanContainerProcesses(this.o.procRoot, ids) : undefined;
-      for (const id of ids) {
-        const facts = this.facts.get(id);
-        // Nothing ran in the container since its graph was built: its processes are unchanged.
-        if (table !== undefined && facts !== undefined && this.graphs.has(id) && facts.pid > 0 && !table.ranSince(id, facts.pid, "ldg")) continue;
-        await this.rebuild(id, procs);
-      }
-      this.o.metrics.containers.set(this.graphs.size);
+      await this.rebuildChanged(ids);
     });
+  }
+
+  /**
+   * Rebuilds the graphs of the containers already known whose processes may have changed,
+   * without asking the engine for its list (events report containers coming and going).
+   */
+  refreshKnown(): Promise<void> {
+    return this.serial(async () => {
+      await this.rebuildChanged(new Set(this.graphs.keys()));
+    });
+  }
+
+  private async rebuildChanged(ids: ReadonlySet<string>): Promise<void> {
+    const table = this.o.processes;
+    const procs = table === undefined ? scanContainerProcesses(this.o.procRoot, ids) : undefined;
+    for (const id of ids) {
+      const facts = this.facts.get(id);
+      // Nothing ran in the container since its graph was built: its processes are unchanged.
+      if (table !== undefined && facts !== undefined && this.graphs.has(id) && (facts.pid <= 0 || !table.ranSince(id, facts.pid, "ldg"))) continue;
+      // (A stopped container changes only through engine events, which drop its cached facts.)
+      await this.rebuild(id, procs);
+    }
+    this.o.metrics.containers.set(this.graphs.size);
   }
 
   /** Re-inspects and rebuilds one container (after an engine event). */

@@ -31,6 +31,12 @@ export class Spool {
   private droppedCount = 0;
   private readonly max: number;
   private readonly waiters: Array<() => void> = [];
+  /**
+   * The newest unacknowledged items, kept decoded so the sender does not read back what it just
+   * wrote (the usual case while the aggregator is up). Bounded; older items come from level.
+   */
+  private readonly tail = new Map<bigint, TelemetryItem>();
+  private static readonly TAIL_MAX = 4096;
 
   private constructor(
     private readonly db: Level<string, Uint8Array>,
@@ -94,7 +100,10 @@ export class Spool {
       if (drop > 0) ops.push({ type: "put", key: META_DROPPED, value: new TextEncoder().encode(String(this.droppedCount + drop)) });
       await this.db.batch(ops);
       this.next = seq + 1n;
+      for (let i = 0; i < drop; i++) this.tail.delete(this.first + BigInt(i));
       this.first += BigInt(drop);
+      this.tail.set(seq, item);
+      if (this.tail.size > Spool.TAIL_MAX) this.tail.delete(this.tail.keys().next().value ?? 0n);
       this.droppedCount += drop;
       for (const w of this.waiters.splice(0)) w();
       return seq;
@@ -105,6 +114,14 @@ export class Spool {
   async readAfter(after: bigint, limit: number): Promise<TelemetryItem[]> {
     const from = after + 1n > this.first ? after + 1n : this.first;
     const out: TelemetryItem[] = [];
+    if (this.tail.has(from)) {
+      for (let seq = from; seq < this.next && out.length < limit; seq++) {
+        const item = this.tail.get(seq);
+        if (item === undefined) break;
+        out.push(item);
+      }
+      return out;
+    }
     for await (const v of this.db.values({ gte: seqKey(from), lt: `${ITEM}\xff`, limit })) out.push(fromBinary(TelemetryItemSchema, v));
     return out;
   }
@@ -115,6 +132,7 @@ export class Spool {
       if (seq < this.first) return;
       const upTo = seq + 1n < this.next ? seq + 1n : this.next;
       await this.db.clear({ gte: seqKey(this.first), lt: seqKey(upTo) });
+      for (let seq = this.first; seq < upTo; seq++) this.tail.delete(seq);
       this.first = upTo;
     });
   }

@@ -11,6 +11,8 @@ import type { AgentMetrics } from "../metrics.js";
 
 export interface EngineWatcherOptions {
   docker: Docker;
+  /** Client for the long-lived event stream (no request timeout); `docker` when absent. */
+  events?: Docker;
   collector: LdgCollector;
   log: Logger;
   metrics: AgentMetrics;
@@ -50,16 +52,24 @@ export class EngineWatcher {
     this.stream = undefined;
   }
 
+  private periodicCount = 0;
+
+  /**
+   * Every period: re-checks the processes of the containers already known (cheap: one cgroup
+   * read per idle container). Every fifth: lists the engine's containers too, a safety net under
+   * the event stream, which already reports every create, start, stop and destroy.
+   */
   private periodic(): void {
     if (this.engineDown) return;
-    this.o.collector.refreshAll().catch((err: unknown) => {
+    const list = this.periodicCount++ % 5 === 0;
+    (list ? this.o.collector.refreshAll() : this.o.collector.refreshKnown()).catch((err: unknown) => {
       this.o.metrics.errors.inc({ stage: "refresh" });
       this.o.log.warn({ err: String(err) }, "periodic refresh failed");
     });
   }
 
   private async subscribe(): Promise<void> {
-    const stream = (await this.o.docker.getEvents({ filters: { type: ["container"] } })) as NodeJS.ReadableStream;
+    const stream = (await (this.o.events ?? this.o.docker).getEvents({ filters: { type: ["container"] } })) as NodeJS.ReadableStream;
     this.stream = stream;
     let pending = "";
     stream.on("data", (chunk: Buffer) => {

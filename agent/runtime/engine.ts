@@ -34,8 +34,11 @@ function unavailable(socket: string, err: unknown): ShadowError {
 }
 
 /** Connects and checks that the engine answers; throws EngineUnavailable with a how-to if not. */
-export async function connectEngine(socket: string, timeoutMs = 5000): Promise<{ docker: Docker; info: EngineInfo }> {
+export async function connectEngine(socket: string, timeoutMs = 5000): Promise<{ docker: Docker; events: Docker; info: EngineInfo }> {
   const docker = new Docker({ socketPath: socket, timeout: 30_000 });
+  // The event stream is idle for as long as nothing happens: a request timeout would cut it
+  // (and force a full resync) every 30 s. A lost engine still ends the stream (socket closed).
+  const events = new Docker({ socketPath: socket });
   let raw: unknown;
   try {
     await withTimeout(docker.ping(), timeoutMs, "ping");
@@ -48,6 +51,7 @@ export async function connectEngine(socket: string, timeoutMs = 5000): Promise<{
   const version = await docker.version().catch(() => ({ ApiVersion: "" }));
   return {
     docker,
+    events,
     info: {
       version: s("ServerVersion"),
       apiVersion: typeof version.ApiVersion === "string" ? version.ApiVersion : "",

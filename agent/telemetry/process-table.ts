@@ -9,7 +9,7 @@
  * marked `full` read everything regardless (a safety net against anything that changes without
  * running, such as memory reclaim).
  */
-import { readdirSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readSync } from "node:fs";
 import { readProcFile, readProcLink } from "../collectors/proc-files.js";
 import { containerIdFromCgroup, type ProcInfo } from "../collectors/proc-table.js";
 import { CgroupSampler, parsePidList, type CgroupPaths } from "./cgroup-sampler.js";
@@ -30,6 +30,8 @@ interface Entry {
   procs: Map<number, TrackedProcess>;
   /** Last CPU counter seen per consumer. */
   cpuSeen: Map<string, number>;
+  /** The CPU counter file, kept open and re-read at offset 0 (one syscall per look). */
+  cpuFd: number | undefined;
 }
 
 const DELETED = " (deleted)";
@@ -41,6 +43,7 @@ export interface ProcessTableStats {
 
 export class ProcessTable {
   private readonly entries = new Map<string, Entry>();
+  private openCpuFds = 0;
   readonly proc: ProcSampler;
   readonly stats: ProcessTableStats = { vanished: 0, fallbackScans: 0 };
 
@@ -54,8 +57,8 @@ export class ProcessTable {
   private entry(id: string, pid: number): Entry {
     let e = this.entries.get(id);
     if (e === undefined || e.pid !== pid) {
-      if (e !== undefined) this.cgroups.forget(id);
-      e = { pid, paths: pid > 0 ? this.cgroups.locate(id, pid) : undefined, procs: new Map(), cpuSeen: new Map() };
+      if (e !== undefined) this.close(e);
+      e = { pid, paths: pid > 0 ? this.cgroups.locate(id, pid) : undefined, procs: new Map(), cpuSeen: new Map(), cpuFd: undefined };
       this.entries.set(id, e);
     }
     return e;
@@ -66,8 +69,45 @@ export class ProcessTable {
   }
 
   forget(id: string): void {
+    const e = this.entries.get(id);
+    if (e !== undefined) this.close(e);
     this.entries.delete(id);
-    this.cgroups.forget(id);
+  }
+
+  private closeCpuFd(e: Entry): void {
+    if (e.cpuFd === undefined) return;
+    closeSync(e.cpuFd);
+    e.cpuFd = undefined;
+    this.openCpuFds--;
+  }
+
+  private close(e: Entry): void {
+    this.closeCpuFd(e);
+    for (const [id, x] of this.entries) if (x === e) this.cgroups.forget(id);
+  }
+
+  /** The container's CPU counter (ns), read through a kept-open descriptor. */
+  private cpuNow(e: Entry): number | undefined {
+    if (e.paths === undefined) return undefined;
+    const file = cpuUsageFile(e.paths);
+    if (file === undefined) return undefined;
+    try {
+      if (e.cpuFd === undefined && this.openCpuFds >= MAX_KEPT_OPEN) {
+        // Past the bound, read it the usual way (open, read, close).
+        const t = readProcFile(file);
+        return t === undefined ? undefined : parseCpuUsage(t, file.endsWith("cpu.stat"));
+      }
+      if (e.cpuFd === undefined) {
+        e.cpuFd = openSync(file, "r");
+        this.openCpuFds++;
+      }
+      const n = readSync(e.cpuFd, cpuBuf, 0, cpuBuf.length, 0);
+      return parseCpuUsage(cpuBuf.toString("latin1", 0, n), file.endsWith("cpu.stat"));
+    } catch {
+      // The cgroup went away (container stopped); look it up afresh next time.
+      this.closeCpuFd(e);
+      return undefined;
+    }
   }
 
   /** Containers tracked, for cleanup by the caller. */
@@ -81,7 +121,7 @@ export class ProcessTable {
    */
   ranSince(id: string, pid: number, consumer: string): boolean {
     const e = this.entry(id, pid);
-    const now = e.paths === undefined ? undefined : cpuUsageNs(e.paths);
+    const now = this.cpuNow(e);
     if (now === undefined) return true;
     const before = e.cpuSeen.get(consumer);
     e.cpuSeen.set(consumer, now);
@@ -192,23 +232,18 @@ function sameStat(a: StatSample, b: StatSample): boolean {
   );
 }
 
-/** The container's cumulative CPU time in ns from its cgroup (v1 cpuacct.usage or v2 cpu.stat). */
-export function cpuUsageNs(paths: CgroupPaths): number | undefined {
-  const v1 = paths.dirs["cpuacct"];
-  if (v1 !== undefined) {
-    const t = readProcFile(`${v1}/cpuacct.usage`);
-    if (t !== undefined) {
-      const n = Number(t.trim());
-      if (Number.isFinite(n)) return n;
-    }
+const cpuBuf = Buffer.allocUnsafe(4096);
+/** CPU counter files kept open at most (one per container), well under any fd limit. */
+const MAX_KEPT_OPEN = 256;
+
+/** CPU time in ns from v1 cpuacct.usage text or v2 cpu.stat text. */
+export function parseCpuUsage(text: string, v2: boolean): number | undefined {
+  if (!v2) {
+    const n = Number(text.trim());
+    return text.trim() !== "" && Number.isFinite(n) ? n : undefined;
   }
-  const v2 = paths.dirs[""];
-  if (v2 !== undefined) {
-    const t = readProcFile(`${v2}/cpu.stat`);
-    const m = t === undefined ? null : /^usage_usec (\d+)/m.exec(t);
-    if (m?.[1] !== undefined) return Number(m[1]) * 1000;
-  }
-  return undefined;
+  const m = /^usage_usec (\d+)/m.exec(text);
+  return m?.[1] === undefined ? undefined : Number(m[1]) * 1000;
 }
 
 /** The file `cpuUsageNs` reads, for the benchmark baseline. */

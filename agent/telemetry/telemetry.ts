@@ -22,7 +22,7 @@ import {
   type TelemetryStatus,
   type WindowSummary,
 } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { FEATURE_VERSION, featureIndex } from "../../models/features.js";
+import { encodeFeatures, FEATURE_VERSION, featureIndex } from "../../models/features.js";
 import type { Logger } from "../../common/log.js";
 import { readProcFile, readProcLink } from "../collectors/proc-files.js";
 import type { Attribution } from "../layers/ldg-builder.js";
@@ -49,13 +49,21 @@ export interface TelemetryOptions {
   sampleMs?: number;
   /** Window length, ms (default 10000). */
   windowMs?: number;
+  /**
+   * How often every file of every process is read regardless of activity (default 60000): the
+   * safety net under the activity gating (see models/FEATURES.md, "Sampling costs").
+   */
+  fullEveryMs?: number;
   /** auto (eBPF when available, else polling), ebpf (required), proc (polling only). */
   execSource?: ExecSourceChoice;
   bpftrace?: string;
 }
 
 export interface TelemetryEvents {
+  /** One per container per window. */
   window: [WindowSummary];
+  /** Every container's window that ended together (what goes into one spool item). */
+  windows: [WindowSummary[]];
   detection: [Detection];
 }
 
@@ -65,7 +73,6 @@ interface ProcMemory {
   exe: string;
   counters: MetricVector;
   cpuTicks: number;
-  ctx: number;
   attribution: Attribution;
 }
 
@@ -98,8 +105,7 @@ const I = {
   majflt: 11,
 } as const;
 
-function countersOf(t: TrackedProcess): MetricVector {
-  const v = emptyMetrics();
+function countersOf(t: TrackedProcess, v: MetricVector): MetricVector {
   v[I.cpu] = t.stat.cpuTicks / CLOCK_TICKS_PER_SECOND;
   v[I.rss] = t.stat.rssPages * PAGE_SIZE;
   v[I.threads] = t.stat.threads;
@@ -119,6 +125,9 @@ const GAUGES: readonly number[] = [I.rss, I.threads, I.fds];
 export class Telemetry extends EventEmitter<TelemetryEvents> {
   private readonly sampleMs: number;
   private readonly windowMs: number;
+  private readonly fullEveryMs: number;
+  private readonly scratch = emptyMetrics();
+  private readonly delta = emptyMetrics();
   private readonly net: NetSampler;
   private readonly states = new Map<string, ContainerState>();
   readonly tracker: ExecTracker;
@@ -135,6 +144,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     super();
     this.sampleMs = o.sampleMs ?? 1000;
     this.windowMs = Math.max(this.sampleMs, o.windowMs ?? 10_000);
+    this.fullEveryMs = Math.max(this.sampleMs, o.fullEveryMs ?? 60_000);
     this.net = new NetSampler({ procRoot: o.procRoot });
     this.tracker = new ExecTracker({
       node: o.node,
@@ -245,11 +255,14 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     }
   }
 
-  /** One sampling pass. Public for tests and the benchmark. */
-  tick(now = new Date()): void {
+  /**
+   * One sampling pass. Public for tests and the benchmark (`forceFull` reads every file of every
+   * process, as the first pass of each window does).
+   */
+  tick(now = new Date(), forceFull = false): void {
     const started = process.hrtime.bigint();
-    const ticksPerWindow = Math.max(1, Math.round(this.windowMs / this.sampleMs));
-    const full = this.tickNo % ticksPerWindow === 0;
+    const ticksPerFull = Math.max(1, Math.round(this.fullEveryMs / this.sampleMs));
+    const full = forceFull || this.tickNo % ticksPerFull === 0;
     this.tickNo++;
     const uptime = readUptimeTicks(this.o.procRoot);
     const running = this.o.collector.running();
@@ -263,7 +276,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       if (!live.has(id)) {
         // Stopped or removed: its last partial window is emitted now.
         const st = this.states.get(id);
-        if (st !== undefined) this.emitWindow(id, this.o.collector.container(id)?.name ?? "", st, now);
+        if (st !== undefined) this.emitWindows([this.endWindow(id, this.o.collector.container(id)?.name ?? "", st, now)]);
         this.states.delete(id);
       }
     }
@@ -275,12 +288,20 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
 
   /** Ends the current window for every container. Public for tests. */
   flush(now = new Date()): void {
+    const batch: WindowSummary[] = [];
     for (const r of this.o.collector.running()) {
       const st = this.states.get(r.id);
-      if (st !== undefined) this.emitWindow(r.id, r.name, st, now);
+      if (st !== undefined) batch.push(this.endWindow(r.id, r.name, st, now));
     }
     this.windowStart = now;
     this.windowTicks = 0;
+    this.emitWindows(batch);
+  }
+
+  private emitWindows(batch: WindowSummary[]): void {
+    if (batch.length === 0) return;
+    for (const w of batch) this.emit("window", w);
+    this.emit("windows", batch);
   }
 
   private state(id: string): ContainerState {
@@ -331,13 +352,14 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       const next = new Map<string, ProcMemory>();
       const active: TrackedProcess[] = [];
       for (const t of procs) {
-        const counters = countersOf(t);
+        const counters = countersOf(t, this.scratch);
         const prev = st.procs.get(t.key);
         let mem: ProcMemory;
-        const delta = emptyMetrics();
+        const delta = this.delta;
+        delta.fill(0);
         if (prev === undefined || prev.comm !== t.stat.comm || prev.exe !== t.info.exe) {
           const attribution = this.o.collector.attributeProcess(r, t.info);
-          mem = { comm: t.stat.comm, exe: t.info.exe, counters, cpuTicks: t.stat.cpuTicks, ctx: 0, attribution };
+          mem = { comm: t.stat.comm, exe: t.info.exe, counters: Float64Array.from(counters), cpuTicks: t.stat.cpuTicks, attribution };
           const w = this.layer(st, attribution.layerId);
           if (prev === undefined) {
             for (const l of this.o.collector.libraryLayers(r, table.proc.mappedFiles(t.info.pid, t.info.exe))) if (l !== attribution.layerId) w.libraryLayers.add(l);
@@ -359,7 +381,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
           mem = prev;
           for (let i = 0; i < METRIC_COUNT; i++) delta[i] = Math.max(0, (counters[i] ?? 0) - (prev.counters[i] ?? 0));
           if (t.stat.cpuTicks !== prev.cpuTicks || counters[I.ctxVol] !== prev.counters[I.ctxVol] || counters[I.ctxInvol] !== prev.counters[I.ctxInvol]) active.push(t);
-          mem.counters = counters;
+          mem.counters.set(counters);
           mem.cpuTicks = t.stat.cpuTicks;
         }
         for (const g of GAUGES) delta[g] = counters[g] ?? 0;
@@ -371,8 +393,9 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       this.sampleNet(r, st, active);
     } else {
       // Nothing in the container ran: counters did not move, gauges are as last read.
+      const v = this.delta;
       for (const mem of st.procs.values()) {
-        const v = emptyMetrics();
+        v.fill(0);
         for (const g of GAUGES) v[g] = mem.counters[g] ?? 0;
         add(mem.attribution.layerId, v);
       }
@@ -416,9 +439,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
 
   private onExec(s: ExecSighting): void {
     this.o.metrics.execEvents.inc({ source: s.source });
-    const st = this.states.get(s.container.id);
-    if (st === undefined) return;
-    this.layer(st, s.attribution.layerId).counts.exec_count++;
+    this.layer(this.state(s.container.id), s.attribution.layerId).counts.exec_count++;
   }
 
   private onDetection(d: Detection, s: ExecSighting): void {
@@ -429,7 +450,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     this.emit("detection", d);
   }
 
-  private emitWindow(id: string, name: string, st: ContainerState, end: Date): void {
+  private endWindow(id: string, name: string, st: ContainerState, end: Date): WindowSummary {
     const seconds = Math.max(0.001, (end.getTime() - this.windowStart.getTime()) / 1000);
     const layers = [];
     for (const [layerId, w] of st.layers) {
@@ -438,7 +459,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
         create(LayerFeaturesSchema, {
           layerId,
           layerName: this.o.collector.layerName(id, layerId),
-          features: f,
+          featuresF64le: encodeFeatures(f),
           libraryLayers: [...w.libraryLayers],
           cpuSeconds: f[featureIndex("cpu_seconds.sum")] ?? 0,
           rssBytes: f[featureIndex("rss_bytes.max")] ?? 0,
@@ -468,7 +489,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     st.cgroupFirst = st.cgroupLast;
     st.netFirst = st.netLast;
     this.o.metrics.windows.inc();
-    this.emit("window", summary);
+    return summary;
   }
 }
 

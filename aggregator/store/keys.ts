@@ -12,7 +12,8 @@ export const keys = {
   /** Last telemetry seq stored per agent spool (decimal string), for exactly-once delivery. */
   spoolSeq: (spoolId: string) => `spool!${spoolId}`,
   /** StoredWindow (protobuf binary) by node, spool and seq: a node's windows in arrival order. */
-  window: (node: string, spoolId: string, seq: bigint) => `win!${node}!${spoolId}!${seq.toString(16).padStart(16, "0")}`,
+  window: (node: string, spoolId: string, seq: bigint, index: number) =>
+    `win!${node}!${spoolId}!${seq.toString(16).padStart(16, "0")}!${index.toString(16).padStart(4, "0")}`,
   windowRange: { gt: "win!", lt: "win!\xff" },
   /** Detection (protobuf binary), likewise. */
   detection: (node: string, spoolId: string, seq: bigint) => `det!${node}!${spoolId}!${seq.toString(16).padStart(16, "0")}`,

@@ -73,16 +73,26 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     if (item.spoolSeq <= last) return false;
     const body = item.body;
     const seqOp = { type: "put" as const, key: keys.spoolSeq(item.spoolId), value: enc.encode(item.spoolSeq.toString()) };
-    if (body.case === "window") {
-      const w = body.value;
-      if (w.node !== node) throw new ShadowError(Code.PermissionDenied, `window for node ${JSON.stringify(w.node)} on the stream of node ${JSON.stringify(node)}`);
-      if (!/^[0-9a-f]{64}$/.test(w.containerId)) throw new ShadowError(Code.InvalidArgument, "window without a valid container id");
-      const stored = create(StoredWindowSchema, { spoolId: item.spoolId, spoolSeq: item.spoolSeq, window: w });
-      await this.db.batch([{ type: "put", key: keys.window(node, item.spoolId, item.spoolSeq), value: toBinary(StoredWindowSchema, stored) }, seqOp]);
+    if (body.case === "windows") {
+      const ws = body.value.windows;
+      if (ws.length > 100_000) throw new ShadowError(Code.InvalidArgument, `a batch of ${ws.length} windows is more than one agent can have`);
+      const ops: Array<{ type: "put"; key: string; value: Uint8Array }> = [];
+      ws.forEach((w, index) => {
+        if (w.node !== node) throw new ShadowError(Code.PermissionDenied, `window for node ${JSON.stringify(w.node)} on the stream of node ${JSON.stringify(node)}`);
+        if (!/^[0-9a-f]{64}$/.test(w.containerId)) throw new ShadowError(Code.InvalidArgument, "window without a valid container id");
+        const stored = create(StoredWindowSchema, { spoolId: item.spoolId, spoolSeq: item.spoolSeq, window: w, index });
+        ops.push({ type: "put", key: keys.window(node, item.spoolId, item.spoolSeq, index), value: toBinary(StoredWindowSchema, stored) });
+      });
+      ops.push(seqOp);
+      await this.db.batch(ops);
       this.lastSeq.set(item.spoolId, item.spoolSeq);
-      this.latest.set(w.containerId, w);
-      if (++this.count(node).windows > this.maxWindows * 1.1) await this.prune(node, "win", this.maxWindows);
-      this.emit("window", w);
+      const c = this.count(node);
+      c.windows += ws.length;
+      if (c.windows > this.maxWindows * 1.1) await this.prune(node, "win", this.maxWindows);
+      for (const w of ws) {
+        this.latest.set(w.containerId, w);
+        this.emit("window", w);
+      }
     } else if (body.case === "detection") {
       const d = body.value;
       if (d.node !== node) throw new ShadowError(Code.PermissionDenied, `detection for node ${JSON.stringify(d.node)} on the stream of node ${JSON.stringify(node)}`);

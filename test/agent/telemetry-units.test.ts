@@ -23,9 +23,11 @@ import { cgroupFeatures, netFeatures, Telemetry } from "../../agent/telemetry/te
 import { emptyMetrics, LayerWindow } from "../../agent/telemetry/windows.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
 import { silentLogger } from "../../common/log.js";
-import { FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRICS } from "../../models/features.js";
+import { decodeFeatures, encodeFeatures, FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRICS } from "../../models/features.js";
 import { TelemetryItemSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
+/** A layer's decoded feature vector (empty when the layer is absent). */
+const feat = (l: { featuresF64le: Uint8Array } | undefined): number[] => (l === undefined ? [] : decodeFeatures(l.featuresF64le));
 const fixture = (p: string) => readFileSync(new URL(`../../../test/fixtures/${p}`, import.meta.url), "utf8");
 const tmp = mkdtempSync(join(tmpdir(), "sl-tel-units-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -59,6 +61,13 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
     assert.equal(new Set(FEATURE_NAMES).size, FEATURE_COUNT);
     assert.equal(FEATURE_NAMES[0], "cpu_seconds.sum");
     assert.throws(() => featureIndex("nope"), RangeError);
+    // The wire form: little-endian float64, exactly.
+    const v = [0, 1.5, -2, 1e300, Number.MIN_VALUE];
+    const bytes = encodeFeatures(v);
+    assert.equal(bytes.length, 40);
+    assert.deepEqual([...bytes.slice(8, 16)], [0, 0, 0, 0, 0, 0, 0xf8, 0x3f]);
+    assert.deepEqual(decodeFeatures(bytes), v);
+    assert.throws(() => decodeFeatures(new Uint8Array(7)), RangeError);
   });
 
   it("counters sum their deltas; gauges report the last value, the mean and growth per second", () => {
@@ -134,14 +143,14 @@ describe("cgroup and network features", () => {
 });
 
 const item = (spoolId: string, seq: bigint, containerId = "a".repeat(64)) =>
-  create(TelemetryItemSchema, { spoolId, spoolSeq: seq, body: { case: "window", value: create(WindowSummarySchema, { node: "n1", containerId }) } });
+  create(TelemetryItemSchema, { spoolId, spoolSeq: seq, body: { case: "windows", value: { windows: [create(WindowSummarySchema, { node: "n1", containerId })] } } });
 
 describe("spool (level)", () => {
   it("numbers items in order, keeps them across a reopen, forgets acked ones", async () => {
     const dir = join(tmp, "spool-a");
     let s = await Spool.open(dir);
     const id = s.id;
-    for (let i = 0; i < 5; i++) await s.append({ case: "window", value: create(WindowSummarySchema, { containerId: String(i) }) });
+    for (let i = 0; i < 5; i++) await s.append({ case: "windows", value: { windows: [create(WindowSummarySchema, { containerId: String(i) })] } });
     await s.ack(2n);
     assert.equal(s.pending, 3);
     await s.close();
@@ -149,14 +158,14 @@ describe("spool (level)", () => {
     assert.equal(s.id, id, "the spool id survives a restart");
     assert.equal(s.pending, 3);
     const items = await s.readAfter(0n, 10);
-    assert.deepEqual(items.map((i) => [i.spoolSeq, i.body.case === "window" ? i.body.value.containerId : ""]), [[3n, "2"], [4n, "3"], [5n, "4"]]);
-    assert.equal(await s.append({ case: "window", value: create(WindowSummarySchema, {}) }), 6n, "numbering continues");
+    assert.deepEqual(items.map((i) => [i.spoolSeq, i.body.case === "windows" ? i.body.value.windows[0]?.containerId : ""]), [[3n, "2"], [4n, "3"], [5n, "4"]]);
+    assert.equal(await s.append({ case: "windows", value: { windows: [] } }), 6n, "numbering continues");
     await s.close();
   });
 
   it("is bounded: the oldest are dropped first and counted", async () => {
     const s = await Spool.open(join(tmp, "spool-b"), { maxItems: 3 });
-    for (let i = 0; i < 7; i++) await s.append({ case: "window", value: create(WindowSummarySchema, { containerId: String(i) }) });
+    for (let i = 0; i < 7; i++) await s.append({ case: "windows", value: { windows: [create(WindowSummarySchema, { containerId: String(i) })] } });
     assert.equal(s.pending, 3);
     assert.equal(s.dropped, 4);
     const left = await s.readAfter(0n, 10);
@@ -260,9 +269,9 @@ describe("pid recycling (fake /proc)", () => {
     const newLayer = w?.layers.find((l) => l.layerId === "layer:/bin/new");
     // The old process's 5 s of CPU were before the window (baseline); nothing is carried over to the
     // new one, and nothing negative appears.
-    assert.equal(oldLayer?.features[cpuSum], 0);
-    assert.equal(newLayer?.features[cpuSum], 0.03, "only the new process's own 3 ticks");
-    assert.equal(newLayer?.features[featureIndex("process_starts")], 1);
+    assert.equal(feat(oldLayer)[cpuSum], 0);
+    assert.equal(feat(newLayer)[cpuSum], 0.03, "only the new process's own 3 ticks");
+    assert.equal(feat(newLayer)[featureIndex("process_starts")], 1);
   });
 
   it("a pid listed by the cgroup that vanished before its stat was read is skipped and counted", () => {

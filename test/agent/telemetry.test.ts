@@ -13,10 +13,12 @@ import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { ebpfUnavailableReason } from "../../agent/telemetry/exec-ebpf.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
 import { silentLogger } from "../../common/log.js";
-import { featureIndex } from "../../models/features.js";
+import { decodeFeatures, featureIndex } from "../../models/features.js";
 import type { Detection, WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { cleanupContainers, execDetached, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
+/** A layer's decoded feature vector (empty when the layer is absent). */
+const feat = (l: { featuresF64le: Uint8Array } | undefined): number[] => (l === undefined ? [] : decodeFeatures(l.featuresF64le));
 const CPU_RATE = featureIndex("cpu_seconds.rate");
 const RSS_MAX = featureIndex("rss_bytes.max");
 
@@ -83,7 +85,7 @@ describe("telemetry attributed to layers (real containers)", () => {
     await execDetached(c, ["/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"]);
     const w = await waitFor(
       "a window with the burner",
-      () => windowsOf(c.id, t0 + 1000).find((x) => (x.layers.find((l) => l.layerId === middle)?.features[CPU_RATE] ?? 0) > 0.3),
+      () => windowsOf(c.id, t0 + 1000).find((x) => (feat(x.layers.find((l) => l.layerId === middle))[CPU_RATE] ?? 0) > 0.3),
       20_000,
       100,
     );
@@ -92,7 +94,7 @@ describe("telemetry attributed to layers (real containers)", () => {
     assert.ok(mid !== undefined && mid.cpuSeconds > 0.3, `middle layer CPU ${mid?.cpuSeconds}`);
     for (const [id, l] of byLayer) {
       if (id === middle) continue;
-      assert.ok((l.features[CPU_RATE] ?? 0) < 0.05, `layer ${id} (${l.layerName}) should be idle, has CPU rate ${l.features[CPU_RATE]}`);
+      assert.ok((feat(l)[CPU_RATE] ?? 0) < 0.05, `layer ${id} (${l.layerName}) should be idle, has CPU rate ${feat(l)[CPU_RATE]}`);
     }
     // The base layer runs `sleep` (PID 1): present, idle.
     assert.ok((byLayer.get(layers[0] ?? "")?.processes ?? 0) >= 1, "the base layer's sleep is counted");
@@ -113,12 +115,12 @@ describe("telemetry attributed to layers (real containers)", () => {
     await execDetached(c, ["/opt/app/bin/busybox", "sh", "-c", "/opt/app/bin/busybox dd if=/dev/zero bs=64M count=1 | /opt/app/bin/busybox sleep 600"]);
     const w = await waitFor(
       "a window with the allocation",
-      () => windowsOf(c.id, t0 + 500).find((x) => (x.layers.find((l) => l.layerId === middle)?.features[RSS_MAX] ?? 0) > 60 * 2 ** 20),
+      () => windowsOf(c.id, t0 + 500).find((x) => (feat(x.layers.find((l) => l.layerId === middle))[RSS_MAX] ?? 0) > 60 * 2 ** 20),
       20_000,
       100,
     );
     const base = w.layers.find((l) => l.layerId === layers[0]);
-    assert.ok((base?.features[RSS_MAX] ?? 0) < 8 * 2 ** 20, `base layer RSS ${base?.features[RSS_MAX]}`);
+    assert.ok((feat(base)[RSS_MAX] ?? 0) < 8 * 2 ** 20, `base layer RSS ${feat(base)[RSS_MAX]}`);
     assert.ok((w.cgroup?.memoryBytes?.value ?? 0) > 60 * 2 ** 20, "the cgroup's memory agrees");
   });
 
@@ -159,6 +161,22 @@ describe("telemetry attributed to layers (real containers)", () => {
     } finally {
       await polling.stop();
     }
+  });
+});
+
+describe("exec-event source selection", () => {
+  it("falls back to /proc polling when bpftrace cannot run, and says why", async () => {
+    const a = await startAgent({ node: "fallback-node", bpftrace: "/nonexistent/bpftrace", log: silentLogger() });
+    try {
+      assert.equal(a.telemetry.activeExecSource, "proc-poll");
+      assert.match(a.telemetry.status().execSourceReason, /\/nonexistent\/bpftrace/);
+    } finally {
+      await a.stop();
+    }
+  });
+
+  it("refuses to start when eBPF is required and unavailable", async () => {
+    await assert.rejects(startAgent({ node: "strict-node", execSource: "ebpf", bpftrace: "/nonexistent/bpftrace", log: silentLogger() }), /eBPF exec events were required/);
   });
 });
 
@@ -204,10 +222,11 @@ describe("telemetry spool across an aggregator outage", () => {
       await agent.telemetry.stop();
       await waitFor("spool drained", () => agent.spool?.pending === 0 || undefined, 15_000);
       const stored = await aggregator.telemetry.windows({ node: "spool-node" }, 100_000);
-      const seqs = stored.map((s) => Number(s.spoolSeq));
-      assert.equal(new Set(seqs).size, seqs.length, "no window stored twice");
-      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "stored in spool order");
-      assert.equal(seqs.length, emitted.length, `every window arrived (${seqs.length} stored, ${emitted.length} emitted)`);
+      const ids = stored.map((s) => `${s.spoolSeq}.${s.index}`);
+      assert.equal(new Set(ids).size, ids.length, "no window stored twice");
+      const order = stored.map((s) => Number(s.spoolSeq) * 1e5 + s.index);
+      assert.deepEqual(order, [...order].sort((a, b) => a - b), "stored in spool order");
+      assert.equal(stored.length, emitted.length, `every window arrived (${stored.length} stored, ${emitted.length} emitted)`);
       assert.deepEqual(stored.map((s) => key(s.window)), emitted, "the same windows, in the order they were made");
       assert.ok(stored.some((s) => s.window?.containerId === c.id));
     } finally {

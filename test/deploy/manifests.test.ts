@@ -184,6 +184,10 @@ describe('deploy/ manifests', () => {
     assert.ok(Array.isArray(command));
     assert.deepEqual(command.slice(0, 2), ['shadowlayer', 'agent']);
     assert.equal(command[command.indexOf('--proc-root') + 1], '/host/proc');
+    // The telemetry spool lives on the node, so it survives a restarted agent pod.
+    const spoolDir = command[command.indexOf('--data-dir') + 1];
+    assert.equal(get(mountAt(pod, String(spoolDir)).volume, 'hostPath', 'path'), '/var/lib/shadowlayer');
+    assert.equal(get(mountAt(pod, '/sys/kernel/tracing').volume, 'hostPath', 'path'), '/sys/kernel/tracing');
     assert.equal(get(container, 'securityContext', 'privileged'), true);
     assert.deepEqual(byName(arr(container, 'ports'), 'metrics')['containerPort'], 9465);
   });
