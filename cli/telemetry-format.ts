@@ -84,7 +84,11 @@ export function renderTable(head: string[], body: string[][]): string {
   return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
 }
 
-const shortLayer = (id: string) => (id.startsWith("sha256:") ? id.slice(7, 19) : id.length > 24 ? `${id.slice(0, 24)}…` : id);
+function shortLayer(id: string): string {
+  if (id.startsWith("sha256:")) return id.slice(7, 19);
+  if (id.startsWith("rw:")) return id.slice(0, 15);
+  return id.length > 32 ? `${id.slice(0, 31)}…` : id;
+}
 
 /** The `top` table: one row per container layer with processes or events, busiest first. */
 export function renderTop(windows: readonly WindowSummary[]): string {

@@ -211,7 +211,11 @@ export class AggregatorLink {
         this.downLogged = false;
       }
       if (msg.body.case === "ack") {
-        if (!this.synced && this.live && msg.body.value.seq >= this.syncSeq) this.setSynced(true);
+        if (!this.synced && this.live && msg.body.value.seq >= this.syncSeq) {
+          this.setSynced(true);
+          // The aggregator learns the agent's status at once, not a heartbeat period later.
+          void this.sendHeartbeat();
+        }
         this.onAck(msg.body.value.seq);
       } else if (msg.body.case === "command") this.onCommand(msg.body.value);
     });

@@ -33,7 +33,7 @@ describe("shadowlayer CLI", () => {
   before(async () => {
     eng = await testEngine();
     dir = await mkdtemp(join(tmpdir(), "sl-cli-"));
-    up = spawn(process.execPath, [CLI, "up", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--agent-http", "127.0.0.1:0", "--json"], {
+    up = spawn(process.execPath, [CLI, "up", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--agent-http", "127.0.0.1:0", "--json", "--window", "1", "--sample-ms", "250"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     up.stdout?.on("data", (b: Buffer) => (upOut += b.toString()));
@@ -50,7 +50,7 @@ describe("shadowlayer CLI", () => {
   it("has --help that lists the commands", async () => {
     const r = await cli(["--help"]);
     assert.equal(r.code, 0);
-    for (const cmd of ["up", "graph", "containers", "watch", "certs", "demo", "agent", "aggregator"]) assert.match(r.stdout, new RegExp(`\\n  ${cmd}\\b`));
+    for (const cmd of ["up", "graph", "containers", "watch", "top", "detections", "agents", "certs", "demo", "agent", "aggregator"]) assert.match(r.stdout, new RegExp(`\\n  ${cmd}\\b`));
   });
 
   it("prints a running container's LDG as seed-shaped JSON, found through the data dir alone", async () => {
@@ -76,6 +76,50 @@ describe("shadowlayer CLI", () => {
     const list = await cli(["containers", "--data-dir", dir]);
     assert.match(list.stdout, new RegExp(`${c.id.slice(0, 12)}\\s+sl-cli-${process.pid}`));
     assert.match(upOut, new RegExp(`"container_id":"${c.id}"`), "up shows the change");
+  });
+
+  it("shows telemetry for people and machines: top, detections, agents", async () => {
+    const name = `sl-cli-drift-${process.pid}`;
+    const c = await runContainer(eng.docker, eng.app, ["/bin/sh", "-c", "cp /bin/busybox /tmp/busybox-x && exec /tmp/busybox-x sleep 600"], { name });
+    type TopRow = { container_id: string; layers: Array<{ layer_id: string; features: Record<string, number> }> };
+    const top = await waitFor(
+      "top --once --json",
+      async () => {
+        const r = await cli(["top", "--once", "--json", "--container", c.id.slice(0, 12), "--data-dir", dir]);
+        if (r.code !== 0) return undefined;
+        const rows = JSON.parse(r.stdout) as TopRow[];
+        return rows.find((w) => w.container_id === c.id && w.layers.some((l) => l.layer_id === `rw:${c.id}`));
+      },
+      20_000,
+      300,
+    );
+    const rw = top.layers.find((l) => l.layer_id === `rw:${c.id}`);
+    assert.ok((rw?.features["process_count"] ?? 0) > 0, "the dropped binary's process is counted on the writable layer");
+    assert.ok("cpu_seconds.rate" in (rw?.features ?? {}));
+
+    const table = await cli(["top", "--once", "--data-dir", dir]);
+    assert.equal(table.code, 0);
+    assert.match(table.stdout, /^CONTAINER\s+LAYER\s+NAME\s+PROCS\s+CPU%\s+RSS/m);
+    assert.match(table.stdout, new RegExp(`${name}\\s+rw:`));
+
+    const det = await waitFor("detections --json", async () => {
+      const r = await cli(["detections", "--json", "--container", name, "--data-dir", dir]);
+      const list = r.code === 0 ? (JSON.parse(r.stdout) as Array<{ path: string; layer_id: string; reason: string }>) : [];
+      return list.find((d) => d.path === "/tmp/busybox-x");
+    });
+    assert.equal(det.layer_id, `rw:${c.id}`);
+    assert.equal(det.reason, "added");
+    assert.match(upOut, /"event":"detection".*"path":"\/tmp\/busybox-x"/, "up prints the detection");
+
+    const agents = await cli(["agents", "--json", "--data-dir", dir]);
+    assert.equal(agents.code, 0);
+    const [a] = JSON.parse(agents.stdout) as Array<{ connected: boolean; exec_source: string | null; windows: number; node_context: { memory_total_bytes: number } | null }>;
+    assert.equal(a?.connected, true);
+    assert.ok((a?.windows ?? 0) > 0);
+    assert.ok(a?.exec_source === "ebpf" || a?.exec_source === "proc-poll", `exec source ${a?.exec_source}`);
+    assert.ok((a?.node_context?.memory_total_bytes ?? 0) > 0, "node context arrives with the heartbeat");
+    const people = await cli(["agents", "--data-dir", dir]);
+    assert.match(people.stdout, /^NODE\s+CONNECTED\s+EXEC SOURCE/m);
   });
 
   it("says clearly when a container is unknown or nothing is running", async () => {
