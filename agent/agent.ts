@@ -20,6 +20,7 @@ import { connectEngine, engineSocket, type EngineInfo } from "./runtime/engine.j
 import { EngineWatcher } from "./runtime/engine-watcher.js";
 import { join } from "node:path";
 import { Spool } from "./link/spool.js";
+import { InventoryScanner } from "./inventory/scanner.js";
 import { CgroupSampler } from "./telemetry/cgroup-sampler.js";
 import { ProcessTable } from "./telemetry/process-table.js";
 import { Telemetry, type ExecSourceChoice } from "./telemetry/telemetry.js";
@@ -49,6 +50,8 @@ export interface AgentOptions {
   spoolMax?: number;
   /** Heartbeat period (ms), default 10 s. */
   heartbeatMs?: number;
+  /** Read each image's package inventory (default true). */
+  inventory?: boolean;
   /** Cgroup filesystem of the host (a DaemonSet mounts it at /host/sys/fs/cgroup). */
   cgroupRoot?: string;
   log: Logger;
@@ -59,6 +62,7 @@ export interface RunningAgent {
   engine: EngineInfo;
   collector: LdgCollector;
   telemetry: Telemetry;
+  inventory: InventoryScanner | undefined;
   spool: Spool | undefined;
   link: AggregatorLink | undefined;
   metrics: AgentMetrics;
@@ -149,6 +153,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.execSource !== undefined ? { execSource: o.execSource } : {}),
     ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
   });
+  const scanner = o.inventory === false ? undefined : await InventoryScanner.open(o.dataDir === undefined ? undefined : join(o.dataDir, `agent-${node}`, "inventory"), log);
   const spool = o.dataDir === undefined ? undefined : await Spool.open(join(o.dataDir, `agent-${node}`, "spool"), o.spoolMax === undefined ? {} : { maxItems: o.spoolMax });
   const host = await hostInfo();
   const hello = (): Hello =>
@@ -169,6 +174,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       log,
       metrics,
       ...(spool !== undefined ? { spool } : {}),
+      ...(scanner !== undefined ? { inventories: () => scanner.all() } : {}),
       heartbeat: async () => ({
         at: timestampNow(),
         telemetry: { ...telemetry.status(), spoolPending: BigInt(spool?.pending ?? 0), spoolDropped: BigInt(spool?.dropped ?? 0) },
@@ -191,7 +197,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   };
   telemetry.on("windows", (windows) => toSpool({ case: "windows", value: { windows } }));
   telemetry.on("detection", (d) => toSpool({ case: "detection", value: d }));
-  collector.on("upsert", (g) => link?.upsert(g));
+  collector.on("upsert", (g) => {
+    link?.upsert(g);
+    const image = collector.container(g.containerId)?.image;
+    if (image !== undefined) scanner?.want(image);
+  });
+  scanner?.on("inventory", (inv) => link?.inventory(inv));
   collector.on("delete", (id) => link?.delete(id));
 
   const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
@@ -203,6 +214,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     watcher.stop();
     await telemetry.stop();
     await spool?.close();
+    await scanner?.close();
     throw err;
   }
   link?.start();
@@ -222,6 +234,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     engine: info,
     collector,
     telemetry,
+    inventory: scanner,
     spool,
     link,
     metrics,
@@ -232,6 +245,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       link?.stop();
       await http?.close();
       await spool?.close();
+      await scanner?.close();
     },
   };
 }

@@ -19,6 +19,11 @@ import { AgentIngest } from "./ingest/agent-service.js";
 import { AggregatorMetrics } from "./metrics.js";
 import { GraphStore } from "./store/graph-store.js";
 import { TelemetryStore } from "./store/telemetry-store.js";
+import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { adminImpl, vulnsQueryImpl } from "./api/vulns-service.js";
+import { FeedManager, type FeedConfig } from "./feeds/manager.js";
+import { ScoreEngine } from "./scores/engine.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -28,6 +33,10 @@ export interface AggregatorOptions {
   http?: string;
   tls: TlsMaterial | "insecure";
   log: Logger;
+  /** Vulnerability feeds (OSV, KEV, EPSS, NVD); none by default. */
+  feeds?: FeedConfig[];
+  /** Policies to seed the store with (a policy changed through AdminService keeps its change). */
+  policies?: Policy[];
 }
 
 export interface RunningAggregator {
@@ -35,13 +44,15 @@ export interface RunningAggregator {
   httpPort: number | undefined;
   store: GraphStore;
   telemetry: TelemetryStore;
+  feeds: FeedManager;
+  scores: ScoreEngine;
   ingest: AgentIngest;
   metrics: AggregatorMetrics;
   stop(): Promise<void>;
 }
 
 function reflectionService(): ReflectionService {
-  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", "shadowlayer/v1/telemetry.proto", healthProtoPath], {
+  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", "shadowlayer/v1/telemetry.proto", "shadowlayer/v1/vulns.proto", healthProtoPath], {
     includeDirs: [PROTO_DIR],
     keepCase: true,
   });
@@ -58,14 +69,19 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   metrics.graphs.set(store.size);
   const telemetry = await TelemetryStore.open(store.db);
   store.on("delete", (id) => telemetry.forgetContainer(id));
-  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure");
+  const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
+  const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
+  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores);
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   server.addService(serviceDefinition(AgentService), { connect: ingest.handler });
-  server.addService(serviceDefinition(QueryService), queryServiceImpl({ store, telemetry, ingest, metrics }));
+  const vulnDeps = { store, scores, feeds, metrics };
+  server.addService(serviceDefinition(QueryService), { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps) });
+  server.addService(serviceDefinition(AdminService), adminImpl(vulnDeps, o.tls !== "insecure"));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",
     [QueryService.typeName]: "SERVING",
+    [AdminService.typeName]: "SERVING",
   });
   health.addToServer(server);
   reflectionService().addToServer(server);
@@ -80,16 +96,21 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   if (o.http !== undefined) {
     http = await startHttpEndpoint(o.http, [metrics.registry], () => ({ ok: true, detail: `serving; ${ingest.connectedNodes().length} agents connected` }));
   }
-  log.info({ listen: o.listen, port, graphs: store.size, tls: o.tls !== "insecure" }, "aggregator listening");
+  feeds.start();
+  log.info({ listen: o.listen, port, graphs: store.size, tls: o.tls !== "insecure", feeds: (o.feeds ?? []).map((f) => `${f.name}=${f.source}`) }, "aggregator listening");
   return {
     port,
     httpPort: http?.port,
     store,
     telemetry,
+    feeds,
+    scores,
     ingest,
     metrics,
     async stop() {
       health.setStatus("", "NOT_SERVING");
+      feeds.stop();
+      scores.stop();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           server.forceShutdown();
@@ -101,6 +122,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
         });
       });
       await http?.close();
+      await feeds.idle().catch(() => undefined);
       await store.close();
     },
   };

@@ -17,6 +17,11 @@ export interface ClientFlags {
 }
 
 export async function queryClient(f: ClientFlags): Promise<{ client: grpc.Client; address: string }> {
+  return serviceClient(QueryService, f);
+}
+
+/** A client for any of the aggregator's services (QueryService, AdminService). */
+export async function serviceClient(service: Parameters<typeof makeClient>[0], f: ClientFlags): Promise<{ client: grpc.Client; address: string }> {
   let address = f.aggregator;
   let insecure = f.insecure === true;
   if (address === undefined) {
@@ -25,7 +30,7 @@ export async function queryClient(f: ClientFlags): Promise<{ client: grpc.Client
     insecure ||= e.insecure;
   }
   const tls = insecure ? "insecure" : await loadTls(f.tlsDir ?? dataPaths(f.dataDir).tls, { role: "client" });
-  return { client: makeClient(QueryService, address, channelCredentials(tls)), address };
+  return { client: makeClient(service, address, channelCredentials(tls)), address };
 }
 
 /** Explains a failed call in words a person can act on. */

@@ -12,13 +12,19 @@ import { Code, ShadowError } from "../common/errors.js";
 import type { ExecSourceChoice } from "../agent/telemetry/telemetry.js";
 import type { WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { agentJson, detectionJson, renderAgents, renderDetections, renderTable, renderTop, windowJson } from "./telemetry-format.js";
+import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import { parseFeedFlags, type FeedConfig } from "../aggregator/feeds/manager.js";
+import { policyFromInit, type PolicyInit } from "../aggregator/scores/engine.js";
+import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { cyclonedx, feedJson, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnJson } from "./vulns-format.js";
+import { readFileSync } from "node:fs";
 import { callServerStream, callUnary } from "../common/grpc.js";
 import { createLogger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
 import { defaultNodeName, startAgent } from "../agent/agent.js";
 import { connectEngine, engineSocket } from "../agent/runtime/engine.js";
 import { startAggregator } from "../aggregator/server.js";
-import { explainCallError, queryClient, type ClientFlags } from "./client.js";
+import { explainCallError, queryClient, serviceClient, type ClientFlags } from "./client.js";
 import { removeDemo, startDemo } from "./demo.js";
 import { dataPaths, defaultDataDir } from "./endpoint.js";
 import { renderTree, toLdgJson } from "./ldg-format.js";
@@ -103,6 +109,41 @@ function positive(name: string, v: string): number {
   return n;
 }
 
+interface ThreatFlags {
+  feed?: string[];
+  policies?: string;
+}
+
+function threatOptions(cmd: Command): Command {
+  return cmd
+    .option("--feed <KIND=SOURCE...>", "vulnerability feed: osv|kev|epss|nvd = a path (OSV: a directory, a record, or all.zip) or an https URL; repeatable")
+    .option("--policies <file>", "JSON array of policies: {name, labels, namespace, rebuild_threshold, switch_threshold, order}");
+}
+
+function threatFlags(o: ThreatFlags): { feeds: FeedConfig[]; policies?: Policy[] } {
+  const feeds = parseFeedFlags(o.feed ?? []);
+  if (o.policies === undefined) return { feeds };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(o.policies, "utf8"));
+  } catch (err) {
+    throw new ShadowError(Code.InvalidArgument, `--policies ${o.policies}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!Array.isArray(raw)) throw new ShadowError(Code.InvalidArgument, `--policies ${o.policies}: expected a JSON array of policies`);
+  return { feeds, policies: raw.map((p) => policyFromInit(p as PolicyInit)) };
+}
+
+async function withClient<T>(o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean }, admin: boolean, fn: (client: import("@grpc/grpc-js").Client, explain: (err: unknown) => never) => Promise<T>): Promise<T> {
+  const { client, address } = admin ? await serviceClient(AdminService, clientFlags(o)) : await queryClient(clientFlags(o));
+  try {
+    return await fn(client, (err: unknown) => {
+      throw explainCallError(err, address);
+    });
+  } finally {
+    client.close();
+  }
+}
+
 function telemetryFlags(o: TelemetryFlags): { sampleMs: number; windowMs: number; execSource: ExecSourceChoice; bpftrace?: string; spoolMax: number } {
   return {
     sampleMs: positive("--sample-ms", o.sampleMs),
@@ -133,13 +174,14 @@ program
   .option("--insecure", "no TLS between agent and aggregator (loud warning; tests only)")
   .option("--json", "one JSON line per change instead of trees")
   .option("--quiet", "do not print changes");
-telemetryOptions(program.commands[program.commands.length - 1] as Command).action(
-  async (o: { dataDir: string; listen: string; http: string; agentHttp: string; node?: string; dockerSocket?: string; refreshMs: string; insecure?: boolean; json?: boolean; quiet?: boolean } & TelemetryFlags) => {
+threatOptions(telemetryOptions(program.commands[program.commands.length - 1] as Command)).action(
+  async (o: { dataDir: string; listen: string; http: string; agentHttp: string; node?: string; dockerSocket?: string; refreshMs: string; insecure?: boolean; json?: boolean; quiet?: boolean } & TelemetryFlags & ThreatFlags) => {
     if (o.insecure) warnInsecure();
     try {
       const stop = await runUp(
         {
           ...telemetryFlags(o),
+          ...threatFlags(o),
           dataDir: o.dataDir,
           listen: o.listen,
           http: o.http,
@@ -168,17 +210,19 @@ program
   .option("--listen <host:port>", "gRPC address", "0.0.0.0:7443")
   .option("--http <host:port>", "/metrics, /healthz, /readyz", "0.0.0.0:9464")
   .option("--tls-dir <dir>", "ca.crt, aggregator.crt, aggregator.key (default: <data-dir>/tls)")
-  .option("--insecure", "no TLS (loud warning; tests only)")
-  .action(async (o: { dataDir: string; listen: string; http: string; tlsDir?: string; insecure?: boolean }) => {
+  .option("--insecure", "no TLS (loud warning; tests only)");
+threatOptions(program.commands[program.commands.length - 1] as Command).action(
+  async (o: { dataDir: string; listen: string; http: string; tlsDir?: string; insecure?: boolean } & ThreatFlags) => {
     if (o.insecure) warnInsecure();
     try {
       const tls = o.insecure ? "insecure" : await loadTls(o.tlsDir ?? dataPaths(o.dataDir).tls, { role: "aggregator" });
-      const a = await startAggregator({ dataDir: o.dataDir, listen: o.listen, http: o.http, tls, log: createLogger("shadowlayer-aggregator") });
+      const a = await startAggregator({ dataDir: o.dataDir, listen: o.listen, http: o.http, tls, log: createLogger("shadowlayer-aggregator"), ...threatFlags(o) });
       untilSignal(() => a.stop());
     } catch (err) {
       fail(err);
     }
-  });
+  },
+);
 
 program
   .command("agent")
@@ -385,6 +429,143 @@ clientOptions(program.command("agents").description("agents, their exec-event so
       } finally {
         client.close();
       }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("scores").description("per-container and per-layer risk (threat, drift, anomaly) against each environment's policy, riskiest first"))
+  .option("--container <ref>", "only this container (id, prefix or name)")
+  .option("--node <name>", "only this node")
+  .option("--watch", "follow changes (Ctrl-C stops)")
+  .option("--json", "JSON (with --watch: one object per change)")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean; watch?: boolean; container?: string; node?: string }) => {
+    try {
+      if (o.watch) {
+        const { client, address } = await queryClient(clientFlags(o));
+        const stream = callServerStream(client, QueryService.method.watchScores, { node: o.node ?? "" });
+        stream.on("data", (ev) => {
+          if (ev.scores === undefined) return;
+          out(o.json ? JSON.stringify(scoresJson(ev.scores)) : renderScores([ev.scores]).split("\n")[1] ?? "");
+        });
+        stream.on("error", (err: { code?: number }) => {
+          if (err.code !== 1) fail(explainCallError(err, address));
+        });
+        untilSignal(async () => {
+          stream.cancel();
+          client.close();
+        });
+        return;
+      }
+      await withClient(o, false, async (client, explain) => {
+        const res = await callUnary(client, QueryService.method.listScores, { container: o.container ?? "", node: o.node ?? "" }).catch(explain);
+        out(o.json ? JSON.stringify(res.containers.map(scoresJson), null, 2) : res.containers.length === 0 ? "no containers scored yet" : renderScores(res.containers));
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("vulns").argument("<container>", "container id, id prefix or name").description("a container's vulnerabilities: package, layer, fix, CVSS, EPSS, KEV and each one's threat"))
+  .option("--json", "JSON with the scores and every match")
+  .action(async (container: string, o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean }) => {
+    try {
+      await withClient(o, false, async (client, explain) => {
+        const r = await callUnary(client, QueryService.method.getVulns, { container }).catch(explain);
+        if (o.json) {
+          out(JSON.stringify({ scores: r.scores && scoresJson(r.scores), os: r.os && { id: r.os.id, version_id: r.os.versionId }, packages: r.packages, partial: r.partial.map((p) => ({ layer_id: p.layerId, path: p.path, reason: p.reason })), vulnerabilities: r.matches.map(vulnJson) }, null, 2));
+          return;
+        }
+        const s = r.scores;
+        if (s !== undefined) out(`${s.containerName || s.containerId.slice(0, 12)}: risk ${s.risk.toFixed(1)}, threat ${s.threat.toFixed(1)}, ${r.matches.length} vulnerabilities in ${r.packages} packages${r.os ? ` (${r.os.id} ${r.os.versionId})` : ""}; policy ${s.policy?.name} rebuild at ${s.policy?.rebuildThreshold}, switch at ${s.policy?.switchThreshold}`);
+        for (const c of s?.caveats ?? []) out(`  note: ${c}`);
+        if (r.matches.length > 0) out(renderVulns(r.matches));
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("sbom").argument("<container>", "container id, id prefix or name").description("the container image's packages as CycloneDX 1.5 JSON, each component with its layer"))
+  .action(async (container: string, o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean }) => {
+    try {
+      await withClient(o, false, async (client, explain) => {
+        const r = await callUnary(client, QueryService.method.getInventory, { container }).catch(explain);
+        if (r.graph === undefined || r.inventory === undefined) throw new ShadowError(Code.NotFound, `no inventory for ${container}`);
+        out(JSON.stringify(cyclonedx(r.graph, r.inventory), null, 2));
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clientOptions(program.command("feeds").description("vulnerability feeds: source, last refresh, records accepted and rejected (and why), staleness"))
+  .option("--refresh [name]", "refresh now (all feeds, or the one named) and show the result")
+  .option("--json", "JSON array")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean; refresh?: string | boolean }) => {
+    try {
+      const refresh = o.refresh !== undefined;
+      await withClient(o, refresh, async (client, explain) => {
+        const res = refresh
+          ? await callUnary(client, AdminService.method.refreshFeeds, { name: typeof o.refresh === "string" ? o.refresh : "" }, { deadlineMs: 600_000 }).catch(explain)
+          : await callUnary(client, QueryService.method.listFeeds, {}).catch(explain);
+        out(o.json ? JSON.stringify(res.feeds.map(feedJson), null, 2) : renderFeeds(res.feeds));
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+const policy = program.command("policy").description("per-environment thresholds (rebuild, switch), selected by container labels or namespace");
+clientOptions(policy.command("list").description("the policies, in the order they are tried"))
+  .option("--json", "JSON array")
+  .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean }) => {
+    try {
+      await withClient(o, true, async (client, explain) => {
+        const r = await callUnary(client, AdminService.method.listPolicies, {}).catch(explain);
+        if (o.json) out(JSON.stringify(r.policies.map(policyJson), null, 2));
+        else
+          out(
+            renderTable(
+              ["NAME", "ORDER", "SELECTOR", "REBUILD", "SWITCH"],
+              r.policies.map((p) => [p.name, String(p.order), [...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`), ...(p.namespace ? [`namespace=${p.namespace}`] : [])].join(",") || "*", String(p.rebuildThreshold), String(p.switchThreshold)]),
+            ),
+          );
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+clientOptions(policy.command("set").argument("<name>", "policy name").description("create or replace a policy; scores are recomputed at once"))
+  .requiredOption("--rebuild <risk>", "risk (0-100) at which a shadow rebuild is scheduled")
+  .requiredOption("--switch <risk>", "risk (0-100) at which the container is switched to its shadow")
+  .option("--label <key=value...>", "container labels that select this policy (all must match)")
+  .option("--namespace <ns>", "Kubernetes namespace that selects this policy")
+  .option("--order <n>", "lower is tried first", "100")
+  .action(async (name: string, o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; rebuild: string; switch: string; label?: string[]; namespace?: string; order: string }) => {
+    try {
+      const labels: Record<string, string> = {};
+      for (const l of o.label ?? []) {
+        const eq = l.indexOf("=");
+        if (eq <= 0) throw new ShadowError(Code.InvalidArgument, `--label ${l}: expected key=value`);
+        labels[l.slice(0, eq)] = l.slice(eq + 1);
+      }
+      const p = policyFromInit({ name, labels, ...(o.namespace !== undefined ? { namespace: o.namespace } : {}), rebuild_threshold: Number(o.rebuild), switch_threshold: Number(o.switch), order: Number(o.order) });
+      await withClient(o, true, async (client, explain) => {
+        const r = await callUnary(client, AdminService.method.setPolicy, { policy: p }).catch(explain);
+        out(`policy ${r.name} set: rebuild at ${r.rebuildThreshold}, switch at ${r.switchThreshold}`);
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+clientOptions(policy.command("delete").argument("<name>", "policy name").description("remove a policy (the default policy stays)"))
+  .action(async (name: string, o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean }) => {
+    try {
+      await withClient(o, true, async (client, explain) => {
+        await callUnary(client, AdminService.method.deletePolicy, { name }).catch(explain);
+        out(`policy ${name} deleted`);
+      });
     } catch (err) {
       fail(err);
     }

@@ -12,6 +12,8 @@ import { summarize } from "../aggregator/api/query-service.js";
 import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
 import { renderTree } from "./ldg-format.js";
 import type { ExecSourceChoice } from "../agent/telemetry/telemetry.js";
+import type { FeedConfig } from "../aggregator/feeds/manager.js";
+import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 
 export interface UpOptions {
   dataDir: string;
@@ -29,6 +31,8 @@ export interface UpOptions {
   execSource?: ExecSourceChoice;
   bpftrace?: string;
   spoolMax?: number;
+  feeds?: FeedConfig[];
+  policies?: Policy[];
   json: boolean;
   quiet: boolean;
   log: Logger;
@@ -52,6 +56,8 @@ export async function runUp(o: UpOptions, out: (line: string) => void): Promise<
     http: o.http,
     tls: o.insecure ? "insecure" : await loadTls(paths.tls, { role: "aggregator" }),
     log: o.log,
+    ...(o.feeds !== undefined ? { feeds: o.feeds } : {}),
+    ...(o.policies !== undefined ? { policies: o.policies } : {}),
   });
   const host = o.listen.replace(/:\d+$/, "").replace(/^0\.0\.0\.0$/, "127.0.0.1");
   const address = `${host}:${aggregator.port}`;

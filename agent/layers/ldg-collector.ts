@@ -72,6 +72,13 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     return [...this.resolved.values()].filter((r) => r.pid > 0);
   }
 
+  /** The images of every container known (running or not). */
+  images(): ResolvedImage[] {
+    const out = new Map<string, ResolvedImage>();
+    for (const r of this.resolved.values()) out.set(r.image.id, r.image);
+    return [...out.values()];
+  }
+
   container(id: string): RunningContainer | undefined {
     return this.resolved.get(id);
   }

@@ -19,6 +19,7 @@ import {
   type Heartbeat,
 } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import type { ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Backoff } from "../../common/backoff.js";
 import type { TlsMaterial } from "../../common/certs.js";
 import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
@@ -34,6 +35,8 @@ export interface AggregatorLinkOptions {
   snapshot: () => LayerGraph[];
   log: Logger;
   metrics: AgentMetrics;
+  /** Image inventories to send with the full state after each (re)connect. */
+  inventories?: () => ImageInventory[];
   /** Telemetry waiting for delivery; sent in order after each sync, forgotten once acked. */
   spool?: Spool;
   /** Builds a heartbeat (agent status, node context); sent every `heartbeatMs` while connected. */
@@ -114,6 +117,10 @@ export class AggregatorLink {
 
   delete(containerId: string): void {
     if (this.live) this.send({ case: "graphDelete", value: { containerId } }, "delete");
+  }
+
+  inventory(inv: ImageInventory): void {
+    if (this.live) this.send({ case: "inventory", value: inv }, "inventory");
   }
 
   /** New telemetry is in the spool: send it if the stream is up. */
@@ -225,6 +232,7 @@ export class AggregatorLink {
     this.send({ case: "hello", value: this.o.hello() }, "hello");
     const graphs = this.o.snapshot();
     for (const graph of graphs) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
+    for (const inv of this.o.inventories?.() ?? []) this.send({ case: "inventory", value: inv }, "inventory");
     this.send({ case: "syncComplete", value: { containerIds: graphs.map((g) => g.containerId) } }, "sync");
     this.syncSeq = this.seq;
     this.live = true;

@@ -21,6 +21,7 @@ import type { Logger } from "../../common/log.js";
 import type { AggregatorMetrics } from "../metrics.js";
 import type { GraphStore } from "../store/graph-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
+import type { ScoreEngine } from "../scores/engine.js";
 import type { NodeContext, TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** What the latest heartbeat of a node said. */
@@ -59,6 +60,7 @@ export class AgentIngest {
     private readonly metrics: AggregatorMetrics,
     /** Whether peers present certificates (false only with --insecure). */
     private readonly requireCert: boolean,
+    private readonly scores?: ScoreEngine,
   ) {}
 
   connectedNodes(): string[] {
@@ -162,6 +164,13 @@ export class AgentIngest {
           case "heartbeat":
             this.statuses.set(session.node, { telemetry: body.value.telemetry, node: body.value.node, at: new Date() });
             break;
+          case "inventory": {
+            const inv = body.value;
+            if (!/^sha256:[0-9a-f]{64}$/.test(inv.imageId)) throw new ShadowError(Code.InvalidArgument, `inventory for ${JSON.stringify(inv.imageId.slice(0, 80))}, which is not an image id`);
+            if (inv.packages.length > 200_000) throw new ShadowError(Code.InvalidArgument, `inventory of ${inv.packages.length} packages is more than any image holds`);
+            await this.scores?.putInventory(inv);
+            break;
+          }
           case "telemetry": {
             const fresh = await this.telemetry.put(session.node, body.value);
             this.metrics.telemetry.inc({ kind: body.value.body.case ?? "empty", outcome: fresh ? "stored" : "repeat" });

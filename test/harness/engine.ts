@@ -34,13 +34,13 @@ export async function runContainer(
   docker: Docker,
   image: string,
   cmd: string[],
-  extra: { name?: string; binds?: string[] } = {},
+  extra: { name?: string; binds?: string[]; labels?: Record<string, string> } = {},
 ): Promise<Docker.Container> {
   const c = await docker.createContainer({
     Image: image,
     Cmd: cmd,
     ...(extra.name !== undefined ? { name: extra.name } : {}),
-    Labels: { [TEST_LABEL]: String(process.pid), [DEMO_LABEL]: "test" },
+    Labels: { ...extra.labels, [TEST_LABEL]: String(process.pid), [DEMO_LABEL]: "test" },
     HostConfig: { NetworkMode: "host", ...(extra.binds ? { Binds: extra.binds } : {}) },
   });
   await c.start();

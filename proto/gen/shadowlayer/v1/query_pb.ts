@@ -10,13 +10,15 @@ import type { LayerGraph, LayerGraphSchema } from "./graph_pb.js";
 import { file_shadowlayer_v1_graph } from "./graph_pb.js";
 import type { Detection, NodeContext, TelemetryStatus, WindowSummary } from "./telemetry_pb.js";
 import { file_shadowlayer_v1_telemetry } from "./telemetry_pb.js";
+import type { ContainerScores, FeedStatus, ImageInventory, InventoryProblem, OsRelease, Policy, PolicySchema, VulnMatch } from "./vulns_pb.js";
+import { file_shadowlayer_v1_vulns } from "./vulns_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file shadowlayer/v1/query.proto.
  */
 export const file_shadowlayer_v1_query: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiJQoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkiTgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeSLYAQoQQ29udGFpbmVyU3VtbWFyeRIUCgxjb250YWluZXJfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDAoEbm9kZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRITCgtsYXllcl9jb3VudBgGIAEoDRIVCg1wcm9jZXNzX2NvdW50GAcgASgNEg0KBWRyaWZ0GAggASgIEi8KC29ic2VydmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChRHZXRMYXllckdyYXBoUmVxdWVzdBIRCgljb250YWluZXIYASABKAkiIgoSV2F0Y2hHcmFwaHNSZXF1ZXN0EgwKBG5vZGUYASABKAki1AEKCkdyYXBoRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSKQoFZ3JhcGgYAyABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIlYKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAyITChFMaXN0QWdlbnRzUmVxdWVzdCJCChJMaXN0QWdlbnRzUmVzcG9uc2USLAoGYWdlbnRzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuQWdlbnRTdW1tYXJ5IoECCgxBZ2VudFN1bW1hcnkSDAoEbm9kZRgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCRItCglsYXN0X3NlZW4YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgFIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIxCgxub2RlX2NvbnRleHQYBiABKAsyGy5zaGFkb3dsYXllci52MS5Ob2RlQ29udGV4dBIPCgd3aW5kb3dzGAcgASgEEhIKCmRldGVjdGlvbnMYCCABKAQiRAoSTGlzdFdpbmRvd3NSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNInEKDFN0b3JlZFdpbmRvdxIQCghzcG9vbF9pZBgBIAEoCRIRCglzcG9vbF9zZXEYAiABKAQSLQoGd2luZG93GAMgASgLMh0uc2hhZG93bGF5ZXIudjEuV2luZG93U3VtbWFyeRINCgVpbmRleBgEIAEoDSJEChNMaXN0V2luZG93c1Jlc3BvbnNlEi0KB3dpbmRvd3MYASADKAsyHC5zaGFkb3dsYXllci52MS5TdG9yZWRXaW5kb3ciRwoVTGlzdERldGVjdGlvbnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNIkcKFkxpc3REZXRlY3Rpb25zUmVzcG9uc2USLQoKZGV0ZWN0aW9ucxgBIAMoCzIZLnNoYWRvd2xheWVyLnYxLkRldGVjdGlvbiI4ChVXYXRjaFRlbGVtZXRyeVJlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkikgEKDlRlbGVtZXRyeUV2ZW50Ei8KBndpbmRvdxgBIAEoCzIdLnNoYWRvd2xheWVyLnYxLldpbmRvd1N1bW1hcnlIABIuCglkZXRlY3Rpb24YAiABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IABIXCg1zbmFwc2hvdF9kb25lGAMgASgISABCBgoEYm9keTL8BAoMUXVlcnlTZXJ2aWNlEl8KDkxpc3RDb250YWluZXJzEiUuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXNwb25zZRJRCg1HZXRMYXllckdyYXBoEiQuc2hhZG93bGF5ZXIudjEuR2V0TGF5ZXJHcmFwaFJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoEk8KC1dhdGNoR3JhcGhzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hHcmFwaHNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuR3JhcGhFdmVudDABElMKCkxpc3RBZ2VudHMSIS5zaGFkb3dsYXllci52MS5MaXN0QWdlbnRzUmVxdWVzdBoiLnNoYWRvd2xheWVyLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJWCgtMaXN0V2luZG93cxIiLnNoYWRvd2xheWVyLnYxLkxpc3RXaW5kb3dzUmVxdWVzdBojLnNoYWRvd2xheWVyLnYxLkxpc3RXaW5kb3dzUmVzcG9uc2USXwoOTGlzdERldGVjdGlvbnMSJS5zaGFkb3dsYXllci52MS5MaXN0RGV0ZWN0aW9uc1JlcXVlc3QaJi5zaGFkb3dsYXllci52MS5MaXN0RGV0ZWN0aW9uc1Jlc3BvbnNlElkKDldhdGNoVGVsZW1ldHJ5EiUuc2hhZG93bGF5ZXIudjEuV2F0Y2hUZWxlbWV0cnlSZXF1ZXN0Gh4uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5RXZlbnQwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiJQoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkiTgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeSLYAQoQQ29udGFpbmVyU3VtbWFyeRIUCgxjb250YWluZXJfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDAoEbm9kZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRITCgtsYXllcl9jb3VudBgGIAEoDRIVCg1wcm9jZXNzX2NvdW50GAcgASgNEg0KBWRyaWZ0GAggASgIEi8KC29ic2VydmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChRHZXRMYXllckdyYXBoUmVxdWVzdBIRCgljb250YWluZXIYASABKAkiIgoSV2F0Y2hHcmFwaHNSZXF1ZXN0EgwKBG5vZGUYASABKAki1AEKCkdyYXBoRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSKQoFZ3JhcGgYAyABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIlYKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAyITChFMaXN0QWdlbnRzUmVxdWVzdCJCChJMaXN0QWdlbnRzUmVzcG9uc2USLAoGYWdlbnRzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuQWdlbnRTdW1tYXJ5IoECCgxBZ2VudFN1bW1hcnkSDAoEbm9kZRgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCRItCglsYXN0X3NlZW4YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgFIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIxCgxub2RlX2NvbnRleHQYBiABKAsyGy5zaGFkb3dsYXllci52MS5Ob2RlQ29udGV4dBIPCgd3aW5kb3dzGAcgASgEEhIKCmRldGVjdGlvbnMYCCABKAQiRAoSTGlzdFdpbmRvd3NSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNInEKDFN0b3JlZFdpbmRvdxIQCghzcG9vbF9pZBgBIAEoCRIRCglzcG9vbF9zZXEYAiABKAQSLQoGd2luZG93GAMgASgLMh0uc2hhZG93bGF5ZXIudjEuV2luZG93U3VtbWFyeRINCgVpbmRleBgEIAEoDSJEChNMaXN0V2luZG93c1Jlc3BvbnNlEi0KB3dpbmRvd3MYASADKAsyHC5zaGFkb3dsYXllci52MS5TdG9yZWRXaW5kb3ciRwoVTGlzdERldGVjdGlvbnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNIkcKFkxpc3REZXRlY3Rpb25zUmVzcG9uc2USLQoKZGV0ZWN0aW9ucxgBIAMoCzIZLnNoYWRvd2xheWVyLnYxLkRldGVjdGlvbiI4ChVXYXRjaFRlbGVtZXRyeVJlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkikgEKDlRlbGVtZXRyeUV2ZW50Ei8KBndpbmRvdxgBIAEoCzIdLnNoYWRvd2xheWVyLnYxLldpbmRvd1N1bW1hcnlIABIuCglkZXRlY3Rpb24YAiABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IABIXCg1zbmFwc2hvdF9kb25lGAMgASgISABCBgoEYm9keSI0ChFMaXN0U2NvcmVzUmVxdWVzdBIMCgRub2RlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCSJJChJMaXN0U2NvcmVzUmVzcG9uc2USMwoKY29udGFpbmVycxgBIAMoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcyIiChJXYXRjaFNjb3Jlc1JlcXVlc3QSDAoEbm9kZRgBIAEoCSLaAQoKU2NvcmVFdmVudBItCgR0eXBlGAEgASgOMh8uc2hhZG93bGF5ZXIudjEuU2NvcmVFdmVudC5UeXBlEhQKDGNvbnRhaW5lcl9pZBgCIAEoCRIvCgZzY29yZXMYAyABKAsyHy5zaGFkb3dsYXllci52MS5Db250YWluZXJTY29yZXMiVgoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASDwoLVFlQRV9VUFNFUlQQARIPCgtUWVBFX0RFTEVURRACEhYKElRZUEVfU05BUFNIT1RfRE9ORRADIiQKD0dldFZ1bG5zUmVxdWVzdBIRCgljb250YWluZXIYASABKAki2wEKEEdldFZ1bG5zUmVzcG9uc2USLwoGc2NvcmVzGAEgASgLMh8uc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU2NvcmVzEioKB21hdGNoZXMYAiADKAsyGS5zaGFkb3dsYXllci52MS5WdWxuTWF0Y2gSJQoCb3MYAyABKAsyGS5zaGFkb3dsYXllci52MS5Pc1JlbGVhc2USMQoHcGFydGlhbBgEIAMoCzIgLnNoYWRvd2xheWVyLnYxLkludmVudG9yeVByb2JsZW0SEAoIcGFja2FnZXMYBSABKA0iKAoTR2V0SW52ZW50b3J5UmVxdWVzdBIRCgljb250YWluZXIYASABKAkidAoUR2V0SW52ZW50b3J5UmVzcG9uc2USKQoFZ3JhcGgYASABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoEjEKCWludmVudG9yeRgCIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5IhIKEExpc3RGZWVkc1JlcXVlc3QiPgoRTGlzdEZlZWRzUmVzcG9uc2USKQoFZmVlZHMYASADKAsyGi5zaGFkb3dsYXllci52MS5GZWVkU3RhdHVzIhUKE0xpc3RQb2xpY2llc1JlcXVlc3QiQAoUTGlzdFBvbGljaWVzUmVzcG9uc2USKAoIcG9saWNpZXMYASADKAsyFi5zaGFkb3dsYXllci52MS5Qb2xpY3kiOgoQU2V0UG9saWN5UmVxdWVzdBImCgZwb2xpY3kYASABKAsyFi5zaGFkb3dsYXllci52MS5Qb2xpY3kiIwoTRGVsZXRlUG9saWN5UmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVBvbGljeVJlc3BvbnNlIiMKE1JlZnJlc2hGZWVkc1JlcXVlc3QSDAoEbmFtZRgBIAEoCTKeCAoMUXVlcnlTZXJ2aWNlEl8KDkxpc3RDb250YWluZXJzEiUuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdENvbnRhaW5lcnNSZXNwb25zZRJRCg1HZXRMYXllckdyYXBoEiQuc2hhZG93bGF5ZXIudjEuR2V0TGF5ZXJHcmFwaFJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoEk8KC1dhdGNoR3JhcGhzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hHcmFwaHNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuR3JhcGhFdmVudDABElMKCkxpc3RBZ2VudHMSIS5zaGFkb3dsYXllci52MS5MaXN0QWdlbnRzUmVxdWVzdBoiLnNoYWRvd2xheWVyLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJWCgtMaXN0V2luZG93cxIiLnNoYWRvd2xheWVyLnYxLkxpc3RXaW5kb3dzUmVxdWVzdBojLnNoYWRvd2xheWVyLnYxLkxpc3RXaW5kb3dzUmVzcG9uc2USXwoOTGlzdERldGVjdGlvbnMSJS5zaGFkb3dsYXllci52MS5MaXN0RGV0ZWN0aW9uc1JlcXVlc3QaJi5zaGFkb3dsYXllci52MS5MaXN0RGV0ZWN0aW9uc1Jlc3BvbnNlElkKDldhdGNoVGVsZW1ldHJ5EiUuc2hhZG93bGF5ZXIudjEuV2F0Y2hUZWxlbWV0cnlSZXF1ZXN0Gh4uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5RXZlbnQwARJTCgpMaXN0U2NvcmVzEiEuc2hhZG93bGF5ZXIudjEuTGlzdFNjb3Jlc1JlcXVlc3QaIi5zaGFkb3dsYXllci52MS5MaXN0U2NvcmVzUmVzcG9uc2USTwoLV2F0Y2hTY29yZXMSIi5zaGFkb3dsYXllci52MS5XYXRjaFNjb3Jlc1JlcXVlc3QaGi5zaGFkb3dsYXllci52MS5TY29yZUV2ZW50MAESTQoIR2V0VnVsbnMSHy5zaGFkb3dsYXllci52MS5HZXRWdWxuc1JlcXVlc3QaIC5zaGFkb3dsYXllci52MS5HZXRWdWxuc1Jlc3BvbnNlElkKDEdldEludmVudG9yeRIjLnNoYWRvd2xheWVyLnYxLkdldEludmVudG9yeVJlcXVlc3QaJC5zaGFkb3dsYXllci52MS5HZXRJbnZlbnRvcnlSZXNwb25zZRJQCglMaXN0RmVlZHMSIC5zaGFkb3dsYXllci52MS5MaXN0RmVlZHNSZXF1ZXN0GiEuc2hhZG93bGF5ZXIudjEuTGlzdEZlZWRzUmVzcG9uc2Uy4wIKDEFkbWluU2VydmljZRJZCgxMaXN0UG9saWNpZXMSIy5zaGFkb3dsYXllci52MS5MaXN0UG9saWNpZXNSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuTGlzdFBvbGljaWVzUmVzcG9uc2USRQoJU2V0UG9saWN5EiAuc2hhZG93bGF5ZXIudjEuU2V0UG9saWN5UmVxdWVzdBoWLnNoYWRvd2xheWVyLnYxLlBvbGljeRJZCgxEZWxldGVQb2xpY3kSIy5zaGFkb3dsYXllci52MS5EZWxldGVQb2xpY3lSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuRGVsZXRlUG9saWN5UmVzcG9uc2USVgoMUmVmcmVzaEZlZWRzEiMuc2hhZG93bGF5ZXIudjEuUmVmcmVzaEZlZWRzUmVxdWVzdBohLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
 
 /**
  * @generated from message shadowlayer.v1.ListContainersRequest
@@ -477,6 +479,337 @@ export const TelemetryEventSchema: GenMessage<TelemetryEvent> = /*@__PURE__*/
   messageDesc(file_shadowlayer_v1_query, 15);
 
 /**
+ * @generated from message shadowlayer.v1.ListScoresRequest
+ */
+export type ListScoresRequest = Message<"shadowlayer.v1.ListScoresRequest"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * @generated from field: string container = 2;
+   */
+  container: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListScoresRequest.
+ * Use `create(ListScoresRequestSchema)` to create a new message.
+ */
+export const ListScoresRequestSchema: GenMessage<ListScoresRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 16);
+
+/**
+ * @generated from message shadowlayer.v1.ListScoresResponse
+ */
+export type ListScoresResponse = Message<"shadowlayer.v1.ListScoresResponse"> & {
+  /**
+   * @generated from field: repeated shadowlayer.v1.ContainerScores containers = 1;
+   */
+  containers: ContainerScores[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListScoresResponse.
+ * Use `create(ListScoresResponseSchema)` to create a new message.
+ */
+export const ListScoresResponseSchema: GenMessage<ListScoresResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 17);
+
+/**
+ * @generated from message shadowlayer.v1.WatchScoresRequest
+ */
+export type WatchScoresRequest = Message<"shadowlayer.v1.WatchScoresRequest"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.WatchScoresRequest.
+ * Use `create(WatchScoresRequestSchema)` to create a new message.
+ */
+export const WatchScoresRequestSchema: GenMessage<WatchScoresRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 18);
+
+/**
+ * @generated from message shadowlayer.v1.ScoreEvent
+ */
+export type ScoreEvent = Message<"shadowlayer.v1.ScoreEvent"> & {
+  /**
+   * @generated from field: shadowlayer.v1.ScoreEvent.Type type = 1;
+   */
+  type: ScoreEvent_Type;
+
+  /**
+   * @generated from field: string container_id = 2;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: shadowlayer.v1.ContainerScores scores = 3;
+   */
+  scores?: ContainerScores | undefined;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ScoreEvent.
+ * Use `create(ScoreEventSchema)` to create a new message.
+ */
+export const ScoreEventSchema: GenMessage<ScoreEvent> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 19);
+
+/**
+ * @generated from enum shadowlayer.v1.ScoreEvent.Type
+ */
+export enum ScoreEvent_Type {
+  /**
+   * @generated from enum value: TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: TYPE_UPSERT = 1;
+   */
+  UPSERT = 1,
+
+  /**
+   * @generated from enum value: TYPE_DELETE = 2;
+   */
+  DELETE = 2,
+
+  /**
+   * @generated from enum value: TYPE_SNAPSHOT_DONE = 3;
+   */
+  SNAPSHOT_DONE = 3,
+}
+
+/**
+ * Describes the enum shadowlayer.v1.ScoreEvent.Type.
+ */
+export const ScoreEvent_TypeSchema: GenEnum<ScoreEvent_Type> = /*@__PURE__*/
+  enumDesc(file_shadowlayer_v1_query, 19, 0);
+
+/**
+ * @generated from message shadowlayer.v1.GetVulnsRequest
+ */
+export type GetVulnsRequest = Message<"shadowlayer.v1.GetVulnsRequest"> & {
+  /**
+   * @generated from field: string container = 1;
+   */
+  container: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.GetVulnsRequest.
+ * Use `create(GetVulnsRequestSchema)` to create a new message.
+ */
+export const GetVulnsRequestSchema: GenMessage<GetVulnsRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 20);
+
+/**
+ * @generated from message shadowlayer.v1.GetVulnsResponse
+ */
+export type GetVulnsResponse = Message<"shadowlayer.v1.GetVulnsResponse"> & {
+  /**
+   * @generated from field: shadowlayer.v1.ContainerScores scores = 1;
+   */
+  scores?: ContainerScores | undefined;
+
+  /**
+   * @generated from field: repeated shadowlayer.v1.VulnMatch matches = 2;
+   */
+  matches: VulnMatch[];
+
+  /**
+   * @generated from field: shadowlayer.v1.OsRelease os = 3;
+   */
+  os?: OsRelease | undefined;
+
+  /**
+   * @generated from field: repeated shadowlayer.v1.InventoryProblem partial = 4;
+   */
+  partial: InventoryProblem[];
+
+  /**
+   * @generated from field: uint32 packages = 5;
+   */
+  packages: number;
+};
+
+/**
+ * Describes the message shadowlayer.v1.GetVulnsResponse.
+ * Use `create(GetVulnsResponseSchema)` to create a new message.
+ */
+export const GetVulnsResponseSchema: GenMessage<GetVulnsResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 21);
+
+/**
+ * @generated from message shadowlayer.v1.GetInventoryRequest
+ */
+export type GetInventoryRequest = Message<"shadowlayer.v1.GetInventoryRequest"> & {
+  /**
+   * @generated from field: string container = 1;
+   */
+  container: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.GetInventoryRequest.
+ * Use `create(GetInventoryRequestSchema)` to create a new message.
+ */
+export const GetInventoryRequestSchema: GenMessage<GetInventoryRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 22);
+
+/**
+ * @generated from message shadowlayer.v1.GetInventoryResponse
+ */
+export type GetInventoryResponse = Message<"shadowlayer.v1.GetInventoryResponse"> & {
+  /**
+   * @generated from field: shadowlayer.v1.LayerGraph graph = 1;
+   */
+  graph?: LayerGraph | undefined;
+
+  /**
+   * @generated from field: shadowlayer.v1.ImageInventory inventory = 2;
+   */
+  inventory?: ImageInventory | undefined;
+};
+
+/**
+ * Describes the message shadowlayer.v1.GetInventoryResponse.
+ * Use `create(GetInventoryResponseSchema)` to create a new message.
+ */
+export const GetInventoryResponseSchema: GenMessage<GetInventoryResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 23);
+
+/**
+ * @generated from message shadowlayer.v1.ListFeedsRequest
+ */
+export type ListFeedsRequest = Message<"shadowlayer.v1.ListFeedsRequest"> & {
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListFeedsRequest.
+ * Use `create(ListFeedsRequestSchema)` to create a new message.
+ */
+export const ListFeedsRequestSchema: GenMessage<ListFeedsRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 24);
+
+/**
+ * @generated from message shadowlayer.v1.ListFeedsResponse
+ */
+export type ListFeedsResponse = Message<"shadowlayer.v1.ListFeedsResponse"> & {
+  /**
+   * @generated from field: repeated shadowlayer.v1.FeedStatus feeds = 1;
+   */
+  feeds: FeedStatus[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListFeedsResponse.
+ * Use `create(ListFeedsResponseSchema)` to create a new message.
+ */
+export const ListFeedsResponseSchema: GenMessage<ListFeedsResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 25);
+
+/**
+ * @generated from message shadowlayer.v1.ListPoliciesRequest
+ */
+export type ListPoliciesRequest = Message<"shadowlayer.v1.ListPoliciesRequest"> & {
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListPoliciesRequest.
+ * Use `create(ListPoliciesRequestSchema)` to create a new message.
+ */
+export const ListPoliciesRequestSchema: GenMessage<ListPoliciesRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 26);
+
+/**
+ * @generated from message shadowlayer.v1.ListPoliciesResponse
+ */
+export type ListPoliciesResponse = Message<"shadowlayer.v1.ListPoliciesResponse"> & {
+  /**
+   * @generated from field: repeated shadowlayer.v1.Policy policies = 1;
+   */
+  policies: Policy[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.ListPoliciesResponse.
+ * Use `create(ListPoliciesResponseSchema)` to create a new message.
+ */
+export const ListPoliciesResponseSchema: GenMessage<ListPoliciesResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 27);
+
+/**
+ * @generated from message shadowlayer.v1.SetPolicyRequest
+ */
+export type SetPolicyRequest = Message<"shadowlayer.v1.SetPolicyRequest"> & {
+  /**
+   * @generated from field: shadowlayer.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message shadowlayer.v1.SetPolicyRequest.
+ * Use `create(SetPolicyRequestSchema)` to create a new message.
+ */
+export const SetPolicyRequestSchema: GenMessage<SetPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 28);
+
+/**
+ * @generated from message shadowlayer.v1.DeletePolicyRequest
+ */
+export type DeletePolicyRequest = Message<"shadowlayer.v1.DeletePolicyRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.DeletePolicyRequest.
+ * Use `create(DeletePolicyRequestSchema)` to create a new message.
+ */
+export const DeletePolicyRequestSchema: GenMessage<DeletePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 29);
+
+/**
+ * @generated from message shadowlayer.v1.DeletePolicyResponse
+ */
+export type DeletePolicyResponse = Message<"shadowlayer.v1.DeletePolicyResponse"> & {
+};
+
+/**
+ * Describes the message shadowlayer.v1.DeletePolicyResponse.
+ * Use `create(DeletePolicyResponseSchema)` to create a new message.
+ */
+export const DeletePolicyResponseSchema: GenMessage<DeletePolicyResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 30);
+
+/**
+ * @generated from message shadowlayer.v1.RefreshFeedsRequest
+ */
+export type RefreshFeedsRequest = Message<"shadowlayer.v1.RefreshFeedsRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.RefreshFeedsRequest.
+ * Use `create(RefreshFeedsRequestSchema)` to create a new message.
+ */
+export const RefreshFeedsRequestSchema: GenMessage<RefreshFeedsRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 31);
+
+/**
  * Read side of the aggregator, for the CLI, dashboards and other tools.
  *
  * @generated from service shadowlayer.v1.QueryService
@@ -546,6 +879,99 @@ export const QueryService: GenService<{
     input: typeof WatchTelemetryRequestSchema;
     output: typeof TelemetryEventSchema;
   },
+  /**
+   * Scores of every container (riskiest first), or of one.
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.ListScores
+   */
+  listScores: {
+    methodKind: "unary";
+    input: typeof ListScoresRequestSchema;
+    output: typeof ListScoresResponseSchema;
+  },
+  /**
+   * Every current score (then SNAPSHOT_DONE), then each change.
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.WatchScores
+   */
+  watchScores: {
+    methodKind: "server_streaming";
+    input: typeof WatchScoresRequestSchema;
+    output: typeof ScoreEventSchema;
+  },
+  /**
+   * A container's vulnerabilities with the parts of each one's threat.
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.GetVulns
+   */
+  getVulns: {
+    methodKind: "unary";
+    input: typeof GetVulnsRequestSchema;
+    output: typeof GetVulnsResponseSchema;
+  },
+  /**
+   * A container's image inventory with its graph (for the SBOM).
+   *
+   * @generated from rpc shadowlayer.v1.QueryService.GetInventory
+   */
+  getInventory: {
+    methodKind: "unary";
+    input: typeof GetInventoryRequestSchema;
+    output: typeof GetInventoryResponseSchema;
+  },
+  /**
+   * @generated from rpc shadowlayer.v1.QueryService.ListFeeds
+   */
+  listFeeds: {
+    methodKind: "unary";
+    input: typeof ListFeedsRequestSchema;
+    output: typeof ListFeedsResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_shadowlayer_v1_query, 0);
+
+/**
+ * Changes to how the aggregator decides. Client certificates only (agents are refused).
+ *
+ * @generated from service shadowlayer.v1.AdminService
+ */
+export const AdminService: GenService<{
+  /**
+   * @generated from rpc shadowlayer.v1.AdminService.ListPolicies
+   */
+  listPolicies: {
+    methodKind: "unary";
+    input: typeof ListPoliciesRequestSchema;
+    output: typeof ListPoliciesResponseSchema;
+  },
+  /**
+   * Creates or replaces a policy by name; scores are recomputed at once.
+   *
+   * @generated from rpc shadowlayer.v1.AdminService.SetPolicy
+   */
+  setPolicy: {
+    methodKind: "unary";
+    input: typeof SetPolicyRequestSchema;
+    output: typeof PolicySchema;
+  },
+  /**
+   * @generated from rpc shadowlayer.v1.AdminService.DeletePolicy
+   */
+  deletePolicy: {
+    methodKind: "unary";
+    input: typeof DeletePolicyRequestSchema;
+    output: typeof DeletePolicyResponseSchema;
+  },
+  /**
+   * Refreshes feeds now (all, or one by name) and waits for the result.
+   *
+   * @generated from rpc shadowlayer.v1.AdminService.RefreshFeeds
+   */
+  refreshFeeds: {
+    methodKind: "unary";
+    input: typeof RefreshFeedsRequestSchema;
+    output: typeof ListFeedsResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_shadowlayer_v1_query, 1);
 

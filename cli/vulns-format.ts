@@ -1,0 +1,215 @@
+/**
+ * Threat output: CycloneDX 1.5 SBOMs, score and vulnerability tables, feed status.
+ */
+import { randomUUID } from "node:crypto";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
+import type { ContainerScores, FeedStatus, ImageInventory, Package, Policy, VulnMatch } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { VERSION } from "../common/version.js";
+import { renderTable } from "./telemetry-format.js";
+
+/** A package URL (purl spec): type, namespace, name, version, qualifiers, percent-encoded. */
+export function purlOf(p: Package, inv: ImageInventory): string {
+  const enc = (s: string) => encodeURIComponent(s);
+  const os = inv.os;
+  switch (p.type) {
+    case "deb": {
+      const ns = os?.id || "debian";
+      const q = os !== undefined && os.versionId !== "" ? `?distro=${enc(`${os.id}-${os.versionId}`)}` : "";
+      return `pkg:deb/${enc(ns)}/${enc(p.name)}@${enc(p.version)}${q}`;
+    }
+    case "apk": {
+      const q = os !== undefined && os.versionId !== "" ? `?distro=${enc(os.versionId)}` : "";
+      return `pkg:apk/alpine/${enc(p.name)}@${enc(p.version)}${q}`;
+    }
+    case "npm": {
+      const slash = p.name.startsWith("@") ? p.name.indexOf("/") : -1;
+      return slash > 0 ? `pkg:npm/${enc(p.name.slice(0, slash))}/${enc(p.name.slice(slash + 1))}@${enc(p.version)}` : `pkg:npm/${enc(p.name)}@${enc(p.version)}`;
+    }
+    case "pypi":
+      return `pkg:pypi/${enc(p.name)}@${enc(p.version)}`;
+    default:
+      return `pkg:generic/${enc(p.name)}@${enc(p.version)}`;
+  }
+}
+
+/** CycloneDX 1.5 JSON for a container's image, each component's layer in its properties. */
+export function cyclonedx(graph: LayerGraph, inv: ImageInventory, now = new Date()): Record<string, unknown> {
+  const layers = new Map(graph.layers.map((l) => [l.layerId, l]));
+  const prop = (name: string, value: string) => ({ name: `shadowlayer:${name}`, value });
+  const seen = new Set<string>();
+  const components = inv.packages.map((p) => {
+    let ref = purlOf(p, inv);
+    // Two copies of one package in different paths (npm) are two components.
+    if (seen.has(ref)) ref = `${ref}#${p.path}`;
+    seen.add(ref);
+    const l = layers.get(p.layerId);
+    const properties = [prop("layer_id", p.layerId), prop("layer_index", String(l?.index ?? inv.layerIds.indexOf(p.layerId))), prop("package_path", p.path)];
+    if (l !== undefined) properties.push(prop("layer_name", l.name));
+    if (p.sourceName !== "") properties.push(prop("source_package", p.sourceName));
+    if (p.sourceVersion !== "") properties.push(prop("source_version", p.sourceVersion));
+    return { type: "library", "bom-ref": ref, name: p.name, version: p.version, purl: purlOf(p, inv), properties };
+  });
+  return {
+    bomFormat: "CycloneDX",
+    specVersion: "1.5",
+    serialNumber: `urn:uuid:${randomUUID()}`,
+    version: 1,
+    metadata: {
+      timestamp: now.toISOString(),
+      tools: { components: [{ type: "application", name: "shadowlayer", version: VERSION }] },
+      component: {
+        type: "container",
+        "bom-ref": graph.imageId,
+        name: graph.image,
+        version: graph.imageId,
+        properties: [
+          prop("container_id", graph.containerId),
+          prop("container_name", graph.containerName),
+          ...(inv.os !== undefined ? [prop("os", `${inv.os.id} ${inv.os.versionId}`)] : []),
+          ...inv.layerIds.map((id, i) => prop(`layer.${i}`, id)),
+          ...inv.partial.map((x) => prop("partial", `${x.path} in ${x.layerId}: ${x.reason}`)),
+        ],
+      },
+    },
+    components,
+  };
+}
+
+export function scoresJson(s: ContainerScores): Record<string, unknown> {
+  return {
+    container_id: s.containerId,
+    container_name: s.containerName,
+    node: s.node,
+    image: s.image,
+    risk: s.risk,
+    threat: s.threat,
+    vulns: s.vulns,
+    rebuild: s.rebuild,
+    switch: s.switch,
+    policy: s.policy && policyJson(s.policy),
+    computed_at: s.computedAt ? timestampDate(s.computedAt).toISOString() : null,
+    caveats: s.caveats,
+    layers: s.layers.map((l) => ({
+      layer_id: l.layerId,
+      layer_name: l.layerName,
+      risk: l.risk,
+      threat: l.threat,
+      drift: l.drift,
+      anomaly: l.hasAnomaly ? l.anomaly : null,
+      vulns: l.vulns,
+      reasons: l.reasons.map((r) => ({ kind: r.kind, id: r.id, value: r.value, detail: r.detail })),
+    })),
+  };
+}
+
+export function policyJson(p: Policy): Record<string, unknown> {
+  return { name: p.name, labels: p.labels, namespace: p.namespace, rebuild_threshold: p.rebuildThreshold, switch_threshold: p.switchThreshold, order: p.order };
+}
+
+export function vulnJson(v: VulnMatch): Record<string, unknown> {
+  return {
+    id: v.id,
+    aliases: v.aliases,
+    package: v.package,
+    package_type: v.packageType,
+    installed_version: v.installedVersion,
+    fixed_version: v.fixedVersion || null,
+    layer_id: v.layerId,
+    ecosystem: v.ecosystem,
+    advisory_package: v.advisoryPackage,
+    cvss: v.cvssSource === "default" ? null : v.cvss,
+    cvss_vector: v.cvssVector || null,
+    cvss_source: v.cvssSource,
+    epss: v.hasEpss ? v.epss : null,
+    epss_percentile: v.hasEpss ? v.epssPercentile : null,
+    kev: v.kev,
+    kev_ransomware: v.kevRansomware,
+    threat: v.threat,
+    summary: v.summary,
+  };
+}
+
+const short = (id: string) => (id.startsWith("sha256:") ? id.slice(7, 19) : id.slice(0, 15));
+
+export function renderScores(list: readonly ContainerScores[]): string {
+  return renderTable(
+    ["CONTAINER", "NODE", "RISK", "THREAT", "VULNS", "POLICY", "REBUILD", "SWITCH", "TOP REASON"],
+    list.map((s) => {
+      const top = [...s.layers].sort((a, b) => b.risk - a.risk)[0];
+      const r = top?.reasons[0];
+      return [
+        s.containerName || s.containerId.slice(0, 12),
+        s.node,
+        s.risk.toFixed(1),
+        s.threat.toFixed(1),
+        String(s.vulns),
+        `${s.policy?.name ?? "?"} (${s.policy?.rebuildThreshold ?? "?"}/${s.policy?.switchThreshold ?? "?"})`,
+        s.rebuild ? "yes" : "-",
+        s.switch ? "yes" : "-",
+        r === undefined ? (s.caveats[0] ?? "-").slice(0, 60) : `${r.id} on ${short(top?.layerId ?? "")}`,
+      ];
+    }),
+  );
+}
+
+export function renderVulns(matches: readonly VulnMatch[]): string {
+  return renderTable(
+    ["ID", "PACKAGE", "INSTALLED", "FIXED", "LAYER", "CVSS", "EPSS", "KEV", "THREAT"],
+    matches.map((v) => [
+      v.id,
+      v.package,
+      v.installedVersion,
+      v.fixedVersion || "-",
+      short(v.layerId),
+      v.cvssSource === "default" ? "?" : v.cvss.toFixed(1),
+      v.hasEpss ? v.epss.toFixed(3) : "-",
+      v.kev ? (v.kevRansomware ? "yes+ransom" : "yes") : "-",
+      (v.threat * 100).toFixed(1),
+    ]),
+  );
+}
+
+export function feedJson(f: FeedStatus): Record<string, unknown> {
+  return {
+    name: f.name,
+    kind: f.kind,
+    source: f.source,
+    state: f.state,
+    error: f.error || null,
+    last_attempt: f.lastAttempt ? timestampDate(f.lastAttempt).toISOString() : null,
+    last_success: f.lastSuccess ? timestampDate(f.lastSuccess).toISOString() : null,
+    records: Number(f.records),
+    accepted: Number(f.accepted),
+    rejected: Number(f.rejected),
+    rejected_by_reason: Object.fromEntries(Object.entries(f.rejectedByReason).map(([k, v]) => [k, Number(v)])),
+    age_seconds: f.ageSeconds < 0 ? null : Math.round(f.ageSeconds),
+    stale: f.stale,
+  };
+}
+
+function age(s: number): string {
+  if (s < 0) return "never";
+  if (s < 120) return `${Math.round(s)}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  return `${Math.round(s / 3600)}h`;
+}
+
+export function renderFeeds(list: readonly FeedStatus[]): string {
+  if (list.length === 0) return "no feeds configured (start the aggregator with --feed osv=PATH|URL, --feed kev=…, --feed epss=…, --feed nvd=…)";
+  return renderTable(
+    ["FEED", "KIND", "STATE", "RECORDS", "ACCEPTED", "REJECTED", "AGE", "STALE", "SOURCE", "WHY"],
+    list.map((f) => [
+      f.name,
+      f.kind,
+      f.state,
+      String(f.records),
+      String(f.accepted),
+      String(f.rejected),
+      age(f.ageSeconds),
+      f.stale ? "STALE" : "-",
+      f.source,
+      f.error !== "" ? f.error.slice(0, 80) : Object.entries(f.rejectedByReason).map(([k, v]) => `${k}: ${v}`).join(", "),
+    ]),
+  );
+}
