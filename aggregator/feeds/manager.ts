@@ -108,12 +108,11 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 const metaKey = (name: string) => `feed!${name}!meta`;
 const dataPrefix = (name: string, gen: number) => `feed!${name}!g${gen.toString(16).padStart(8, "0")}!`;
-const BATCH = 2000;
+const CHUNK = 500;
 
-/** The reason class of a rejection (the part before any detail). */
+/** The reason class of a rejection (the parsers give short classes; bounded here all the same). */
 function reasonClass(reason: string): string {
-  const i = reason.indexOf(":");
-  return (i > 0 ? reason.slice(0, i) : reason).trim().slice(0, 60) || "invalid";
+  return reason.trim().slice(0, 60) || "invalid";
 }
 
 export interface FeedManagerEvents {
@@ -225,7 +224,16 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     try {
       const items = this.items(config, opened.stream, opened.hint);
       const maps = newMaps();
+      // Records are stored in chunks (one level value per CHUNK records): a feed is only ever
+      // read back whole, and one put per record was most of the ingest cost.
+      let chunk: unknown[] = [];
+      let chunkNo = 0;
       let ops: Array<{ type: "put"; key: string; value: Uint8Array }> = [];
+      const flushChunk = () => {
+        if (chunk.length === 0) return;
+        ops.push({ type: "put", key: prefix + (chunkNo++).toString(16).padStart(8, "0"), value: enc.encode(JSON.stringify(chunk)) });
+        chunk = [];
+      };
       for await (const item of items) {
         if (!item.ok) {
           rejected++;
@@ -233,17 +241,18 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
           reasons[c] = (reasons[c] ?? 0) + 1;
           continue;
         }
-        const key = recordKey(config.kind, item.record);
-        if (key === undefined) continue;
+        if (recordKey(config.kind, item.record) === undefined) continue;
         accepted++;
         if (config.kind === "osv" && (item.record as OsvRecord).withdrawn) continue; // withdrawn: never matches, not stored
         addToMaps(config.kind, maps, item.record);
-        ops.push({ type: "put", key: prefix + key, value: enc.encode(JSON.stringify(item.record)) });
-        if (ops.length >= BATCH) {
+        chunk.push(item.record);
+        if (chunk.length >= CHUNK) flushChunk();
+        if (ops.length >= 8) {
           await this.db.batch(ops);
           ops = [];
         }
       }
+      flushChunk();
       if (ops.length > 0) await this.db.batch(ops);
       // Everything parsed: the new generation takes over, the old one goes.
       const old = meta.gen;
@@ -330,7 +339,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   private async loadStored(c: FeedConfig, gen: number): Promise<void> {
     const prefix = dataPrefix(c.name, gen);
     const maps = newMaps();
-    for await (const v of this.db.values({ gte: prefix, lt: `${prefix}\xff` })) addToMaps(c.kind, maps, JSON.parse(dec.decode(v)));
+    for await (const v of this.db.values({ gte: prefix, lt: `${prefix}\xff` })) for (const r of JSON.parse(dec.decode(v)) as unknown[]) addToMaps(c.kind, maps, r);
     this.install(c, maps);
   }
 

@@ -17,15 +17,29 @@ export interface AdvisoryEntry {
   ecosystem: string;
   name: string;
   scheme: VersionScheme;
-  /** The OSV ranges and versions, compiled on first use (most advisories are never looked up). */
-  affected: OsvAffected;
+  /**
+   * The OSV ranges and versions as JSON text, compiled on first use: most advisories are never
+   * looked up, and a string takes a fraction of the memory of the objects it describes.
+   */
+  affected: string;
   compiled?: CompiledAffected;
+  /** The CVSS v3 vector's base score, computed on first use (null: invalid vector). */
+  cvssScore?: { score: number; vector: string } | null;
 }
 
 /** The entry's compiled ranges (every event version parsed once, on first use). */
 export function compiledOf(e: AdvisoryEntry): CompiledAffected {
-  e.compiled ??= compileAffected(e.affected, e.scheme).compiled;
+  e.compiled ??= compileAffected(JSON.parse(e.affected) as OsvAffected, e.scheme).compiled;
   return e.compiled;
+}
+
+/** Shares equal strings (ecosystems, CVSS vectors repeat across thousands of advisories). */
+const interned = new Map<string, string>();
+function intern(s: string): string {
+  const hit = interned.get(s);
+  if (hit !== undefined) return hit;
+  if (interned.size < 100_000) interned.set(s, s);
+  return s;
 }
 
 export interface KevEntry {
@@ -44,6 +58,7 @@ export interface NvdEntry {
 }
 
 const CVE = /^CVE-\d{4}-\d{4,}$/;
+const NO_ALIASES: string[] = [];
 
 /** PEP 503 name normalisation (advisories do not always use the normal form). */
 export function normalizePypi(name: string): string {
@@ -84,13 +99,13 @@ export class VulnIndex {
       out.push({
         id: r.id,
         cves,
-        aliases: r.aliases,
-        summary: (r.summary ?? "").slice(0, 240),
-        cvss3: sev ?? r.cvss3,
-        ecosystem: a.ecosystem,
+        aliases: r.aliases.length === 0 ? NO_ALIASES : r.aliases,
+        summary: (r.summary ?? "").slice(0, 160),
+        cvss3: sev === undefined ? (r.cvss3 === undefined ? undefined : intern(r.cvss3)) : intern(sev),
+        ecosystem: intern(a.ecosystem),
         name: a.name,
         scheme,
-        affected: { ranges: a.ranges as OsvAffected["ranges"], versions: a.versions },
+        affected: JSON.stringify({ ranges: a.ranges, versions: a.versions }),
       });
     }
     return out;

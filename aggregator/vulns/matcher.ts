@@ -57,8 +57,10 @@ function candidates(p: Package): Array<{ name: string; version: string }> {
 
 export function matchInventory(index: VulnIndex, inv: ImageInventory, problems?: MatchProblems): VulnMatch[] {
   const out: VulnMatch[] = [];
-  const seen = new Set<string>();
+  const seen = new Set<AdvisoryEntry>();
   for (const p of inv.packages) {
+    // One advisory entry counts once per package, whichever of its names found it.
+    seen.clear();
     const eco = ecosystemOf(p, inv.os);
     if (eco === undefined) {
       if (problems) problems.unknownEcosystem++;
@@ -77,16 +79,15 @@ export function matchInventory(index: VulnIndex, inv: ImageInventory, problems?:
         continue;
       }
       for (const e of entries) {
-        const key = `${e.id}\0${p.type}\0${p.name}`;
-        if (seen.has(key)) continue;
+        if (seen.has(e)) continue;
         const x = explain(compiledOf(e), c.version, e.scheme === scheme ? parsed : e.scheme.parse(c.version));
         if (!x.affected) continue;
-        seen.add(key);
+        seen.add(e);
         out.push(toMatch(index, e, p, x.fixed ?? ""));
       }
     }
   }
-  out.sort((a, b) => b.threat - a.threat || a.id.localeCompare(b.id));
+  out.sort((a, b) => b.threat - a.threat || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return out;
 }
 
@@ -104,10 +105,11 @@ function toMatch(index: VulnIndex, e: AdvisoryEntry, p: Package, fixed: string):
     }
   }
   if (cvss === undefined && e.cvss3 !== undefined) {
-    const c = cvss31BaseScore(e.cvss3);
-    if (c !== undefined) {
-      cvss = c.score;
-      vector = c.vector;
+    // Scored once per advisory, on first use.
+    e.cvssScore ??= cvss31BaseScore(e.cvss3) ?? null;
+    if (e.cvssScore !== null) {
+      cvss = e.cvssScore.score;
+      vector = e.cvssScore.vector;
       source = "osv";
     }
   }

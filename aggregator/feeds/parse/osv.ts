@@ -198,13 +198,15 @@ function binariesOf(specific: unknown, at: string): string[] | undefined {
  * is one rejection; entries are read in memory only). See `deduplicated` for repeated ids.
  */
 export function readOsvSource(path: string): FeedStream<OsvRecord> {
-  return feedStream({}, (counter) => deduplicated(sourceRecords(path, counter), counter));
+  return feedStream({}, (counter) => deduplicated(sourceRecords(path, counter), counter), true);
 }
 
 /** Records from a stream: a JSON document, an array of records or JSON lines (`json`), or an all.zip (`zip`, spooled to a temporary file). */
 export function parseOsvStream(input: Readable, hint: "json" | "zip"): FeedStream<OsvRecord> {
-  return feedStream({}, (counter) =>
-    deduplicated(hint === "zip" ? zipStreamRecords(input, counter) : jsonRecords(decoded(input), "osv", counter), counter),
+  return feedStream(
+    {},
+    (counter) => deduplicated(hint === "zip" ? zipStreamRecords(input, counter) : jsonRecords(decoded(input), "osv", counter), counter),
+    true,
   );
 }
 
@@ -228,8 +230,8 @@ async function* fileRecords(file: string, label: string, counter: StatsCounter):
   try {
     yield* jsonRecords(decoded(createReadStream(file)), label, counter);
   } catch (err: unknown) {
-    if (err instanceof FeedFormatError) yield reject(err.reason, err.message, label, label);
-    else if (errnoCode(err) !== undefined) yield reject("unreadable", (err as Error).message, label, label);
+    if (err instanceof FeedFormatError) yield reject(err.reason, err.message, undefined, label);
+    else if (errnoCode(err) !== undefined) yield reject("unreadable", (err as Error).message, undefined, label);
     else throw err;
   }
 }
@@ -257,7 +259,7 @@ async function* zipRecords(path: string, counter: StatsCounter): AsyncGenerator<
   const drop = (reason: string, n: number): void => counter.drop(reason, n);
   for await (const entry of zipEntries(path, (name) => /\.json$/i.test(name), MAX_RECORD_BYTES)) {
     if (entry.ok === "skipped") counter.drop("not a json entry", 1);
-    else if (!entry.ok) yield reject(entry.reason, entry.detail, entry.name, entry.name);
+    else if (!entry.ok) yield reject(entry.reason, entry.detail, undefined, entry.name);
     else {
       // osv.dev entries are one record each: parse in one go, and frame only what does not parse.
       let json: unknown;
@@ -284,7 +286,7 @@ async function* bufferRecords(data: Buffer, label: string, counter: StatsCounter
     );
   } catch (err: unknown) {
     if (!(err instanceof FeedFormatError)) throw err;
-    yield reject(err.reason, err.message, label, label);
+    yield reject(err.reason, err.message, undefined, label);
   }
 }
 
@@ -330,23 +332,28 @@ async function* jsonRecords(bytes: AsyncIterable<Buffer>, label: string, counter
  * one yielded before (consumers store by id, as they must for withdrawn records anyway); an older
  * or equal later copy is rejected and not yielded.
  */
+/** Also counts every item it passes on (the stream is built self-counting). */
 async function* deduplicated(items: AsyncIterable<FeedItem<OsvRecord>>, counter: StatsCounter): AsyncGenerator<FeedItem<OsvRecord>> {
   const latest = new Map<string, string>();
   for await (const item of items) {
     if (!item.ok) {
+      counter.count(item);
       yield item;
       continue;
     }
     const { id, modified } = item.record;
     const prev = latest.get(id);
     if (prev !== undefined && parseDate(modified) <= parseDate(prev)) {
-      yield reject("duplicate id", `a copy modified ${prev} came first; this one is modified ${modified}`, id);
+      const dup = reject<OsvRecord>("duplicate id", `a copy modified ${prev} came first; this one is modified ${modified}`, id);
+      counter.count(dup);
+      yield dup;
       continue;
     }
     if (prev !== undefined) {
       counter.supersede({ id, reason: "duplicate id", detail: `a copy modified ${prev} was superseded by one modified ${modified}` });
     }
     latest.set(id, modified);
+    counter.count(item);
     yield item;
   }
 }

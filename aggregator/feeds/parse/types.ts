@@ -89,6 +89,8 @@ export class StatsCounter {
 export function feedStream<T, M extends object>(
   meta: M,
   run: (counter: StatsCounter) => AsyncGenerator<FeedItem<T>>,
+  /** `run` counts each item itself (one async layer less per record on the hot OSV path). */
+  selfCounting = false,
 ): FeedStream<T, M> {
   const counter = new StatsCounter();
   let started = false;
@@ -98,7 +100,7 @@ export function feedStream<T, M extends object>(
     [Symbol.asyncIterator]: () => {
       if (started) throw new ShadowError(Code.FailedPrecondition, "a feed stream can be iterated only once");
       started = true;
-      return counted(run(counter), counter);
+      return selfCounting ? run(counter) : counted(run(counter), counter);
     },
   };
 }
@@ -135,6 +137,7 @@ export function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 export function objectOf(v: unknown, what: string): Record<string, unknown> {
+  if (v === undefined) throw new RecordError("missing field", `${what} is missing`);
   if (!isObject(v)) throw new RecordError("not an object", `${what} is ${describe(v)}, not an object`);
   return v;
 }
@@ -191,12 +194,18 @@ const DATE =
  * Milliseconds since the epoch of an RFC 3339 date or date-time (offset optional, read as UTC), or
  * NaN. Stricter than Date.parse, which takes "2021-02-30" as 2 March.
  */
+const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+function daysInMonth(year: number, month: number): number {
+  if (month === 2 && (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0))) return 29;
+  return DAYS[month - 1] ?? 0;
+}
+
 export function parseDate(s: string): number {
   const m = DATE.exec(s);
   if (m === null) return NaN;
   const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
   const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
-  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return NaN;
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return NaN;
   if (hour > 23 || minute > 59 || second > 60) return NaN;
   const ms = Number((m[7] ?? "0").padEnd(3, "0").slice(0, 3));
   let t = Date.UTC(year, month - 1, day, hour, minute, second, ms);
