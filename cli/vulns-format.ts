@@ -183,6 +183,7 @@ export function feedJson(f: FeedStatus): Record<string, unknown> {
     accepted: Number(f.accepted),
     rejected: Number(f.rejected),
     rejected_by_reason: Object.fromEntries(Object.entries(f.rejectedByReason).map(([k, v]) => [k, Number(v)])),
+    rejected_samples: f.samples,
     age_seconds: f.ageSeconds < 0 ? null : Math.round(f.ageSeconds),
     stale: f.stale,
   };

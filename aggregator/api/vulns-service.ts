@@ -58,6 +58,7 @@ export function feedStatuses(feeds: FeedManager, now = Date.now()): FeedStatus[]
       maxAgeSeconds: maxAge / 1000,
       stale: last === undefined || age * 1000 > maxAge,
       etag: meta.etag,
+      samples: meta.samples,
     });
   });
 }

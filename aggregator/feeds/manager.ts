@@ -17,7 +17,7 @@ import { parseEpss } from "./parse/epss.js";
 import { parseKev } from "./parse/kev.js";
 import { parseNvd } from "./parse/nvd.js";
 import { parseOsvStream, readOsvSource, type OsvRecord } from "./parse/osv.js";
-import { VulnIndex, type AdvisoryEntry, type EpssEntry, type KevEntry, type NvdEntry } from "../vulns/index.js";
+import { osvRecordProblem, VulnIndex, type AdvisoryEntry, type EpssEntry, type KevEntry, type NvdEntry } from "../vulns/index.js";
 
 export type FeedKind = "osv" | "kev" | "epss" | "nvd";
 const KINDS: readonly FeedKind[] = ["osv", "kev", "epss", "nvd"];
@@ -80,6 +80,8 @@ interface Meta {
   accepted: number;
   rejected: number;
   reasons: Record<string, number>;
+  /** The first rejections with their specifics. */
+  samples: string[];
   records: number;
 }
 
@@ -96,6 +98,7 @@ const emptyMeta = (): Meta => ({
   accepted: 0,
   rejected: 0,
   reasons: {},
+  samples: [],
   records: 0,
 });
 
@@ -218,6 +221,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     const gen = meta.gen + 1;
     const prefix = dataPrefix(name, gen);
     const reasons: Record<string, number> = {};
+    const samples: string[] = [];
     let accepted = 0;
     let rejected = 0;
     const started = Date.now();
@@ -239,9 +243,21 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
           rejected++;
           const c = reasonClass(item.rejection.reason);
           reasons[c] = (reasons[c] ?? 0) + 1;
+          const r = item.rejection;
+          if (samples.length < 20) samples.push(`${r.id ?? r.at ?? "?"}: ${c}${r.detail !== undefined ? ` (${r.detail.slice(0, 200)})` : ""}`);
           continue;
         }
         if (recordKey(config.kind, item.record) === undefined) continue;
+        if (config.kind === "osv") {
+          // An advisory whose versions its ecosystem cannot order could match wrongly: refused.
+          const problem = osvRecordProblem(item.record as OsvRecord);
+          if (problem !== undefined) {
+            rejected++;
+            reasons["unparseable version"] = (reasons["unparseable version"] ?? 0) + 1;
+            if (samples.length < 20) samples.push(`${(item.record as OsvRecord).id}: ${problem}`);
+            continue;
+          }
+        }
         accepted++;
         if (config.kind === "osv" && (item.record as OsvRecord).withdrawn) continue; // withdrawn: never matches, not stored
         addToMaps(config.kind, maps, item.record);
@@ -268,6 +284,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
         accepted,
         rejected,
         reasons,
+        samples,
         records: recordCount(config.kind, maps),
       });
       f.meta = meta;

@@ -57,6 +57,8 @@ describe("feeds into scores", () => {
     await mkdir(join(dir, "osv"));
     await writeFile(join(dir, "osv", "GHSA-1.json"), osv("GHSA-1", "4.17.21", ["CVE-2020-8203"]));
     await writeFile(join(dir, "osv", "broken.json"), "{ not json");
+    // An npm advisory whose fix is not a semver version: it cannot be evaluated, so it is refused.
+    await writeFile(join(dir, "osv", "GHSA-bad.json"), osv("GHSA-bad", "not a version at all"));
     await writeFile(join(dir, "kev.json"), kev([]));
     store = await GraphStore.open(join(dir, "store"));
     const telemetry = await TelemetryStore.open(store.db);
@@ -113,8 +115,10 @@ describe("feeds into scores", () => {
     const st = feedStatuses(feeds).find((f) => f.name === "osv");
     assert.equal(st?.state, "ok");
     assert.equal(st?.records, 1n);
-    assert.ok((st?.rejected ?? 0n) >= 1n, "the broken file is counted");
-    assert.ok(Object.keys(st?.rejectedByReason ?? {}).length > 0);
+    assert.equal(st?.rejected, 2n, "the broken file and the unparseable version");
+    assert.equal(st?.rejectedByReason["unparseable version"], 1n);
+    assert.equal(Object.values(st?.rejectedByReason ?? {}).reduce((a, b) => a + b, 0n), 2n);
+    assert.ok(feeds.states()[0]?.meta.samples.some((x) => x.startsWith("GHSA-bad: npm lodash")), "the sample names the record and why");
   });
 
   it("a source that does not answer keeps the last good data and turns stale", () => {
