@@ -16,7 +16,7 @@ import type { FeedItem } from "./parse/types.js";
 import { parseEpss } from "./parse/epss.js";
 import { parseKev } from "./parse/kev.js";
 import { parseNvd } from "./parse/nvd.js";
-import { parseOsvStream, readOsvSource, type OsvRecord } from "./parse/osv.js";
+import { parseOsvRecord, parseOsvStream, readOsvSource, type OsvRecord } from "./parse/osv.js";
 import { osvRecordProblem, VulnIndex, type AdvisoryEntry, type EpssEntry, type KevEntry, type NvdEntry } from "../vulns/index.js";
 
 export type FeedKind = "osv" | "kev" | "epss" | "nvd";
@@ -230,13 +230,12 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       const maps = newMaps();
       // Records are stored in chunks (one level value per CHUNK records): a feed is only ever
       // read back whole, and one put per record was most of the ingest cost.
-      let chunk: unknown[] = [];
+      const chunk = new ChunkWriter();
       let chunkNo = 0;
       let ops: Array<{ type: "put"; key: string; value: Uint8Array }> = [];
       const flushChunk = () => {
-        if (chunk.length === 0) return;
-        ops.push({ type: "put", key: prefix + (chunkNo++).toString(16).padStart(8, "0"), value: enc.encode(JSON.stringify(chunk)) });
-        chunk = [];
+        if (chunk.count === 0) return;
+        ops.push({ type: "put", key: prefix + (chunkNo++).toString(16).padStart(8, "0"), value: chunk.take() });
       };
       for await (const item of items) {
         if (!item.ok) {
@@ -261,8 +260,9 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
         accepted++;
         if (config.kind === "osv" && (item.record as OsvRecord).withdrawn) continue; // withdrawn: never matches, not stored
         addToMaps(config.kind, maps, item.record);
-        chunk.push(item.record);
-        if (chunk.length >= CHUNK) flushChunk();
+        if (item.raw !== undefined) chunk.addRaw(item.raw);
+        else chunk.addRecord(item.record);
+        if (chunk.count >= CHUNK) flushChunk();
         if (ops.length >= 8) {
           await this.db.batch(ops);
           ops = [];
@@ -356,7 +356,17 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   private async loadStored(c: FeedConfig, gen: number): Promise<void> {
     const prefix = dataPrefix(c.name, gen);
     const maps = newMaps();
-    for await (const v of this.db.values({ gte: prefix, lt: `${prefix}\xff` })) for (const r of JSON.parse(dec.decode(v)) as unknown[]) addToMaps(c.kind, maps, r);
+    for await (const v of this.db.values({ gte: prefix, lt: `${prefix}\xff` })) {
+      for (const { raw, text } of readChunk(v)) {
+        const json: unknown = JSON.parse(text);
+        if (!raw) addToMaps(c.kind, maps, json);
+        else {
+          // A record kept as its source text: normalised again, as when it was first read.
+          const item = parseOsvRecord(json);
+          if (item.ok) addToMaps(c.kind, maps, item.record);
+        }
+      }
+    }
     this.install(c, maps);
   }
 
@@ -399,6 +409,53 @@ async function dirStamp(dir: string): Promise<string> {
   };
   await walk(dir, 0);
   return `dir:${count}:${bytes}:${newest}`;
+}
+
+/**
+ * A chunk of records as one level value: frames of [1 byte kind][4 bytes length][UTF-8 JSON],
+ * kind "R" for a record's source text (normalised again on load), "N" for a normalised record.
+ */
+class ChunkWriter {
+  private parts: Uint8Array[] = [];
+  private bytes = 0;
+  count = 0;
+
+  private frame(kind: number, data: Uint8Array): void {
+    const head = new Uint8Array(5);
+    head[0] = kind;
+    new DataView(head.buffer).setUint32(1, data.length);
+    this.parts.push(head, data);
+    this.bytes += 5 + data.length;
+    this.count++;
+  }
+
+  addRaw(data: Uint8Array): void {
+    this.frame(0x52, data);
+  }
+
+  addRecord(r: unknown): void {
+    this.frame(0x4e, enc.encode(JSON.stringify(r)));
+  }
+
+  take(): Uint8Array {
+    const out = Buffer.concat(this.parts, this.bytes);
+    this.parts = [];
+    this.bytes = 0;
+    this.count = 0;
+    return out;
+  }
+}
+
+function* readChunk(v: Uint8Array): Generator<{ raw: boolean; text: string }> {
+  const view = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  let off = 0;
+  while (off + 5 <= v.length) {
+    const kind = v[off];
+    const len = view.getUint32(off + 1);
+    const text = dec.decode(v.subarray(off + 5, off + 5 + len));
+    off += 5 + len;
+    yield { raw: kind === 0x52, text };
+  }
 }
 
 interface Maps {

@@ -270,7 +270,11 @@ async function* zipRecords(path: string, counter: StatsCounter): AsyncGenerator<
         continue;
       }
       if (Array.isArray(json)) for (const r of json) yield withAt(parseOsvRecord(r, drop), entry.name);
-      else yield withAt(parseOsvRecord(json, drop), entry.name);
+      else {
+        const item = withAt(parseOsvRecord(json, drop), entry.name);
+        if (item.ok) item.raw = entry.data;
+        yield item;
+      }
     }
   }
 }

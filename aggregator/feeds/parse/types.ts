@@ -22,7 +22,11 @@ export interface ParseStats {
   samples: Rejection[];
 }
 
-export type FeedItem<T> = { ok: true; record: T } | { ok: false; rejection: Rejection };
+/**
+ * `raw`, when set, is the record's source text exactly as read (one osv.dev zip entry): a store
+ * may keep those bytes instead of serialising the parsed record again.
+ */
+export type FeedItem<T> = { ok: true; record: T; raw?: Uint8Array } | { ok: false; rejection: Rejection };
 
 /**
  * A single-use stream of feed items. `stats` is live and final once iteration ends; `meta()` gives
