@@ -131,6 +131,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     log.warn({ driver: info.driver }, "storage driver is not overlay2: layer directories and mount checks are unavailable");
   }
   const procRoot = o.procRoot ?? "/proc";
+  // A first /proc/stat reading, so the first heartbeat's load is a measured delta, not 0.
+  cpuLoadPercent(procRoot);
   const processes = new ProcessTable(procRoot, new CgroupSampler({ procRoot, ...(o.cgroupRoot !== undefined ? { cgroupRoot: o.cgroupRoot } : {}) }));
   const collector = new LdgCollector({
     docker,

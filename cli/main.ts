@@ -402,15 +402,10 @@ clientOptions(program.command("detections").description("runtime detections (dri
   .option("--json", "JSON array")
   .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean; container?: string; node?: string; limit: string }) => {
     try {
-      const { client, address } = await queryClient(clientFlags(o));
-      try {
-        const res = await callUnary(client, QueryService.method.listDetections, { container: o.container ?? "", node: o.node ?? "", limit: Math.floor(positive("--limit", o.limit)) }).catch((err: unknown) => {
-          throw explainCallError(err, address);
-        });
+      await withClient(o, false, async (client, explain) => {
+        const res = await callUnary(client, QueryService.method.listDetections, { container: o.container ?? "", node: o.node ?? "", limit: Math.floor(positive("--limit", o.limit)) }).catch(explain);
         out(o.json ? JSON.stringify(res.detections.map(detectionJson), null, 2) : res.detections.length === 0 ? "no detections" : renderDetections(res.detections));
-      } finally {
-        client.close();
-      }
+      });
     } catch (err) {
       fail(err);
     }
@@ -420,15 +415,10 @@ clientOptions(program.command("agents").description("agents, their exec-event so
   .option("--json", "JSON array")
   .action(async (o: { dataDir: string; aggregator?: string; tlsDir?: string; insecure?: boolean; json?: boolean }) => {
     try {
-      const { client, address } = await queryClient(clientFlags(o));
-      try {
-        const res = await callUnary(client, QueryService.method.listAgents, {}).catch((err: unknown) => {
-          throw explainCallError(err, address);
-        });
+      await withClient(o, false, async (client, explain) => {
+        const res = await callUnary(client, QueryService.method.listAgents, {}).catch(explain);
         out(o.json ? JSON.stringify(res.agents.map(agentJson), null, 2) : renderAgents(res.agents));
-      } finally {
-        client.close();
-      }
+      });
     } catch (err) {
       fail(err);
     }

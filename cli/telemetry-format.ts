@@ -6,6 +6,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { AgentSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { decodeFeatures, namedFeatures } from "../models/features.js";
+import { humanBytes, shortLayerId } from "./ldg-format.js";
 
 export function windowSeconds(w: WindowSummary): number {
   if (w.start === undefined || w.end === undefined) return 0;
@@ -68,26 +69,9 @@ export function detectionJson(d: Detection): Record<string, unknown> {
   };
 }
 
-export function bytes(n: number): string {
-  const units = ["B", "K", "M", "G", "T"];
-  let v = n;
-  let i = 0;
-  while (Math.abs(v) >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1)}${units[i]}`;
-}
-
 export function renderTable(head: string[], body: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
   return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
-}
-
-function shortLayer(id: string): string {
-  if (id.startsWith("sha256:")) return id.slice(7, 19);
-  if (id.startsWith("rw:")) return id.slice(0, 15);
-  return id.length > 32 ? `${id.slice(0, 31)}…` : id;
 }
 
 /** The `top` table: one row per container layer with processes or events, busiest first. */
@@ -102,13 +86,13 @@ export function renderTop(windows: readonly WindowSummary[]): string {
         cpu,
         cells: [
           w.containerName || w.containerId.slice(0, 12),
-          shortLayer(l.layerId),
+          shortLayerId(l.layerId),
           (l.layerName || "").slice(0, 36),
           String(l.processes),
           cpu.toFixed(1),
-          bytes(l.rssBytes),
-          `${bytes(l.readBytes / s)}/s`,
-          `${bytes(l.writeBytes / s)}/s`,
+          humanBytes(l.rssBytes),
+          `${humanBytes(Math.round(l.readBytes / s))}/s`,
+          `${humanBytes(Math.round(l.writeBytes / s))}/s`,
           String(l.execs),
           String(l.newConnections),
           l.driftEvents > 0 ? String(l.driftEvents) : "-",
@@ -123,7 +107,7 @@ export function renderTop(windows: readonly WindowSummary[]): string {
 export function renderDetections(ds: readonly Detection[]): string {
   return renderTable(
     ["TIME", "CONTAINER", "LAYER", "REASON", "PID", "PATH", "SOURCE"],
-    ds.map((d) => [d.at ? timestampDate(d.at).toISOString().slice(0, 19) : "", d.containerName || d.containerId.slice(0, 12), shortLayer(d.layerId), d.reason, String(d.pid), d.path, d.source]),
+    ds.map((d) => [d.at ? timestampDate(d.at).toISOString().slice(0, 19) : "", d.containerName || d.containerId.slice(0, 12), shortLayerId(d.layerId), d.reason, String(d.pid), d.path, d.source]),
   );
 }
 
@@ -171,7 +155,7 @@ export function renderAgents(as: readonly AgentSummary[]): string {
       String(a.windows),
       String(a.detections),
       a.nodeContext ? a.nodeContext.loadPercent.toFixed(0) : "?",
-      a.nodeContext ? bytes(Number(a.nodeContext.memoryAvailableBytes)) : "?",
+      a.nodeContext ? humanBytes(a.nodeContext.memoryAvailableBytes) : "?",
     ]),
   );
 }

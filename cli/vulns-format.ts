@@ -6,6 +6,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { ContainerScores, FeedStatus, ImageInventory, Package, Policy, VulnMatch } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { VERSION } from "../common/version.js";
+import { shortLayerId } from "./ldg-format.js";
 import { renderTable } from "./telemetry-format.js";
 
 /** A package URL (purl spec): type, namespace, name, version, qualifiers, percent-encoded. */
@@ -130,7 +131,6 @@ export function vulnJson(v: VulnMatch): Record<string, unknown> {
   };
 }
 
-const short = (id: string) => (id.startsWith("sha256:") ? id.slice(7, 19) : id.slice(0, 15));
 
 export function renderScores(list: readonly ContainerScores[]): string {
   return renderTable(
@@ -147,7 +147,7 @@ export function renderScores(list: readonly ContainerScores[]): string {
         `${s.policy?.name ?? "?"} (${s.policy?.rebuildThreshold ?? "?"}/${s.policy?.switchThreshold ?? "?"})`,
         s.rebuild ? "yes" : "-",
         s.switch ? "yes" : "-",
-        r === undefined ? (s.caveats[0] ?? "-").slice(0, 60) : `${r.id} on ${short(top?.layerId ?? "")}`,
+        r === undefined ? (s.caveats[0] ?? "-").slice(0, 60) : `${r.id} on ${shortLayerId(top?.layerId ?? "")}`,
       ];
     }),
   );
@@ -161,7 +161,7 @@ export function renderVulns(matches: readonly VulnMatch[]): string {
       v.package,
       v.installedVersion,
       v.fixedVersion || "-",
-      short(v.layerId),
+      shortLayerId(v.layerId),
       v.cvssSource === "default" ? "?" : v.cvss.toFixed(1),
       v.hasEpss ? v.epss.toFixed(3) : "-",
       v.kev ? (v.kevRansomware ? "yes+ransom" : "yes") : "-",

@@ -39,23 +39,32 @@ export function containerIdFromCgroup(text: string, known: ReadonlySet<string> |
 
 const DELETED = " (deleted)";
 
-/** Reads the details of one process; undefined if it is gone. */
-export function readProcess(procRoot: string, pid: number): ProcInfo | undefined {
-  const base = `${procRoot}/${pid}`;
-  const statText = readProcFile(`${base}/stat`);
-  if (statText === undefined) return undefined;
-  const stat = parseStat(statText);
-  if (stat === undefined) return undefined;
-  let exe = readProcLink(`${base}/exe`) ?? "";
-  let exeDeleted = false;
-  if (exe.endsWith(DELETED)) {
-    exe = exe.slice(0, -DELETED.length);
-    exeDeleted = true;
-  }
-  const cmdline = readProcFile(`${base}/cmdline`) ?? "";
+/** A process's executable as the kernel links it (`/proc/<pid>/exe`), or undefined if unreadable. */
+export function readExe(procRoot: string, pid: number): { path: string; deleted: boolean } | undefined {
+  const link = readProcLink(`${procRoot}/${pid}/exe`);
+  if (link === undefined) return undefined;
+  return link.endsWith(DELETED) ? { path: link.slice(0, -DELETED.length), deleted: true } : { path: link, deleted: false };
+}
+
+/**
+ * The rest of a process's details once its stat is read (exe, argv); undefined when it vanished
+ * before its command line could be read.
+ */
+export function readProcessDetails(procRoot: string, pid: number, stat: { comm: string; ppid: number; startTime: bigint }): ProcInfo | undefined {
+  const exe = readExe(procRoot, pid);
+  const cmdline = readProcFile(`${procRoot}/${pid}/cmdline`);
+  if (cmdline === undefined) return undefined;
   const argv = cmdline.split("\0");
   if (argv.length > 0 && argv[argv.length - 1] === "") argv.pop();
-  return { pid, comm: stat.comm, ppid: stat.ppid, startTime: stat.startTime, exe, exeDeleted, argv };
+  return { pid, comm: stat.comm, ppid: stat.ppid, startTime: stat.startTime, exe: exe?.path ?? "", exeDeleted: exe?.deleted ?? false, argv };
+}
+
+/** Reads the details of one process; undefined if it is gone. */
+export function readProcess(procRoot: string, pid: number): ProcInfo | undefined {
+  const statText = readProcFile(`${procRoot}/${pid}/stat`);
+  if (statText === undefined) return undefined;
+  const stat = parseStat(statText);
+  return stat === undefined ? undefined : readProcessDetails(procRoot, pid, stat);
 }
 
 /**

@@ -3,12 +3,10 @@
  * (wheels) and `<name>.egg-info/PKG-INFO` or a single-file `<name>.egg-info` (setuptools and
  * distutils). Both are RFC 822 headers followed by a body; only `Name:` and `Version:` matter.
  */
+import { normalizePypiName } from "../../common/package-names.js";
 import type { FileParse } from "./layer-inventory.js";
 
-/** PEP 503: lower case, runs of "-", "_" and "." become one "-". */
-export function normalizePypiName(name: string): string {
-  return name.trim().replace(/[-_.]+/g, "-").toLowerCase();
-}
+export { normalizePypiName };
 
 export function parsePythonMetadata(text: string): FileParse {
   if (text.includes("\0")) return { problem: "binary data (NUL byte)" };

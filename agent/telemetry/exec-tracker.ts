@@ -10,6 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DetectionSchema, type Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { readProcLink } from "../collectors/proc-files.js";
+import { readExe } from "../collectors/proc-table.js";
 import type { Attribution } from "../layers/ldg-builder.js";
 import type { LdgCollector, RunningContainer } from "../layers/ldg-collector.js";
 import type { ExecEvent } from "./exec-ebpf.js";
@@ -36,7 +37,6 @@ export interface ExecTrackerOptions {
 }
 
 const MAX_PENDING = 20_000;
-const DELETED = " (deleted)";
 const SELF_EXE = /^\/proc\/(self|\d+)\/exe$/;
 
 export class ExecTracker {
@@ -129,18 +129,16 @@ export class ExecTracker {
     let a: Attribution & { path: string };
     // While the process lives, its exe link is the file the kernel ran (symlinks and
     // /proc/self/exe re-execs resolved). Once it is gone, the exec'd path is what we have.
-    const exe = readProcLink(`${proc}/${ev.pid}/exe`);
+    const exe = readExe(proc, ev.pid);
     if (exe !== undefined) {
-      const deleted = exe.endsWith(DELETED);
-      const path = deleted ? exe.slice(0, -DELETED.length) : exe;
-      a = { ...this.o.collector.attributeProcess(r, { exe: path, exeDeleted: deleted }), path };
+      a = { ...this.o.collector.attributeProcess(r, { exe: exe.path, exeDeleted: exe.deleted }), path: exe.path };
     } else {
       let path = ev.filename;
       if (SELF_EXE.test(path)) {
         // A re-exec of the caller's own binary: the parent (same binary before the exec) tells which.
-        const parent = readProcLink(`${proc}/${ev.ppid}/exe`);
+        const parent = readExe(proc, ev.ppid);
         if (parent === undefined) return true;
-        path = parent.endsWith(DELETED) ? parent.slice(0, -DELETED.length) : parent;
+        path = parent.path;
       } else if (!path.startsWith("/")) {
         const cwd = readProcLink(`${proc}/${ev.ppid}/cwd`);
         if (cwd === undefined) return true; // cannot place a relative path whose processes are gone

@@ -10,8 +10,8 @@
  * running, such as memory reclaim).
  */
 import { closeSync, openSync, readdirSync, readSync } from "node:fs";
-import { readProcFile, readProcLink } from "../collectors/proc-files.js";
-import { containerIdFromCgroup, type ProcInfo } from "../collectors/proc-table.js";
+import { readProcFile } from "../collectors/proc-files.js";
+import { containerIdFromCgroup, readProcessDetails, type ProcInfo } from "../collectors/proc-table.js";
 import { CgroupSampler, parsePidList, type CgroupPaths } from "./cgroup-sampler.js";
 import { ProcSampler, type DetailSample, type StatSample } from "./proc-sampler.js";
 
@@ -34,8 +34,6 @@ interface Entry {
   cpuFd: number | undefined;
 }
 
-const DELETED = " (deleted)";
-
 export interface ProcessTableStats {
   vanished: number;
   fallbackScans: number;
@@ -57,7 +55,7 @@ export class ProcessTable {
   private entry(id: string, pid: number): Entry {
     let e = this.entries.get(id);
     if (e === undefined || e.pid !== pid) {
-      if (e !== undefined) this.close(e);
+      if (e !== undefined) this.close(id, e);
       e = { pid, paths: pid > 0 ? this.cgroups.locate(id, pid) : undefined, procs: new Map(), cpuSeen: new Map(), cpuFd: undefined };
       this.entries.set(id, e);
     }
@@ -70,7 +68,7 @@ export class ProcessTable {
 
   forget(id: string): void {
     const e = this.entries.get(id);
-    if (e !== undefined) this.close(e);
+    if (e !== undefined) this.close(id, e);
     this.entries.delete(id);
   }
 
@@ -81,9 +79,9 @@ export class ProcessTable {
     this.openCpuFds--;
   }
 
-  private close(e: Entry): void {
+  private close(id: string, e: Entry): void {
     this.closeCpuFd(e);
-    for (const [id, x] of this.entries) if (x === e) this.cgroups.forget(id);
+    this.cgroups.forget(id);
   }
 
   /** The container's CPU counter (ns), read through a kept-open descriptor. */
@@ -154,7 +152,7 @@ export class ProcessTable {
       }
       if (t === undefined || t.stat.comm !== stat.comm) {
         // New, or it exec'd another program: (re)read what it runs.
-        const info = this.readInfo(p, stat);
+        const info = readProcessDetails(this.procRoot, p, stat);
         const detail = info === undefined ? undefined : this.proc.detail(p);
         if (info === undefined || detail === undefined) {
           this.stats.vanished++;
@@ -177,21 +175,6 @@ export class ProcessTable {
     }
     e.procs = new Map(procs.map((t) => [t.info.pid, t]));
     return procs;
-  }
-
-  private readInfo(pid: number, stat: StatSample): ProcInfo | undefined {
-    const base = `${this.procRoot}/${pid}`;
-    let exe = readProcLink(`${base}/exe`) ?? "";
-    let exeDeleted = false;
-    if (exe.endsWith(DELETED)) {
-      exe = exe.slice(0, -DELETED.length);
-      exeDeleted = true;
-    }
-    const cmdline = readProcFile(`${base}/cmdline`);
-    if (cmdline === undefined) return undefined;
-    const argv = cmdline.split("\0");
-    if (argv.length > 0 && argv[argv.length - 1] === "") argv.pop();
-    return { pid, comm: stat.comm, ppid: stat.ppid, startTime: stat.startTime, exe, exeDeleted, argv };
   }
 
   private listPids(id: string, e: Entry): number[] {

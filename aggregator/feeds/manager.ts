@@ -13,9 +13,9 @@ import type { Level } from "level";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { FeedItem } from "./parse/types.js";
-import { parseEpss } from "./parse/epss.js";
-import { parseKev } from "./parse/kev.js";
-import { parseNvd } from "./parse/nvd.js";
+import { parseEpss, type EpssRecord } from "./parse/epss.js";
+import { parseKev, type KevRecord } from "./parse/kev.js";
+import { parseNvd, type NvdRecord } from "./parse/nvd.js";
 import { parseOsvRecord, parseOsvStream, readOsvSource, type OsvRecord } from "./parse/osv.js";
 import { osvRecordProblem, VulnIndex, type AdvisoryEntry, type EpssEntry, type KevEntry, type NvdEntry } from "../vulns/index.js";
 
@@ -469,21 +469,6 @@ function newMaps(): Maps {
   return { osv: new Map(), kev: new Map(), epss: new Map(), nvd: new Map() };
 }
 
-interface KevRec {
-  cveID: string;
-  dateAdded: string;
-  knownRansomwareCampaignUse: boolean;
-}
-interface EpssRec {
-  cve: string;
-  epss: number;
-  percentile: number;
-}
-interface NvdRec {
-  cve: string;
-  cvss31?: { vector: string; baseScore: number };
-}
-
 function recordKey(kind: FeedKind, r: unknown): string | undefined {
   const o = r as Record<string, unknown>;
   const k = kind === "osv" ? o["id"] : kind === "kev" ? o["cveID"] : o["cve"];
@@ -498,17 +483,17 @@ function addToMaps(kind: FeedKind, m: Maps, r: unknown): void {
       break;
     }
     case "kev": {
-      const k = r as KevRec;
+      const k = r as KevRecord;
       m.kev.set(k.cveID, { dateAdded: k.dateAdded, ransomware: k.knownRansomwareCampaignUse });
       break;
     }
     case "epss": {
-      const e = r as EpssRec;
+      const e = r as EpssRecord;
       m.epss.set(e.cve, { epss: e.epss, percentile: e.percentile });
       break;
     }
     case "nvd": {
-      const n = r as NvdRec;
+      const n = r as NvdRecord;
       if (n.cvss31 !== undefined) m.nvd.set(n.cve, { vector: n.cvss31.vector, baseScore: n.cvss31.baseScore });
       break;
     }

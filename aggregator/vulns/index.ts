@@ -3,6 +3,7 @@
  * release, package name), plus KEV, EPSS and NVD by CVE id. Built from the feeds' stored records
  * (level is the truth; this is rebuilt from it on start and after each feed refresh).
  */
+import { normalizePypiName } from "../../common/package-names.js";
 import type { OsvRecord } from "../feeds/parse/osv.js";
 import { compileAffected, type CompiledAffected, type OsvAffected } from "./osv-eval.js";
 import { schemeFor, splitEcosystem, type VersionScheme } from "./versions/index.js";
@@ -41,7 +42,7 @@ export function osvRecordProblem(r: OsvRecord): string | undefined {
   for (const a of r.affected) {
     const scheme = schemeFor(a.ecosystem);
     if (scheme === undefined) continue;
-    const { problems } = compileAffected({ ranges: a.ranges as OsvAffected["ranges"], versions: a.versions }, scheme);
+    const { problems } = compileAffected(a, scheme);
     if (problems.length > 0) return `${a.ecosystem} ${a.name}: ${problems[0]}`;
   }
   return undefined;
@@ -74,14 +75,9 @@ export interface NvdEntry {
 const CVE = /^CVE-\d{4}-\d{4,}$/;
 const NO_ALIASES: string[] = [];
 
-/** PEP 503 name normalisation (advisories do not always use the normal form). */
-export function normalizePypi(name: string): string {
-  return name.toLowerCase().replace(/[-_.]+/g, "-");
-}
-
 /** The index key of a package in an ecosystem; release "" for ecosystems without releases. */
 export function packageKey(base: string, release: string, name: string): string {
-  return `${base}|${release}|${base === "PyPI" ? normalizePypi(name) : name}`;
+  return `${base}|${release}|${base === "PyPI" ? normalizePypiName(name) : name}`;
 }
 
 export interface IndexStats {

@@ -2,6 +2,7 @@
  * OSV records (schema: ossf/osv-schema docs/schema.md) from a directory export, one file, or an
  * osv.dev `<ecosystem>/all.zip`, for the ecosystems container images are scanned against.
  */
+import type { OsvAffected as EvalAffected, OsvEvent, OsvRange } from "../../vulns/osv-eval.js";
 import { createReadStream } from "node:fs";
 import { open, readdir, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
@@ -32,26 +33,14 @@ export interface OsvSeverity {
   score: string;
 }
 
-export interface OsvEvent {
-  introduced?: string;
-  fixed?: string;
-  last_affected?: string;
-  limit?: string;
-}
+export type { OsvEvent, OsvRange } from "../../vulns/osv-eval.js";
 
-export interface OsvRange {
-  type: "ECOSYSTEM" | "SEMVER" | "GIT";
-  events: OsvEvent[];
-}
-
-export interface OsvAffected {
+export interface OsvAffected extends EvalAffected {
   /** As given, e.g. "Debian:12", "Ubuntu:14.04:LTS", "Alpine:v3.19", "npm", "PyPI". */
   ecosystem: string;
   /** As given; for Debian and Ubuntu the source package. */
   name: string;
   purl?: string;
-  ranges: OsvRange[];
-  versions: string[];
   /** Binary package names built from the source package (Ubuntu's `ecosystem_specific.binaries`). */
   binaries?: string[];
   severity?: OsvSeverity[];
