@@ -4,10 +4,14 @@
  */
 import { closeSync, openSync, readlinkSync, readSync } from "node:fs";
 
-const buf = Buffer.allocUnsafe(64 * 1024);
+let buf = Buffer.allocUnsafe(64 * 1024);
 
-/** Reads a small /proc file whole (up to 64 KiB), or undefined if it vanished or is unreadable. */
-export function readProcFile(path: string): string | undefined {
+/**
+ * Reads a /proc (or cgroupfs) file whole, or undefined if it vanished or is unreadable. The shared
+ * buffer grows for large tables (a busy host's net/tcp or mountinfo passes 64 KiB) and is kept.
+ * `latin1` decodes faster where only ASCII matters (numeric tables).
+ */
+export function readProcFile(path: string, encoding: "utf8" | "latin1" = "utf8"): string | undefined {
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -17,12 +21,16 @@ export function readProcFile(path: string): string | undefined {
   try {
     let len = 0;
     for (;;) {
+      if (len === buf.length) {
+        const next = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(next, 0, 0, len);
+        buf = next;
+      }
       const n = readSync(fd, buf, len, buf.length - len, null);
       if (n <= 0) break;
       len += n;
-      if (len === buf.length) break;
     }
-    return buf.toString("utf8", 0, len);
+    return buf.toString(encoding, 0, len);
   } catch {
     // ESRCH when the process exits between open and read.
     return undefined;

@@ -7,7 +7,7 @@
  * A figure the host cannot give is null and `unavailable[field]` says why; it is never 0. The two
  * limits are the exception: null with `memoryUnlimited` / `pidsUnlimited` set means "no limit".
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { readProcFile } from "../collectors/proc-files.js";
 
 export interface CgroupPaths {
@@ -345,12 +345,7 @@ export class CgroupSampler {
   private cgroupMounts(): CgroupMount[] {
     if (this.mounts === undefined) {
       if (this.mountinfoText === undefined) {
-        try {
-          // readFileSync, not readProcFile: a host with many containers has a mountinfo above 64 KiB.
-          this.mountinfoText = readFileSync("/proc/self/mountinfo", "utf8");
-        } catch {
-          this.mountinfoText = "";
-        }
+        this.mountinfoText = readProcFile("/proc/self/mountinfo") ?? "";
       }
       this.mounts = parseCgroupMounts(this.mountinfoText);
     }

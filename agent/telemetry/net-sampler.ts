@@ -3,9 +3,8 @@
  * /proc/<pid>/net/dev and TCP sockets by state from /proc/<pid>/net/tcp{,6}. Runs every second over
  * many containers, so the tables are scanned by index, not split into arrays of fields.
  */
-import { closeSync, openSync, readSync } from "node:fs";
 import { endianness } from "node:os";
-import { readProcLink } from "../collectors/proc-files.js";
+import { readProcFile, readProcLink } from "../collectors/proc-files.js";
 
 export interface NetSample {
   /** Inode of /proc/<pid>/ns/net ("net:[4026531840]"). */
@@ -238,39 +237,6 @@ export function parseProcNetTcp(text: string, v6: boolean): TcpRow[] {
   return out;
 }
 
-let bigBuf = Buffer.allocUnsafe(256 * 1024);
-
-/**
- * Reads a whole /proc table of any size. readProcFile stops at 64 KiB, which net/tcp passes at
- * about 430 sockets; the host netns of a busy node holds thousands. The buffer grows and is kept.
- */
-function readTable(path: string): string | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, "r");
-  } catch {
-    return undefined;
-  }
-  try {
-    let len = 0;
-    for (;;) {
-      if (len === bigBuf.length) {
-        const next = Buffer.allocUnsafe(bigBuf.length * 2);
-        bigBuf.copy(next, 0, 0, len);
-        bigBuf = next;
-      }
-      const n = readSync(fd, bigBuf, len, bigBuf.length - len, null);
-      if (n <= 0) break;
-      len += n;
-    }
-    return bigBuf.toString("latin1", 0, len);
-  } catch {
-    return undefined;
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** "net:[4026531840]" -> 4026531840 */
 function nsInode(link: string): number | undefined {
   const open = link.indexOf("[");
@@ -326,10 +292,10 @@ export class NetSampler {
     if (hit !== undefined) return hit;
 
     const base = `${this.procRoot}/${pid}/net`;
-    const dev = readTable(`${base}/dev`);
+    const dev = readProcFile(`${base}/dev`, "latin1");
     if (dev === undefined) return undefined;
-    const tcp = readTable(`${base}/tcp`);
-    const tcp6 = readTable(`${base}/tcp6`);
+    const tcp = readProcFile(`${base}/tcp`, "latin1");
+    const tcp6 = readProcFile(`${base}/tcp6`, "latin1");
     // A table missing after dev was read is most often the pid exiting in between.
     if ((tcp === undefined || tcp6 === undefined) && this.netnsOf(pid) === undefined) return undefined;
 
@@ -390,3 +356,4 @@ export class NetSampler {
     return [`${base}/dev`, `${base}/tcp`, `${base}/tcp6`];
   }
 }
+

@@ -98,7 +98,8 @@ describe("layer dependency graph on a real engine", () => {
   it("adds volumes as layers on top of the image and flags a binary run from one", async () => {
     const vol = `sl-test-vol-${process.pid}`;
     const c = await runContainer(eng.docker, eng.base, ["/bin/sh", "-c", "cp /bin/busybox /data/busybox-tool && exec /data/busybox-tool sleep 600"], { binds: [`${vol}:/data`] });
-    const g = await graphOf(c, (x) => x.layers.some((l) => l.processes.length > 0));
+    // Wait past the `sh` that runs the copy: the graph is taken once the exec'd tool runs.
+    const g = await graphOf(c, (x) => x.layers.some((l) => l.processes.some((p) => p.exe === "/data/busybox-tool")));
     const v = g.layers.find((l) => l.layerId === `volume:${vol}`);
     assert.ok(v, "volume layer present");
     assert.equal(v.kind, LayerKind.VOLUME);
