@@ -16,7 +16,7 @@ import { AggregatorLink } from "./link/aggregator-link.js";
 import type { SpoolBody } from "./link/spool.js";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { AgentMetrics } from "./metrics.js";
-import { connectEngine, engineSocket, type EngineInfo } from "./runtime/engine.js";
+import { connectEngine, engineSocket, type EngineInfo } from "../common/engine.js";
 import { EngineWatcher } from "./runtime/engine-watcher.js";
 import { join } from "node:path";
 import { Spool } from "./link/spool.js";

@@ -22,7 +22,7 @@ import { callServerStream, callUnary } from "../common/grpc.js";
 import { createLogger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
 import { defaultNodeName, startAgent } from "../agent/agent.js";
-import { connectEngine, engineSocket } from "../agent/runtime/engine.js";
+import { connectEngine, engineSocket } from "../common/engine.js";
 import { startAggregator } from "../aggregator/server.js";
 import { explainCallError, queryClient, serviceClient, type ClientFlags } from "./client.js";
 import { removeDemo, startDemo } from "./demo.js";

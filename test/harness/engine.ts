@@ -5,7 +5,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import type Docker from "dockerode";
-import { connectEngine, type EngineInfo } from "../../agent/runtime/engine.js";
+import { connectEngine, type EngineInfo } from "../../common/engine.js";
 import { DEMO_LABEL, ensureDemoImages } from "../../cli/demo-images.js";
 
 export const execFileP = promisify(execFile);

@@ -1,9 +1,9 @@
 /**
- * The connection to the local Docker engine, with an error that tells a person how to start one.
+ * The connection to a Docker engine (the agent's local one; the aggregator's builder pool), with an error that tells a person how to start one.
  */
 import Docker from "dockerode";
-import { Code, ShadowError, errnoCode } from "../../common/errors.js";
-import { withTimeout } from "../../common/timeout.js";
+import { Code, ShadowError, errnoCode } from "./errors.js";
+import { withTimeout } from "./timeout.js";
 
 export interface EngineInfo {
   version: string;

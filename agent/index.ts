@@ -1,0 +1,5 @@
+/**
+ * The agent's public face: what the CLI (and anything else outside agent/) may import.
+ */
+export { defaultNodeName, startAgent, type AgentOptions, type RunningAgent } from "./agent.js";
+export type { ExecSourceChoice } from "./telemetry/telemetry.js";

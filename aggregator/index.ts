@@ -1,0 +1,7 @@
+/**
+ * The aggregator's public face: what the CLI (and anything else outside aggregator/) may import.
+ */
+export { startAggregator, type AggregatorOptions, type RunningAggregator } from "./server.js";
+export { parseFeedFlags, type FeedConfig } from "./feeds/manager.js";
+export { policyFromInit, type PolicyInit } from "./scores/engine.js";
+export { summarize } from "./api/query-service.js";
