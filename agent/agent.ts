@@ -22,7 +22,7 @@ import { Spool, type SpoolBody } from "./link/spool.js";
 import { AgentMetrics } from "./metrics.js";
 import { EngineWatcher } from "./runtime/engine-watcher.js";
 import { NodeFacts } from "./runtime/node-facts.js";
-import { service, startServices, type Service } from "./service-runner.js";
+import { partService, service, startServices, type Service } from "./service-runner.js";
 import { AgentState } from "./state/agent-state.js";
 import { CgroupSampler } from "./telemetry/cgroup-sampler.js";
 import { ProcessTable } from "./telemetry/process-table.js";
@@ -185,30 +185,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     service("inventory", () => undefined, () => scanner?.close()),
     service("node-facts", () => facts.start()),
     // The exec-event source is chosen first: with --exec-source ebpf and no eBPF, nothing starts.
-    service(
-      "telemetry",
-      async () => {
-        try {
-          await telemetry.start();
-        } catch (err) {
-          await telemetry.stop();
-          throw err;
-        }
-      },
-      () => telemetry.stop(),
-    ),
-    service(
-      "engine-watcher",
-      async () => {
-        try {
-          await watcher.start();
-        } catch (err) {
-          watcher.stop();
-          throw err;
-        }
-      },
-      () => watcher.stop(),
-    ),
+    partService("telemetry", telemetry),
+    partService("engine-watcher", watcher),
     service(
       "link",
       () => {

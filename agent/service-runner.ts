@@ -57,3 +57,22 @@ export function service(name: string, start: () => Promise<void> | void, stop: (
     },
   };
 }
+
+/**
+ * A part with start and stop of its own, as a service. A failed start is followed by a stop: the
+ * part may have begun something (a child process, a timer) before it failed.
+ */
+export function partService(name: string, part: { start(): Promise<void>; stop(): Promise<void> | void }): Service {
+  return service(
+    name,
+    async () => {
+      try {
+        await part.start();
+      } catch (err) {
+        await part.stop();
+        throw err;
+      }
+    },
+    () => part.stop(),
+  );
+}
