@@ -42,7 +42,7 @@ export interface CommandJournalOptions {
 }
 
 /** The stored form of an entry (JSON in the sublevel), checked when read back. */
-const Record = z.object({
+const StoredEntry = z.object({
   id: z.string().min(1),
   action: z.string(),
   container: z.string(),
@@ -52,7 +52,7 @@ const Record = z.object({
   result: z.json().optional(),
   finishedAt: z.iso.datetime().optional(),
 });
-type Record = z.infer<typeof Record>;
+type StoredEntry = z.infer<typeof StoredEntry>;
 
 const seqKey = (seq: number) => seq.toString(16).padStart(12, "0");
 
@@ -85,7 +85,7 @@ export class CommandJournal implements Service {
       this.next = Math.max(this.next, Number.parseInt(key, 16) + 1);
       let entry: JournalEntry;
       try {
-        entry = fromRecord(Record.parse(value));
+        entry = fromStored(StoredEntry.parse(value));
       } catch (err) {
         this.o.log.warn({ key, err: String(err) }, "unreadable command journal entry skipped");
         continue;
@@ -150,7 +150,7 @@ export class CommandJournal implements Service {
     const key = seqKey(this.next++);
     const log = this.o.log.child({ command: cmd.id, action: entry.action, container: entry.container });
     try {
-      await this.write(this.db?.put(key, toRecord(entry)));
+      await this.write(this.db?.put(key, toStored(entry)));
     } catch (err) {
       // Not journaled means not done: a repeat of the id tries again.
       log.warn({ err: String(err) }, "cannot journal the command; not run");
@@ -188,7 +188,7 @@ export class CommandJournal implements Service {
     const entry: JournalEntry = { ...accepted, state: "finished", result: r, finishedAt: new Date() };
     this.entries.set(entry.id, { key, entry });
     this.finishedCount++;
-    const ops: Array<{ type: "put"; key: string; value: Record } | { type: "del"; key: string }> = [{ type: "put", key, value: toRecord(entry) }];
+    const ops: Array<{ type: "put"; key: string; value: StoredEntry } | { type: "del"; key: string }> = [{ type: "put", key, value: toStored(entry) }];
     for (const [id, e] of this.entries) {
       if (this.finishedCount <= this.maxFinished) break;
       if (e.entry.state !== "finished") continue;
@@ -222,7 +222,7 @@ function result(id: string, o: CommandOutcome): CommandResult {
   return create(CommandResultSchema, { commandId: id, status: o.status, message: o.message });
 }
 
-function toRecord(e: JournalEntry): Record {
+function toStored(e: JournalEntry): StoredEntry {
   return {
     id: e.id,
     action: e.action,
@@ -235,7 +235,7 @@ function toRecord(e: JournalEntry): Record {
   };
 }
 
-function fromRecord(r: Record): JournalEntry {
+function fromStored(r: StoredEntry): JournalEntry {
   return {
     id: r.id,
     action: r.action,

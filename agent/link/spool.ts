@@ -2,7 +2,7 @@
  * The agent's telemetry spool: window summaries and detections wait here, in level, until the
  * aggregator acknowledges them, so an aggregator outage (or an agent restart) loses nothing up to
  * the bound. Items are numbered 1, 2, 3... within a spool (`seq`); the spool has a random id
- * chosen when its directory is new, so the aggregator can drop repeats by (spool id, seq) after a
+ * chosen when it is new, so the aggregator can drop repeats by (spool id, seq) after a
  * reconnect re-sends what was in flight. When full, the oldest items are dropped and counted.
  * The spool lives in a sublevel of the agent's state database, which its owner opens and closes.
  */
