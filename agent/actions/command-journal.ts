@@ -81,17 +81,21 @@ export class CommandJournal implements Service {
   /** Loads what an earlier run journaled; before `run`. */
   async start(): Promise<void> {
     if (this.db === undefined) return;
-    for await (const [key, value] of this.db.iterator()) {
+    // Read as text and parsed here, so one damaged entry is skipped rather than stopping the agent.
+    for await (const [key, value] of this.db.iterator<string, string>({ valueEncoding: "utf8" })) {
       this.next = Math.max(this.next, Number.parseInt(key, 16) + 1);
       let entry: JournalEntry;
       try {
-        entry = fromStored(StoredEntry.parse(value));
+        entry = fromStored(StoredEntry.parse(JSON.parse(value)));
       } catch (err) {
         this.o.log.warn({ key, err: String(err) }, "unreadable command journal entry skipped");
         continue;
       }
       this.entries.set(entry.id, { key, entry });
       if (entry.state === "finished") this.finishedCount++;
+    }
+    for (const e of this.unfinished()) {
+      this.o.log.warn({ command: e.id, action: e.action, container: e.container, receivedAt: e.receivedAt }, "command interrupted by the agent's last stop; waiting for recovery");
     }
   }
 

@@ -144,9 +144,22 @@ describe("command journal (level)", () => {
     j = new CommandJournal(state.commands, handler, { log, maxFinished: 3 });
     await j.start();
     assert.deepEqual(j.unfinished().map((e) => e.id), ["old"]);
+    assert.equal(j.entry("n5")?.result?.message, "prepareShadow done");
     assert.equal(j.entry("n5")?.state, "finished");
     await j.run(prepare("n6"));
     assert.deepEqual((await stored(state)).map((r) => r.id), ["old", "n4", "n5", "n6"], "numbering continues after a restart");
+    await j.stop();
+    await state.stop();
+  });
+
+  it("skips a damaged entry when it loads", async () => {
+    const state = await openState(join(tmp, "f"));
+    await state.commands.put("000000000001", { id: "x", state: "half-written" });
+    await state.commands.put("000000000002", { id: "ok", action: "rollback", container: "c", receivedAt: new Date(0).toISOString(), state: "finished", command: { id: "ok" }, result: { commandId: "ok", status: "COMMAND_STATUS_OK", message: "fine" } });
+    const j = new CommandJournal(state.commands, countingHandler().handler, { log });
+    await j.start();
+    assert.equal(j.entry("x"), undefined);
+    assert.equal(j.entry("ok")?.result?.message, "fine");
     await j.stop();
     await state.stop();
   });
