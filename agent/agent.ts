@@ -1,30 +1,32 @@
 /**
  * The node agent: follows the local engine, keeps each container's LDG current, and streams
  * graphs to the aggregator. Each part runs on without the others (no aggregator, no problem).
+ * The parts start in the order of one list of services and stop in reverse.
  */
-import { hostname, loadavg } from "node:os";
-import { readProcFile } from "./collectors/proc-files.js";
+import { hostname } from "node:os";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import si from "systeminformation";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { HelloSchema, HostInfoSchema, type Hello } from "../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { TlsMaterial } from "../common/certs.js";
+import { connectEngine, engineSocket, type EngineInfo } from "../common/engine.js";
 import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js";
 import type { Logger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
+import { unimplementedHandler, type CommandHandler } from "./actions/command-handler.js";
+import { CommandJournal } from "./actions/command-journal.js";
+import { InventoryScanner } from "./inventory/scanner.js";
 import { LdgCollector } from "./layers/ldg-collector.js";
 import { AggregatorLink } from "./link/aggregator-link.js";
-import type { SpoolBody } from "./link/spool.js";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Spool, type SpoolBody } from "./link/spool.js";
 import { AgentMetrics } from "./metrics.js";
-import { connectEngine, engineSocket, type EngineInfo } from "../common/engine.js";
 import { EngineWatcher } from "./runtime/engine-watcher.js";
-import { join } from "node:path";
-import { Spool } from "./link/spool.js";
-import { InventoryScanner } from "./inventory/scanner.js";
+import { NodeFacts } from "./runtime/node-facts.js";
+import { partService, service, startServices, type Service } from "./service-runner.js";
+import { AgentState } from "./state/agent-state.js";
 import { CgroupSampler } from "./telemetry/cgroup-sampler.js";
 import { ProcessTable } from "./telemetry/process-table.js";
 import { Telemetry, type ExecSourceChoice } from "./telemetry/telemetry.js";
-import type { NodeContext } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 export interface AgentOptions {
   node?: string;
@@ -39,7 +41,7 @@ export interface AgentOptions {
   /** host:port for /metrics, /healthz, /readyz; none when absent. */
   http?: string;
   refreshMs?: number;
-  /** Where the agent keeps its telemetry spool (a level DB under <dataDir>/agent-<node>/spool). */
+  /** Where the agent keeps its state: one level DB, <dataDir>/agent-<node>/state (spool, inventory cache, command journal). */
   dataDir?: string;
   /** Telemetry: sampling tick and window length (ms); exec-event source. */
   sampleMs?: number;
@@ -54,6 +56,8 @@ export interface AgentOptions {
   inventory?: boolean;
   /** Cgroup filesystem of the host (a DaemonSet mounts it at /host/sys/fs/cgroup). */
   cgroupRoot?: string;
+  /** What the agent does for commands from the aggregator (default: answers UNIMPLEMENTED). */
+  commandHandler?: CommandHandler;
   log: Logger;
 }
 
@@ -65,6 +69,8 @@ export interface RunningAgent {
   inventory: InventoryScanner | undefined;
   spool: Spool | undefined;
   link: AggregatorLink | undefined;
+  /** Commands received and their results (in level when `dataDir` is set, else in memory). */
+  journal: CommandJournal;
   metrics: AgentMetrics;
   httpPort: number | undefined;
   stop(): Promise<void>;
@@ -72,54 +78,6 @@ export interface RunningAgent {
 
 export function defaultNodeName(): string {
   return process.env["SHADOWLAYER_NODE"] || hostname();
-}
-
-/** Disk figures change slowly and cost a `df` run: refreshed at most once a minute. */
-let diskCache: { at: number; fs: Awaited<ReturnType<typeof si.fsSize>> | undefined } | undefined;
-async function diskSizes(): Promise<Awaited<ReturnType<typeof si.fsSize>> | undefined> {
-  if (diskCache === undefined || Date.now() - diskCache.at > 60_000) diskCache = { at: Date.now(), fs: await si.fsSize().catch(() => undefined) };
-  return diskCache.fs;
-}
-
-/**
- * CPU busy share of the node since the previous call, from /proc/stat (systeminformation's
- * currentLoad spawns a shell for the same figure on every call).
- */
-let lastCpu: { busy: number; total: number } | undefined;
-function cpuLoadPercent(procRoot: string): number {
-  const line = readProcFile(`${procRoot}/stat`)?.split("\n", 1)[0] ?? "";
-  const f = line.trim().split(/\s+/).slice(1).map(Number);
-  if (f.length < 4 || f.some((x) => !Number.isFinite(x))) return 0;
-  const idle = (f[3] ?? 0) + (f[4] ?? 0);
-  const total = f.reduce((a, b) => a + b, 0);
-  const busy = total - idle;
-  const prev = lastCpu;
-  lastCpu = { busy, total };
-  if (prev === undefined || total <= prev.total) return 0;
-  return ((busy - prev.busy) / (total - prev.total)) * 100;
-}
-
-/** Node context for the heartbeat (memory and disks through systeminformation). */
-async function nodeContext(procRoot: string): Promise<Omit<NodeContext, "$typeName">> {
-  const [mem, fs] = await Promise.all([si.mem().catch(() => undefined), diskSizes()]);
-  const root = fs?.find((f) => f.mount === "/") ?? fs?.[0];
-  return {
-    loadPercent: cpuLoadPercent(procRoot),
-    load1: loadavg()[0] ?? 0,
-    memoryTotalBytes: BigInt(mem?.total ?? 0),
-    memoryAvailableBytes: BigInt(mem?.available ?? 0),
-    diskTotalBytes: BigInt(Math.round(root?.size ?? 0)),
-    diskUsedBytes: BigInt(Math.round(root?.used ?? 0)),
-  };
-}
-
-async function hostInfo(): Promise<{ os: string; kernel: string; cpus: number; memory: bigint }> {
-  try {
-    const [os, mem, cpu] = await Promise.all([si.osInfo(), si.mem(), si.cpu()]);
-    return { os: `${os.distro} ${os.release}`.trim(), kernel: os.kernel, cpus: cpu.cores, memory: BigInt(mem.total) };
-  } catch {
-    return { os: "", kernel: "", cpus: 0, memory: 0n };
-  }
 }
 
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
@@ -131,8 +89,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     log.warn({ driver: info.driver }, "storage driver is not overlay2: layer directories and mount checks are unavailable");
   }
   const procRoot = o.procRoot ?? "/proc";
-  // A first /proc/stat reading, so the first heartbeat's load is a measured delta, not 0.
-  cpuLoadPercent(procRoot);
+  const facts = new NodeFacts(procRoot);
   const processes = new ProcessTable(procRoot, new CgroupSampler({ procRoot, ...(o.cgroupRoot !== undefined ? { cgroupRoot: o.cgroupRoot } : {}) }));
   const collector = new LdgCollector({
     docker,
@@ -155,43 +112,50 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.execSource !== undefined ? { execSource: o.execSource } : {}),
     ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
   });
-  const scanner = o.inventory === false ? undefined : await InventoryScanner.open(o.dataDir === undefined ? undefined : join(o.dataDir, `agent-${node}`, "inventory"), log);
-  const spool = o.dataDir === undefined ? undefined : await Spool.open(join(o.dataDir, `agent-${node}`, "spool"), o.spoolMax === undefined ? {} : { maxItems: o.spoolMax });
-  const host = await hostInfo();
+  const state = o.dataDir === undefined ? undefined : new AgentState(join(o.dataDir, `agent-${node}`), log);
+  const scanner = o.inventory === false ? undefined : new InventoryScanner(state?.inventory, log);
+  const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
+  // Filled in as their services start; the event wiring below reads them at call time.
+  let spool: Spool | undefined;
+  let link: AggregatorLink | undefined;
+  let http: HttpEndpoint | undefined;
+
   const hello = (): Hello =>
     create(HelloSchema, {
       node,
       agentVersion: VERSION,
       engineVersion: info.version,
       storageDriver: info.driver,
-      host: create(HostInfoSchema, { hostname: hostname(), os: host.os, kernel: host.kernel, cpus: host.cpus, memoryBytes: host.memory }),
+      host: create(HostInfoSchema, facts.host),
     });
-  let link: AggregatorLink | undefined;
-  if (o.aggregator !== undefined) {
-    link = new AggregatorLink({
-      address: o.aggregator,
+  const journal = new CommandJournal(state?.commands, o.commandHandler ?? unimplementedHandler, { log });
+  const newLink = (aggregator: string) =>
+    new AggregatorLink({
+      address: aggregator,
       tls: o.tls ?? "insecure",
       hello,
       snapshot: () => collector.current(),
       log,
       metrics,
+      commands: journal,
       ...(spool !== undefined ? { spool } : {}),
       ...(scanner !== undefined ? { inventories: () => scanner.all() } : {}),
       heartbeat: async () => ({
         at: timestampNow(),
         telemetry: { ...telemetry.status(), spoolPending: BigInt(spool?.pending ?? 0), spoolDropped: BigInt(spool?.dropped ?? 0) },
-        node: await nodeContext(procRoot),
+        node: await facts.context(),
       }),
       ...(o.heartbeatMs !== undefined ? { heartbeatMs: o.heartbeatMs } : {}),
     });
-  }
+
   const toSpool = (body: SpoolBody) => {
-    if (spool === undefined) return;
-    const before = spool.dropped;
-    spool.append(body).then(
+    const s = spool;
+    if (s === undefined) return;
+    const before = s.dropped;
+    s.append(body).then(
       () => {
-        if (spool.dropped > before) metrics.spoolDropped.inc(spool.dropped - before);
-        metrics.spoolPending.set(spool.pending);
+        if (s.dropped > before) metrics.spoolDropped.inc(s.dropped - before);
+        metrics.spoolPending.set(s.pending);
         link?.telemetryAppended();
       },
       (err: unknown) => log.warn({ err: String(err) }, "cannot spool telemetry"),
@@ -207,26 +171,44 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   scanner?.on("inventory", (inv) => link?.inventory(inv));
   collector.on("delete", (id) => link?.delete(id));
 
-  const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
-  try {
+  // In start order; stopped in reverse, so the state database is the last thing closed.
+  const services: Service[] = [
+    ...(state !== undefined ? [state] : []),
+    service(
+      "spool",
+      async () => {
+        if (state !== undefined) spool = await Spool.open(state.spool, o.spoolMax === undefined ? {} : { maxItems: o.spoolMax });
+      },
+      () => spool?.close(),
+    ),
+    journal,
+    service("inventory", () => undefined, () => scanner?.close()),
+    service("node-facts", () => facts.start()),
     // The exec-event source is chosen first: with --exec-source ebpf and no eBPF, nothing starts.
-    await telemetry.start();
-    await watcher.start();
-  } catch (err) {
-    watcher.stop();
-    await telemetry.stop();
-    await spool?.close();
-    await scanner?.close();
-    throw err;
-  }
-  link?.start();
-  let http: HttpEndpoint | undefined;
-  if (o.http !== undefined) {
-    http = await startHttpEndpoint(o.http, [metrics.registry], () => ({
-      ok: true,
-      detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; exec events: ${telemetry.activeExecSource}`,
-    }));
-  }
+    partService("telemetry", telemetry),
+    partService("engine-watcher", watcher),
+    service(
+      "link",
+      () => {
+        if (o.aggregator === undefined) return;
+        link = newLink(o.aggregator);
+        link.start();
+      },
+      () => link?.stop(),
+    ),
+    service(
+      "http",
+      async () => {
+        if (o.http === undefined) return;
+        http = await startHttpEndpoint(o.http, [metrics.registry], () => ({
+          ok: true,
+          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; exec events: ${telemetry.activeExecSource}`,
+        }));
+      },
+      () => http?.close(),
+    ),
+  ];
+  const running = await startServices(services, log);
   log.info(
     { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds },
     "agent started",
@@ -239,15 +221,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     inventory: scanner,
     spool,
     link,
+    journal,
     metrics,
     httpPort: http?.port,
-    async stop() {
-      watcher.stop();
-      await telemetry.stop();
-      link?.stop();
-      await http?.close();
-      await spool?.close();
-      await scanner?.close();
-    },
+    stop: () => running.stop(),
   };
 }

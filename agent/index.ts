@@ -3,3 +3,4 @@
  */
 export { defaultNodeName, startAgent, type AgentOptions, type RunningAgent } from "./agent.js";
 export type { ExecSourceChoice } from "./telemetry/telemetry.js";
+export type { CommandHandler, CommandOutcome } from "./actions/command-handler.js";

@@ -4,10 +4,8 @@
  * layers again. Emits each inventory for the link to send.
  */
 import { EventEmitter } from "node:events";
-import { mkdir } from "node:fs/promises";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { Level } from "level";
 import {
   ImageInventorySchema,
   InventoryProblemSchema,
@@ -17,6 +15,7 @@ import {
 } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import type { Logger } from "../../common/log.js";
 import type { ResolvedImage } from "../layers/image-layers.js";
+import type { StateSublevel } from "../state/agent-state.js";
 import { inventoryOf } from "./layer-inventory.js";
 
 export interface InventoryScannerEvents {
@@ -32,24 +31,17 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
   private chain: Promise<void> = Promise.resolve();
   readonly stats = { scanned: 0, cached: 0, failed: 0 };
 
-  private constructor(
-    private readonly db: Level<string, Uint8Array> | undefined,
+  /** `db`: the cache (a sublevel of the agent's state); without one, every agent start reads again. */
+  constructor(
+    private readonly db: StateSublevel<Uint8Array> | undefined,
     private readonly log: Logger,
   ) {
     super();
   }
 
-  static async open(dir: string | undefined, log: Logger): Promise<InventoryScanner> {
-    if (dir === undefined) return new InventoryScanner(undefined, log);
-    await mkdir(dir, { recursive: true });
-    const db = new Level<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
-    await db.open();
-    return new InventoryScanner(db, log);
-  }
-
+  /** Waits for the image being read; the cache's database is closed by its owner. */
   async close(): Promise<void> {
     await this.chain.catch(() => undefined);
-    await this.db?.close();
   }
 
   /** Every inventory known (sent in full after each reconnect). */

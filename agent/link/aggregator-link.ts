@@ -1,20 +1,19 @@
 /**
  * The agent's stream to the aggregator. It never blocks the agent: while the aggregator is down
  * the agent keeps building graphs, and on each (re)connect it sends Hello, its full current state
- * and SyncComplete, so the aggregator catches up whatever it missed.
+ * and SyncComplete, so the aggregator catches up whatever it missed. Commands from the aggregator
+ * go through the command journal and their results back on the stream.
  */
 import type * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   AgentMessageSchema,
   AgentService,
-  CommandResultSchema,
   CommandStatus,
   HeartbeatSchema,
   type AgentMessage,
   type AggregatorMessage,
   type Command,
-  type CommandResult,
   type Hello,
   type Heartbeat,
 } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
@@ -24,6 +23,8 @@ import { Backoff } from "../../common/backoff.js";
 import type { TlsMaterial } from "../../common/certs.js";
 import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
 import type { Logger } from "../../common/log.js";
+import { unimplementedHandler } from "../actions/command-handler.js";
+import { CommandJournal } from "../actions/command-journal.js";
 import type { AgentMetrics } from "../metrics.js";
 import type { Spool } from "./spool.js";
 
@@ -42,6 +43,8 @@ export interface AggregatorLinkOptions {
   /** Builds a heartbeat (agent status, node context); sent every `heartbeatMs` while connected. */
   heartbeat?: () => Promise<Omit<MessageInitShape<typeof HeartbeatSchema>, "$typeName">>;
   heartbeatMs?: number;
+  /** Where commands are journaled and run; without one, a journal in memory answering UNIMPLEMENTED. */
+  commands?: CommandJournal;
 }
 
 /** Telemetry items written but not yet acknowledged, at most. */
@@ -63,8 +66,7 @@ export class AggregatorLink {
   private readonly backoff = new Backoff(250, 10_000);
   private attempts = 0;
   private downLogged = false;
-  /** Results of commands already answered, so a repeated id gets the same answer. */
-  private readonly answered = new Map<string, CommandResult>();
+  private readonly commands: CommandJournal;
   private readonly syncWaiters: Array<() => void> = [];
   /** Telemetry on the current stream: stream seq -> spool seq, oldest first. */
   private inflight: Array<{ streamSeq: bigint; spoolSeq: bigint }> = [];
@@ -73,7 +75,9 @@ export class AggregatorLink {
   private pumpAgain = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly o: AggregatorLinkOptions) {}
+  constructor(private readonly o: AggregatorLinkOptions) {
+    this.commands = o.commands ?? new CommandJournal(undefined, unimplementedHandler, { log: o.log });
+  }
 
   start(): void {
     this.stopped = false;
@@ -255,20 +259,11 @@ export class AggregatorLink {
   }
 
   private onCommand(cmd: Command): void {
-    const seen = this.answered.get(cmd.id);
-    const result =
-      seen ??
-      create(CommandResultSchema, {
-        commandId: cmd.id,
-        status: CommandStatus.UNIMPLEMENTED,
-        message: `this agent cannot perform ${cmd.action.case ?? "an empty command"} yet`,
-      });
-    if (seen === undefined) {
-      this.answered.set(cmd.id, result);
-      if (this.answered.size > 1000) this.answered.delete(this.answered.keys().next().value ?? "");
-    }
-    this.o.metrics.commands.inc({ result: CommandStatus[result.status] ?? "unknown" });
-    this.o.log.info({ command: cmd.id, action: cmd.action.case, container: cmd.action.value?.containerId }, "command answered UNIMPLEMENTED");
-    this.send({ case: "commandResult", value: result }, "command-result");
+    void this.commands.run(cmd).then((result) => {
+      this.o.metrics.commands.inc({ result: CommandStatus[result.status] ?? "unknown" });
+      // On the stream that is up now, if any; an aggregator still waiting re-sends the id and gets
+      // the journaled answer.
+      this.send({ case: "commandResult", value: result }, "command-result");
+    });
   }
 }

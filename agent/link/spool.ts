@@ -2,22 +2,35 @@
  * The agent's telemetry spool: window summaries and detections wait here, in level, until the
  * aggregator acknowledges them, so an aggregator outage (or an agent restart) loses nothing up to
  * the bound. Items are numbered 1, 2, 3... within a spool (`seq`); the spool has a random id
- * chosen when its directory is new, so the aggregator can drop repeats by (spool id, seq) after a
+ * chosen when it is new, so the aggregator can drop repeats by (spool id, seq) after a
  * reconnect re-sends what was in flight. When full, the oldest items are dropped and counted.
+ * The spool lives in a sublevel of the agent's state database, which its owner opens and closes.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir } from "node:fs/promises";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { Level } from "level";
 import { TelemetryItemSchema, type TelemetryItem } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { Code, ShadowError } from "../../common/errors.js";
+import type { StateSublevel } from "../state/agent-state.js";
 
 export type SpoolBody = NonNullable<MessageInitShape<typeof TelemetryItemSchema>["body"]>;
 
 const ITEM = "i!";
-const META_ID = "m!id";
-const META_DROPPED = "m!dropped";
-const seqKey = (seq: bigint) => `${ITEM}${seq.toString(16).padStart(16, "0")}`;
+
+/**
+ * The spool's keys, the same in the state sublevel as in the stand-alone database of earlier
+ * versions (so carrying an old spool over copies keys as they are).
+ */
+export const spoolKeys = {
+  id: "m!id",
+  dropped: "m!dropped",
+  /** How far an earlier version's spool has been carried over (state/legacy-layout.ts). */
+  carried: "m!carried",
+  item: (seq: bigint) => `${ITEM}${seq.toString(16).padStart(16, "0")}`,
+  seqOf: (key: string) => BigInt(`0x${key.slice(ITEM.length)}`),
+  items: { gt: ITEM, lt: `${ITEM}\xff` },
+} as const;
+const seqKey = spoolKeys.item;
+const META_ID = spoolKeys.id;
+const META_DROPPED = spoolKeys.dropped;
 
 export interface SpoolOptions {
   /** Items kept at most (default 100,000: about 28 hours of 10 s windows for 30 containers). */
@@ -39,21 +52,15 @@ export class Spool {
   private static readonly TAIL_MAX = 4096;
 
   private constructor(
-    private readonly db: Level<string, Uint8Array>,
+    private readonly db: StateSublevel<Uint8Array>,
     readonly id: string,
     o: SpoolOptions,
   ) {
     this.max = Math.max(1, o.maxItems ?? 100_000);
   }
 
-  static async open(dir: string, o: SpoolOptions = {}): Promise<Spool> {
-    await mkdir(dir, { recursive: true });
-    const db = new Level<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
-    try {
-      await db.open();
-    } catch (err) {
-      throw new ShadowError(Code.FailedPrecondition, `cannot open the telemetry spool in ${dir} (is another agent using it?)`, { cause: err });
-    }
+  /** Loads the spool kept in `db` (an open sublevel), choosing its id if it is new. */
+  static async open(db: StateSublevel<Uint8Array>, o: SpoolOptions = {}): Promise<Spool> {
     const enc = new TextEncoder();
     const dec = new TextDecoder();
     let id = await db.get(META_ID).then((v) => (v === undefined ? undefined : dec.decode(v)));
@@ -64,8 +71,8 @@ export class Spool {
     const s = new Spool(db, id, o);
     const dropped = await db.get(META_DROPPED);
     s.droppedCount = dropped === undefined ? 0 : Number(dec.decode(dropped));
-    for await (const k of db.keys({ gt: ITEM, lt: `${ITEM}\xff`, limit: 1 })) s.first = BigInt(`0x${k.slice(ITEM.length)}`);
-    for await (const k of db.keys({ gt: ITEM, lt: `${ITEM}\xff`, reverse: true, limit: 1 })) s.next = BigInt(`0x${k.slice(ITEM.length)}`) + 1n;
+    for await (const k of db.keys({ ...spoolKeys.items, limit: 1 })) s.first = spoolKeys.seqOf(k);
+    for await (const k of db.keys({ ...spoolKeys.items, reverse: true, limit: 1 })) s.next = spoolKeys.seqOf(k) + 1n;
     if (s.next < s.first) s.first = s.next;
     return s;
   }
@@ -122,7 +129,7 @@ export class Spool {
       }
       return out;
     }
-    for await (const v of this.db.values({ gte: seqKey(from), lt: `${ITEM}\xff`, limit })) out.push(fromBinary(TelemetryItemSchema, v));
+    for await (const v of this.db.values({ gte: seqKey(from), lt: spoolKeys.items.lt, limit })) out.push(fromBinary(TelemetryItemSchema, v));
     return out;
   }
 
@@ -142,10 +149,10 @@ export class Spool {
     return new Promise((r) => this.waiters.push(r));
   }
 
+  /** Waits for pending writes; the database itself is closed by its owner. */
   async close(): Promise<void> {
     await this.chain.catch(() => undefined);
     for (const w of this.waiters.splice(0)) w();
-    await this.db.close();
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,8 +1,7 @@
 /**
  * The telemetry's arithmetic and bookkeeping without containers: /proc parsers on files captured
- * here, window features, the spool's bound and persistence, exactly-once storage at the
- * aggregator, and pid recycling on a fake /proc (the one thing a real host cannot be made to do on
- * demand).
+ * here, window features, exactly-once storage at the aggregator, and pid recycling on a fake
+ * /proc (the one thing a real host cannot be made to do on demand). The spool: spool.test.ts.
  */
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
@@ -14,7 +13,6 @@ import { create } from "@bufbuild/protobuf";
 import { Level } from "level";
 import type { Attribution } from "../../agent/layers/ldg-builder.js";
 import type { LdgCollector, RunningContainer } from "../../agent/layers/ldg-collector.js";
-import { Spool } from "../../agent/link/spool.js";
 import { AgentMetrics } from "../../agent/metrics.js";
 import { CgroupSampler } from "../../agent/telemetry/cgroup-sampler.js";
 import { parseIo, parseStatSample, parseStatusCtx } from "../../agent/telemetry/proc-sampler.js";
@@ -144,35 +142,6 @@ describe("cgroup and network features", () => {
 
 const item = (spoolId: string, seq: bigint, containerId = "a".repeat(64)) =>
   create(TelemetryItemSchema, { spoolId, spoolSeq: seq, body: { case: "windows", value: { windows: [create(WindowSummarySchema, { node: "n1", containerId })] } } });
-
-describe("spool (level)", () => {
-  it("numbers items in order, keeps them across a reopen, forgets acked ones", async () => {
-    const dir = join(tmp, "spool-a");
-    let s = await Spool.open(dir);
-    const id = s.id;
-    for (let i = 0; i < 5; i++) await s.append({ case: "windows", value: { windows: [create(WindowSummarySchema, { containerId: String(i) })] } });
-    await s.ack(2n);
-    assert.equal(s.pending, 3);
-    await s.close();
-    s = await Spool.open(dir);
-    assert.equal(s.id, id, "the spool id survives a restart");
-    assert.equal(s.pending, 3);
-    const items = await s.readAfter(0n, 10);
-    assert.deepEqual(items.map((i) => [i.spoolSeq, i.body.case === "windows" ? i.body.value.windows[0]?.containerId : ""]), [[3n, "2"], [4n, "3"], [5n, "4"]]);
-    assert.equal(await s.append({ case: "windows", value: { windows: [] } }), 6n, "numbering continues");
-    await s.close();
-  });
-
-  it("is bounded: the oldest are dropped first and counted", async () => {
-    const s = await Spool.open(join(tmp, "spool-b"), { maxItems: 3 });
-    for (let i = 0; i < 7; i++) await s.append({ case: "windows", value: { windows: [create(WindowSummarySchema, { containerId: String(i) })] } });
-    assert.equal(s.pending, 3);
-    assert.equal(s.dropped, 4);
-    const left = await s.readAfter(0n, 10);
-    assert.deepEqual(left.map((i) => i.spoolSeq), [5n, 6n, 7n]);
-    await s.close();
-  });
-});
 
 describe("aggregator telemetry store", () => {
   it("stores an item once: a re-send after a reconnect is dropped, another spool is not", async () => {

@@ -1,0 +1,34 @@
+/**
+ * What the agent does for each command the aggregator may send (proto: Command.action). The link
+ * never calls a handler directly: commands reach it through the journal, which records each one
+ * before it acts and its outcome after (see command-journal.ts).
+ */
+import { CommandStatus, type PrepareShadow, type Rollback, type Switchover } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+
+/** A handler's answer; the journal turns it into the CommandResult sent back. */
+export interface CommandOutcome {
+  status: CommandStatus;
+  message: string;
+}
+
+/** One method per action; `id` is the command's id, for the handler's own logs and state. */
+export interface CommandHandler {
+  prepareShadow(action: PrepareShadow, id: string): Promise<CommandOutcome>;
+  switchover(action: Switchover, id: string): Promise<CommandOutcome>;
+  rollback(action: Rollback, id: string): Promise<CommandOutcome>;
+}
+
+/** The action names, as the proto's oneof cases spell them. */
+export type ActionName = keyof CommandHandler;
+
+/** The answer for an action this agent does not perform. */
+export function unimplemented(action: string | undefined): CommandOutcome {
+  return { status: CommandStatus.UNIMPLEMENTED, message: `this agent cannot perform ${action ?? "an empty command"} yet` };
+}
+
+/** Today's handlers: every action is answered UNIMPLEMENTED (the rebuild and switchover work fills them in). */
+export const unimplementedHandler: CommandHandler = {
+  prepareShadow: () => Promise.resolve(unimplemented("prepareShadow")),
+  switchover: () => Promise.resolve(unimplemented("switchover")),
+  rollback: () => Promise.resolve(unimplemented("rollback")),
+};

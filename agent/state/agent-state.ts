@@ -1,0 +1,58 @@
+/**
+ * The agent's one level database (`<data-dir>/agent-<node>/state`), with a sublevel per part:
+ * the telemetry spool, the inventory cache and the command journal. One database means one lock,
+ * one open and one close (first up, last down), and writes across parts could share a batch.
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { AbstractLevel } from "abstract-level";
+import { Level } from "level";
+import { Code, ShadowError } from "../../common/errors.js";
+import type { Logger } from "../../common/log.js";
+import type { Service } from "../service-runner.js";
+import { upgradeLegacyLayout } from "./legacy-layout.js";
+
+/** A string-keyed part of the agent's database (a sublevel, or any level database in tests). */
+export type StateSublevel<V> = AbstractLevel<string | Buffer | Uint8Array, string, V>;
+
+export class AgentState implements Service {
+  readonly name = "state";
+  private readonly db: Level<string, Uint8Array>;
+  /** Telemetry waiting for the aggregator (see link/spool.ts). */
+  readonly spool: StateSublevel<Uint8Array>;
+  /** Package inventories already read, by image (see inventory/scanner.ts). */
+  readonly inventory: StateSublevel<Uint8Array>;
+  /** Commands received and their results (see actions/command-journal.ts). */
+  readonly commands: StateSublevel<unknown>;
+
+  /** `dir` is the agent's own directory, `<data-dir>/agent-<node>`. */
+  constructor(
+    readonly dir: string,
+    private readonly log: Logger,
+  ) {
+    this.db = new Level<string, Uint8Array>(join(dir, "state"), { keyEncoding: "utf8", valueEncoding: "view" });
+    this.spool = this.db.sublevel<string, Uint8Array>("spool", { valueEncoding: "view" });
+    this.inventory = this.db.sublevel<string, Uint8Array>("inventory", { valueEncoding: "view" });
+    this.commands = this.db.sublevel<string, unknown>("commands", { valueEncoding: "json" });
+  }
+
+  /** Opens the database, then carries over what an earlier version's layout left in `dir`. */
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    try {
+      await this.db.open();
+    } catch (err) {
+      throw new ShadowError(Code.FailedPrecondition, `cannot open the agent's state in ${this.db.location} (is another agent using it?)`, { cause: err });
+    }
+    try {
+      await upgradeLegacyLayout(this.dir, this.spool, this.log);
+    } catch (err) {
+      await this.db.close();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.db.close();
+  }
+}
