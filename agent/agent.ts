@@ -3,7 +3,7 @@
  * graphs to the aggregator. Each part runs on without the others (no aggregator, no problem).
  */
 import { hostname, loadavg } from "node:os";
-import { readProcFile } from "./collectors/proc-files.js";
+import { readProcFile } from "./runtime/proc-files.js";
 import { create } from "@bufbuild/protobuf";
 import si from "systeminformation";
 import { HelloSchema, HostInfoSchema, type Hello } from "../proto/gen/shadowlayer/v1/agent_pb.js";

@@ -24,7 +24,7 @@ import {
 } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { encodeFeatures, FEATURE_VERSION, featureIndex } from "../../models/features.js";
 import type { Logger } from "../../common/log.js";
-import { readProcFile, readProcLink } from "../collectors/proc-files.js";
+import { readProcFile, readProcLink } from "../runtime/proc-files.js";
 import type { Attribution } from "../layers/ldg-builder.js";
 import type { LdgCollector, RunningContainer } from "../layers/ldg-collector.js";
 import type { AgentMetrics } from "../metrics.js";

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { scanContainerProcesses } from "../../agent/collectors/proc-table.js";
+import { scanContainerProcesses } from "../../agent/runtime/container-processes.js";
 import {
   CgroupSampler,
   locateCgroups,

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path, { dirname } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { parseStat, readProcFile } from "../../agent/collectors/proc-files.js";
+import { parseStat, readProcFile } from "../../agent/runtime/proc-files.js";
 import {
   BpfExecSource,
   ebpfUnavailableReason,
