@@ -224,7 +224,7 @@ describe("proc-files: parseStat", () => {
   });
 });
 
-describe("proc-table: containerIdFromCgroup", () => {
+describe("container-processes: containerIdFromCgroup", () => {
   const known = new Set([CAPTURED_ID]);
   const cri = "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f5c8e2a_1b2c_4d5e_8f90_123456789abc.slice";
 
@@ -268,7 +268,7 @@ describe("proc-table: containerIdFromCgroup", () => {
   });
 });
 
-describe("proc-table: scanContainerProcesses on a fake /proc", () => {
+describe("container-processes: scanContainerProcesses on a fake /proc", () => {
   let procRoot: string;
   const realCgroup = (): string => fixture("proc/cgroup-v1-cgroupfs.txt");
 
