@@ -20,9 +20,12 @@ import { CgroupSampler } from "../../agent/telemetry/cgroup-sampler.js";
 import { parseIo, parseStatSample, parseStatusCtx } from "../../agent/telemetry/proc-sampler.js";
 import { ProcessTable } from "../../agent/telemetry/process-table.js";
 import { cgroupFeatures, netFeatures } from "../../agent/telemetry/container-context.js";
+import { ExecSource } from "../../agent/telemetry/exec-source.js";
 import { Telemetry } from "../../agent/telemetry/telemetry.js";
+import { WindowBuilder } from "../../agent/telemetry/window-builder.js";
 import { emptyMetrics, LayerWindow } from "../../agent/telemetry/layer-window.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
+import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger } from "../../common/log.js";
 import { decodeFeatures, encodeFeatures, FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRIC_INDEX, METRICS, namedFeatures, type MetricName } from "../../models/features.js";
 import { TelemetryItemSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
@@ -111,6 +114,76 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
     assert.equal(f[rss + 1], 1000 / 3);
     assert.equal(f[rss + 3], 1000 / 3);
     assert.equal(f[featureIndex("process_count")], 1 / 3);
+  });
+});
+
+describe("window builder", () => {
+  const names = { container: (id: string) => ({ name: `name-${id}` }), layerName: (_id: string, l: string) => `layer ${l}` } as unknown as Pick<LdgCollector, "container" | "layerName">;
+  const tick = (rss: number, n: number) => {
+    const v = emptyMetrics();
+    v[METRIC_INDEX.rss_bytes] = rss;
+    return { v, n };
+  };
+
+  it("counts the ticks before a layer's first process as empty, and ends on the tick nearest the window", () => {
+    const b = new WindowBuilder({ node: "n", windowMs: 3000, tickMs: 1000, names });
+    b.begin(new Date(0));
+    b.addTick("a", new Map([["base", tick(100, 1)]]));
+    b.endTick();
+    b.addTick("a", new Map([["base", tick(100, 1)], ["late", tick(600, 2)]]));
+    b.endTick();
+    assert.equal(b.due(new Date(2000)), false);
+    b.addTick("a", new Map([["base", tick(100, 1)]]));
+    b.endTick();
+    assert.equal(b.due(new Date(2500)), true, "within half a tick of 3 s");
+    const [w, ...rest] = b.flush([{ id: "a", name: "a-name" }], new Date(3000));
+    assert.equal(rest.length, 0);
+    assert.equal(w?.ticks, 3);
+    assert.equal(w?.containerName, "a-name");
+    const late = namedFeatures(feat(w?.layers.find((l) => l.layerId === "late")));
+    assert.equal(late["process_count"], 2 / 3, "2 processes in 1 of 3 ticks");
+    assert.equal(late["rss_bytes.mean"], 200);
+    assert.equal(late["rss_bytes.sum"], 0, "no process left at the last tick");
+    assert.equal(w?.layers.find((l) => l.layerId === "late")?.layerName, "layer late");
+    // The next window starts empty, where this one ended.
+    assert.deepEqual(b.flush([{ id: "a", name: "a-name" }], new Date(4000))[0]?.layers, []);
+    assert.equal(b.flush([{ id: "a", name: "a-name" }], new Date(5000))[0]?.start?.seconds, 4n);
+  });
+
+  it("ends a stopped container's window at once, once, and leaves the running ones to the window's end", () => {
+    const b = new WindowBuilder({ node: "n", windowMs: 10_000, tickMs: 1000, names });
+    b.begin(new Date(0));
+    b.addTick("a", new Map([["l", tick(1, 1)]]));
+    b.addTick("b", new Map([["l", tick(1, 1)]]));
+    b.endTick();
+    const gone = b.endGone(new Set(["a"]), new Date(1000));
+    assert.deepEqual(gone.map((w) => [w.containerId, w.containerName, w.ticks]), [["b", "name-b", 1]]);
+    assert.deepEqual(b.endGone(new Set(["a"]), new Date(1000)), []);
+    assert.deepEqual(b.flush([{ id: "a", name: "a" }, { id: "b", name: "b" }], new Date(2000)).map((w) => w.containerId), ["a"]);
+  });
+});
+
+describe("exec source choice (no eBPF here: bpftrace is given a path that does not exist)", () => {
+  const source = (choice: "auto" | "ebpf" | "proc") =>
+    new ExecSource({ procRoot: "/proc", log: silentLogger(), metrics: new AgentMetrics(), choice, bpftrace: "/nonexistent/bpftrace", pollMs: 1000, onExec: () => assert.fail("no eBPF events expected") });
+
+  it("polls when configured to, and says so", async () => {
+    const s = source("proc");
+    await s.start();
+    assert.deepEqual([s.kind, s.reason, s.counters], ["proc-poll", "configured (--exec-source proc)", undefined]);
+    await s.stop();
+  });
+
+  it("falls back to polling under auto, with the reason", async () => {
+    const s = source("auto");
+    await s.start();
+    assert.equal(s.kind, "proc-poll");
+    assert.match(s.reason, /bpftrace not found or not executable at \/nonexistent\/bpftrace/);
+    await s.stop();
+  });
+
+  it("refuses to start when eBPF is required", async () => {
+    await assert.rejects(source("ebpf").start(), (e: unknown) => e instanceof ShadowError && e.code === Code.FailedPrecondition && /eBPF exec events were required but cannot run/.test(e.message));
   });
 });
 
