@@ -23,6 +23,9 @@ export const METRICS = [
 ] as const;
 
 export type MetricName = (typeof METRICS)[number]["name"];
+
+/** Position of each metric in a per-process metric vector (METRICS order), by name. */
+export const METRIC_INDEX: Readonly<Record<MetricName, number>> = Object.fromEntries(METRICS.map((m, i) => [m.name, i])) as Record<MetricName, number>;
 export const STATS = ["sum", "mean", "max", "rate"] as const;
 export type Stat = (typeof STATS)[number];
 

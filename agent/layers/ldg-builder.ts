@@ -18,8 +18,8 @@ import {
   type MountCheck,
   type Process,
 } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
-import { readProcFile } from "../collectors/proc-files.js";
-import type { ProcInfo } from "../collectors/proc-table.js";
+import { readProcFile } from "../runtime/proc-files.js";
+import type { ProcInfo } from "../runtime/container-processes.js";
 import type { ContainerFacts, MountFact } from "../runtime/engine-facts.js";
 import { cacheIdOfDir, layerName, type ResolvedImage } from "./image-layers.js";
 import { overlayRoot, parseMountinfo } from "./mountinfo.js";

@@ -6,7 +6,7 @@ import { EventEmitter } from "node:events";
 import type Docker from "dockerode";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { Logger } from "../../common/log.js";
-import { scanContainerProcesses, type ProcInfo } from "../collectors/proc-table.js";
+import { scanContainerProcesses, type ProcInfo } from "../runtime/container-processes.js";
 import { isEngineNotFound } from "../../common/engine.js";
 import { parseContainerInspect, type ContainerFacts } from "../runtime/engine-facts.js";
 import type { AgentMetrics } from "../metrics.js";

@@ -6,7 +6,7 @@
 import { hostname, loadavg } from "node:os";
 import si from "systeminformation";
 import type { NodeContext } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { readProcFile } from "../collectors/proc-files.js";
+import { readProcFile } from "./proc-files.js";
 
 export interface HostFacts {
   hostname: string;

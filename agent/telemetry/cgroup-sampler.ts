@@ -8,7 +8,7 @@
  * limits are the exception: null with `memoryUnlimited` / `pidsUnlimited` set means "no limit".
  */
 import { existsSync } from "node:fs";
-import { readProcFile } from "../collectors/proc-files.js";
+import { readProcFile } from "../runtime/proc-files.js";
 
 export interface CgroupPaths {
   /** controller ("cpu", "cpuacct", "memory", "pids", "name=systemd", ..., or "" for v2 unified) -> absolute dir */

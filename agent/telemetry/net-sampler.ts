@@ -4,7 +4,7 @@
  * many containers, so the tables are scanned by index, not split into arrays of fields.
  */
 import { endianness } from "node:os";
-import { readProcFile, readProcLink } from "../collectors/proc-files.js";
+import { readProcFile, readProcLink } from "../runtime/proc-files.js";
 
 export interface NetSample {
   /** Inode of /proc/<pid>/ns/net ("net:[4026531840]"). */

@@ -5,7 +5,7 @@
  * because reading them costs more than all the parsing put together.
  */
 import { readdirSync, statSync } from "node:fs";
-import { readProcFile, readProcLink } from "../collectors/proc-files.js";
+import { readProcFile, readProcLink } from "../runtime/proc-files.js";
 
 /** USER_HZ: the unit of utime, stime and starttime in /proc/<pid>/stat (100 on every Linux ABI). */
 export const CLOCK_TICKS_PER_SECOND = 100;

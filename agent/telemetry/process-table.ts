@@ -10,8 +10,8 @@
  * running, such as memory reclaim).
  */
 import { closeSync, openSync, readdirSync, readSync } from "node:fs";
-import { readProcFile } from "../collectors/proc-files.js";
-import { containerIdFromCgroup, readProcessDetails, type ProcInfo } from "../collectors/proc-table.js";
+import { readProcFile } from "../runtime/proc-files.js";
+import { containerIdFromCgroup, readProcessDetails, type ProcInfo } from "../runtime/container-processes.js";
 import { CgroupSampler, parsePidList, type CgroupPaths } from "./cgroup-sampler.js";
 import { ProcSampler, type DetailSample, type StatSample } from "./proc-sampler.js";
 

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { scanContainerProcesses } from "../../agent/collectors/proc-table.js";
+import { scanContainerProcesses } from "../../agent/runtime/container-processes.js";
 import {
   CgroupSampler,
   locateCgroups,
@@ -23,7 +23,7 @@ import {
   type CgroupSample,
 } from "../../agent/telemetry/cgroup-sampler.js";
 import { NetSampler, parseNetDev, parseProcNetTcp } from "../../agent/telemetry/net-sampler.js";
-import { testEngine } from "../harness/engine.js";
+import { testEngine, waitFor } from "../harness/engine.js";
 
 const execFileP = promisify(execFile);
 
@@ -483,13 +483,18 @@ describe("on real containers", () => {
       run(["--network", "none", image, "sleep", "1000"]),
     ]);
     [pid.cpu, pid.net, pid.host, pid.gone] = await Promise.all([pidOf(ctr.cpu), pidOf(ctr.net), pidOf(ctr.host), pidOf(ctr.gone)]);
-    // Wait until the cpu container has all three processes and the net container its connection.
-    for (let i = 0; i < 50; i++) {
-      const procs = scanContainerProcesses("/proc", new Set([ctr.cpu])).get(ctr.cpu)?.length ?? 0;
-      const tcp = parseProcNetTcp(readFileSync(`/proc/${pid.net}/net/tcp`, "latin1"), false);
-      if (procs === 3 && tcp.some((r) => r.state === "ESTABLISHED")) break;
-      await sleep(100);
-    }
+    // The cpu container has all three processes and the net container its connection, or the
+    // tests below would fail for a reason that is not theirs.
+    await waitFor(
+      "the cpu container's three processes and the net container's connection",
+      () => {
+        const procs = scanContainerProcesses("/proc", new Set([ctr.cpu])).get(ctr.cpu)?.length ?? 0;
+        const tcp = parseProcNetTcp(readFileSync(`/proc/${pid.net}/net/tcp`, "latin1"), false);
+        return procs === 3 && tcp.some((r) => r.state === "ESTABLISHED");
+      },
+      5000,
+      100,
+    );
   });
 
   after(async () => {

@@ -75,5 +75,9 @@ describe("engine restart", () => {
     assert.equal(agent.collector.get(second.id), undefined);
     await relay.up();
     await waitFor("resync after the engine returns", () => (agent.collector.get(second.id) !== undefined && agent.collector.get(first.id) === undefined ? true : undefined), 15_000, 100);
+    // A whole graph of the container started meanwhile, not a placeholder: its process and its writable layer.
+    const g = agent.collector.get(second.id);
+    assert.ok((g?.pid ?? 0) > 0, `pid ${g?.pid}`);
+    assert.ok(g?.layers.some((l) => l.layerId === `rw:${second.id}`), "its writable layer");
   });
 });

@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import path, { dirname } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { parseStat } from "../../agent/collectors/proc-files.js";
-import { containerIdFromCgroup, scanContainerProcesses, type ProcInfo, type ProcScanStats } from "../../agent/collectors/proc-table.js";
+import { parseStat } from "../../agent/runtime/proc-files.js";
+import { containerIdFromCgroup, scanContainerProcesses, type ProcInfo, type ProcScanStats } from "../../agent/runtime/container-processes.js";
 import { chainIds } from "../../agent/layers/chain-id.js";
 import { layerName } from "../../agent/layers/image-layers.js";
 import { overlayRoot, parseMountinfo } from "../../agent/layers/mountinfo.js";
@@ -224,7 +224,7 @@ describe("proc-files: parseStat", () => {
   });
 });
 
-describe("proc-table: containerIdFromCgroup", () => {
+describe("container-processes: containerIdFromCgroup", () => {
   const known = new Set([CAPTURED_ID]);
   const cri = "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f5c8e2a_1b2c_4d5e_8f90_123456789abc.slice";
 
@@ -268,7 +268,7 @@ describe("proc-table: containerIdFromCgroup", () => {
   });
 });
 
-describe("proc-table: scanContainerProcesses on a fake /proc", () => {
+describe("container-processes: scanContainerProcesses on a fake /proc", () => {
   let procRoot: string;
   const realCgroup = (): string => fixture("proc/cgroup-v1-cgroupfs.txt");
 

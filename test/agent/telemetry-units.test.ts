@@ -17,11 +17,15 @@ import { AgentMetrics } from "../../agent/metrics.js";
 import { CgroupSampler } from "../../agent/telemetry/cgroup-sampler.js";
 import { parseIo, parseStatSample, parseStatusCtx } from "../../agent/telemetry/proc-sampler.js";
 import { ProcessTable } from "../../agent/telemetry/process-table.js";
-import { cgroupFeatures, netFeatures, Telemetry } from "../../agent/telemetry/telemetry.js";
-import { emptyMetrics, LayerWindow } from "../../agent/telemetry/windows.js";
+import { cgroupFeatures, netFeatures } from "../../agent/telemetry/container-context.js";
+import { ExecSource } from "../../agent/telemetry/exec-source.js";
+import { Telemetry } from "../../agent/telemetry/telemetry.js";
+import { WindowBuilder } from "../../agent/telemetry/window-builder.js";
+import { emptyMetrics, LayerWindow } from "../../agent/telemetry/layer-window.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
+import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger } from "../../common/log.js";
-import { decodeFeatures, encodeFeatures, FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRICS } from "../../models/features.js";
+import { decodeFeatures, encodeFeatures, FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRIC_INDEX, METRICS, namedFeatures, type MetricName } from "../../models/features.js";
 import { TelemetryItemSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** A layer's decoded feature vector (empty when the layer is absent). */
@@ -46,8 +50,7 @@ describe("proc-sampler parsers (files captured on this host)", () => {
   });
   it("reads context switches from status and byte counts from io", () => {
     assert.deepEqual(parseStatusCtx(fixture("proc/status-busybox.txt")), { voluntary: 14, involuntary: 192 });
-    const io = parseIo(fixture("proc/io-busybox.txt"));
-    assert.ok(io !== undefined && io.rchar >= 0 && io.readBytes >= 0);
+    assert.deepEqual(parseIo(fixture("proc/io-busybox.txt")), { rchar: 55196, wchar: 7741, readBytes: 0, writeBytes: 0 });
     assert.equal(parseStatusCtx("Name:\tx\n"), undefined);
     assert.equal(parseIo("rchar: 1\n"), undefined);
   });
@@ -79,8 +82,8 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
       [0, 400],
     ] as const) {
       const v = emptyMetrics();
-      v[0] = d; // cpu_seconds (counter)
-      v[1] = r; // rss_bytes (gauge)
+      v[METRIC_INDEX.cpu_seconds] = d; // a counter
+      v[METRIC_INDEX.rss_bytes] = r; // a gauge
       w.addTick(v, 2, true);
     }
     w.counts.exec_count = 3;
@@ -102,13 +105,83 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
     w.addEmptyTick();
     w.addEmptyTick();
     const v = emptyMetrics();
-    v[1] = 1000;
+    v[METRIC_INDEX.rss_bytes] = 1000;
     w.addTick(v, 1, false);
     const f = w.features(3, 3);
     const rss = featureIndex("rss_bytes.sum");
     assert.equal(f[rss + 1], 1000 / 3);
     assert.equal(f[rss + 3], 1000 / 3);
     assert.equal(f[featureIndex("process_count")], 1 / 3);
+  });
+});
+
+describe("window builder", () => {
+  const names = { container: (id: string) => ({ name: `name-${id}` }), layerName: (_id: string, l: string) => `layer ${l}` } as unknown as Pick<LdgCollector, "container" | "layerName">;
+  const tick = (rss: number, n: number) => {
+    const v = emptyMetrics();
+    v[METRIC_INDEX.rss_bytes] = rss;
+    return { v, n };
+  };
+
+  it("counts the ticks before a layer's first process as empty, and ends on the tick nearest the window", () => {
+    const b = new WindowBuilder({ node: "n", windowMs: 3000, tickMs: 1000, names });
+    b.begin(new Date(0));
+    b.addTick("a", new Map([["base", tick(100, 1)]]));
+    b.endTick();
+    b.addTick("a", new Map([["base", tick(100, 1)], ["late", tick(600, 2)]]));
+    b.endTick();
+    assert.equal(b.due(new Date(2000)), false);
+    b.addTick("a", new Map([["base", tick(100, 1)]]));
+    b.endTick();
+    assert.equal(b.due(new Date(2500)), true, "within half a tick of 3 s");
+    const [w, ...rest] = b.flush([{ id: "a", name: "a-name" }], new Date(3000));
+    assert.equal(rest.length, 0);
+    assert.equal(w?.ticks, 3);
+    assert.equal(w?.containerName, "a-name");
+    const late = namedFeatures(feat(w?.layers.find((l) => l.layerId === "late")));
+    assert.equal(late["process_count"], 2 / 3, "2 processes in 1 of 3 ticks");
+    assert.equal(late["rss_bytes.mean"], 200);
+    assert.equal(late["rss_bytes.sum"], 0, "no process left at the last tick");
+    assert.equal(w?.layers.find((l) => l.layerId === "late")?.layerName, "layer late");
+    // The next window starts empty, where this one ended.
+    assert.deepEqual(b.flush([{ id: "a", name: "a-name" }], new Date(4000))[0]?.layers, []);
+    assert.equal(b.flush([{ id: "a", name: "a-name" }], new Date(5000))[0]?.start?.seconds, 4n);
+  });
+
+  it("ends a stopped container's window at once, once, and leaves the running ones to the window's end", () => {
+    const b = new WindowBuilder({ node: "n", windowMs: 10_000, tickMs: 1000, names });
+    b.begin(new Date(0));
+    b.addTick("a", new Map([["l", tick(1, 1)]]));
+    b.addTick("b", new Map([["l", tick(1, 1)]]));
+    b.endTick();
+    const gone = b.endGone(new Set(["a"]), new Date(1000));
+    assert.deepEqual(gone.map((w) => [w.containerId, w.containerName, w.ticks]), [["b", "name-b", 1]]);
+    assert.deepEqual(b.endGone(new Set(["a"]), new Date(1000)), []);
+    assert.deepEqual(b.flush([{ id: "a", name: "a" }, { id: "b", name: "b" }], new Date(2000)).map((w) => w.containerId), ["a"]);
+  });
+});
+
+describe("exec source choice (no eBPF here: bpftrace is given a path that does not exist)", () => {
+  const source = (choice: "auto" | "ebpf" | "proc") =>
+    new ExecSource({ procRoot: "/proc", log: silentLogger(), metrics: new AgentMetrics(), choice, bpftrace: "/nonexistent/bpftrace", pollMs: 1000, onExec: () => assert.fail("no eBPF events expected") });
+
+  it("polls when configured to, and says so", async () => {
+    const s = source("proc");
+    await s.start();
+    assert.deepEqual([s.kind, s.reason, s.counters], ["proc-poll", "configured (--exec-source proc)", undefined]);
+    await s.stop();
+  });
+
+  it("falls back to polling under auto, with the reason", async () => {
+    const s = source("auto");
+    await s.start();
+    assert.equal(s.kind, "proc-poll");
+    assert.match(s.reason, /bpftrace not found or not executable at \/nonexistent\/bpftrace/);
+    await s.stop();
+  });
+
+  it("refuses to start when eBPF is required", async () => {
+    await assert.rejects(source("ebpf").start(), (e: unknown) => e instanceof ShadowError && e.code === Code.FailedPrecondition && /eBPF exec events were required but cannot run/.test(e.message));
   });
 });
 
@@ -165,21 +238,41 @@ describe("aggregator telemetry store", () => {
 });
 
 /** A fake /proc with one container whose cgroup (v2) lists its pids. */
-function fakeHost(root: string, id: string): { proc: string; cg: string; writeProc: (pid: number, o: { start: number; ticks: number; comm: string; exe: string }) => void; setPids: (pids: number[]) => void; setCpu: (usec: number) => void } {
+/** What a fake process's /proc files say; the fields left out keep the values of an idle process. */
+interface FakeProc {
+  start: number;
+  ticks: number;
+  comm: string;
+  exe: string;
+  stime?: number;
+  minflt?: number;
+  majflt?: number;
+  threads?: number;
+  rssPages?: number;
+  ctxVoluntary?: number;
+  ctxInvoluntary?: number;
+  rchar?: number;
+  wchar?: number;
+  readBytes?: number;
+  writeBytes?: number;
+}
+
+function fakeHost(root: string, id: string): { proc: string; cg: string; writeProc: (pid: number, o: FakeProc) => void; setPids: (pids: number[]) => void; setCpu: (usec: number) => void } {
   const proc = join(root, "proc");
   const cg = join(root, "cg");
   const dir = join(cg, "docker", id);
   mkdirSync(dir, { recursive: true });
   mkdirSync(proc, { recursive: true });
   writeFileSync(join(proc, "uptime"), "4000.00 100.00\n");
-  const writeProc = (pid: number, o: { start: number; ticks: number; comm: string; exe: string }) => {
+  const writeProc = (pid: number, o: FakeProc) => {
     const p = join(proc, String(pid));
     rmSync(p, { recursive: true, force: true });
     mkdirSync(join(p, "fd"), { recursive: true });
     writeFileSync(join(p, "fd", "0"), "");
-    writeFileSync(join(p, "stat"), `${pid} (${o.comm}) S 1 ${pid} ${pid} 0 -1 0 10 0 0 0 ${o.ticks} 0 0 0 20 0 1 0 ${o.start} 100 50 0`);
-    writeFileSync(join(p, "status"), `Name:\t${o.comm}\nvoluntary_ctxt_switches:\t1\nnonvoluntary_ctxt_switches:\t1\n`);
-    writeFileSync(join(p, "io"), "rchar: 10\nwchar: 10\nsyscr: 1\nsyscw: 1\nread_bytes: 0\nwrite_bytes: 0\n");
+    // Fields 10 (minflt), 12 (majflt), 14-15 (utime, stime), 20 (threads), 22 (start), 24 (rss pages).
+    writeFileSync(join(p, "stat"), `${pid} (${o.comm}) S 1 ${pid} ${pid} 0 -1 0 ${o.minflt ?? 10} 0 ${o.majflt ?? 0} 0 ${o.ticks} ${o.stime ?? 0} 0 0 20 0 ${o.threads ?? 1} 0 ${o.start} 100 ${o.rssPages ?? 50} 0`);
+    writeFileSync(join(p, "status"), `Name:\t${o.comm}\nvoluntary_ctxt_switches:\t${o.ctxVoluntary ?? 1}\nnonvoluntary_ctxt_switches:\t${o.ctxInvoluntary ?? 1}\n`);
+    writeFileSync(join(p, "io"), `rchar: ${o.rchar ?? 10}\nwchar: ${o.wchar ?? 10}\nsyscr: 1\nsyscw: 1\nread_bytes: ${o.readBytes ?? 0}\nwrite_bytes: ${o.writeBytes ?? 0}\n`);
     writeFileSync(join(p, "cmdline"), `${o.comm}\0`);
     writeFileSync(join(p, "cgroup"), `0::/docker/${id}\n`);
     writeFileSync(join(p, "maps"), "");
@@ -194,6 +287,73 @@ function fakeHost(root: string, id: string): { proc: string; cg: string; writePr
   };
 }
 
+/**
+ * Telemetry over a fake host, with a test double for the LDG collector (the fake /proc has no
+ * engine behind it): every process is attributed to a layer named after its executable.
+ */
+function fakeTelemetry(h: ReturnType<typeof fakeHost>, id: string): { tel: Telemetry; table: ProcessTable; windows: WindowSummary[] } {
+  const mountinfo = `30 25 0:26 / ${h.cg} rw,nosuid - cgroup2 cgroup2 rw\n`;
+  const table = new ProcessTable(h.proc, new CgroupSampler({ procRoot: h.proc, cgroupRoot: h.cg, mountinfoText: mountinfo }));
+  const running: RunningContainer = { id, name: "fake", pid: 1 } as RunningContainer;
+  const collector = Object.assign(new EventEmitter(), {
+    running: () => [running],
+    container: () => running,
+    attributeProcess: (_r: RunningContainer, p: { exe: string }): Attribution => ({ layerId: `layer:${p.exe}`, drift: false, reason: "" }),
+    attributePath: (_r: RunningContainer, path: string) => ({ layerId: `layer:${path}`, drift: false, reason: "", path }),
+    libraryLayers: () => [],
+    layerName: () => "",
+  }) as unknown as LdgCollector;
+  const tel = new Telemetry({ node: "n", procRoot: h.proc, collector, processes: table, log: silentLogger(), metrics: new AgentMetrics(), sampleMs: 1000, windowMs: 1_000_000, execSource: "proc" });
+  const windows: WindowSummary[] = [];
+  tel.on("window", (w) => windows.push(w));
+  return { tel, table, windows };
+}
+
+describe("the layer vector from a fake /proc", () => {
+  const id = "e".repeat(64);
+
+  it("takes each metric from the /proc field models/FEATURES.md names for it", () => {
+    const h = fakeHost(join(tmp, "fields"), id);
+    h.writeProc(1, { start: 10, ticks: 0, comm: "init", exe: "/bin/init" });
+    const before = { start: 1000, ticks: 0, comm: "work", exe: "/bin/work", stime: 0, minflt: 100, majflt: 5, ctxVoluntary: 40, ctxInvoluntary: 60, rchar: 1000, wchar: 2000, readBytes: 4096, writeBytes: 8192 };
+    h.writeProc(100, before);
+    h.setPids([1, 100]);
+    h.setCpu(1);
+    const { tel, table, windows } = fakeTelemetry(h, id);
+    tel.tick(new Date(0)); // first look: a baseline, no deltas
+    // Every counter moves by its own amount, every gauge takes its own value.
+    const after = { ...before, ticks: 7, stime: 3, minflt: 111, majflt: 18, threads: 17, rssPages: 19, ctxVoluntary: 63, ctxInvoluntary: 89, rchar: 1031, wchar: 2037, readBytes: 4137, writeBytes: 8235 };
+    h.writeProc(100, after);
+    h.setCpu(2);
+    tel.tick(new Date(1000));
+    const fds = table.current(id).find((t) => t.info.pid === 100)?.detail.fds;
+    tel.flush(new Date(2000));
+    const layer = windows.find((w) => w.containerId === id)?.layers.find((l) => l.layerId === "layer:/bin/work");
+    assert.ok(layer, "the work process's layer has a window");
+    const named = namedFeatures(feat(layer));
+    // Counters: the window's increase (`.sum`); gauges: the value at the last tick (also `.sum`).
+    const expected: Record<MetricName, number | undefined> = {
+      cpu_seconds: 0.1,
+      rss_bytes: 19 * 4096,
+      threads: 17,
+      open_fds: fds,
+      read_bytes: 31,
+      write_bytes: 37,
+      disk_read_bytes: 41,
+      disk_write_bytes: 43,
+      ctx_switches_voluntary: 23,
+      ctx_switches_involuntary: 29,
+      minor_faults: 11,
+      major_faults: 13,
+    };
+    for (const m of METRICS) assert.equal(named[`${m.name}.sum`], expected[m.name], m.name);
+    assert.equal(layer.cpuSeconds, 0.1);
+    assert.equal(layer.readBytes, 31);
+    assert.equal(layer.writeBytes, 37);
+    assert.equal(layer.rssBytes, 50 * 4096, "the peak (rss_bytes.max): the first tick's 50 pages");
+  });
+});
+
 describe("pid recycling (fake /proc)", () => {
   const id = "c".repeat(64);
 
@@ -203,23 +363,7 @@ describe("pid recycling (fake /proc)", () => {
     h.writeProc(1, { start: 10, ticks: 0, comm: "init", exe: "/bin/init" });
     h.setPids([1, 100]);
     h.setCpu(1);
-    const mountinfo = `30 25 0:26 / ${h.cg} rw,nosuid - cgroup2 cgroup2 rw\n`;
-    const table = new ProcessTable(h.proc, new CgroupSampler({ procRoot: h.proc, cgroupRoot: h.cg, mountinfoText: mountinfo }));
-
-    // Test double for the LDG collector (the fake /proc has no engine behind it): every process is
-    // attributed to a layer named after its executable.
-    const running: RunningContainer = { id, name: "fake", pid: 1 } as RunningContainer;
-    const collector = Object.assign(new EventEmitter(), {
-      running: () => [running],
-      container: () => running,
-      attributeProcess: (_r: RunningContainer, p: { exe: string }): Attribution => ({ layerId: `layer:${p.exe}`, drift: false, reason: "" }),
-      attributePath: (_r: RunningContainer, path: string) => ({ layerId: `layer:${path}`, drift: false, reason: "", path }),
-      libraryLayers: () => [],
-      layerName: () => "",
-    }) as unknown as LdgCollector;
-    const tel = new Telemetry({ node: "n", procRoot: h.proc, collector, processes: table, log: silentLogger(), metrics: new AgentMetrics(), sampleMs: 1000, windowMs: 1_000_000, execSource: "proc" });
-    const windows: WindowSummary[] = [];
-    tel.on("window", (w) => windows.push(w));
+    const { tel, table, windows } = fakeTelemetry(h, id);
 
     const first = table.refresh(id, 1, true).find((t) => t.info.pid === 100);
     tel.tick(new Date(0));
