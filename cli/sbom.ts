@@ -3,7 +3,7 @@
  * built with the CycloneDX library and checked against the 1.5 JSON schema before anyone sees it.
  */
 import { randomUUID } from "node:crypto";
-import { Enums, Models, Serialize, Spec, Validation } from "@cyclonedx/cyclonedx-library";
+import type { Serialize, Validation } from "@cyclonedx/cyclonedx-library";
 import { PackageURL } from "packageurl-js";
 import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { ImageInventory, OsRelease, Package } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
@@ -49,15 +49,25 @@ export function purlOf(p: Package, os: OsRelease | undefined): string | undefine
   return purl.toString().replaceAll("+", "%2B");
 }
 
-const serializer = new Serialize.JsonSerializer(new Serialize.JSON.Normalize.Factory(Spec.Spec1dot5));
-// Compiling the schema takes a while: once per process, on first use.
-const validator = new Validation.JsonStrictValidator(Spec.Version.v1dot5);
+// The library takes long to load and its schema long to compile: both on first use, once, so
+// that the commands that print no SBOM never pay for it.
+let tools: Promise<{ cdx: typeof import("@cyclonedx/cyclonedx-library"); serializer: Serialize.JsonSerializer; validator: Validation.JsonStrictValidator }> | undefined;
+function cycloneTools(): NonNullable<typeof tools> {
+  tools ??= import("@cyclonedx/cyclonedx-library").then((cdx) => ({
+    cdx,
+    serializer: new cdx.Serialize.JsonSerializer(new cdx.Serialize.JSON.Normalize.Factory(cdx.Spec.Spec1dot5)),
+    validator: new cdx.Validation.JsonStrictValidator(cdx.Spec.Version.v1dot5),
+  }));
+  return tools;
+}
 
 /**
  * CycloneDX 1.5 JSON for a container's image, each component's layer in its properties.
  * Rejects (ShadowError Internal) when the document does not validate against the 1.5 schema.
  */
 export async function cyclonedx(graph: LayerGraph, inv: ImageInventory, now = new Date()): Promise<Record<string, unknown>> {
+  const { cdx, serializer, validator } = await cycloneTools();
+  const { Enums, Models } = cdx;
   const layers = new Map(graph.layers.map((l) => [l.layerId, l]));
   const prop = (name: string, value: string) => new Models.Property(`shadowlayer:${name}`, value);
 

@@ -5,7 +5,12 @@
  * score interpolates between macro-vector lookup tables) and is scored by a maintained calculator
  * checked against FIRST's reference scores in the tests.
  */
-import calculator from "ae-cvss-calculator";
+import { createRequire } from "node:module";
+
+// Loaded on the first v4.0 vector: most processes (the CLI, an aggregator without NVD) never score one.
+const require = createRequire(import.meta.url);
+let calculatorModule: typeof import("ae-cvss-calculator") | undefined;
+const calculator = (): typeof import("ae-cvss-calculator") => (calculatorModule ??= require("ae-cvss-calculator") as typeof import("ae-cvss-calculator"));
 
 type Values = Readonly<Record<string, number>>;
 
@@ -137,8 +142,9 @@ function scoreV4(v: string): { score: number; severity: string; vector: string }
   let score: number;
   try {
     // The whole vector, so that a bad threat or environmental value is refused too.
-    new calculator.Cvss4P0(v);
-    score = new calculator.Cvss4P0(base).calculateScores().overall;
+    const { Cvss4P0 } = calculator();
+    new Cvss4P0(v);
+    score = new Cvss4P0(base).calculateScores().overall;
   } catch {
     return undefined;
   }
