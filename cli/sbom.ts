@@ -113,7 +113,13 @@ export async function cyclonedx(graph: LayerGraph, inv: ImageInventory, now = ne
   // as "has no dependencies"; the inventory does not know them, so the graph is left out.
   delete doc.dependencies;
   const text = JSON.stringify(doc);
-  const invalid: unknown = await validator.validate(text);
+  let invalid: unknown;
+  try {
+    invalid = await validator.validate(text);
+  } catch (err) {
+    // No validator for 1.5, or its optional dependencies (ajv, ajv-formats) missing.
+    throw new ShadowError(Code.Internal, `cannot validate the SBOM: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
   if (invalid !== null) {
     throw new ShadowError(Code.Internal, `the SBOM does not validate against CycloneDX 1.5: ${JSON.stringify(invalid).slice(0, 2000)}`);
   }
