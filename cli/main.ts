@@ -16,7 +16,8 @@ import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import { parseFeedFlags, type FeedConfig } from "../aggregator/feeds/manager.js";
 import { policyFromInit, type PolicyInit } from "../aggregator/scores/engine.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { cyclonedx, feedJson, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnJson } from "./vulns-format.js";
+import { cyclonedx } from "./sbom.js";
+import { feedJson, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnJson } from "./vulns-format.js";
 import { readFileSync } from "node:fs";
 import { callServerStream, callUnary } from "../common/grpc.js";
 import { createLogger } from "../common/log.js";
@@ -482,7 +483,7 @@ clientOptions(program.command("sbom").argument("<container>", "container id, id 
       await withClient(o, false, async (client, explain) => {
         const r = await callUnary(client, QueryService.method.getInventory, { container }).catch(explain);
         if (r.graph === undefined || r.inventory === undefined) throw new ShadowError(Code.NotFound, `no inventory for ${container}`);
-        out(JSON.stringify(cyclonedx(r.graph, r.inventory), null, 2));
+        out(JSON.stringify(await cyclonedx(r.graph, r.inventory), null, 2));
       });
     } catch (err) {
       fail(err);

@@ -1,81 +1,10 @@
 /**
- * Threat output: CycloneDX 1.5 SBOMs, score and vulnerability tables, feed status.
+ * Threat output: score and vulnerability tables, feed status (the SBOM is in sbom.ts).
  */
-import { randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
-import type { ContainerScores, FeedStatus, ImageInventory, Package, Policy, VulnMatch } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { VERSION } from "../common/version.js";
+import type { ContainerScores, FeedStatus, Policy, VulnMatch } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { shortLayerId } from "./ldg-format.js";
 import { renderTable } from "./telemetry-format.js";
-
-/** A package URL (purl spec): type, namespace, name, version, qualifiers, percent-encoded. */
-export function purlOf(p: Package, inv: ImageInventory): string {
-  const enc = (s: string) => encodeURIComponent(s);
-  const os = inv.os;
-  switch (p.type) {
-    case "deb": {
-      const ns = os?.id || "debian";
-      const q = os !== undefined && os.versionId !== "" ? `?distro=${enc(`${os.id}-${os.versionId}`)}` : "";
-      return `pkg:deb/${enc(ns)}/${enc(p.name)}@${enc(p.version)}${q}`;
-    }
-    case "apk": {
-      const q = os !== undefined && os.versionId !== "" ? `?distro=${enc(os.versionId)}` : "";
-      return `pkg:apk/alpine/${enc(p.name)}@${enc(p.version)}${q}`;
-    }
-    case "npm": {
-      const slash = p.name.startsWith("@") ? p.name.indexOf("/") : -1;
-      return slash > 0 ? `pkg:npm/${enc(p.name.slice(0, slash))}/${enc(p.name.slice(slash + 1))}@${enc(p.version)}` : `pkg:npm/${enc(p.name)}@${enc(p.version)}`;
-    }
-    case "pypi":
-      return `pkg:pypi/${enc(p.name)}@${enc(p.version)}`;
-    default:
-      return `pkg:generic/${enc(p.name)}@${enc(p.version)}`;
-  }
-}
-
-/** CycloneDX 1.5 JSON for a container's image, each component's layer in its properties. */
-export function cyclonedx(graph: LayerGraph, inv: ImageInventory, now = new Date()): Record<string, unknown> {
-  const layers = new Map(graph.layers.map((l) => [l.layerId, l]));
-  const prop = (name: string, value: string) => ({ name: `shadowlayer:${name}`, value });
-  const seen = new Set<string>();
-  const components = inv.packages.map((p) => {
-    let ref = purlOf(p, inv);
-    // Two copies of one package in different paths (npm) are two components.
-    if (seen.has(ref)) ref = `${ref}#${p.path}`;
-    seen.add(ref);
-    const l = layers.get(p.layerId);
-    const properties = [prop("layer_id", p.layerId), prop("layer_index", String(l?.index ?? inv.layerIds.indexOf(p.layerId))), prop("package_path", p.path)];
-    if (l !== undefined) properties.push(prop("layer_name", l.name));
-    if (p.sourceName !== "") properties.push(prop("source_package", p.sourceName));
-    if (p.sourceVersion !== "") properties.push(prop("source_version", p.sourceVersion));
-    return { type: "library", "bom-ref": ref, name: p.name, version: p.version, purl: purlOf(p, inv), properties };
-  });
-  return {
-    bomFormat: "CycloneDX",
-    specVersion: "1.5",
-    serialNumber: `urn:uuid:${randomUUID()}`,
-    version: 1,
-    metadata: {
-      timestamp: now.toISOString(),
-      tools: { components: [{ type: "application", name: "shadowlayer", version: VERSION }] },
-      component: {
-        type: "container",
-        "bom-ref": graph.imageId,
-        name: graph.image,
-        version: graph.imageId,
-        properties: [
-          prop("container_id", graph.containerId),
-          prop("container_name", graph.containerName),
-          ...(inv.os !== undefined ? [prop("os", `${inv.os.id} ${inv.os.versionId}`)] : []),
-          ...inv.layerIds.map((id, i) => prop(`layer.${i}`, id)),
-          ...inv.partial.map((x) => prop("partial", `${x.path} in ${x.layerId}: ${x.reason}`)),
-        ],
-      },
-    },
-    components,
-  };
-}
 
 export function scoresJson(s: ContainerScores): Record<string, unknown> {
   return {

@@ -494,7 +494,9 @@ function addToMaps(kind: FeedKind, m: Maps, r: unknown): void {
     }
     case "nvd": {
       const n = r as NvdRecord;
-      if (n.cvss31 !== undefined) m.nvd.set(n.cve, { vector: n.cvss31.vector, baseScore: n.cvss31.baseScore });
+      // v3 first: scores stay on one scale wherever a v3 one exists (aggregator/vulns/SCORING.md).
+      const c = n.cvss31 ?? n.cvss40;
+      if (c !== undefined) m.nvd.set(n.cve, { vector: c.vector, baseScore: c.baseScore });
       break;
     }
   }

@@ -5,7 +5,7 @@
  */
 import { VulnMatchSchema, type ImageInventory, type OsRelease, type Package, type VulnMatch } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { cvss31BaseScore } from "./cvss.js";
-import { compiledOf, type AdvisoryEntry, type VulnIndex } from "./index.js";
+import { compiledOf, type AdvisoryEntry, type NvdEntry, type VulnIndex } from "./index.js";
 import { explain } from "./osv-eval.js";
 import { schemeFor } from "./versions/index.js";
 import { vulnThreat } from "./scoring.js";
@@ -95,14 +95,19 @@ function toMatch(index: VulnIndex, e: AdvisoryEntry, p: Package, fixed: string):
   let cvss: number | undefined;
   let vector = "";
   let source = "default";
+  // Severity by SCORING.md: NVD's v3, else the advisory's own v3 vector, else NVD's v4.0.
+  let v40: NvdEntry | undefined;
   for (const cve of e.cves) {
     const n = index.nvd.get(cve);
-    if (n !== undefined) {
-      cvss = n.baseScore;
-      vector = n.vector;
-      source = "nvd";
-      break;
+    if (n === undefined) continue;
+    if (n.vector.startsWith("CVSS:4.0/")) {
+      v40 ??= n;
+      continue;
     }
+    cvss = n.baseScore;
+    vector = n.vector;
+    source = "nvd";
+    break;
   }
   if (cvss === undefined && e.cvss3 !== undefined) {
     // Scored once per advisory, on first use.
@@ -112,6 +117,11 @@ function toMatch(index: VulnIndex, e: AdvisoryEntry, p: Package, fixed: string):
       vector = e.cvssScore.vector;
       source = "osv";
     }
+  }
+  if (cvss === undefined && v40 !== undefined) {
+    cvss = v40.baseScore;
+    vector = v40.vector;
+    source = "nvd";
   }
   let epss: { epss: number; percentile: number } | undefined;
   let kev: { dateAdded: string; ransomware: boolean } | undefined;

@@ -5,7 +5,7 @@
 
 export interface VulnFacts {
   id: string;
-  /** CVSS v3.1 base score 0-10, or undefined when no source gives one. */
+  /** CVSS base score 0-10 (v3.x, else v4.0: SCORING.md), or undefined when no source gives one. */
   cvss: number | undefined;
   /** EPSS probability 0-1, or undefined when the CVE has no EPSS row. */
   epss: number | undefined;

@@ -136,4 +136,28 @@ describe("matching inventories", () => {
     assert.equal(matchInventory(ix, inv)[0]?.cvssSource, "nvd");
     assert.equal(matchInventory(ix, inv)[0]?.cvss, 8.1);
   });
+
+  it("severity: NVD's v3, else the advisory's v3 vector, else NVD's v4.0, else 5.0 assumed", () => {
+    const v4 = { vector: "CVSS:4.0/AV:N/AC:L/AT:N/PR:L/UI:N/VC:L/VI:L/VA:L/SC:N/SI:N/SA:N", baseScore: 5.3 };
+    const osvV3 = { severity: [{ type: "CVSS_V3", score: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H" }] } as Partial<OsvRecord>;
+    const inv = inventory(undefined, [{ type: "npm", name: "lodash", version: "4.17.20" }]);
+    const advisory = (extra: Partial<OsvRecord>) => rec("GHSA-x", "npm", "lodash", [{ introduced: "0" }, { fixed: "4.17.21" }], { aliases: ["CVE-2025-1001", "CVE-2025-1002"], ...extra });
+    const first = (ix: VulnIndex) => {
+      const m = matchInventory(ix, inv)[0];
+      return [m?.cvss, m?.cvssSource, m?.cvssVector];
+    };
+
+    const none = index([advisory({})]);
+    assert.deepEqual(first(none), [0, "default", ""]);
+    none.setNvd(new Map([["CVE-2025-1001", v4]]));
+    assert.deepEqual(first(none), [5.3, "nvd", v4.vector], "v4.0 where nothing else scores it");
+
+    const withOsv = index([advisory(osvV3)]);
+    withOsv.setNvd(new Map([["CVE-2025-1001", v4]]));
+    assert.deepEqual(first(withOsv), [9.8, "osv", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"], "a v3 vector outranks NVD's v4.0");
+
+    // NVD's v3 on a later alias still wins over a v4.0 on an earlier one.
+    withOsv.setNvd(new Map([["CVE-2025-1001", v4], ["CVE-2025-1002", { vector: "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:H", baseScore: 8.1 }]]));
+    assert.deepEqual(first(withOsv), [8.1, "nvd", "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:H"]);
+  });
 });

@@ -1,5 +1,6 @@
-/** NVD CVE API 2.0 pages (https://nvd.nist.gov/developers/vulnerabilities): the CVSS v3 score of each CVE. */
+/** NVD CVE API 2.0 pages (https://nvd.nist.gov/developers/vulnerabilities): the CVSS v3 and v4.0 scores of each CVE. */
 import type { Readable } from "node:stream";
+import { cvss40BaseScore } from "../../vulns/cvss.js";
 import {
   type FeedItem,
   type FeedStream,
@@ -17,8 +18,10 @@ import {
 import { decoded, fromFrame, jsonFrames } from "./zip.js";
 
 export interface NvdCvss {
-  version: "3.1" | "3.0";
+  version: "3.1" | "3.0" | "4.0";
+  /** v3: as published. v4.0: the base vector (NVD writes every metric, the undefined ones as X). */
   vector: string;
+  /** v3: as published. v4.0: the vector's CVSS-B score, by the calculator (cvss.ts). */
   baseScore: number;
   severity: string;
   /** Who scored it: nvd@nist.gov for NVD's own (Primary) score, a CNA's address otherwise. */
@@ -30,6 +33,8 @@ export interface NvdRecord {
   cve: string;
   /** The chosen CVSS v3 metric: Primary v3.1, else any v3.1, else Primary v3.0, else any v3.0. */
   cvss31?: NvdCvss;
+  /** The chosen CVSS v4.0 metric: Primary, else any. */
+  cvss40?: NvdCvss;
   published?: string;
   lastModified?: string;
   /** "Analyzed", "Modified", "Rejected", ... */
@@ -47,7 +52,7 @@ export interface NvdMeta {
 }
 
 const SEVERITIES = new Set(["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"]);
-const VECTOR = /^CVSS:3\.[01]\/[A-Za-z]+:[A-Za-z]+(?:\/[A-Za-z]+:[A-Za-z]+)*$/;
+const VECTOR = /^CVSS:(?:3\.[01]|4\.0)\/[A-Za-z]+:[A-Za-z]+(?:\/[A-Za-z]+:[A-Za-z]+)*$/;
 
 /** One `vulnerabilities[]` element; a malformed metric is dropped (reported through `drop`), not the CVE. */
 export function parseNvdRecord(json: unknown, drop?: (reason: string) => void): FeedItem<NvdRecord> {
@@ -70,12 +75,15 @@ export function parseNvdRecord(json: unknown, drop?: (reason: string) => void): 
       const chosen =
         v31.find((m) => m.type === "Primary") ?? v31[0] ?? v30.find((m) => m.type === "Primary") ?? v30[0];
       if (chosen !== undefined) record.cvss31 = chosen;
+      const v40 = validMetrics(metrics.cvssMetricV40, "4.0", drop);
+      const chosen4 = v40.find((m) => m.type === "Primary") ?? v40[0];
+      if (chosen4 !== undefined) record.cvss40 = chosen4;
     }
     return record;
   });
 }
 
-function validMetrics(list: unknown, version: "3.1" | "3.0", drop?: (reason: string) => void): NvdCvss[] {
+function validMetrics(list: unknown, version: NvdCvss["version"], drop?: (reason: string) => void): NvdCvss[] {
   if (list === undefined) return [];
   if (!Array.isArray(list)) {
     drop?.("invalid metric");
@@ -90,7 +98,7 @@ function validMetrics(list: unknown, version: "3.1" | "3.0", drop?: (reason: str
   return out;
 }
 
-function validMetric(m: unknown, version: "3.1" | "3.0"): NvdCvss | undefined {
+function validMetric(m: unknown, version: NvdCvss["version"]): NvdCvss | undefined {
   if (!isObject(m) || !isObject(m.cvssData)) return undefined;
   const d = m.cvssData;
   if (d.version !== version || (m.type !== "Primary" && m.type !== "Secondary")) return undefined;
@@ -98,11 +106,20 @@ function validMetric(m: unknown, version: "3.1" | "3.0"): NvdCvss | undefined {
   if (!d.vectorString.startsWith(`CVSS:${version}/`)) return undefined;
   if (typeof d.baseSeverity !== "string" || !SEVERITIES.has(d.baseSeverity)) return undefined;
   try {
+    let baseScore = numberInRange(d.baseScore, "baseScore", 0, 10);
+    let severity = d.baseSeverity;
+    let vector = d.vectorString;
+    if (version === "4.0") {
+      // The vector is what the scorer asserts; its score is computed, not taken on trust.
+      const scored = cvss40BaseScore(d.vectorString);
+      if (scored === undefined) return undefined;
+      ({ score: baseScore, severity, vector } = scored);
+    }
     return {
       version,
-      vector: d.vectorString,
-      baseScore: numberInRange(d.baseScore, "baseScore", 0, 10),
-      severity: d.baseSeverity,
+      vector,
+      baseScore,
+      severity,
       source: boundedString(m.source, "source", 256),
       type: m.type,
     };

@@ -242,7 +242,8 @@ export type VulnMatch = Message<"shadowlayer.v1.VulnMatch"> & {
   summary: string;
 
   /**
-   * CVSS v3.1 base score (0-10) and vector; where it came from (nvd | osv | default).
+   * CVSS base score (0-10) and vector: v3.x, or v4.0 where no source gives a v3 one (the vector
+   * says which; aggregator/vulns/SCORING.md). Where it came from: nvd | osv | default.
    *
    * @generated from field: double cvss = 11;
    */
