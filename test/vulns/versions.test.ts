@@ -317,14 +317,14 @@ describe("ecosystems", () => {
   });
 });
 
-describe("performance", () => {
+describe("at ingest scale", () => {
   // Parse runs for a few hundred thousand advisory versions at ingest, compare for millions of
   // pairs at match time. Measured on a shared 2-core AMD EPYC VM (Node 20), steady state:
   //   parse (not kept): dpkg 5.2 M/s, apk 3.7 M/s, semver 2.2 M/s, pep440 1.1 M/s;
   //   compare over 200k kept versions: dpkg 27 M/s, apk 20 M/s, semver 43 M/s, pep440 25 M/s
   //   (80-140 M/s when the versions fit in cache).
-  // This test keeps the 200k parsed versions (as ingest does, so GC is included) and prints its
-  // own figures; the bound is loose so that a busy CI machine does not flake.
+  // This test keeps the 200k parsed versions (as ingest does) and prints its parse rate; it
+  // asserts correctness only (timing belongs to bench:vulns, not to a test on a shared machine).
   const samples: Record<string, (i: number) => string> = {
     "Debian:12": (i) => `${i % 7}:${i % 50}.${i % 13}.${i}+dfsg-${i % 9}ubuntu${i % 4}~bpo${i % 3}`,
     "Alpine:v3.19": (i) => `${i % 50}.${i % 13}.${i}_rc${i % 5}-r${i % 9}`,
@@ -332,23 +332,25 @@ describe("performance", () => {
     PyPI: (i) => `${i % 50}.${i % 13}.${i}rc${i % 5}.post${i % 3}`,
   };
   for (const [eco, gen] of Object.entries(samples)) {
-    it(`${eco}: 200k parses take well under a second`, (t) => {
+    it(`${eco}: 200k generated versions parse, and compare as a total order`, (t) => {
       const s = scheme(eco);
       const n = 200_000;
       const strings = Array.from({ length: n }, (_, i) => gen(i));
-      for (let i = 0; i < 20_000; i++) s.parse(strings[i] as string); // warm up the JIT
       const parsed: unknown[] = new Array<unknown>(n);
       const t0 = performance.now();
       for (let i = 0; i < n; i++) parsed[i] = s.parse(strings[i] as string);
       const t1 = performance.now();
-      let acc = 0;
-      const m = 2_000_000;
-      for (let i = 0; i < m; i++) acc += s.compare(parsed[i % n], parsed[(i * 7) % n]);
-      const t2 = performance.now();
-      assert.ok(parsed.every((p) => p !== undefined));
-      assert.ok(Number.isFinite(acc));
-      t.diagnostic(`${s.name}: ${Math.round(n / ((t1 - t0) / 1000))} parses/s (kept), ${Math.round(m / ((t2 - t1) / 1000))} compares/s`);
-      assert.ok(t1 - t0 < 1000, `200k ${s.name} parses took ${Math.round(t1 - t0)} ms`);
+      const unparsed = strings.filter((_, i) => parsed[i] === undefined).slice(0, 3);
+      assert.deepEqual(unparsed, [], `${s.name} rejected generated versions`);
+      // Reflexive and antisymmetric over many pairs (the matcher's binary searches rely on it).
+      for (let i = 0; i < 200_000; i++) {
+        const a = parsed[i % n];
+        const b = parsed[(i * 7919) % n];
+        assert.equal(s.compare(a, a), 0);
+        assert.equal(Math.sign(s.compare(a, b)), -Math.sign(s.compare(b, a)) || 0, `${strings[i % n]} vs ${strings[(i * 7919) % n]}`);
+      }
+      // Speed is the benchmark's business (bench:vulns); the figure is reported, not asserted.
+      t.diagnostic(`${s.name}: ${Math.round(n / ((t1 - t0) / 1000))} parses/s (kept)`);
     });
   }
 });
