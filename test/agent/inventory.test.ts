@@ -21,7 +21,6 @@ import { parseOsRelease } from "../../agent/inventory/os-release.js";
 import type { Package } from "../../agent/inventory/package-record.js";
 import { normalizePypiName, parsePythonMetadata } from "../../agent/inventory/pypi.js";
 import { ImageLayerResolver } from "../../agent/layers/image-layers.js";
-import { resolveLinkInImage } from "../../agent/overlay/image-path.js";
 import { libcOpaqueXattrReader, readOpaqueXattr } from "../../agent/overlay/opaque-xattr.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { ensureInventoryImage } from "../harness/inventory-images.js";
@@ -154,13 +153,6 @@ describe("inventory parsers", () => {
     assert.deepEqual(parseOsRelease(fixture("os-release/ubuntu-22.04")), { id: "ubuntu", versionId: "22.04", versionCodename: "jammy", prettyName: "Ubuntu 22.04.4 LTS" });
     assert.deepEqual(parseOsRelease("# x\nID='arch'\nPRETTY_NAME=\"Arch \\\"Linux\\\" \\$HOME\"\n"), { id: "arch", versionId: "", prettyName: 'Arch "Linux" $HOME' });
     assert.equal(parseOsRelease("NAME=x\n"), undefined);
-  });
-
-  it("resolves symlink targets inside the image", () => {
-    assert.equal(resolveLinkInImage("etc/os-release", "../usr/lib/os-release"), "usr/lib/os-release");
-    assert.equal(resolveLinkInImage("etc/os-release", "/usr/lib/os-release"), "usr/lib/os-release");
-    assert.equal(resolveLinkInImage("etc/os-release", "../../../../usr/lib/os-release"), "usr/lib/os-release");
-    assert.equal(resolveLinkInImage("etc/x", ".."), undefined);
   });
 });
 

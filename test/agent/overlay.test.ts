@@ -171,7 +171,7 @@ describe("overlay model: which layer provides a path", () => {
     assert.deepEqual(s.locate("/usr/bin/dash")?.provider, { layer: 2, kind: "file" });
   });
 
-  it("maps paths into the image", () => {
+  it("maps paths and symlink targets into the image", () => {
     assert.equal(imageRel("///usr/bin/x"), "usr/bin/x");
     assert.equal(resolveLinkInImage("etc/os-release", "../usr/lib/os-release"), "usr/lib/os-release");
     assert.equal(resolveLinkInImage("etc/os-release", "/usr/lib/os-release"), "usr/lib/os-release");
