@@ -3,7 +3,7 @@
  * one-letter fields (`P:` name, `V:` version, `o:` origin, i.e. the source package). A record
  * that cannot be read is dropped and counted; the others are kept.
  */
-import type { DatabaseParse, DbEntry } from "./layer-inventory.js";
+import type { DatabaseParse, DbEntry } from "./package-record.js";
 
 const LINE = /^([A-Za-z]):(.*)$/;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9+._-]*$/;

@@ -4,7 +4,7 @@
  * A stanza that cannot be read is dropped and counted, the rest are kept, so one garbled stanza
  * does not hide a whole image's packages.
  */
-import type { DatabaseParse, DbEntry } from "./layer-inventory.js";
+import type { DatabaseParse, DbEntry } from "./package-record.js";
 
 interface Stanza {
   /** Field names lower-cased (deb822 names are case-insensitive); continuation lines joined by "\n". */

@@ -6,7 +6,7 @@
  * `package.json` describes code that was not installed from a registry, and `package.json` files
  * deeper inside a package (`dist/package.json` holding `{"type":"module"}`) are not packages.
  */
-import type { FileParse } from "./layer-inventory.js";
+import type { FileParse } from "./package-record.js";
 
 /** True for `…/node_modules/<name>/package.json` and `…/node_modules/@scope/<name>/package.json`. */
 export function isNodeModulesManifest(path: string): boolean {

@@ -4,7 +4,7 @@
  * distutils). Both are RFC 822 headers followed by a body; only `Name:` and `Version:` matter.
  */
 import { normalizePypiName } from "../../common/package-names.js";
-import type { FileParse } from "./layer-inventory.js";
+import type { FileParse } from "./package-record.js";
 
 export { normalizePypiName };
 

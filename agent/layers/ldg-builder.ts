@@ -20,10 +20,10 @@ import {
 } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { readProcFile } from "../runtime/proc-files.js";
 import type { ProcInfo } from "../runtime/container-processes.js";
+import { OverlayStack } from "../overlay/overlay-stack.js";
 import type { ContainerFacts, MountFact } from "../runtime/engine-facts.js";
 import { cacheIdOfDir, layerName, type ResolvedImage } from "./image-layers.js";
 import { overlayRoot, parseMountinfo } from "./mountinfo.js";
-import { presenceIn, providingLayer } from "./overlay-lookup.js";
 
 export interface LdgBuilderOptions {
   node: string;
@@ -183,7 +183,7 @@ export class LdgBuilder {
       return { layerId: rwId, drift: true, reason: "deleted" };
     }
     const inImage = this.imageProvider(image, p.exe);
-    if (c.upperDir !== "" && presenceIn(c.upperDir, p.exe) === "file") {
+    if (c.upperDir !== "" && new OverlayStack([c.upperDir]).locate(p.exe) !== undefined) {
       return { layerId: rwId, drift: true, reason: inImage >= 0 ? "modified" : "added" };
     }
     if (inImage >= 0) {
@@ -222,9 +222,7 @@ export class LdgBuilder {
     const key = `${image.id}\0${exe}`;
     const hit = this.exeCache.get(key);
     if (hit !== undefined) return hit;
-    const dirs = image.layers.map((l) => l.dir).reverse();
-    const top = providingLayer(dirs, exe);
-    const idx = top < 0 ? -1 : image.layers.length - 1 - top;
+    const idx = new OverlayStack(image.layers.map((l) => l.dir)).locate(exe)?.provider.layer ?? -1;
     this.exeCache.set(key, idx);
     return idx;
   }

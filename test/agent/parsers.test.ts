@@ -1,10 +1,9 @@
 /**
  * Unit tests for the agent's pure parsers, on data captured from a real machine (Docker 20.10.24,
  * overlay2, cgroup v1 with the cgroupfs driver, kernel 6.18) and kept under test/fixtures/.
- * Nothing here needs a Docker engine; the fake /proc and overlay layers are built in temp dirs.
+ * Nothing here needs a Docker engine; the fake /proc is built in a temp dir.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path, { dirname } from "node:path";
@@ -15,7 +14,6 @@ import { containerIdFromCgroup, scanContainerProcesses, type ProcInfo, type Proc
 import { chainIds } from "../../agent/layers/chain-id.js";
 import { layerName } from "../../agent/layers/image-layers.js";
 import { overlayRoot, parseMountinfo } from "../../agent/layers/mountinfo.js";
-import { presenceIn, providingLayer } from "../../agent/layers/overlay-lookup.js";
 import { parseConfigHistory, parseContainerInspect, parseImageInspect } from "../../agent/runtime/engine-facts.js";
 import { Code, ShadowError } from "../../common/errors.js";
 
@@ -439,79 +437,6 @@ describe("image-layers: layerName", () => {
     const long = layerName(`/bin/sh -c ${"y".repeat(200)}`, "", 0);
     assert.equal(long.length, 80);
     assert.equal(long, `RUN ${"y".repeat(73)}...`);
-  });
-});
-
-describe("overlay-lookup: providingLayer and presenceIn", () => {
-  let base: string;
-  let upper: string;
-  let mid: string;
-  let bottom: string;
-
-  const put = (dir: string, rel: string, body = "x"): void => {
-    mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
-    writeFileSync(path.join(dir, rel), body);
-  };
-  const whiteout = (dir: string, rel: string): void => {
-    mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
-    execFileSync("mknod", [path.join(dir, rel), "c", "0", "0"]);
-  };
-
-  before(() => {
-    base = mkdtempSync(path.join(tmpdir(), "sl-parsers-ovl-"));
-    upper = path.join(base, "upper");
-    mid = path.join(base, "mid");
-    bottom = path.join(base, "bottom");
-    for (const d of [upper, mid, bottom]) mkdirSync(d);
-    put(bottom, "bin/app");
-    put(mid, "bin/app");
-    put(bottom, "bin/tool");
-    put(mid, "bin/tool");
-    put(upper, "bin/tool");
-    put(bottom, "bin/gone");
-    whiteout(upper, "bin/gone");
-    // A whiteout in a lower layer, covered again by the upper.
-    whiteout(mid, "etc/conf");
-    put(bottom, "etc/conf");
-    put(upper, "etc/conf");
-    // A real character device (1/3, /dev/null) is not a whiteout.
-    mkdirSync(path.join(mid, "dev"));
-    execFileSync("mknod", [path.join(mid, "dev/null"), "c", "1", "3"]);
-    // A dangling symlink still is an entry in that layer.
-    mkdirSync(path.join(upper, "usr/bin"), { recursive: true });
-    symlinkSync("/nowhere", path.join(upper, "usr/bin/link"));
-  });
-  after(() => rmSync(base, { recursive: true, force: true }));
-
-  it("picks the top-most layer holding the path", () => {
-    assert.equal(providingLayer([upper, mid, bottom], "/bin/app"), 1);
-    assert.equal(providingLayer([upper, mid, bottom], "/bin/tool"), 0);
-    assert.equal(providingLayer([mid, bottom], "/bin/tool"), 0);
-    assert.equal(providingLayer([bottom], "/bin/tool"), 0);
-    assert.equal(providingLayer([upper, mid, bottom], "/etc/conf"), 0);
-    assert.equal(providingLayer([upper, mid, bottom], "/usr/bin/link"), 0);
-  });
-
-  it("stops at a whiteout: -1", () => {
-    assert.equal(presenceIn(upper, "/bin/gone"), "whiteout");
-    assert.equal(providingLayer([upper, mid, bottom], "/bin/gone"), -1);
-    assert.equal(providingLayer([mid, bottom], "/bin/gone"), 1);
-    assert.equal(presenceIn(mid, "/etc/conf"), "whiteout");
-    assert.equal(providingLayer([mid, bottom], "/etc/conf"), -1);
-  });
-
-  it("returns -1 when no layer holds the path", () => {
-    assert.equal(presenceIn(upper, "/bin/nothing"), "absent");
-    assert.equal(providingLayer([upper, mid, bottom], "/bin/nothing"), -1);
-    assert.equal(providingLayer([], "/bin/app"), -1);
-  });
-
-  it("tells files, whiteouts and absence apart", () => {
-    assert.equal(presenceIn(mid, "/bin/app"), "file");
-    assert.equal(presenceIn(mid, "/dev/null"), "file");
-    assert.equal(presenceIn(upper, "/usr/bin/link"), "file");
-    assert.equal(presenceIn(upper, "/bin"), "file");
-    assert.equal(presenceIn(upper, "/bin/app"), "absent");
   });
 });
 

@@ -1,0 +1,170 @@
+/**
+ * One layer's bounded search for package database files, read in the layer's own directory (never
+ * the whole tree, never through a symlinked directory).
+ *
+ *   dpkg  var/lib/dpkg/status, var/lib/dpkg/status.d/* (not *.md5sums)
+ *   apk   lib/apk/db/installed
+ *   npm   usr/lib/node_modules, usr/local/lib/node_modules, and any `node_modules` dir found
+ *         below the application roots; in each: <name>/ and @scope/<name>/ package dirs, their
+ *         nested node_modules and pnpm's .pnpm/<id>/node_modules, up to `maxNodeModulesNesting`
+ *   pypi  usr/lib/python3*\/{site,dist}-packages, usr/local/lib/python3*\/{site,dist}-packages,
+ *         and any site-packages / dist-packages dir found below the application roots; in each
+ *         *.dist-info/METADATA, *.egg-info/PKG-INFO and single-file *.egg-info
+ *   application roots: app, srv, opt, home, root, usr/src, usr/app, var/www, workspace,
+ *         searched `maxSearchDepth` directories deep (so opt/venv/lib/python3.11/site-packages
+ *         and home/u/.local/lib/python3.11/site-packages are found), skipping VCS and cache dirs.
+ *
+ * The search stops after `maxEntriesPerLayer` directory entries and file checks or
+ * `maxDbFilesPerLayer` database files, and says where in `stoppedAt`.
+ */
+import type { Dirent } from "node:fs";
+import { readdir } from "node:fs/promises";
+import type { EntryKind } from "../overlay/entry-kind.js";
+import type { LayerDir } from "../overlay/layer-dir.js";
+import type { InventoryCaps } from "./inventory-caps.js";
+import { isNodeModulesManifest } from "./npm.js";
+
+/** What a database file is, which says how it is parsed. */
+export type DbKind = "dpkg-status" | "dpkg-status.d" | "apk" | "npm" | "pypi";
+
+const DPKG_STATUS = "var/lib/dpkg/status";
+const DPKG_STATUS_D = "var/lib/dpkg/status.d";
+const APK_INSTALLED = "lib/apk/db/installed";
+const NPM_GLOBAL_ROOTS = ["usr/lib/node_modules", "usr/local/lib/node_modules"];
+const PYTHON_LIB_ROOTS = ["usr/lib", "usr/local/lib"];
+const APP_ROOTS = ["app", "srv", "opt", "home", "root", "usr/src", "usr/app", "var/www", "workspace"];
+const SEARCH_SKIP = new Set([".git", ".hg", ".svn", ".cache", ".npm", ".pnpm-store", ".yarn", "__pycache__", "proc", "sys", "dev"]);
+
+export class DatabaseSearch {
+  /** Database files found, relative to the layer's root. */
+  readonly found = new Map<string, DbKind>();
+  private work = 0;
+  stoppedAt: { path: string; reason: string } | undefined;
+
+  constructor(
+    private readonly fs: LayerDir,
+    private readonly caps: InventoryCaps,
+  ) {}
+
+  private spend(n: number, where: string): boolean {
+    if (this.stoppedAt !== undefined) return false;
+    this.work += n;
+    if (this.work > this.caps.maxEntriesPerLayer) {
+      this.stoppedAt = { path: `/${where}`, reason: `search stopped after ${this.caps.maxEntriesPerLayer} directory entries (cap); databases further on are not listed` };
+      return false;
+    }
+    return true;
+  }
+
+  private kind(rel: string): EntryKind {
+    return this.spend(1, rel) ? this.fs.kind(rel) : "absent";
+  }
+
+  private add(rel: string, kind: DbKind): void {
+    if (this.stoppedAt !== undefined) return;
+    if (this.found.size >= this.caps.maxDbFilesPerLayer) {
+      this.stoppedAt = { path: `/${rel}`, reason: `search stopped after ${this.caps.maxDbFilesPerLayer} database files (cap)` };
+      return;
+    }
+    this.found.set(rel, kind);
+  }
+
+  private async list(rel: string): Promise<Dirent[]> {
+    if (this.stoppedAt !== undefined) return [];
+    let entries: Dirent[];
+    try {
+      entries = await readdir(this.fs.abs(rel), { withFileTypes: true });
+    } catch {
+      return [];
+    }
+    // Entry order from readdir is the directory's, not sorted: sort so a capped search is repeatable.
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return this.spend(entries.length, rel) ? entries : [];
+  }
+
+  /** `rel` is a directory of this layer reached through directories only (never through a symlink). */
+  private isDir(rel: string): boolean {
+    let prefix = "";
+    for (const part of rel.split("/")) {
+      prefix = prefix === "" ? part : `${prefix}/${part}`;
+      if (this.kind(prefix) !== "dir") return false;
+    }
+    return true;
+  }
+
+  private isFileLike(rel: string): boolean {
+    const k = this.kind(rel);
+    return k === "file" || k === "symlink";
+  }
+
+  async run(): Promise<void> {
+    if (this.isFileLike(DPKG_STATUS)) this.add(DPKG_STATUS, "dpkg-status");
+    if (this.isDir(DPKG_STATUS_D)) {
+      for (const e of await this.list(DPKG_STATUS_D)) {
+        if ((e.isFile() || e.isSymbolicLink()) && !e.name.startsWith(".") && !e.name.endsWith(".md5sums")) this.add(`${DPKG_STATUS_D}/${e.name}`, "dpkg-status.d");
+      }
+    }
+    if (this.isFileLike(APK_INSTALLED)) this.add(APK_INSTALLED, "apk");
+    for (const r of NPM_GLOBAL_ROOTS) if (this.isDir(r)) await this.nodeModules(r, 0);
+    for (const base of PYTHON_LIB_ROOTS) {
+      if (!this.isDir(base)) continue;
+      for (const e of await this.list(base)) {
+        if (!e.isDirectory() || !/^python3(\.\d+)?$/.test(e.name)) continue;
+        for (const sp of ["site-packages", "dist-packages"]) {
+          const d = `${base}/${e.name}/${sp}`;
+          if (this.kind(d) === "dir") await this.sitePackages(d);
+        }
+      }
+    }
+    for (const r of APP_ROOTS) if (this.isDir(r)) await this.search(r, 1);
+  }
+
+  private async search(rel: string, depth: number): Promise<void> {
+    for (const e of await this.list(rel)) {
+      if (!e.isDirectory()) continue;
+      const child = `${rel}/${e.name}`;
+      if (e.name === "node_modules") await this.nodeModules(child, 0);
+      else if (e.name === "site-packages" || e.name === "dist-packages") await this.sitePackages(child);
+      else if (depth < this.caps.maxSearchDepth && !SEARCH_SKIP.has(e.name)) await this.search(child, depth + 1);
+    }
+  }
+
+  private async nodeModules(rel: string, nesting: number): Promise<void> {
+    for (const e of await this.list(rel)) {
+      // Symlinked package dirs (pnpm's top level, workspace links) are skipped: their real dirs are found where they live.
+      if (!e.isDirectory()) continue;
+      const child = `${rel}/${e.name}`;
+      if (e.name === ".pnpm") {
+        if (nesting >= this.caps.maxNodeModulesNesting) continue;
+        for (const s of await this.list(child)) {
+          if (s.isDirectory() && this.kind(`${child}/${s.name}/node_modules`) === "dir") await this.nodeModules(`${child}/${s.name}/node_modules`, nesting + 1);
+        }
+      } else if (e.name.startsWith(".")) {
+        continue;
+      } else if (e.name.startsWith("@")) {
+        for (const s of await this.list(child)) if (s.isDirectory()) await this.packageDir(`${child}/${s.name}`, nesting);
+      } else {
+        await this.packageDir(child, nesting);
+      }
+    }
+  }
+
+  private async packageDir(rel: string, nesting: number): Promise<void> {
+    const manifest = `${rel}/package.json`;
+    if (this.isFileLike(manifest) && isNodeModulesManifest(manifest)) this.add(manifest, "npm");
+    if (nesting < this.caps.maxNodeModulesNesting && this.kind(`${rel}/node_modules`) === "dir") await this.nodeModules(`${rel}/node_modules`, nesting + 1);
+  }
+
+  private async sitePackages(rel: string): Promise<void> {
+    for (const e of await this.list(rel)) {
+      const child = `${rel}/${e.name}`;
+      if (e.isDirectory() && e.name.endsWith(".dist-info")) {
+        if (this.isFileLike(`${child}/METADATA`)) this.add(`${child}/METADATA`, "pypi");
+      } else if (e.isDirectory() && e.name.endsWith(".egg-info")) {
+        if (this.isFileLike(`${child}/PKG-INFO`)) this.add(`${child}/PKG-INFO`, "pypi");
+      } else if (e.isFile() && e.name.endsWith(".egg-info")) {
+        this.add(child, "pypi");
+      }
+    }
+  }
+}
