@@ -15,7 +15,7 @@ import { after, before, describe, it } from "node:test";
 import type Docker from "dockerode";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
-import { policyFromInit } from "../../aggregator/scores/engine.js";
+import { policyFromInit } from "../../aggregator/index.js";
 import { silentLogger } from "../../common/log.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
 import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
