@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -14,11 +15,29 @@ import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/sh
 import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { AggregatorLink } from "../../agent/link/aggregator-link.js";
 import { AgentMetrics } from "../../agent/metrics.js";
-import { initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
+import { AGGREGATOR_TLS_NAME, initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
 import { callBidi, callUnary, channelCredentials, makeClient, methodPath } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
 import { waitFor } from "../harness/engine.js";
+
+/**
+ * Opens TLS (ALPN h2) to the aggregator with `cert`, sends the HTTP/2 preface and an empty
+ * SETTINGS frame, and tells whether the server answered with any HTTP/2 bytes.
+ */
+function tlsProbe(port: number, ca: Buffer, cert: TlsMaterial): Promise<{ served: boolean }> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: "127.0.0.1", port, ca, key: cert.key, cert: cert.cert, servername: AGGREGATOR_TLS_NAME, ALPNProtocols: ["h2"] });
+    s.setTimeout(3000, () => s.destroy());
+    s.once("data", () => {
+      resolve({ served: true });
+      s.destroy();
+    });
+    s.on("error", () => undefined);
+    s.on("close", () => resolve({ served: false }));
+    s.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+  });
+}
 
 function graph(id: string, node: string, name: string): LayerGraph {
   return create(LayerGraphSchema, {
@@ -105,10 +124,23 @@ describe("aggregator gRPC", () => {
     assert.equal((await fetch(`http://127.0.0.1:${agg.httpPort}/healthz`)).status, 200);
   });
 
+  // UNAVAILABLE alone is also what a dead server answers: each refusal is checked against a good
+  // certificate served by the same server at the same moment, and traced to the TLS handshake.
   it("refuses a client without a certificate", async () => {
-    const c = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca));
-    await assert.rejects(callUnary(c, QueryService.method.listContainers, {}, { deadlineMs: 3000 }), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
-    c.close();
+    const bad = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca));
+    const good = makeClient(QueryService, address, channelCredentials(clientTls));
+    const [refused, served] = await Promise.allSettled([
+      callUnary(bad, QueryService.method.listContainers, {}, { deadlineMs: 3000 }),
+      callUnary(good, QueryService.method.listContainers, {}, { deadlineMs: 3000 }),
+    ]);
+    assert.equal(served.status, "fulfilled", "the same server serves a client certificate meanwhile");
+    assert.equal(refused.status, "rejected");
+    const err = (refused as PromiseRejectedResult).reason as grpc.ServiceError;
+    assert.equal(err.code, grpc.status.UNAVAILABLE);
+    // The server's TLS alert 116 (certificate required), not a refused or dropped connection.
+    assert.match(err.details, /certificate required/);
+    bad.close();
+    good.close();
   });
 
   it("refuses a client whose certificate comes from another CA", async () => {
@@ -116,9 +148,21 @@ describe("aggregator gRPC", () => {
     await initCerts(other, { nodes: ["node-a"] });
     const foreign = await loadTls(other, { role: "client" });
     // Trusts our aggregator, but presents a certificate our CA never signed.
-    const c = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca, foreign.key, foreign.cert));
-    await assert.rejects(callUnary(c, QueryService.method.listContainers, {}, { deadlineMs: 3000 }), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
-    c.close();
+    const bad = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca, foreign.key, foreign.cert));
+    const good = makeClient(QueryService, address, channelCredentials(clientTls));
+    const [refused, served] = await Promise.allSettled([
+      callUnary(bad, QueryService.method.listContainers, {}, { deadlineMs: 3000 }),
+      callUnary(good, QueryService.method.listContainers, {}, { deadlineMs: 3000 }),
+    ]);
+    assert.equal(served.status, "fulfilled", "the same server serves a certificate from its CA meanwhile");
+    assert.equal(refused.status, "rejected");
+    assert.equal(((refused as PromiseRejectedResult).reason as grpc.ServiceError).code, grpc.status.UNAVAILABLE);
+    bad.close();
+    good.close();
+    // Below gRPC: the TLS handshake with the foreign certificate is cut before the server says a
+    // word of HTTP/2, where the same handshake with our certificate gets the server's SETTINGS.
+    assert.equal((await tlsProbe(agg.port, clientTls.ca, foreign)).served, false);
+    assert.equal((await tlsProbe(agg.port, clientTls.ca, clientTls)).served, true);
   });
 
   it("answers malformed requests with INVALID_ARGUMENT", async () => {
@@ -207,16 +251,10 @@ describe("aggregator gRPC", () => {
     graphs.push(graph("d".repeat(64), "node-b", "two"));
     graphs.shift();
     await start(`127.0.0.1:${port}`);
+    // Synced again: the aggregator has acked the link's new full sync (hello, graphs, syncComplete).
+    await waitFor("link resynced", () => (l.connected ? true : undefined), 15_000, 50);
     const c = makeClient(QueryService, address, channelCredentials(clientTls));
-    const names = await waitFor(
-      "agent caught up",
-      async () => {
-        const list = (await callUnary(c, QueryService.method.listContainers, { node: "node-b" })).containers.map((x) => x.containerName);
-        return list.length === 1 && list[0] === "two" ? list : undefined;
-      },
-      15_000,
-      200,
-    );
+    const names = (await callUnary(c, QueryService.method.listContainers, { node: "node-b" })).containers.map((x) => x.containerName);
     assert.deepEqual(names, ["two"], "the container removed while down is gone, the new one is there");
     c.close();
     l.stop();
