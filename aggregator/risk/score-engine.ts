@@ -8,13 +8,13 @@ import { EventEmitter } from "node:events";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Level } from "level";
 import type { Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import type { ContainerScores, ImageInventory, Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { ImageInventorySchema, PolicySchema, type ContainerScores, type ImageInventory, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { FeedManager } from "../feeds/manager.js";
 import type { GraphStore } from "../store/graph-store.js";
-import { InventoryStore } from "../store/inventory-store.js";
-import { PolicyStore } from "../store/policy-store.js";
+import { keys } from "../store/keys.js";
+import { MessageStore } from "../store/message-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
 import { ImageMatches, type ImageMatchResult } from "../vulns/image-matches.js";
 import { orderPolicies, selectPolicy } from "./policies.js";
@@ -49,8 +49,10 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   private tick: NodeJS.Timeout | undefined;
 
   private constructor(
-    private readonly inventories: InventoryStore,
-    private readonly policies: PolicyStore,
+    /** Image inventories as the agents reported them, by image id. */
+    private readonly inventories: MessageStore<typeof ImageInventorySchema>,
+    /** The policies an operator set or the configuration seeded, by name. */
+    private readonly policies: MessageStore<typeof PolicySchema>,
     private readonly graphs: GraphStore,
     private readonly feeds: FeedManager,
     readonly log: Logger,
@@ -61,9 +63,11 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   }
 
   static async open(o: ScoreEngineOptions): Promise<ScoreEngine> {
-    const e = new ScoreEngine(await InventoryStore.open(o.db), await PolicyStore.open(o.db), o.graphs, o.feeds, o.log);
+    const inventories = await MessageStore.open(o.db, ImageInventorySchema, { key: keys.inventory, range: keys.inventoryRange, id: (i) => i.imageId });
+    const policies = await MessageStore.open(o.db, PolicySchema, { key: keys.policy, range: keys.policyRange, id: (p) => p.name });
+    const e = new ScoreEngine(inventories, policies, o.graphs, o.feeds, o.log);
     // Configured policies seed the store; a policy changed through the admin API keeps its change.
-    for (const p of o.policies ?? []) if (!e.policies.has(p.name)) await e.setPolicy(p, false);
+    for (const p of o.policies ?? []) if (e.policies.get(p.name) === undefined) await e.setPolicy(p, false);
     for (const d of await o.telemetry.detections({}, DETECTIONS_ON_START)) e.noteDetection(d);
     o.graphs.on("upsert", (g) => e.recompute(g.containerId));
     o.graphs.on("delete", (id) => {
@@ -118,7 +122,7 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   }
 
   async deletePolicy(name: string): Promise<void> {
-    if (!(await this.policies.delete(name))) throw new ShadowError(Code.NotFound, `no policy named ${name}`);
+    if ((await this.policies.delete(name)) === undefined) throw new ShadowError(Code.NotFound, `no policy named ${name}`);
     this.recomputeAll();
   }
 
