@@ -17,7 +17,7 @@ import { AgentMetrics } from "../../agent/metrics.js";
 import { initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
 import { callBidi, callUnary, channelCredentials, makeClient, methodPath } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
-import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
+import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { waitFor } from "../harness/engine.js";
 import { refusedWhileServed, tlsProbe } from "./tls-refusal.js";
 
