@@ -3,5 +3,5 @@
  */
 export { startAggregator, type AggregatorOptions, type RunningAggregator } from "./server.js";
 export { parseFeedFlags, type FeedConfig } from "./feeds/manager.js";
-export { policyFromInit, type PolicyInit } from "./scores/engine.js";
+export { parsePolicies, policyFromInit, type PolicyInit } from "./risk/policy-schema.js";
 export { summarize } from "./api/query-service.js";

@@ -1,6 +1,6 @@
 /**
- * The aggregator process: gRPC (AgentService, QueryService, health, reflection) over mTLS by
- * default, the level store, and the HTTP endpoint for metrics and probes.
+ * The aggregator process: gRPC (AgentService, QueryService, AdminService, health, reflection)
+ * over mTLS by default, the level store, and the HTTP endpoint for metrics and probes.
  */
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -21,9 +21,10 @@ import { GraphStore } from "./store/graph-store.js";
 import { TelemetryStore } from "./store/telemetry-store.js";
 import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { adminImpl, vulnsQueryImpl } from "./api/vulns-service.js";
+import { adminImpl } from "./api/admin-service.js";
+import { vulnsQueryImpl } from "./api/vulns-service.js";
 import { FeedManager, type FeedConfig } from "./feeds/manager.js";
-import { ScoreEngine } from "./scores/engine.js";
+import { ScoreEngine } from "./risk/score-engine.js";
 
 export interface AggregatorOptions {
   dataDir: string;

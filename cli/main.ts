@@ -14,7 +14,7 @@ import type { WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js"
 import { agentJson, detectionJson, renderAgents, renderDetections, renderTable, renderTop, windowJson } from "./telemetry-format.js";
 import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import { parseFeedFlags, type FeedConfig } from "../aggregator/feeds/manager.js";
-import { policyFromInit, type PolicyInit } from "../aggregator/scores/engine.js";
+import { policyFromInit, type PolicyInit } from "../aggregator/index.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { cyclonedx } from "./sbom.js";
 import { feedJson, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnJson } from "./vulns-format.js";

@@ -1,31 +1,26 @@
 /**
- * The threat side of QueryService (scores, vulnerabilities, inventories, feeds) and the
- * AdminService (policies, feed refresh). Admin calls need a client certificate: an agent's
- * certificate may publish its node's state but never change how the aggregator decides.
+ * The threat side of QueryService: scores (listed and watched), an image's vulnerabilities and
+ * inventory, and the feeds' status.
  */
 import type * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
-  AdminService,
-  DeletePolicyResponseSchema,
   GetInventoryResponseSchema,
   GetVulnsResponseSchema,
   ListFeedsResponseSchema,
-  ListPoliciesResponseSchema,
   ListScoresResponseSchema,
   QueryService,
   ScoreEvent_Type,
   ScoreEventSchema,
 } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { FeedStatusSchema, type ContainerScores, type FeedStatus } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { peerIdentity } from "../../common/certs.js";
+import type { ContainerScores } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { serverStreamHandler, unaryHandler } from "../../common/grpc.js";
 import type { FeedManager } from "../feeds/manager.js";
 import type { AggregatorMetrics } from "../metrics.js";
-import type { ScoreEngine } from "../scores/engine.js";
+import type { ScoreEngine } from "../risk/score-engine.js";
 import type { GraphStore } from "../store/graph-store.js";
+import { feedStatuses } from "./feed-statuses.js";
 import { findGraph } from "./query-service.js";
 
 export interface VulnsDeps {
@@ -33,34 +28,6 @@ export interface VulnsDeps {
   scores: ScoreEngine;
   feeds: FeedManager;
   metrics: AggregatorMetrics;
-}
-
-const DAY = 86_400_000;
-
-export function feedStatuses(feeds: FeedManager, now = Date.now()): FeedStatus[] {
-  return feeds.states().map(({ config, meta }) => {
-    const last = meta.lastSuccess === "" ? undefined : new Date(meta.lastSuccess);
-    const maxAge = config.maxAgeMs ?? DAY;
-    const age = last === undefined ? -1 : (now - last.getTime()) / 1000;
-    return create(FeedStatusSchema, {
-      name: config.name,
-      kind: config.kind,
-      source: config.source,
-      ...(meta.lastAttempt !== "" ? { lastAttempt: timestampFromDate(new Date(meta.lastAttempt)) } : {}),
-      ...(last !== undefined ? { lastSuccess: timestampFromDate(last) } : {}),
-      state: meta.state,
-      error: meta.error,
-      accepted: BigInt(meta.accepted),
-      rejected: BigInt(meta.rejected),
-      rejectedByReason: Object.fromEntries(Object.entries(meta.reasons).map(([k, v]) => [k, BigInt(v)])),
-      records: BigInt(meta.records),
-      ageSeconds: age,
-      maxAgeSeconds: maxAge / 1000,
-      stale: last === undefined || age * 1000 > maxAge,
-      etag: meta.etag,
-      samples: meta.samples,
-    });
-  });
 }
 
 export function vulnsQueryImpl({ store, scores, feeds, metrics }: VulnsDeps): grpc.UntypedServiceImplementation {
@@ -114,36 +81,5 @@ export function vulnsQueryImpl({ store, scores, feeds, metrics }: VulnsDeps): gr
       return create(GetInventoryResponseSchema, { graph: g, inventory: inv });
     }),
     listFeeds: unaryHandler(m.listFeeds, async () => create(ListFeedsResponseSchema, { feeds: feedStatuses(feeds) })),
-  };
-}
-
-export function adminImpl({ scores, feeds }: VulnsDeps, requireCert: boolean): grpc.UntypedServiceImplementation {
-  const m = AdminService.method;
-  const admin = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
-    if (!requireCert) return;
-    const who = peerIdentity(call.getAuthContext()?.sslPeerCertificate?.subject);
-    if (who === undefined || who.role !== "client") throw new ShadowError(Code.PermissionDenied, "admin calls need a client certificate (agents cannot change policies or feeds)");
-  };
-  return {
-    listPolicies: unaryHandler(m.listPolicies, async (_req, call) => {
-      admin(call);
-      return create(ListPoliciesResponseSchema, { policies: scores.listPolicies() });
-    }),
-    setPolicy: unaryHandler(m.setPolicy, async (req, call) => {
-      admin(call);
-      if (req.policy === undefined) throw new ShadowError(Code.InvalidArgument, "policy is required");
-      return scores.setPolicy(req.policy);
-    }),
-    deletePolicy: unaryHandler(m.deletePolicy, async (req, call) => {
-      admin(call);
-      if (req.name === "default") throw new ShadowError(Code.InvalidArgument, "the default policy cannot be deleted (change its thresholds instead)");
-      await scores.deletePolicy(req.name);
-      return create(DeletePolicyResponseSchema, {});
-    }),
-    refreshFeeds: unaryHandler(m.refreshFeeds, async (req, call) => {
-      admin(call);
-      await feeds.refresh(req.name);
-      return create(ListFeedsResponseSchema, { feeds: feedStatuses(feeds) });
-    }),
   };
 }

@@ -12,6 +12,7 @@ import { Readable } from "node:stream";
 import type { Level } from "level";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
+import { keys } from "../store/keys.js";
 import type { FeedItem } from "./parse/types.js";
 import { parseEpss, type EpssRecord } from "./parse/epss.js";
 import { parseKev, type KevRecord } from "./parse/kev.js";
@@ -109,8 +110,6 @@ export interface FeedState {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const metaKey = (name: string) => `feed!${name}!meta`;
-const dataPrefix = (name: string, gen: number) => `feed!${name}!g${gen.toString(16).padStart(8, "0")}!`;
 const CHUNK = 500;
 
 /** The reason class of a rejection (the parsers give short classes; bounded here all the same). */
@@ -140,7 +139,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   static async open(db: Level<string, Uint8Array>, configs: readonly FeedConfig[], log: Logger, index = new VulnIndex()): Promise<FeedManager> {
     const m = new FeedManager(db, index, log);
     for (const c of configs) {
-      const raw = await db.get(metaKey(c.name));
+      const raw = await db.get(keys.feedMeta(c.name));
       const meta = raw === undefined ? emptyMeta() : { ...emptyMeta(), ...(JSON.parse(dec.decode(raw)) as Partial<Meta>) };
       m.feeds.set(c.name, { config: c, meta });
       if (meta.gen > 0) await m.loadStored(c, meta.gen);
@@ -193,7 +192,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   }
 
   private async saveMeta(name: string, meta: Meta): Promise<void> {
-    await this.db.put(metaKey(name), enc.encode(JSON.stringify(meta)));
+    await this.db.put(keys.feedMeta(name), enc.encode(JSON.stringify(meta)));
   }
 
   private async doRefresh(name: string, force: boolean): Promise<void> {
@@ -219,7 +218,6 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       return;
     }
     const gen = meta.gen + 1;
-    const prefix = dataPrefix(name, gen);
     const reasons: Record<string, number> = {};
     const samples: string[] = [];
     let accepted = 0;
@@ -235,7 +233,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       let ops: Array<{ type: "put"; key: string; value: Uint8Array }> = [];
       const flushChunk = () => {
         if (chunk.count === 0) return;
-        ops.push({ type: "put", key: prefix + (chunkNo++).toString(16).padStart(8, "0"), value: chunk.take() });
+        ops.push({ type: "put", key: keys.feedChunk(name, gen, chunkNo++), value: chunk.take() });
       };
       for await (const item of items) {
         if (!item.ok) {
@@ -289,13 +287,13 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       });
       f.meta = meta;
       await this.saveMeta(name, meta);
-      if (old > 0) await this.db.clear({ gte: dataPrefix(name, old), lt: `${dataPrefix(name, old)}\xff` });
+      if (old > 0) await this.db.clear(keys.feedGeneration(name, old));
       this.install(config, maps);
       this.log.info({ feed: name, accepted, rejected, reasons, ms: Date.now() - started }, "feed loaded");
       this.emit("changed", name);
     } catch (err) {
       opened.stream.destroy();
-      await this.db.clear({ gte: prefix, lt: `${prefix}\xff` }).catch(() => undefined);
+      await this.db.clear(keys.feedGeneration(name, gen)).catch(() => undefined);
       meta.state = "error";
       meta.error = `${err instanceof Error ? err.message : String(err)} (after ${accepted} records; the previous data is kept)`;
       f.meta = meta;
@@ -354,9 +352,8 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   }
 
   private async loadStored(c: FeedConfig, gen: number): Promise<void> {
-    const prefix = dataPrefix(c.name, gen);
     const maps = newMaps();
-    for await (const v of this.db.values({ gte: prefix, lt: `${prefix}\xff` })) {
+    for await (const v of this.db.values(keys.feedGeneration(c.name, gen))) {
       for (const { raw, text } of readChunk(v)) {
         const json: unknown = JSON.parse(text);
         if (!raw) addToMaps(c.kind, maps, json);

@@ -21,7 +21,7 @@ import type { Logger } from "../../common/log.js";
 import type { AggregatorMetrics } from "../metrics.js";
 import type { GraphStore } from "../store/graph-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
-import type { ScoreEngine } from "../scores/engine.js";
+import type { ScoreEngine } from "../risk/score-engine.js";
 import type { NodeContext, TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** What the latest heartbeat of a node said. */

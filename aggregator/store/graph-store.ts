@@ -5,11 +5,11 @@
  */
 import { EventEmitter } from "node:events";
 import { mkdir } from "node:fs/promises";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Level } from "level";
 import { LayerGraphSchema, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { keys, SCHEMA_VERSION } from "./keys.js";
+import { MessageStore } from "./message-store.js";
 
 export interface NodeRecord {
   node: string;
@@ -29,10 +29,12 @@ export interface GraphStoreEvents {
 }
 
 export class GraphStore extends EventEmitter<GraphStoreEvents> {
-  private readonly graphs = new Map<string, LayerGraph>();
   private readonly nodes = new Map<string, NodeRecord>();
 
-  private constructor(readonly db: Level<string, Uint8Array>) {
+  private constructor(
+    readonly db: Level<string, Uint8Array>,
+    private readonly graphs: MessageStore<typeof LayerGraphSchema>,
+  ) {
     super();
     this.setMaxListeners(0);
   }
@@ -45,19 +47,15 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
     } catch (err) {
       throw new ShadowError(Code.FailedPrecondition, `cannot open the store in ${dir} (is another aggregator using it?)`, { cause: err });
     }
-    const store = new GraphStore(db);
-    await store.load();
+    const schema = await db.get(keys.schema);
+    if (schema === undefined) await db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
+    const store = new GraphStore(db, await MessageStore.open(db, LayerGraphSchema, { key: keys.graph, range: keys.graphRange, id: (g) => g.containerId }));
+    await store.loadNodes();
     return store;
   }
 
-  private async load(): Promise<void> {
+  private async loadNodes(): Promise<void> {
     const dec = new TextDecoder();
-    const schema = await this.db.get(keys.schema);
-    if (schema === undefined) await this.db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
-    for await (const [, v] of this.db.iterator(keys.graphRange)) {
-      const g = fromBinary(LayerGraphSchema, v);
-      this.graphs.set(g.containerId, g);
-    }
     for await (const [, v] of this.db.iterator(keys.nodeRange)) {
       const n = JSON.parse(dec.decode(v)) as NodeRecord;
       // Nobody is connected to a store that was just opened.
@@ -70,7 +68,7 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
   }
 
   all(): LayerGraph[] {
-    return [...this.graphs.values()];
+    return this.graphs.all();
   }
 
   get size(): number {
@@ -86,22 +84,18 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
   }
 
   async putGraph(g: LayerGraph): Promise<void> {
-    await this.db.put(keys.graph(g.containerId), toBinary(LayerGraphSchema, g));
-    this.graphs.set(g.containerId, g);
+    await this.graphs.put(g);
     this.emit("upsert", g);
   }
 
   async deleteGraph(containerId: string): Promise<void> {
-    const g = this.graphs.get(containerId);
-    if (g === undefined) return;
-    await this.db.del(keys.graph(containerId));
-    this.graphs.delete(containerId);
-    this.emit("delete", containerId, g.node);
+    const g = await this.graphs.delete(containerId);
+    if (g !== undefined) this.emit("delete", containerId, g.node);
   }
 
   /** After a node's full sync: forgets its containers that the sync did not list. */
   async retainNode(node: string, keep: ReadonlySet<string>): Promise<number> {
-    const stale = [...this.graphs.values()].filter((g) => g.node === node && !keep.has(g.containerId));
+    const stale = this.graphs.all().filter((g) => g.node === node && !keep.has(g.containerId));
     for (const g of stale) await this.deleteGraph(g.containerId);
     return stale.length;
   }

@@ -1,23 +1,52 @@
 /**
  * Every key the aggregator writes to level, in one place. Keys are UTF-8 strings; "!" separates
- * the kind from the id so a kind's keys form one contiguous range.
+ * the kind from the id so a kind's keys form one contiguous range. The bytes of each key are part
+ * of the on-disk format: an existing data directory must read the same after any change here.
  */
+
+/** The range of keys that start with `prefix` ("\xff" sorts after every character used in ids). */
+const under = (prefix: string) => ({ gt: prefix, lt: `${prefix}\xff` });
+const hex = (n: number | bigint, width: number) => n.toString(16).padStart(width, "0");
+
+const SPOOL = "spool!";
+
 export const keys = {
   /** LayerGraph (protobuf binary) by container id. */
   graph: (containerId: string) => `graph!${containerId}`,
-  graphRange: { gt: "graph!", lt: "graph!\xff" },
+  graphRange: under("graph!"),
   /** NodeRecord (JSON) by node name. */
   node: (node: string) => `node!${node}`,
-  nodeRange: { gt: "node!", lt: "node!\xff" },
+  nodeRange: under("node!"),
   /** Last telemetry seq stored per agent spool (decimal string), for exactly-once delivery. */
-  spoolSeq: (spoolId: string) => `spool!${spoolId}`,
+  spoolSeq: (spoolId: string) => `${SPOOL}${spoolId}`,
+  spoolSeqRange: under(SPOOL),
+  /** The spool id in a `spoolSeq` key. */
+  spoolIdOf: (key: string) => key.slice(SPOOL.length),
   /** StoredWindow (protobuf binary) by node, spool and seq: a node's windows in arrival order. */
-  window: (node: string, spoolId: string, seq: bigint, index: number) =>
-    `win!${node}!${spoolId}!${seq.toString(16).padStart(16, "0")}!${index.toString(16).padStart(4, "0")}`,
-  windowRange: { gt: "win!", lt: "win!\xff" },
+  window: (node: string, spoolId: string, seq: bigint, index: number) => `win!${node}!${spoolId}!${hex(seq, 16)}!${hex(index, 4)}`,
+  windowRange: under("win!"),
+  windowsOfNode: (node: string) => under(`win!${node}!`),
   /** Detection (protobuf binary), likewise. */
-  detection: (node: string, spoolId: string, seq: bigint) => `det!${node}!${spoolId}!${seq.toString(16).padStart(16, "0")}`,
-  detectionRange: { gt: "det!", lt: "det!\xff" },
+  detection: (node: string, spoolId: string, seq: bigint) => `det!${node}!${spoolId}!${hex(seq, 16)}`,
+  detectionRange: under("det!"),
+  detectionsOfNode: (node: string) => under(`det!${node}!`),
+  /** The node in a `window` or `detection` key. */
+  nodeOfTelemetry: (key: string) => {
+    const a = key.indexOf("!");
+    return key.slice(a + 1, key.indexOf("!", a + 1));
+  },
+  /** ImageInventory (protobuf binary) by image id. */
+  inventory: (imageId: string) => `inv!${imageId}`,
+  inventoryRange: under("inv!"),
+  /** Policy (protobuf binary) by name. */
+  policy: (name: string) => `policy!${name}`,
+  policyRange: under("policy!"),
+  /** A feed's status and current generation (JSON). */
+  feedMeta: (feed: string) => `feed!${feed}!meta`,
+  /** One chunk of a feed generation's records (see the feed manager's chunk format). */
+  feedChunk: (feed: string, gen: number, chunk: number) => `feed!${feed}!g${hex(gen, 8)}!${hex(chunk, 8)}`,
+  /** All chunks of one generation of a feed. */
+  feedGeneration: (feed: string, gen: number) => under(`feed!${feed}!g${hex(gen, 8)}!`),
   /** Store schema version, for future migrations. */
   schema: "meta!schema",
 } as const;

@@ -46,13 +46,13 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
 
   static async open(db: Level<string, Uint8Array>, o: TelemetryStoreOptions = {}): Promise<TelemetryStore> {
     const s = new TelemetryStore(db, o);
-    for await (const [k, v] of db.iterator({ gt: "spool!", lt: "spool!\xff" })) s.lastSeq.set(k.slice(6), BigInt(dec.decode(v)));
+    for await (const [k, v] of db.iterator(keys.spoolSeqRange)) s.lastSeq.set(keys.spoolIdOf(k), BigInt(dec.decode(v)));
     for await (const [k, v] of db.iterator(keys.windowRange)) {
       const w = fromBinary(StoredWindowSchema, v).window;
-      s.count(nodeOf(k)).windows++;
+      s.count(keys.nodeOfTelemetry(k)).windows++;
       if (w !== undefined) s.latest.set(w.containerId, w);
     }
-    for await (const k of db.keys(keys.detectionRange)) s.count(nodeOf(k)).detections++;
+    for await (const k of db.keys(keys.detectionRange)) s.count(keys.nodeOfTelemetry(k)).detections++;
     return s;
   }
 
@@ -111,9 +111,9 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     const total = kind === "win" ? c.windows : c.detections;
     const drop = total - keep;
     if (drop <= 0) return;
-    const prefix = `${kind}!${node}!`;
+    const range = kind === "win" ? keys.windowsOfNode(node) : keys.detectionsOfNode(node);
     const doomed: string[] = [];
-    for await (const k of this.db.keys({ gt: prefix, lt: `${prefix}\xff`, limit: drop })) doomed.push(k);
+    for await (const k of this.db.keys({ ...range, limit: drop })) doomed.push(k);
     await this.db.batch(doomed.map((key) => ({ type: "del" as const, key })));
     if (kind === "win") c.windows -= doomed.length;
     else c.detections -= doomed.length;
@@ -130,7 +130,7 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
 
   /** Windows in arrival order (per node), the newest `limit` of those matching. */
   async windows(filter: { node?: string; containerId?: string }, limit: number): Promise<StoredWindow[]> {
-    const range = filter.node ? { gt: `win!${filter.node}!`, lt: `win!${filter.node}!\xff` } : keys.windowRange;
+    const range = filter.node ? keys.windowsOfNode(filter.node) : keys.windowRange;
     const out: StoredWindow[] = [];
     for await (const v of this.db.values({ ...range, reverse: true })) {
       const s = fromBinary(StoredWindowSchema, v);
@@ -142,7 +142,7 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
   }
 
   async detections(filter: { node?: string; containerId?: string }, limit: number): Promise<Detection[]> {
-    const range = filter.node ? { gt: `det!${filter.node}!`, lt: `det!${filter.node}!\xff` } : keys.detectionRange;
+    const range = filter.node ? keys.detectionsOfNode(filter.node) : keys.detectionRange;
     const out: Detection[] = [];
     for await (const v of this.db.values({ ...range, reverse: true })) {
       const d = fromBinary(DetectionSchema, v);
@@ -152,10 +152,4 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     }
     return out.reverse();
   }
-}
-
-function nodeOf(key: string): string {
-  const a = key.indexOf("!");
-  const b = key.indexOf("!", a + 1);
-  return key.slice(a + 1, b);
 }

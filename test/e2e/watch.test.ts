@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { GraphEvent_Type, QueryService, type GraphEvent } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
-import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
+import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { initCerts, loadTls } from "../../common/certs.js";
 import { callServerStream, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";

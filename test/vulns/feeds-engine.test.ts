@@ -12,9 +12,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { feedStatuses } from "../../aggregator/api/vulns-service.js";
+import { feedStatuses } from "../../aggregator/api/feed-statuses.js";
 import { FeedManager, parseFeedFlags } from "../../aggregator/feeds/manager.js";
-import { policyFromInit, ScoreEngine } from "../../aggregator/scores/engine.js";
+import { policyFromInit } from "../../aggregator/risk/policy-schema.js";
+import { ScoreEngine } from "../../aggregator/risk/score-engine.js";
 import { GraphStore } from "../../aggregator/store/graph-store.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
 import { silentLogger } from "../../common/log.js";
@@ -71,7 +72,7 @@ describe("feeds into scores", () => {
       ],
       silentLogger(),
     );
-    scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log: silentLogger(), policies: [policyFromInit({ name: "prod", labels: { env: "prod" }, rebuild_threshold: 30, switch_threshold: 95 })] });
+    scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log: silentLogger(), policies: [policyFromInit({ name: "prod", labels: { env: "prod" }, rebuild_threshold: 5, switch_threshold: 95 })] });
     await store.putGraph(
       create(LayerGraphSchema, {
         containerId: CONTAINER,
@@ -107,8 +108,12 @@ describe("feeds into scores", () => {
     assert.equal(s.layers.find((l) => l.layerId === L1)?.threat, 0);
     assert.equal(l2?.reasons[0]?.id, "GHSA-1");
     assert.match(l2?.reasons[0]?.detail ?? "", /lodash 4\.17\.20 \(fixed in 4\.17\.21\), CVSS 9\.8 \(osv\), no EPSS/);
+    // CVSS 9.8 × exploit 0.1 (no EPSS) × fix 1.0.
+    assert.ok(Math.abs(s.risk - 9.8) < 1e-9, `risk ${s.risk}`);
     assert.equal(s.policy?.name, "prod");
-    assert.equal(s.rebuild, (s.risk ?? 0) >= 30);
+    // prod rebuilds at 5, the default only at 60: the decision is prod's.
+    assert.equal(s.rebuild, true);
+    assert.equal(s.switch, false);
   });
 
   it("rejects bad records with reasons and keeps the rest", () => {

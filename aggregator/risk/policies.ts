@@ -1,0 +1,29 @@
+/**
+ * Which policy decides for a container: the first, in order, whose labels and namespace all match
+ * the container's labels; the built-in default (which an operator may change, not delete) last.
+ */
+import { create } from "@bufbuild/protobuf";
+import { PolicySchema, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+
+export const DEFAULT_POLICY = { name: "default", rebuildThreshold: 60, switchThreshold: 85, order: 1_000_000 } as const;
+/** The label Kubernetes puts on a pod's containers naming its namespace. */
+export const NAMESPACE_LABEL = "io.kubernetes.pod.namespace";
+
+function policyMatches(p: Policy, labels: Record<string, string>): boolean {
+  if (p.namespace !== "" && labels[NAMESPACE_LABEL] !== p.namespace) return false;
+  for (const [k, v] of Object.entries(p.labels)) if (labels[k] !== v) return false;
+  return true;
+}
+
+/** The policies in the order they are tried (by order, then name), the default one last. */
+export function orderPolicies(stored: Iterable<Policy>): Policy[] {
+  const all = [...stored];
+  const defaultPolicy = all.find((p) => p.name === DEFAULT_POLICY.name) ?? create(PolicySchema, { ...DEFAULT_POLICY });
+  const rest = all.filter((p) => p.name !== DEFAULT_POLICY.name);
+  return [...rest.sort((a, b) => a.order - b.order || a.name.localeCompare(b.name)), defaultPolicy];
+}
+
+/** The policy for a container's labels among `ordered` (as `orderPolicies` returns them). */
+export function selectPolicy(ordered: readonly Policy[], labels: Record<string, string>): Policy {
+  return ordered.find((p) => p.name !== DEFAULT_POLICY.name && policyMatches(p, labels)) ?? (ordered[ordered.length - 1] as Policy);
+}

@@ -1,0 +1,176 @@
+/**
+ * Keeps every container's scores current: recomputed when its graph, its image's inventory, the
+ * feeds, its drift detections or the policies change, and announced (an `upsert` event) only when
+ * something an operator would see changed. Drift fades with time, so all are looked at again
+ * every few minutes.
+ */
+import { EventEmitter } from "node:events";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Level } from "level";
+import type { Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { ImageInventorySchema, PolicySchema, type ContainerScores, type ImageInventory, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { Code, ShadowError } from "../../common/errors.js";
+import type { Logger } from "../../common/log.js";
+import type { FeedManager } from "../feeds/manager.js";
+import type { GraphStore } from "../store/graph-store.js";
+import { keys } from "../store/keys.js";
+import { MessageStore } from "../store/message-store.js";
+import type { TelemetryStore } from "../store/telemetry-store.js";
+import { ImageMatches, type ImageMatchResult } from "../vulns/image-matches.js";
+import { orderPolicies, selectPolicy } from "./policies.js";
+import { validatePolicy } from "./policy-schema.js";
+import { scoreContainer } from "./score-container.js";
+
+/** How often every container is scored again, for drift that faded (1 h, 24 h). */
+const RESCORE_EVERY_MS = 5 * 60_000;
+/** Detections read back on start to know each layer's latest drift. */
+const DETECTIONS_ON_START = 100_000;
+
+export interface ScoreEngineEvents {
+  upsert: [ContainerScores];
+  delete: [string];
+}
+
+export interface ScoreEngineOptions {
+  db: Level<string, Uint8Array>;
+  graphs: GraphStore;
+  telemetry: TelemetryStore;
+  feeds: FeedManager;
+  log: Logger;
+  /** Policies to seed the store with (a policy changed through AdminService keeps its change). */
+  policies?: readonly Policy[];
+}
+
+export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
+  private readonly scores = new Map<string, { scores: ContainerScores; fp: string }>();
+  private readonly imageMatches: ImageMatches;
+  /** Latest drift detection per container and layer. */
+  private readonly drift = new Map<string, Map<string, Date>>();
+  private tick: NodeJS.Timeout | undefined;
+
+  private constructor(
+    /** Image inventories as the agents reported them, by image id. */
+    private readonly inventories: MessageStore<typeof ImageInventorySchema>,
+    /** The policies an operator set or the configuration seeded, by name. */
+    private readonly policies: MessageStore<typeof PolicySchema>,
+    private readonly graphs: GraphStore,
+    private readonly feeds: FeedManager,
+    readonly log: Logger,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    this.imageMatches = new ImageMatches(feeds.index);
+  }
+
+  static async open(o: ScoreEngineOptions): Promise<ScoreEngine> {
+    const inventories = await MessageStore.open(o.db, ImageInventorySchema, { key: keys.inventory, range: keys.inventoryRange, id: (i) => i.imageId });
+    const policies = await MessageStore.open(o.db, PolicySchema, { key: keys.policy, range: keys.policyRange, id: (p) => p.name });
+    const e = new ScoreEngine(inventories, policies, o.graphs, o.feeds, o.log);
+    // Configured policies seed the store; a policy changed through the admin API keeps its change.
+    for (const p of o.policies ?? []) if (e.policies.get(p.name) === undefined) await e.setPolicy(p, false);
+    for (const d of await o.telemetry.detections({}, DETECTIONS_ON_START)) e.noteDetection(d);
+    o.graphs.on("upsert", (g) => e.recompute(g.containerId));
+    o.graphs.on("delete", (id) => {
+      e.drift.delete(id);
+      if (e.scores.delete(id)) e.emit("delete", id);
+    });
+    o.telemetry.on("detection", (d) => {
+      e.noteDetection(d);
+      e.recompute(d.containerId);
+    });
+    // A feed's new data is in the index when this fires: rescore now (matches are per image).
+    o.feeds.on("changed", () => e.recomputeAll());
+    e.tick = setInterval(() => e.recomputeAll(), RESCORE_EVERY_MS);
+    e.tick.unref();
+    e.recomputeAll();
+    return e;
+  }
+
+  stop(): void {
+    if (this.tick) clearInterval(this.tick);
+  }
+
+  private noteDetection(d: Detection): void {
+    const at = d.at ? timestampDate(d.at) : new Date();
+    let m = this.drift.get(d.containerId);
+    if (m === undefined) this.drift.set(d.containerId, (m = new Map()));
+    const prev = m.get(d.layerId);
+    if (prev === undefined || prev < at) m.set(d.layerId, at);
+  }
+
+  async putInventory(inv: ImageInventory): Promise<void> {
+    await this.inventories.put(inv);
+    this.imageMatches.forget(inv.imageId);
+    for (const g of this.graphs.all()) if (g.imageId === inv.imageId) this.recompute(g.containerId);
+  }
+
+  inventory(imageId: string): ImageInventory | undefined {
+    return this.inventories.get(imageId);
+  }
+
+  /** The policies in the order they are tried, the default last. */
+  listPolicies(): Policy[] {
+    return orderPolicies(this.policies.all());
+  }
+
+  /** Checks and stores a policy (replacing one of the same name); returns it as stored. */
+  async setPolicy(p: Policy, recompute = true): Promise<Policy> {
+    const checked = validatePolicy(p);
+    await this.policies.put(checked);
+    if (recompute) this.recomputeAll();
+    return checked;
+  }
+
+  async deletePolicy(name: string): Promise<void> {
+    if ((await this.policies.delete(name)) === undefined) throw new ShadowError(Code.NotFound, `no policy named ${name}`);
+    this.recomputeAll();
+  }
+
+  policyFor(labels: Record<string, string>): Policy {
+    return selectPolicy(this.listPolicies(), labels);
+  }
+
+  get(containerId: string): ContainerScores | undefined {
+    return this.scores.get(containerId)?.scores;
+  }
+
+  all(): ContainerScores[] {
+    return [...this.scores.values()].map((s) => s.scores).sort((a, b) => b.risk - a.risk || a.containerName.localeCompare(b.containerName));
+  }
+
+  /** An image's vulnerability matches under the current index (cached per index generation). */
+  matches(imageId: string): ImageMatchResult | undefined {
+    const inv = this.inventories.get(imageId);
+    return inv === undefined ? undefined : this.imageMatches.get(inv);
+  }
+
+  recomputeAll(): void {
+    for (const g of this.graphs.all()) this.recompute(g.containerId);
+  }
+
+  recompute(containerId: string, now = new Date()): ContainerScores | undefined {
+    const g = this.graphs.get(containerId);
+    if (g === undefined) return undefined;
+    const s = scoreContainer({
+      graph: g,
+      inventory: this.inventories.get(g.imageId),
+      matches: this.matches(g.imageId),
+      feedsLoaded: this.feeds.index.stats.advisories > 0,
+      drift: this.drift.get(g.containerId),
+      policy: this.policyFor(g.labels),
+      now,
+    });
+    const fp = fingerprint(s);
+    const prev = this.scores.get(containerId);
+    this.scores.set(containerId, { scores: s, fp });
+    if (prev === undefined || prev.fp !== fp) this.emit("upsert", s);
+    return s;
+  }
+}
+
+/** What an operator would notice changed (not the computation time). */
+function fingerprint(s: ContainerScores): string {
+  const parts = [s.policy?.name ?? "", String(s.risk), String(s.threat), String(s.vulns), String(s.rebuild), String(s.switch), s.caveats.join("|")];
+  for (const l of s.layers) parts.push(`${l.layerId}:${l.risk}:${l.threat}:${l.drift}:${l.vulns}:${l.reasons.map((r) => r.id).join(",")}`);
+  return parts.join(";");
+}
