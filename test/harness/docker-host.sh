@@ -27,7 +27,7 @@ engine_answers() {
 command -v curl >/dev/null 2>&1 || apt_install curl
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || apt_install busybox-static
 command -v bpftrace >/dev/null 2>&1 || apt_install bpftrace
-# getfattr/setfattr: overlay opaque-directory xattrs for the layer inventory.
+# setfattr: the overlay tests make opaque directories with real xattrs (the agent reads them through libc).
 command -v getfattr >/dev/null 2>&1 || apt_install attr
 if [ ! -e /sys/kernel/tracing/events/sched/sched_process_exec ] && [ ! -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]; then
   if [ "$(id -u)" = 0 ]; then
