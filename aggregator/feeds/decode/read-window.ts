@@ -28,7 +28,7 @@ export class ReadWindow {
   async bytes(pos: number, len: number): Promise<Buffer> {
     const hit = this.sync(pos, len);
     if (hit !== undefined) return hit;
-    if (pos < 0 || len < 0 || pos + len > this.size) throw new Error(`bytes ${pos}-${pos + len} are outside the ${this.size}-byte file`);
+    if (pos < 0 || pos + len > this.size) throw new Error(`bytes ${pos}-${pos + len} are outside the ${this.size}-byte file`);
     const want = Math.min(Math.max(len, WINDOW_BLOCK), this.size - pos);
     const buf = Buffer.allocUnsafe(want);
     let got = 0;
