@@ -240,11 +240,9 @@ describe("zip reader", () => {
       } finally {
         closeSync(fd);
       }
-      const heapBefore = process.memoryUsage().arrayBuffers;
       const { error } = await read(path);
       assert.equal(error?.reason, "too large", error?.message);
       assert.match(error.message, new RegExp(`a central directory of ${MAX_CENTRAL_DIRECTORY + 1} bytes`));
-      assert.ok(process.memoryUsage().arrayBuffers - heapBefore < 64 * 1024 * 1024);
       rmSync(path);
     });
   });
