@@ -1,7 +1,8 @@
 /** FIRST EPSS scores (https://www.first.org/epss/data_stats): daily CSV, usually gzipped. */
 import type { Readable } from "node:stream";
 import { type FeedItem, type FeedStream, FeedFormatError, CVE_ID, feedStream, parseDate, reject } from "./types.js";
-import { decoded, lines } from "./zip.js";
+import { decoded } from "../decode/gzip-sniff.js";
+import { lines } from "../decode/line-splitter.js";
 
 export interface EpssRecord {
   cve: string;

@@ -17,7 +17,9 @@ import {
   validated,
   feedStream,
 } from "./types.js";
-import { decoded, fromFrame, jsonFrames } from "./zip.js";
+import { fromFrame } from "../decode/frame-item.js";
+import { decoded } from "../decode/gzip-sniff.js";
+import { jsonFrames } from "../decode/json-framer.js";
 
 export interface KevRecord {
   cveID: string;

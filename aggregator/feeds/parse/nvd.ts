@@ -15,7 +15,9 @@ import {
   stringField,
   validated,
 } from "./types.js";
-import { decoded, fromFrame, jsonFrames } from "./zip.js";
+import { fromFrame } from "../decode/frame-item.js";
+import { decoded } from "../decode/gzip-sniff.js";
+import { jsonFrames } from "../decode/json-framer.js";
 
 export interface NvdCvss {
   version: "3.1" | "3.0" | "4.0";

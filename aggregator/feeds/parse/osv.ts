@@ -26,7 +26,13 @@ import {
   stringField,
   validated,
 } from "./types.js";
-import { decoded, fromFrame, jsonFrames, lines, peekLine, spool, zipEntries } from "./zip.js";
+import { fromFrame } from "../decode/frame-item.js";
+import { decoded } from "../decode/gzip-sniff.js";
+import { jsonFrames } from "../decode/json-framer.js";
+import { lines } from "../decode/line-splitter.js";
+import { peekLine } from "../decode/peek-line.js";
+import { spool } from "../decode/temp-spool.js";
+import { zipEntries } from "../decode/zip-reader.js";
 
 export interface OsvSeverity {
   type: string;
