@@ -70,8 +70,9 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/** The hostname: --node and SHADOWLAYER_NODE are read by the agent's configuration (config.ts). */
 export function defaultNodeName(): string {
-  return process.env["SHADOWLAYER_NODE"] || hostname();
+  return hostname();
 }
 
 /** Disk figures change slowly and cost a `df` run: refreshed at most once a minute. */

@@ -17,8 +17,8 @@ export async function removeDemo(docker: Docker): Promise<number> {
   return list.length;
 }
 
-export async function startDemo(docker: Docker, webPort: number, log: (m: string) => void): Promise<DemoContainer[]> {
-  await ensureDemoImages(docker, log);
+export async function startDemo(docker: Docker, webPort: number, log: (m: string) => void, busybox?: string): Promise<DemoContainer[]> {
+  await ensureDemoImages(docker, log, busybox);
   await removeDemo(docker);
   const specs: Array<{ name: string; image: string; cmd: string[]; what: string; binds?: string[] }> = [
     {

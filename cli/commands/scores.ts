@@ -1,0 +1,28 @@
+import type { Command } from "commander";
+import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { callServerStream } from "../../common/grpc.js";
+import { action, out } from "../action.js";
+import { connect, follow, query } from "../client.js";
+import { clientOptions, filterOptions, type FilterFlags } from "../options.js";
+import { renderScores, scoresJson } from "../vulns-format.js";
+
+export function registerScores(program: Command): void {
+  filterOptions(clientOptions(program.command("scores").description("per-container and per-layer risk (threat, drift, anomaly) against each environment's policy, riskiest first")))
+    .option("--watch", "follow changes (Ctrl-C stops)")
+    .option("--json", "JSON (with --watch: one object per change)").action(action(scores));
+}
+
+async function scores(o: FilterFlags & { watch?: boolean }): Promise<void> {
+  if (o.watch) {
+    const c = await connect(o);
+    const stream = callServerStream(c.client, QueryService.method.watchScores, { node: o.node ?? "" });
+    stream.on("data", (ev) => {
+      if (ev.scores === undefined) return;
+      out(o.json ? JSON.stringify(scoresJson(ev.scores)) : renderScores([ev.scores]).split("\n")[1] ?? "");
+    });
+    follow(c, stream);
+    return;
+  }
+  const res = await query(o, QueryService.method.listScores, { container: o.container ?? "", node: o.node ?? "" });
+  out(o.json ? JSON.stringify(res.containers.map(scoresJson), null, 2) : res.containers.length === 0 ? "no containers scored yet" : renderScores(res.containers));
+}
