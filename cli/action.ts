@@ -4,6 +4,9 @@
  */
 import { ShadowError } from "../common/errors.js";
 
+/** The client commands' runtime (protobuf, gRPC, TLS, schemas, formats), loaded when one of them runs. */
+export const runtime = () => import("./runtime.js");
+
 export const out = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };

@@ -1,7 +1,5 @@
 import type { Command } from "commander";
-import { initCerts } from "../../common/certs.js";
-import { action, out } from "../action.js";
-import { resolveCertsConfig } from "../config.js";
+import { action, out, runtime } from "../action.js";
 import { dataDirOption } from "../options.js";
 
 export function registerCerts(program: Command): void {
@@ -15,6 +13,7 @@ export function registerCerts(program: Command): void {
 }
 
 async function init(o: { dataDir?: string; tlsDir?: string; node?: string[]; san?: string[]; json?: boolean }): Promise<void> {
+  const { initCerts, resolveCertsConfig } = await runtime();
   const c = resolveCertsConfig(o, process.env);
   const r = await initCerts(c.tlsDir, { nodes: c.nodes, sans: c.sans });
   if (o.json) out(JSON.stringify(r));

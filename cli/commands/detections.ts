@@ -1,10 +1,6 @@
 import type { Command } from "commander";
-import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { action, out } from "../action.js";
-import { query } from "../client.js";
-import { resolveLimit } from "../config.js";
+import { action, out, runtime } from "../action.js";
 import { clientOptions, filterOptions, type FilterFlags } from "../options.js";
-import { detectionJson, renderDetections } from "../telemetry-format.js";
 
 export function registerDetections(program: Command): void {
   filterOptions(clientOptions(program.command("detections").description("runtime detections (drift: an executable not from any image layer was run)")))
@@ -13,6 +9,7 @@ export function registerDetections(program: Command): void {
 }
 
 async function detections(o: FilterFlags & { limit?: string }): Promise<void> {
+  const { QueryService, detectionJson, query, renderDetections, resolveLimit } = await runtime();
   const res = await query(o, QueryService.method.listDetections, { container: o.container ?? "", node: o.node ?? "", limit: resolveLimit(o) });
   out(o.json ? JSON.stringify(res.detections.map(detectionJson), null, 2) : res.detections.length === 0 ? "no detections" : renderDetections(res.detections));
 }

@@ -1,9 +1,6 @@
 import type { Command } from "commander";
-import { AdminService, QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { action, out } from "../action.js";
-import { query } from "../client.js";
+import { action, out, runtime } from "../action.js";
 import { clientOptions, type JsonFlags } from "../options.js";
-import { feedJson, renderFeeds } from "../vulns-format.js";
 
 export function registerFeeds(program: Command): void {
   clientOptions(program.command("feeds").description("vulnerability feeds: source, last refresh, records accepted and rejected (and why), staleness"))
@@ -13,6 +10,7 @@ export function registerFeeds(program: Command): void {
 }
 
 async function feeds(o: JsonFlags & { refresh?: string | boolean }): Promise<void> {
+  const { AdminService, QueryService, feedJson, query, renderFeeds } = await runtime();
   const res =
     o.refresh !== undefined
       ? await query(o, AdminService.method.refreshFeeds, { name: typeof o.refresh === "string" ? o.refresh : "" }, { deadlineMs: 600_000 })

@@ -1,8 +1,5 @@
 import type { Command } from "commander";
-import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { action, out } from "../action.js";
-import { query } from "../client.js";
-import { renderTree, toLdgJson } from "../ldg-format.js";
+import { action, out, runtime } from "../action.js";
 import { containerCommand, type JsonFlags } from "../options.js";
 
 export function registerGraph(program: Command): void {
@@ -10,6 +7,7 @@ export function registerGraph(program: Command): void {
 }
 
 async function graph(container: string, o: JsonFlags): Promise<void> {
+  const { QueryService, query, renderTree, toLdgJson } = await runtime();
   const g = await query(o, QueryService.method.getLayerGraph, { container });
   out(o.json ? JSON.stringify(toLdgJson(g), null, 2) : renderTree(g));
 }

@@ -1,11 +1,6 @@
 import type { Command } from "commander";
-import { AdminService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { action, out } from "../action.js";
-import { query } from "../client.js";
-import { policySetInput } from "../config.js";
+import { action, out, runtime } from "../action.js";
 import { clientOptions, type ClientFlags, type JsonFlags } from "../options.js";
-import { renderTable } from "../telemetry-format.js";
-import { policyJson } from "../vulns-format.js";
 
 /** `policy list|set|delete`: per-environment thresholds, through AdminService. */
 export function registerPolicy(program: Command): void {
@@ -22,6 +17,7 @@ export function registerPolicy(program: Command): void {
 }
 
 async function list(o: JsonFlags): Promise<void> {
+  const { AdminService, policyJson, query, renderTable } = await runtime();
   const r = await query(o, AdminService.method.listPolicies, {});
   if (o.json) out(JSON.stringify(r.policies.map(policyJson), null, 2));
   else
@@ -34,6 +30,7 @@ async function list(o: JsonFlags): Promise<void> {
 }
 
 async function set(name: string, o: ClientFlags & { rebuild: string; switch: string; label?: string[]; namespace?: string; order?: string }): Promise<void> {
+  const { AdminService, policySetInput, query } = await runtime();
   // The policy schema is the aggregator's: loaded here, not for every command.
   const { policyFromInit } = await import("../../aggregator/index.js");
   const r = await query(o, AdminService.method.setPolicy, { policy: policyFromInit(policySetInput(name, o)) });
@@ -41,6 +38,7 @@ async function set(name: string, o: ClientFlags & { rebuild: string; switch: str
 }
 
 async function remove(name: string, o: ClientFlags): Promise<void> {
+  const { AdminService, query } = await runtime();
   await query(o, AdminService.method.deletePolicy, { name });
   out(`policy ${name} deleted`);
 }

@@ -1,10 +1,6 @@
 import type { Command } from "commander";
-import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { callServerStream } from "../../common/grpc.js";
-import { action, out } from "../action.js";
-import { connect, follow, query } from "../client.js";
+import { action, out, runtime } from "../action.js";
 import { clientOptions, filterOptions, type FilterFlags } from "../options.js";
-import { renderScores, scoresJson } from "../vulns-format.js";
 
 export function registerScores(program: Command): void {
   filterOptions(clientOptions(program.command("scores").description("per-container and per-layer risk (threat, drift, anomaly) against each environment's policy, riskiest first")))
@@ -13,6 +9,7 @@ export function registerScores(program: Command): void {
 }
 
 async function scores(o: FilterFlags & { watch?: boolean }): Promise<void> {
+  const { QueryService, callServerStream, connect, follow, query, renderScores, scoresJson } = await runtime();
   if (o.watch) {
     const c = await connect(o);
     const stream = callServerStream(c.client, QueryService.method.watchScores, { node: o.node ?? "" });

@@ -1,11 +1,7 @@
 import type { Command } from "commander";
-import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { callServerStream } from "../../common/grpc.js";
-import { action, out } from "../action.js";
-import { connect, follow } from "../client.js";
+import { action, out, runtime } from "../action.js";
 import { clientOptions, filterOptions, type FilterFlags } from "../options.js";
-import { renderTop, windowJson } from "../telemetry-format.js";
 
 export function registerTop(program: Command): void {
   filterOptions(clientOptions(program.command("top").description("per-layer CPU, memory, I/O, execs and connections, live from the latest telemetry windows (Ctrl-C stops)")))
@@ -14,6 +10,7 @@ export function registerTop(program: Command): void {
 }
 
 async function top(o: FilterFlags & { once?: boolean }): Promise<void> {
+  const { QueryService, callServerStream, connect, follow, renderTop, windowJson } = await runtime();
   const c = await connect(o);
   const latest = new Map<string, WindowSummary>();
   let live = false;

@@ -1,15 +1,13 @@
 import type { Command } from "commander";
-import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { action, out } from "../action.js";
-import { query } from "../client.js";
+import { action, out, runtime } from "../action.js";
 import { containerCommand, type JsonFlags } from "../options.js";
-import { renderVulns, scoresJson, vulnJson } from "../vulns-format.js";
 
 export function registerVulns(program: Command): void {
   containerCommand(program, "vulns", "a container's vulnerabilities: package, layer, fix, CVSS, EPSS, KEV and each one's threat").option("--json", "JSON with the scores and every match").action(action(vulns));
 }
 
 async function vulns(container: string, o: JsonFlags): Promise<void> {
+  const { QueryService, query, renderVulns, scoresJson, vulnJson } = await runtime();
   const r = await query(o, QueryService.method.getVulns, { container });
   if (o.json) {
     out(JSON.stringify({ scores: r.scores && scoresJson(r.scores), os: r.os && { id: r.os.id, version_id: r.os.versionId }, packages: r.packages, partial: r.partial.map((p) => ({ layer_id: p.layerId, path: p.path, reason: p.reason })), vulnerabilities: r.matches.map(vulnJson) }, null, 2));

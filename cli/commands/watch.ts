@@ -1,9 +1,5 @@
 import type { Command } from "commander";
-import { GraphEvent_Type, QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { callServerStream } from "../../common/grpc.js";
-import { action, out } from "../action.js";
-import { connect, follow } from "../client.js";
-import { renderTree, toLdgJson } from "../ldg-format.js";
+import { action, out, runtime } from "../action.js";
 import { clientOptions, type JsonFlags } from "../options.js";
 
 export function registerWatch(program: Command): void {
@@ -11,6 +7,7 @@ export function registerWatch(program: Command): void {
 }
 
 async function watch(o: JsonFlags): Promise<void> {
+  const { GraphEvent_Type, QueryService, callServerStream, connect, follow, renderTree, toLdgJson } = await runtime();
   const c = await connect(o);
   const stream = callServerStream(c.client, QueryService.method.watchGraphs, {});
   stream.on("data", (ev) => {
