@@ -68,7 +68,7 @@ export function follow(c: Connection, stream: grpc.ClientReadableStream<unknown>
 }
 
 /** Explains a failed call in words a person can act on. */
-export function explainCallError(err: unknown, address: string): ShadowError {
+function explainCallError(err: unknown, address: string): ShadowError {
   if (err instanceof ShadowError) return err;
   const e = err as Partial<grpc.ServiceError>;
   switch (e.code) {

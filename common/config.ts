@@ -1,8 +1,8 @@
 /**
  * What every program's configuration shares: a setting comes from its flag, else its environment
  * variable, else its default; one zod schema per program checks the merged values, and a refusal
- * names the flag or variable the bad value came from. Light on purpose (zod and node: only), so a
- * program can check its configuration before it loads its runtime.
+ * names the flag or variable the bad value came from. Light on purpose (zod and node: only): the
+ * configuration modules load without the runtime of the program they configure.
  */
 import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
@@ -95,7 +95,7 @@ export const logLevel = z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVEL
 
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
 
-/** The settings more than one program reads, with the flag and variable each comes from. */
+/** The settings more than one program reads, with the variable each may come from. */
 export const SHARED = {
   dataDir: {
     source: { env: "SHADOWLAYER_DATA_DIR" },
