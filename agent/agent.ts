@@ -76,8 +76,9 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/** The hostname: --node and SHADOWLAYER_NODE are read by the agent's configuration (config.ts). */
 export function defaultNodeName(): string {
-  return process.env["SHADOWLAYER_NODE"] || hostname();
+  return hostname();
 }
 
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {

@@ -4,3 +4,5 @@
 export { defaultNodeName, startAgent, type AgentOptions, type RunningAgent } from "./agent.js";
 export type { ExecSourceChoice } from "./telemetry/telemetry.js";
 export type { CommandHandler, CommandOutcome } from "./actions/command-handler.js";
+// The agent program's configuration (flags → environment → defaults), for the CLI.
+export { resolveAgentConfig, type AgentConfig, type AgentFlags } from "./config.js";

@@ -5,3 +5,5 @@ export { startAggregator, type AggregatorOptions, type RunningAggregator } from 
 export { parseFeedFlags, type FeedConfig } from "./feeds/manager.js";
 export { parsePolicies, policyFromInit, type PolicyInit } from "./risk/policy-schema.js";
 export { summarize } from "./api/query-service.js";
+// The aggregator program's configuration (flags → environment → defaults), for the CLI.
+export { resolveAggregatorConfig, type AggregatorConfig, type AggregatorFlags } from "./config.js";

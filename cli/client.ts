@@ -1,40 +1,74 @@
 /**
- * Client side of the CLI: finds the aggregator (flags, else the data dir's endpoint.json) and
- * turns gRPC failures into sentences.
+ * Client side of the CLI: finds the aggregator (flags, else the data dir's endpoint.json), opens a
+ * client for one of its services, and turns gRPC failures into sentences.
  */
 import * as grpc from "@grpc/grpc-js";
+import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { QueryService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import { loadTls } from "../common/certs.js";
 import { Code, ShadowError } from "../common/errors.js";
-import { channelCredentials, makeClient } from "../common/grpc.js";
-import { dataPaths, readEndpoint } from "./endpoint.js";
+import { callUnary, channelCredentials, makeClient, type CallOptions } from "../common/grpc.js";
+import { resolveClientConfig } from "./config.js";
+import { readEndpoint } from "./endpoint.js";
+import { fail, untilSignal } from "./action.js";
+import type { ClientFlags } from "./options.js";
 
-export interface ClientFlags {
-  dataDir: string;
-  aggregator?: string;
-  tlsDir?: string;
-  insecure?: boolean;
+/** An open client; `explain` rethrows a failed call as a sentence naming the address. */
+export interface Connection {
+  client: grpc.Client;
+  address: string;
+  explain(err: unknown): never;
 }
 
-export async function queryClient(f: ClientFlags): Promise<{ client: grpc.Client; address: string }> {
-  return serviceClient(QueryService, f);
-}
-
-/** A client for any of the aggregator's services (QueryService, AdminService). */
-export async function serviceClient(service: Parameters<typeof makeClient>[0], f: ClientFlags): Promise<{ client: grpc.Client; address: string }> {
-  let address = f.aggregator;
-  let insecure = f.insecure === true;
+/** Opens a client for one of the aggregator's services (QueryService by default, or AdminService). */
+export async function connect(flags: ClientFlags, service: DescService = QueryService): Promise<Connection> {
+  const c = resolveClientConfig(flags, process.env);
+  let address = c.aggregator;
+  let insecure = c.insecure;
   if (address === undefined) {
-    const e = await readEndpoint(f.dataDir);
+    const e = await readEndpoint(c.dataDir);
     address = e.address;
     insecure ||= e.insecure;
   }
-  const tls = insecure ? "insecure" : await loadTls(f.tlsDir ?? dataPaths(f.dataDir).tls, { role: "client" });
-  return { client: makeClient(service, address, channelCredentials(tls)), address };
+  const tls = insecure ? "insecure" : await loadTls(c.tlsDir, { role: "client" });
+  const at = address;
+  return {
+    client: makeClient(service, address, channelCredentials(tls)),
+    address,
+    explain: (err: unknown) => {
+      throw explainCallError(err, at);
+    },
+  };
+}
+
+/** One unary call on a client opened for it and closed after: what most commands do. */
+export async function query<I extends DescMessage, O extends DescMessage>(flags: ClientFlags, method: DescMethod & { input: I; output: O }, req: MessageInitShape<I>, opts?: CallOptions): Promise<MessageShape<O>> {
+  const c = await connect(flags, method.parent);
+  try {
+    return await callUnary(c.client, method, req, opts).catch(c.explain);
+  } finally {
+    c.client.close();
+  }
+}
+
+/**
+ * Follows a server stream until Ctrl-C (or until the caller cancels it): a failure prints its
+ * sentence and exits; our own cancel is the normal end, not a failure.
+ */
+export function follow(c: Connection, stream: grpc.ClientReadableStream<unknown>, opts: { untilSignal: boolean } = { untilSignal: true }): void {
+  stream.on("error", (err: Partial<grpc.ServiceError>) => {
+    if (err.code === grpc.status.CANCELLED) return;
+    fail(explainCallError(err, c.address));
+  });
+  if (opts.untilSignal)
+    untilSignal(async () => {
+      stream.cancel();
+      c.client.close();
+    });
 }
 
 /** Explains a failed call in words a person can act on. */
-export function explainCallError(err: unknown, address: string): ShadowError {
+function explainCallError(err: unknown, address: string): ShadowError {
   if (err instanceof ShadowError) return err;
   const e = err as Partial<grpc.ServiceError>;
   switch (e.code) {

@@ -41,8 +41,9 @@ export function isStaticElf64(b: Buffer): boolean {
   return true;
 }
 
-export function findBusybox(): Buffer {
-  const candidates = [process.env["SHADOWLAYER_BUSYBOX"], "/bin/busybox", "/usr/bin/busybox"].filter((p): p is string => !!p);
+/** The first static busybox of `explicit` (the demo's SHADOWLAYER_BUSYBOX) and the usual places. */
+export function findBusybox(explicit?: string): Buffer {
+  const candidates = [explicit, "/bin/busybox", "/usr/bin/busybox"].filter((p): p is string => !!p);
   for (const p of candidates) {
     try {
       const b = readFileSync(p);
@@ -88,8 +89,8 @@ async function labelOf(docker: Docker, ref: string): Promise<string | undefined>
 }
 
 /** Builds the two images unless images from the same recipe are already there. */
-export async function ensureDemoImages(docker: Docker, log: (msg: string) => void = () => {}): Promise<{ base: string; app: string; built: boolean }> {
-  const busybox = findBusybox();
+export async function ensureDemoImages(docker: Docker, log: (msg: string) => void = () => {}, busyboxPath?: string): Promise<{ base: string; app: string; built: boolean }> {
+  const busybox = findBusybox(busyboxPath);
   const recipe = createHash("sha256").update(busybox).update(APP_DOCKERFILE).update(APPLETS.join()).digest("hex").slice(0, 16);
   if ((await labelOf(docker, BASE_IMAGE)) === recipe && (await labelOf(docker, APP_IMAGE)) === recipe) {
     return { base: BASE_IMAGE, app: APP_IMAGE, built: false };

@@ -3,6 +3,8 @@
  * newcomer sees graphs at once: a web server, a worker run from a middle layer, a volume user.
  */
 import type Docker from "dockerode";
+import { connectEngine } from "../common/engine.js";
+import { resolveDemoConfig } from "./config.js";
 import { APP_IMAGE, BASE_IMAGE, DEMO_LABEL, ensureDemoImages } from "./demo-images.js";
 
 export interface DemoContainer {
@@ -17,8 +19,8 @@ export async function removeDemo(docker: Docker): Promise<number> {
   return list.length;
 }
 
-export async function startDemo(docker: Docker, webPort: number, log: (m: string) => void): Promise<DemoContainer[]> {
-  await ensureDemoImages(docker, log);
+export async function startDemo(docker: Docker, webPort: number, log: (m: string) => void, busybox?: string): Promise<DemoContainer[]> {
+  await ensureDemoImages(docker, log, busybox);
   await removeDemo(docker);
   const specs: Array<{ name: string; image: string; cmd: string[]; what: string; binds?: string[] }> = [
     {
@@ -54,4 +56,17 @@ export async function startDemo(docker: Docker, webPort: number, log: (m: string
     out.push({ name: s.name, id: c.id, what: s.what });
   }
   return out;
+}
+
+/** The `demo` command: starts the workload, or with --down removes it. Imported by its action only. */
+export async function runDemo(flags: { port?: string; down?: boolean; dockerSocket?: string }, out: (line: string) => void): Promise<void> {
+  const c = resolveDemoConfig(flags, process.env);
+  const { docker } = await connectEngine(c.dockerSocket);
+  if (c.down) {
+    out(`removed ${await removeDemo(docker)} demo containers`);
+    return;
+  }
+  const started = await startDemo(docker, c.port, (m) => process.stderr.write(`${m}\n`), c.busybox);
+  for (const s of started) out(`started ${s.name} (${s.id.slice(0, 12)}): ${s.what}`);
+  out("see them with `shadowlayer containers` and `shadowlayer graph shadowlayer-demo-worker`; remove with `shadowlayer demo --down`");
 }

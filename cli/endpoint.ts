@@ -2,9 +2,9 @@
  * What `shadowlayer up` leaves in its data directory so client commands find it with no flags:
  * endpoint.json (the aggregator's address, whether TLS is on) next to tls/ (the certificates).
  */
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { readFile, rm, writeFile } from "node:fs/promises";
+import { tlsDirOf } from "../common/config.js";
 import { Code, ShadowError } from "../common/errors.js";
 
 export interface Endpoint {
@@ -15,13 +15,9 @@ export interface Endpoint {
   startedAt: string;
 }
 
-export function defaultDataDir(): string {
-  return process.env["SHADOWLAYER_DATA_DIR"] || join(homedir(), ".shadowlayer");
-}
-
 export function dataPaths(dataDir: string) {
   const d = resolve(dataDir);
-  return { dir: d, tls: join(d, "tls"), endpoint: join(d, "endpoint.json") };
+  return { dir: d, tls: tlsDirOf(d), endpoint: join(d, "endpoint.json") };
 }
 
 export async function writeEndpoint(dataDir: string, e: Endpoint): Promise<void> {

@@ -10,6 +10,7 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
+import { NODE_NAME } from "./config.js";
 import { Code, ShadowError } from "./errors.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -57,7 +58,6 @@ export interface InitCertsResult {
   kept: string[];
 }
 
-const NODE_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,252})$/;
 
 /** Checks a node name before it becomes a file name and a certificate CN. */
 export function assertNodeName(node: string): void {

@@ -2,6 +2,7 @@
  * The connection to a Docker engine (the agent's local one; the aggregator's builder pool), with an error that tells a person how to start one.
  */
 import Docker from "dockerode";
+import { DEFAULT_DOCKER_SOCKET } from "./config.js";
 import { Code, ShadowError, errnoCode } from "./errors.js";
 import { withTimeout } from "./timeout.js";
 
@@ -13,13 +14,9 @@ export interface EngineInfo {
   cgroupVersion: string;
 }
 
-export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
-
+/** The socket to dial; the programs' configurations read --docker-socket and DOCKER_HOST into `explicit`. */
 export function engineSocket(explicit?: string): string {
-  if (explicit !== undefined && explicit !== "") return explicit;
-  const env = process.env["DOCKER_HOST"];
-  if (env?.startsWith("unix://")) return env.slice("unix://".length);
-  return DEFAULT_DOCKER_SOCKET;
+  return explicit !== undefined && explicit !== "" ? explicit : DEFAULT_DOCKER_SOCKET;
 }
 
 function unavailable(socket: string, err: unknown): ShadowError {

@@ -2,12 +2,9 @@ import { pino, type Logger } from "pino";
 
 export type { Logger };
 
-/** Structured logs on stderr (stdout is for command output). Level from SHADOWLAYER_LOG_LEVEL. */
-export function createLogger(name: string, level?: string): Logger {
-  return pino(
-    { name, level: level ?? process.env["SHADOWLAYER_LOG_LEVEL"] ?? "info", base: { name } },
-    pino.destination(2),
-  );
+/** Structured logs on stderr (stdout is for command output), at the level the program's configuration chose. */
+export function createLogger(name: string, level = "info"): Logger {
+  return pino({ name, level, base: { name } }, pino.destination(2));
 }
 
 /** A logger that drops everything, for tests and benchmarks. */

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -14,9 +14,9 @@ import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type T
 
 const CLI = join(PACKAGE_ROOT, "dist", "cli", "main.js");
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; node?: string[] } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await execFileP(process.execPath, [CLI, ...args], { timeout: 30_000 });
+    const r = await execFileP(process.execPath, [...(opts.node ?? []), CLI, ...args], { timeout: 30_000, env: opts.env ?? process.env });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -51,6 +51,46 @@ describe("shadowlayer CLI", () => {
     const r = await cli(["--help"]);
     assert.equal(r.code, 0);
     for (const cmd of ["up", "graph", "containers", "watch", "top", "detections", "agents", "certs", "demo", "agent", "aggregator"]) assert.match(r.stdout, new RegExp(`\\n  ${cmd}\\b`));
+  });
+
+  it("loads neither the agent nor the aggregator for --help and read-only commands", async () => {
+    // A module hook logs every module the CLI resolves.
+    await writeFile(join(dir, "hooks.mjs"), 'import { appendFileSync } from "node:fs";\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(process.env.SL_MODULE_LOG, r.url + "\\n"); return r; }\n');
+    await writeFile(join(dir, "register.mjs"), 'import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n');
+    let n = 0;
+    const loaded = async (args: string[]) => {
+      const log = join(dir, `modules-${n++}.log`);
+      await cli(args, { node: ["--import", join(dir, "register.mjs")], env: { ...process.env, SL_MODULE_LOG: log } });
+      const mods = (await readFile(log, "utf8")).split("\n");
+      assert.ok(mods.some((m) => m.includes("/dist/cli/commands/")), "the hook sees the CLI's modules");
+      return mods.filter((m) => /\/dist\/(agent|aggregator)\//.test(m));
+    };
+    for (const args of [["--help"], ["containers", "--help"], ["containers", "--data-dir", dir], ["graph", "nothing-here", "--data-dir", dir], ["top", "--once", "--data-dir", dir]]) {
+      assert.deepEqual(await loaded(args), [], args.join(" "));
+    }
+    assert.ok((await loaded(["agent", "--sample-ms", "0"])).some((m) => m.includes("/dist/agent/")), "the command that runs the agent loads it");
+  });
+
+  it("refuses invalid configuration in one sentence that names the flag or variable", async () => {
+    const flag = await cli(["up", "--data-dir", dir, "--sample-ms", "abc"]);
+    assert.equal(flag.code, 1);
+    assert.equal(flag.stderr, 'shadowlayer: --sample-ms: expected a positive number, got "abc"\n');
+    const env = await cli(["aggregator", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--insecure"], { env: { ...process.env, SHADOWLAYER_LOG_LEVEL: "verbose" } });
+    assert.equal(env.code, 1);
+    assert.match(env.stderr, /^shadowlayer: SHADOWLAYER_LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent, got "verbose"$/m);
+    const client = await cli(["containers", "--aggregator", "localhost"]);
+    assert.equal(client.code, 1);
+    assert.equal(client.stderr, 'shadowlayer: --aggregator: expected host:port, got "localhost"\n');
+  });
+
+  it("follows graph changes until Ctrl-C, then exits 0", async () => {
+    const watch = spawn(process.execPath, [CLI, "watch", "--json", "--data-dir", dir], { stdio: ["ignore", "pipe", "pipe"] });
+    let text = "";
+    watch.stdout?.on("data", (b: Buffer) => (text += b.toString()));
+    await waitFor("snapshot", () => (text.includes('"type":"snapshot_done"') ? true : undefined), 15_000, 100);
+    watch.kill("SIGINT");
+    await waitFor("watch exit", () => (watch.exitCode !== null ? true : undefined), 10_000, 50);
+    assert.equal(watch.exitCode, 0);
   });
 
   it("prints a running container's LDG as seed-shaped JSON, found through the data dir alone", async () => {

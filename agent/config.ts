@@ -1,0 +1,71 @@
+/**
+ * The agent program's configuration (`shadowlayer agent`, and the agent half of `up`): flags →
+ * environment → defaults, merged and checked here and nowhere else. Imports no agent runtime.
+ */
+import { z } from "zod";
+import type { AgentOptions } from "./agent.js";
+import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, path, positiveNumber, programSettings, resolveSettings, type Env, type ProgramSettings, type Source } from "../common/config.js";
+
+const EXEC_SOURCES = ["auto", "ebpf", "proc"] as const;
+
+const schema = z.object({
+  ...PROGRAM_SHAPE,
+  node: SHARED.node.schema,
+  aggregator: hostPort.optional(),
+  dockerSocket: SHARED.dockerSocket.schema,
+  dockerRoot: path.optional(),
+  procRoot: path.default("/proc"),
+  cgroupRoot: path.default("/sys/fs/cgroup"),
+  http: httpAddress.default("127.0.0.1:9465"),
+  refreshMs: positiveNumber.default(2000),
+  sampleMs: positiveNumber.default(1000),
+  window: positiveNumber.default(10),
+  execSource: z.enum(EXEC_SOURCES, { error: `expected one of ${EXEC_SOURCES.join(", ")}` }).default("auto"),
+  bpftrace: path.optional(),
+  spoolMax: positiveNumber.default(100_000),
+});
+
+type Key = keyof z.input<typeof schema>;
+
+/** The settings a variable can give too; every setting's flag is its name in kebab case. */
+const SOURCES: Partial<Record<Key, Source>> = {
+  ...PROGRAM_SOURCES,
+  node: SHARED.node.source,
+  aggregator: { env: "SHADOWLAYER_AGGREGATOR" },
+  dockerSocket: SHARED.dockerSocket.source,
+};
+
+/** The agent's flags as commander hands them over (text, or true for a switch). */
+export type AgentFlags = { [K in Key]?: string | boolean | undefined };
+
+export interface AgentConfig extends ProgramSettings {
+  /** What startAgent takes but the logger and the TLS material. */
+  agent: Omit<AgentOptions, "log" | "tls"> & { node: string; dataDir: string };
+}
+
+/**
+ * Resolves the agent's configuration. `rename` lets a program that embeds the agent (`up`) name its
+ * own flag for a setting (`--agent-http`) or read a setting from nowhere (`aggregator: {}`).
+ */
+export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<Record<Key, Source>> = {}): AgentConfig {
+  const s = resolveSettings(schema, flags, env, { ...SOURCES, ...rename });
+  return {
+    agent: {
+      node: s.node,
+      dataDir: s.dataDir,
+      dockerSocket: s.dockerSocket,
+      procRoot: s.procRoot,
+      cgroupRoot: s.cgroupRoot,
+      http: s.http,
+      refreshMs: s.refreshMs,
+      sampleMs: s.sampleMs,
+      windowMs: s.window * 1000,
+      execSource: s.execSource,
+      spoolMax: Math.floor(s.spoolMax),
+      ...(s.aggregator !== undefined ? { aggregator: s.aggregator } : {}),
+      ...(s.dockerRoot !== undefined ? { dockerRoot: s.dockerRoot } : {}),
+      ...(s.bpftrace !== undefined ? { bpftrace: s.bpftrace } : {}),
+    },
+    ...programSettings(s),
+  };
+}

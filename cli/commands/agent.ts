@@ -1,0 +1,16 @@
+import type { Command } from "commander";
+import type { AgentFlags } from "../../agent/index.js";
+import { runUntilSignal } from "../action.js";
+import { agentOptions, dataDirOption } from "../options.js";
+
+export function registerAgent(program: Command): void {
+  agentOptions(dataDirOption(program.command("agent").description("run a node agent alone (the Kubernetes DaemonSet)")))
+    .option("--aggregator <host:port>", "aggregator address (env SHADOWLAYER_AGGREGATOR)")
+    .option("--docker-root <dir>", "the engine's data root as mounted here (default: what the engine reports)")
+    .option("--proc-root <dir>", "the host's /proc as mounted here (default: /proc)")
+    .option("--cgroup-root <dir>", "the host's cgroup filesystem as mounted here (default: /sys/fs/cgroup)")
+    .option("--http <host:port>", "/metrics, /healthz, /readyz (default: 127.0.0.1:9465)")
+    .option("--tls-dir <dir>", "ca.crt, agent-<node>.crt, agent-<node>.key (default: <data-dir>/tls)")
+    .option("--insecure", "no TLS (loud warning; tests only)")
+    .action(runUntilSignal(async (o: AgentFlags) => (await import("../run-agent.js")).runAgent(o)));
+}

@@ -1,0 +1,21 @@
+import type { Command } from "commander";
+import { action, out, runtime } from "../action.js";
+import { dataDirOption } from "../options.js";
+
+export function registerCerts(program: Command): void {
+  const certs = program.command("certs").description("manage the mTLS certificates");
+  dataDirOption(certs.command("init").description("make a CA, the aggregator's certificate, one per agent node and one for CLI clients (existing files are kept)"))
+    .option("--tls-dir <dir>", "where to write them (default: <data-dir>/tls)")
+    .option("--node <name...>", "node names to make agent certificates for (env SHADOWLAYER_NODE; default: this host's name)")
+    .option("--san <name...>", "extra DNS names or IPs for the aggregator certificate")
+    .option("--json", "machine-readable result")
+    .action(action(init));
+}
+
+async function init(o: { dataDir?: string; tlsDir?: string; node?: string[]; san?: string[]; json?: boolean }): Promise<void> {
+  const { initCerts, resolveCertsConfig } = await runtime();
+  const c = resolveCertsConfig(o, process.env);
+  const r = await initCerts(c.tlsDir, { nodes: c.nodes, sans: c.sans });
+  if (o.json) out(JSON.stringify(r));
+  else out(`certificates in ${r.dir}\n  created: ${r.created.join(", ") || "-"}\n  kept:    ${r.kept.join(", ") || "-"}`);
+}

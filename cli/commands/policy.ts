@@ -1,0 +1,44 @@
+import type { Command } from "commander";
+import { action, out, runtime } from "../action.js";
+import { clientOptions, type ClientFlags, type JsonFlags } from "../options.js";
+
+/** `policy list|set|delete`: per-environment thresholds, through AdminService. */
+export function registerPolicy(program: Command): void {
+  const policy = program.command("policy").description("per-environment thresholds (rebuild, switch), selected by container labels or namespace");
+  clientOptions(policy.command("list").description("the policies, in the order they are tried")).option("--json", "JSON array").action(action(list));
+  clientOptions(policy.command("set").argument("<name>", "policy name").description("create or replace a policy; scores are recomputed at once"))
+    .requiredOption("--rebuild <risk>", "risk (0-100) at which a shadow rebuild is scheduled")
+    .requiredOption("--switch <risk>", "risk (0-100) at which the container is switched to its shadow")
+    .option("--label <key=value...>", "container labels that select this policy (all must match)")
+    .option("--namespace <ns>", "Kubernetes namespace that selects this policy")
+    .option("--order <n>", "lower is tried first (default: 100)")
+    .action(action(set));
+  clientOptions(policy.command("delete").argument("<name>", "policy name").description("remove a policy (the default policy stays)")).action(action(remove));
+}
+
+async function list(o: JsonFlags): Promise<void> {
+  const { AdminService, policyJson, query, renderTable } = await runtime();
+  const r = await query(o, AdminService.method.listPolicies, {});
+  if (o.json) out(JSON.stringify(r.policies.map(policyJson), null, 2));
+  else
+    out(
+      renderTable(
+        ["NAME", "ORDER", "SELECTOR", "REBUILD", "SWITCH"],
+        r.policies.map((p) => [p.name, String(p.order), [...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`), ...(p.namespace ? [`namespace=${p.namespace}`] : [])].join(",") || "*", String(p.rebuildThreshold), String(p.switchThreshold)]),
+      ),
+    );
+}
+
+async function set(name: string, o: ClientFlags & { rebuild: string; switch: string; label?: string[]; namespace?: string; order?: string }): Promise<void> {
+  const { AdminService, policySetInput, query } = await runtime();
+  // The policy schema is the aggregator's: loaded here, not for every command.
+  const { policyFromInit } = await import("../../aggregator/index.js");
+  const r = await query(o, AdminService.method.setPolicy, { policy: policyFromInit(policySetInput(name, o)) });
+  out(`policy ${r.name} set: rebuild at ${r.rebuildThreshold}, switch at ${r.switchThreshold}`);
+}
+
+async function remove(name: string, o: ClientFlags): Promise<void> {
+  const { AdminService, query } = await runtime();
+  await query(o, AdminService.method.deletePolicy, { name });
+  out(`policy ${name} deleted`);
+}

@@ -1,0 +1,28 @@
+/**
+ * How the list of containers looks: a table for people, snake_case JSON for machines.
+ */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { ContainerSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import { renderTable } from "./telemetry-format.js";
+
+export function containerJson(c: ContainerSummary): Record<string, unknown> {
+  return {
+    container_id: c.containerId,
+    container_name: c.containerName,
+    image: c.image,
+    node: c.node,
+    state: c.state,
+    layer_count: c.layerCount,
+    process_count: c.processCount,
+    drift: c.drift,
+    observed_at: c.observedAt ? timestampDate(c.observedAt).toISOString() : null,
+  };
+}
+
+export function renderContainers(rows: readonly ContainerSummary[]): string {
+  const head = ["CONTAINER", "NAME", "IMAGE", "NODE", "STATE", "LAYERS", "PROCS", "DRIFT"];
+  return renderTable(
+    head,
+    rows.map((r) => [r.containerId.slice(0, 12), r.containerName, r.image, r.node, r.state, String(r.layerCount), String(r.processCount), r.drift ? "yes" : "-"]),
+  );
+}

@@ -1,0 +1,71 @@
+/**
+ * The options more than one command takes, declared once. Commander only collects text here:
+ * defaults and the environment are applied, and values checked, by each program's configuration.
+ */
+import { Option, type Command } from "commander";
+
+/** How a client command reaches the aggregator. */
+export interface ClientFlags {
+  dataDir?: string;
+  aggregator?: string;
+  tlsDir?: string;
+  insecure?: boolean;
+}
+
+export interface TelemetryFlags {
+  sampleMs?: string;
+  window?: string;
+  execSource?: string;
+  bpftrace?: string;
+  spoolMax?: string;
+}
+
+export interface ThreatFlags {
+  feed?: string[];
+  policies?: string;
+}
+
+export type JsonFlags = ClientFlags & { json?: boolean };
+
+/** What filterOptions adds. */
+export type FilterFlags = JsonFlags & { container?: string; node?: string };
+
+export function dataDirOption(cmd: Command): Command {
+  return cmd.addOption(new Option("--data-dir <dir>", "where state, certificates and the endpoint file live (env SHADOWLAYER_DATA_DIR; default: ~/.shadowlayer)"));
+}
+
+export function threatOptions(cmd: Command): Command {
+  return cmd
+    .option("--feed <KIND=SOURCE...>", "vulnerability feed: osv|kev|epss|nvd = a path (OSV: a directory, a record, or all.zip) or an https URL; repeatable")
+    .option("--policies <file>", "JSON array of policies: {name, labels, namespace, rebuild_threshold, switch_threshold, order}");
+}
+
+export function clientOptions(cmd: Command): Command {
+  return dataDirOption(cmd)
+    .option("--aggregator <host:port>", "aggregator address (default: the one `up` wrote in the data dir)")
+    .option("--tls-dir <dir>", "certificates (default: <data-dir>/tls)")
+    .option("--insecure", "connect without TLS (only to an aggregator started with --insecure)");
+}
+
+/** The agent's node, engine and telemetry, shared by `up` and `agent`. */
+export function agentOptions(cmd: Command): Command {
+  return cmd
+    .option("--node <name>", "this node's name (env SHADOWLAYER_NODE; default: the hostname)")
+    .option("--docker-socket <path>", "Docker engine socket (env DOCKER_HOST; default: /var/run/docker.sock)")
+    .option("--refresh-ms <ms>", "how often processes are re-read (default: 2000)")
+    .option("--sample-ms <ms>", "telemetry sampling tick (default: 1000)")
+    .option("--window <seconds>", "telemetry window length, the model's unit of input (default: 10)")
+    .option("--exec-source <source>", "exec events: auto (eBPF when available, else /proc polling), or force ebpf or proc (default: auto)")
+    .option("--bpftrace <path>", "bpftrace binary (default: bpftrace on PATH)")
+    .option("--spool-max <items>", "telemetry items kept while the aggregator is unreachable, oldest dropped first (default: 100000)");
+}
+
+/** Which containers a client command is about. */
+export function filterOptions(cmd: Command): Command {
+  return cmd.option("--container <ref>", "only this container (id, prefix or name)").option("--node <name>", "only this node");
+}
+
+/** A client command about one container, named by its id, a prefix of it or its name. */
+export function containerCommand(program: Command, name: string, description: string): Command {
+  return clientOptions(program.command(name).argument("<container>", "container id, id prefix or name").description(description));
+}

@@ -1,0 +1,137 @@
+/**
+ * `shadowlayer up`: the embedded default. Aggregator and agent in one process on this host, the
+ * store and certificates under the data dir, and a live view of containers as they change.
+ * Imported by its command's action only: it loads the agent and the aggregator.
+ */
+import { mkdir } from "node:fs/promises";
+import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
+import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { initCerts, loadTls } from "../common/certs.js";
+import type { Env } from "../common/config.js";
+import { createLogger } from "../common/log.js";
+import { resolveAgentConfig, startAgent, type AgentConfig } from "../agent/index.js";
+import { resolveAggregatorConfig, startAggregator, summarize, type AggregatorConfig } from "../aggregator/index.js";
+import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
+import { renderTree } from "./ldg-format.js";
+import type { TelemetryFlags, ThreatFlags } from "./options.js";
+import { readPolicyFile } from "./policy-input.js";
+
+export interface UpFlags extends TelemetryFlags, ThreatFlags {
+  dataDir?: string;
+  listen?: string;
+  http?: string;
+  agentHttp?: string;
+  node?: string;
+  dockerSocket?: string;
+  refreshMs?: string;
+  insecure?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export interface UpConfig {
+  aggregator: AggregatorConfig;
+  policies?: Policy[];
+  agent: AgentConfig;
+  json: boolean;
+  quiet: boolean;
+}
+
+/** The two programs' configurations composed: loopback addresses, one data dir, the agent dialing the aggregator beside it. */
+export function resolveUpConfig(o: UpFlags, env: Env): UpConfig {
+  const aggregator = resolveAggregatorConfig({ dataDir: o.dataDir, listen: o.listen ?? "127.0.0.1:7443", http: o.http ?? "127.0.0.1:9464", insecure: o.insecure, feed: o.feed, policies: o.policies }, env);
+  const agent = resolveAgentConfig(
+    { dataDir: o.dataDir, node: o.node, dockerSocket: o.dockerSocket, refreshMs: o.refreshMs, http: o.agentHttp, insecure: o.insecure, sampleMs: o.sampleMs, window: o.window, execSource: o.execSource, bpftrace: o.bpftrace, spoolMax: o.spoolMax },
+    env,
+    // The agent dials the aggregator `up` starts, whatever SHADOWLAYER_AGGREGATOR says.
+    { http: { flag: "--agent-http" }, aggregator: {} },
+  );
+  return {
+    aggregator,
+    ...(aggregator.policiesFile !== undefined ? { policies: readPolicyFile(aggregator.policiesFile) } : {}),
+    agent,
+    json: o.json === true,
+    quiet: o.quiet === true,
+  };
+}
+
+function stamp(): string {
+  return new Date().toISOString().slice(11, 19);
+}
+
+export async function runUp(c: UpConfig, out: (line: string) => void): Promise<() => Promise<void>> {
+  const log = createLogger("shadowlayer", c.agent.logLevel);
+  const dataDir = c.aggregator.aggregator.dataDir;
+  const paths = dataPaths(dataDir);
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const node = c.agent.agent.node;
+  if (!c.aggregator.insecure) {
+    const made = await initCerts(c.aggregator.tlsDir, { nodes: [node] });
+    if (made.created.length > 0) out(`certificates made in ${c.aggregator.tlsDir}: ${made.created.join(", ")}`);
+  }
+  const listen = c.aggregator.aggregator.listen;
+  const http = c.aggregator.aggregator.http ?? "";
+  const aggregator = await startAggregator({
+    ...c.aggregator.aggregator,
+    dataDir: paths.dir,
+    tls: c.aggregator.insecure ? "insecure" : await loadTls(c.aggregator.tlsDir, { role: "aggregator" }),
+    log,
+    ...(c.policies !== undefined ? { policies: c.policies } : {}),
+  });
+  const host = listen.replace(/:\d+$/, "").replace(/^0\.0\.0\.0$/, "127.0.0.1");
+  const address = `${host}:${aggregator.port}`;
+
+  const seen = new Set<string>();
+  const onUpsert = (g: LayerGraph) => {
+    if (c.quiet) return;
+    if (c.json) {
+      out(JSON.stringify({ event: "upsert", container_id: g.containerId, name: g.containerName, state: g.state, layers: g.layers.length }));
+      return;
+    }
+    const s = summarize(g);
+    const first = !seen.has(g.containerId);
+    seen.add(g.containerId);
+    out(`${stamp()} ${first ? "+" : "~"} ${s.containerName || s.containerId.slice(0, 12)} ${s.state} ${s.image}: ${s.layerCount} layers, ${s.processCount} processes${s.drift ? ", DRIFT" : ""}`);
+    if (first) out(renderTree(g));
+  };
+  const onDelete = (id: string) => {
+    if (c.quiet) return;
+    seen.delete(id);
+    out(c.json ? JSON.stringify({ event: "delete", container_id: id }) : `${stamp()} - ${id.slice(0, 12)} removed`);
+  };
+  aggregator.store.on("upsert", onUpsert);
+  aggregator.telemetry.on("detection", (d) => {
+    if (c.quiet) return;
+    out(
+      c.json
+        ? JSON.stringify({ event: "detection", rule: d.rule, reason: d.reason, container_id: d.containerId, layer_id: d.layerId, path: d.path, pid: d.pid, source: d.source })
+        : `${stamp()} ! DRIFT ${d.containerName || d.containerId.slice(0, 12)}: ${d.path} (pid ${d.pid}, ${d.reason}, layer ${d.layerId.slice(0, 19)}, via ${d.source})`,
+    );
+  });
+  aggregator.store.on("delete", onDelete);
+
+  let agent;
+  try {
+    agent = await startAgent({
+      ...c.agent.agent,
+      dataDir: paths.dir,
+      aggregator: address,
+      tls: c.agent.insecure ? "insecure" : await loadTls(c.agent.tlsDir, { role: "agent", node }),
+      log,
+    });
+  } catch (err) {
+    await aggregator.stop();
+    throw err;
+  }
+  await writeEndpoint(dataDir, { address, insecure: c.aggregator.insecure, pid: process.pid, node, startedAt: new Date().toISOString() });
+  out(
+    `shadowlayer up: aggregator ${address} (${c.aggregator.insecure ? "INSECURE" : "mTLS"}), metrics http://${http.replace(/:\d+$/, "")}:${aggregator.httpPort}/metrics, ` +
+      `agent node ${node}, engine ${agent.engine.version}, exec events via ${agent.telemetry.activeExecSource}; data in ${paths.dir}. ` +
+      "Try `shadowlayer demo`, `shadowlayer graph <container>` and `shadowlayer top`. Ctrl-C stops.",
+  );
+  return async () => {
+    await agent.stop();
+    await aggregator.stop();
+    await removeEndpoint(dataDir);
+  };
+}

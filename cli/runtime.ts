@@ -1,0 +1,15 @@
+/**
+ * What the client commands use when they run, in one module that the first of them to run loads
+ * (`runtime()` in action.ts): the protobuf, gRPC, TLS and schema libraries take most of a second to
+ * load, and `--help` or a mistyped flag needs none of them.
+ */
+export { AdminService, GraphEvent_Type, QueryService } from "../proto/gen/shadowlayer/v1/query_pb.js";
+export { initCerts } from "../common/certs.js";
+export { callServerStream } from "../common/grpc.js";
+export { connect, follow, query } from "./client.js";
+export { policySetInput, resolveCertsConfig, resolveLimit } from "./config.js";
+export { containerJson, renderContainers } from "./containers-format.js";
+export { renderTree, toLdgJson } from "./ldg-format.js";
+export { agentJson, detectionJson, renderAgents, renderDetections, renderTable, renderTop, windowJson } from "./telemetry-format.js";
+export { cyclonedx } from "./sbom.js";
+export { feedJson, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnJson } from "./vulns-format.js";
