@@ -11,7 +11,7 @@ import { CommandResultSchema, CommandSchema, CommandStatus, type Command, type C
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { Service } from "../service-runner.js";
-import type { StateSublevel } from "../state/agent-state.js";
+import type { StateSublevel } from "../state/state-sublevel.js";
 import { unimplemented, type CommandHandler, type CommandOutcome } from "./command-handler.js";
 
 export type JournalState = "accepted" | "finished";

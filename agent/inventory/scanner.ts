@@ -15,7 +15,7 @@ import {
 } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import type { Logger } from "../../common/log.js";
 import type { ResolvedImage } from "../layers/image-layers.js";
-import type { StateSublevel } from "../state/agent-state.js";
+import type { StateSublevel } from "../state/state-sublevel.js";
 import { inventoryOf } from "./layer-inventory.js";
 
 export interface InventoryScannerEvents {

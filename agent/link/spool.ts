@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { TelemetryItemSchema, type TelemetryItem } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import type { StateSublevel } from "../state/agent-state.js";
+import type { StateSublevel } from "../state/state-sublevel.js";
 
 export type SpoolBody = NonNullable<MessageInitShape<typeof TelemetryItemSchema>["body"]>;
 

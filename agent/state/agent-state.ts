@@ -5,15 +5,13 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { AbstractLevel } from "abstract-level";
 import { Level } from "level";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { Service } from "../service-runner.js";
 import { upgradeLegacyLayout } from "./legacy-layout.js";
+import type { StateSublevel } from "./state-sublevel.js";
 
-/** A string-keyed part of the agent's database (a sublevel, or any level database in tests). */
-export type StateSublevel<V> = AbstractLevel<string | Buffer | Uint8Array, string, V>;
 
 export class AgentState implements Service {
   readonly name = "state";

@@ -14,7 +14,7 @@ import { TelemetryItemSchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { spoolKeys } from "../link/spool.js";
-import type { StateSublevel } from "./agent-state.js";
+import type { StateSublevel } from "./state-sublevel.js";
 
 /** Items per batch while carrying (bounds memory: a batch of windows is at most a few MB). */
 const CHUNK = 1000;

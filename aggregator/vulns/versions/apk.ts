@@ -2,7 +2,7 @@
  * Alpine package version ordering, following apk-tools' version.c:
  * `digits{.digits}...{letter}{_suffix{digits}}...{~hash}{-r digits}`.
  */
-import type { VersionScheme } from "./index.js";
+import type { VersionScheme } from "./version-scheme.js";
 
 // Token kinds, in the order apk-tools ranks them (the order matters for the tie-break rule).
 const INITIAL_DIGIT = 0;

@@ -2,7 +2,7 @@
  * Debian package version ordering (`[epoch:]upstream[-revision]`), as Debian policy §5.6.12 and
  * `dpkg --compare-versions` define it. Used for the Debian and Ubuntu ecosystems.
  */
-import type { VersionScheme } from "./index.js";
+import type { VersionScheme } from "./version-scheme.js";
 
 export interface DpkgVersion {
   readonly epoch: number;

@@ -7,16 +7,11 @@ import { apkScheme } from "./apk.js";
 import { dpkgScheme } from "./dpkg.js";
 import { pep440Scheme } from "./pep440.js";
 import { semverScheme } from "./semver.js";
+import type { VersionScheme } from "./version-scheme.js";
 
 export type BaseEcosystem = "Debian" | "Ubuntu" | "Alpine" | "npm" | "PyPI";
 
-export interface VersionScheme<P = unknown> {
-  readonly name: string;
-  /** undefined when the string is not a valid version in this scheme (never throws). */
-  parse(v: string): P | undefined;
-  /** <0, 0, >0 like a comparator. */
-  compare(a: P, b: P): number;
-}
+export type { VersionScheme } from "./version-scheme.js";
 
 export { apkScheme, dpkgScheme, pep440Scheme, semverScheme };
 

@@ -3,7 +3,7 @@
  * a leading "v", `-`/`_`/`.` separators (or none) around pre/post/dev signifiers, alpha/beta/
  * c/pre/preview/rev/r, implicit numbers ("1.0a" = "1.0a0") and implicit post releases ("1.0-1").
  */
-import type { VersionScheme } from "./index.js";
+import type { VersionScheme } from "./version-scheme.js";
 
 /** Numbers beyond 2^53 stay exact as bigints; `<` and `>` compare the two kinds correctly. */
 type Num = number | bigint;

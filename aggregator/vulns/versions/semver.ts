@@ -3,7 +3,7 @@
  * ranges. One leniency: a single leading "v" is accepted ("v1.2.3", as Go and many tags write
  * it); "=", spaces and other loose forms are not.
  */
-import type { VersionScheme } from "./index.js";
+import type { VersionScheme } from "./version-scheme.js";
 
 /** Numbers beyond 2^53 stay exact as bigints; `<` and `>` compare the two kinds correctly. */
 type Num = number | bigint;
