@@ -8,6 +8,7 @@ import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { Code, ShadowError } from "./errors.js";
+import { describeValue } from "./parse-with-schema.js";
 
 /** The process environment, or a test's stand-in for it. */
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -53,7 +54,7 @@ export function resolveSettings<S extends z.ZodObject>(schema: S, flags: object,
   const issue = parsed.error.issues[0];
   const key = String(issue?.path[0] ?? "");
   const got = issue === undefined || !(key in input) ? undefined : valueAt(input, issue.path);
-  throw new ShadowError(Code.InvalidArgument, `${from[key] ?? flagOf(key, src[key])}: ${issue?.message ?? "invalid"}${got === undefined ? "" : `, got ${JSON.stringify(got)}`}`);
+  throw new ShadowError(Code.InvalidArgument, `${from[key] ?? flagOf(key, src[key])}: ${issue?.message ?? "invalid"}${got === undefined ? "" : `, got ${describeValue(got)}`}`);
 }
 
 /** The offending value itself (one element of a repeated flag, not the whole list). */
