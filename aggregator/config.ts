@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import type { AggregatorOptions } from "./server.js";
-import { parseFeedFlags } from "./feeds/manager.js";
+import { parseFeedFlags } from "./feeds/feed-config.js";
 import { PROGRAM_SHAPE, PROGRAM_SOURCES, hostPort, httpAddress, path, programSettings, resolveSettings, type Env, type ProgramSettings } from "../common/config.js";
 
 const schema = z.object({

@@ -2,7 +2,7 @@
  * The aggregator's public face: what the CLI (and anything else outside aggregator/) may import.
  */
 export { startAggregator, type AggregatorOptions, type RunningAggregator } from "./server.js";
-export { parseFeedFlags, type FeedConfig } from "./feeds/manager.js";
+export { parseFeedFlags, type FeedConfig } from "./feeds/feed-config.js";
 export { parsePolicies, policyFromInit, type PolicyInit } from "./risk/policy-schema.js";
 export { summarize } from "./api/query-service.js";
 // The aggregator program's configuration (flags → environment → defaults), for the CLI.

@@ -23,7 +23,8 @@ import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { adminImpl } from "./api/admin-service.js";
 import { vulnsQueryImpl } from "./api/vulns-service.js";
-import { FeedManager, type FeedConfig } from "./feeds/manager.js";
+import type { FeedConfig } from "./feeds/feed-config.js";
+import { FeedManager } from "./feeds/manager.js";
 import { ScoreEngine } from "./risk/score-engine.js";
 
 export interface AggregatorOptions {

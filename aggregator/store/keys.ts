@@ -43,7 +43,7 @@ export const keys = {
   policyRange: under("policy!"),
   /** A feed's status and current generation (JSON). */
   feedMeta: (feed: string) => `feed!${feed}!meta`,
-  /** One chunk of a feed generation's records (see the feed manager's chunk format). */
+  /** One chunk of a feed generation's records (its value's format: feeds/chunk-store.ts). */
   feedChunk: (feed: string, gen: number, chunk: number) => `feed!${feed}!g${hex(gen, 8)}!${hex(chunk, 8)}`,
   /** All chunks of one generation of a feed. */
   feedGeneration: (feed: string, gen: number) => under(`feed!${feed}!g${hex(gen, 8)}!`),

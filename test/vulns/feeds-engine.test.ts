@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { feedStatuses } from "../../aggregator/api/feed-statuses.js";
-import { FeedManager, parseFeedFlags } from "../../aggregator/feeds/manager.js";
+import { FeedManager } from "../../aggregator/feeds/manager.js";
 import { policyFromInit } from "../../aggregator/risk/policy-schema.js";
 import { ScoreEngine } from "../../aggregator/risk/score-engine.js";
 import { GraphStore } from "../../aggregator/store/graph-store.js";
@@ -176,15 +176,6 @@ describe("feeds into scores", () => {
 });
 
 describe("feed sources", () => {
-  it("--feed flags: kinds, names, and only https (or loopback http) URLs", () => {
-    assert.deepEqual(
-      parseFeedFlags(["osv=/a", "osv=/b", "kev=https://example.org/kev.json"]).map((f) => f.name),
-      ["osv", "osv-2", "kev"],
-    );
-    assert.throws(() => parseFeedFlags(["cve=/x"]), /KIND=SOURCE/);
-    assert.throws(() => parseFeedFlags(["kev=http://192.0.2.1/kev.json"]), /only https/);
-  });
-
   it("re-checks an HTTP source with If-None-Match and keeps its data on 304", async () => {
     const seen: Array<string | undefined> = [];
     const body = kev(["CVE-2024-0001", "CVE-2024-0002"]);
