@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { Level } from "level";
+import { ChunkWriter } from "../../aggregator/feeds/chunk-store.js";
 import { FeedManager } from "../../aggregator/feeds/manager.js";
 import { keys } from "../../aggregator/store/keys.js";
 import { silentLogger } from "../../common/log.js";
@@ -114,6 +115,35 @@ describe("a killed ingest", () => {
       assert.deepEqual(await chunkKeysOutside(db, gen), []);
       assert.deepEqual(await db.keys(keys.feedGeneration("epss", gen)).all(), [keys.feedChunk("epss", gen, 0)]);
     });
+  });
+});
+
+describe("a data directory written before generation ids were reserved", () => {
+  it("keeps its current generation and loses the half one a crash left", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sl-feeds-upgrade-"));
+    const db = new Level<string, Uint8Array>(join(dir, "db"), { keyEncoding: "utf8", valueEncoding: "view" });
+    await db.open();
+    try {
+      const chunk = (year: number, n: number) => {
+        const w = new ChunkWriter();
+        for (let i = 0; i < n; i++) w.addRecord({ cve: `CVE-${year}-${String(10000 + i)}`, epss: 0.5, percentile: 0.9 });
+        return w.take();
+      };
+      // The meta as it was written then (no reserved id), generation 1 current, and generation 2
+      // half written by an ingest that was killed.
+      const meta = { gen: 1, etag: "", lastModified: "", fileStamp: "", lastAttempt: "2026-11-01T00:00:00.000Z", lastSuccess: "2026-11-01T00:00:00.000Z", lastChange: "2026-11-01T00:00:00.000Z", state: "ok", error: "", accepted: 3, rejected: 0, reasons: {}, samples: [], records: 3 };
+      await db.put(keys.feedMeta("epss"), new TextEncoder().encode(JSON.stringify(meta)));
+      await db.put(keys.feedChunk("epss", 1, 0), chunk(2001, 3));
+      await db.put(keys.feedChunk("epss", 2, 0), chunk(2099, 500));
+      await db.put(keys.feedChunk("epss", 2, 1), chunk(2098, 500));
+      const feeds = await FeedManager.open(db, [{ name: "epss", kind: "epss", source: join(dir, "none.csv") }], silentLogger());
+      assert.deepEqual([...feeds.index.epss.keys()].sort(), ["CVE-2001-10000", "CVE-2001-10001", "CVE-2001-10002"]);
+      assert.deepEqual(await chunkKeysOutside(db, 1), []);
+      assert.deepEqual(await db.keys(keys.feedGeneration("epss", 1)).all(), [keys.feedChunk("epss", 1, 0)]);
+    } finally {
+      await db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
