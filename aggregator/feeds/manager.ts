@@ -93,8 +93,16 @@ export interface RefreshOptions {
   acceptShrink?: boolean;
 }
 
-/** Why a read that kept `records` must not replace the current data, or undefined when it may. */
-function refusal(records: number, accepted: number, rejected: number, reasons: Record<string, number>, current: Meta, acceptShrink: boolean): string | undefined {
+/** What one read of a source gave. */
+interface ReadCounts {
+  records: number;
+  accepted: number;
+  rejected: number;
+  reasons: Record<string, number>;
+}
+
+/** Why a read must not replace the current data, or undefined when it may. */
+function refusal({ records, accepted, rejected, reasons }: ReadCounts, current: Meta, acceptShrink: boolean): string | undefined {
   const why = Object.entries(reasons)
     .sort((a, b) => b[1] - a[1])
     .slice(0, 3)
@@ -274,7 +282,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       flushChunk();
       if (ops.length > 0) await this.db.batch(ops);
       const records = recordCount(config.kind, maps);
-      const refused = refusal(records, accepted, rejected, reasons, meta, acceptShrink);
+      const refused = refusal({ records, accepted, rejected, reasons }, meta, acceptShrink);
       if (refused !== undefined) {
         await this.db.clear(keys.feedGeneration(name, gen));
         Object.assign(meta, { state: "error", error: refused, accepted, rejected, reasons, samples });
