@@ -2,8 +2,13 @@
  * Feeds: each from a file path or an HTTPS URL, refreshed on a schedule (files: when their mtime
  * or size changes; URLs: with If-None-Match / If-Modified-Since), parsed as streams, validated
  * record by record, and stored in level under a new generation that replaces the old one only
- * when the whole source parsed. A source that fails (unreachable, not the format at all) keeps
- * the last good data; its status says so and how stale it is.
+ * when the whole source parsed and kept enough records (`MIN_KEPT_FRACTION`). A source that
+ * fails (unreachable, not the format at all, all or most records rejected) keeps the last good
+ * data; its status says so and how stale it is.
+ *
+ * Generations survive a crash at any point: each ingest writes under an id never used before
+ * (reserved in the meta before the first chunk), the meta's one put makes it current, and every
+ * other generation's chunks are removed when the feeds are opened.
  */
 import { EventEmitter } from "node:events";
 import type { Readable } from "node:stream";
@@ -23,7 +28,10 @@ import { addToMaps, newMaps, recordCount, recordKey, type RecordMaps } from "./r
 import { osvRecordProblem, VulnIndex } from "../vulns/index.js";
 
 interface Meta {
+  /** The current generation (0: none). */
   gen: number;
+  /** The highest generation id ever reserved: a new ingest takes the next one, so none is reused. */
+  lastGen: number;
   etag: string;
   lastModified: string;
   fileStamp: string;
@@ -32,16 +40,19 @@ interface Meta {
   lastChange: string;
   state: "ok" | "error" | "never";
   error: string;
+  /** The counts of the last source read to its end (a refused read's, to show why it was refused). */
   accepted: number;
   rejected: number;
   reasons: Record<string, number>;
   /** The first rejections with their specifics. */
   samples: string[];
+  /** Records in effect: the current generation's. */
   records: number;
 }
 
 const emptyMeta = (): Meta => ({
   gen: 0,
+  lastGen: 0,
   etag: "",
   lastModified: "",
   fileStamp: "",
@@ -64,6 +75,47 @@ export interface FeedState {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+/**
+ * A read that keeps fewer than this fraction of the current generation's records is refused and
+ * the current data stays (unless the caller accepts the shrink). Real feeds move by a few percent
+ * between refreshes (KEV only grows; EPSS scores every published CVE daily; OSV exports add and
+ * withdraw a few advisories), while a truncated or swapped download, a format change the parsers
+ * reject row by row, or a decompression bomb leaves none or a fraction: half sits far from both.
+ * A read that keeps no record at all is always refused.
+ */
+export const MIN_KEPT_FRACTION = 0.5;
+
+export interface RefreshOptions {
+  /** Read the sources even when they say they did not change. */
+  force?: boolean;
+  /** Take a read that keeps fewer than `MIN_KEPT_FRACTION` of the current records (never one of none). */
+  acceptShrink?: boolean;
+}
+
+/** What one read of a source gave. */
+interface ReadCounts {
+  records: number;
+  accepted: number;
+  rejected: number;
+  reasons: Record<string, number>;
+}
+
+/** Why a read must not replace the current data, or undefined when it may. */
+function refusal({ records, accepted, rejected, reasons }: ReadCounts, current: Meta, acceptShrink: boolean): string | undefined {
+  const why = Object.entries(reasons)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(", ");
+  const read = `${accepted} accepted, ${rejected} rejected${why === "" ? "" : ` (${why})`}`;
+  const kept = current.gen > 0 ? `; the previous ${current.records} records are kept` : "";
+  if (records === 0) return `refused: the source yielded no usable record, ${read}${kept}`;
+  if (!acceptShrink && current.gen > 0 && records < current.records * MIN_KEPT_FRACTION) {
+    return `refused: ${records} records, fewer than ${MIN_KEPT_FRACTION * 100}% of the current ${current.records}, ${read}${kept}`;
+  }
+  return undefined;
+}
 
 /** The reason class of a rejection (the parsers give short classes; bounded here all the same). */
 function reasonClass(reason: string): string {
@@ -88,13 +140,17 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     super();
   }
 
-  /** Opens the feeds: loads each one's last good data from level into the index. */
+  /**
+   * Opens the feeds: removes what an interrupted ingest or replacement left (every generation but
+   * the current one), then loads each feed's current data from level into the index.
+   */
   static async open(db: Level<string, Uint8Array>, configs: readonly FeedConfig[], log: Logger, index = new VulnIndex()): Promise<FeedManager> {
     const m = new FeedManager(db, index, log);
     for (const c of configs) {
       const raw = await db.get(keys.feedMeta(c.name));
       const meta = raw === undefined ? emptyMeta() : { ...emptyMeta(), ...(JSON.parse(dec.decode(raw)) as Partial<Meta>) };
       m.feeds.set(c.name, { config: c, meta });
+      for (const range of keys.feedOrphans(c.name, meta.gen)) await db.clear(range);
       if (meta.gen > 0) await m.loadStored(c, meta.gen);
     }
     return m;
@@ -128,18 +184,18 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
    * Checks one feed (by name) or all now; resolves when done (errors are in the status). Sources
    * that say they did not change (same file stamp, HTTP 304) are not read again unless `force`.
    */
-  async refresh(name?: string, force = false): Promise<void> {
+  async refresh(name?: string, opts: RefreshOptions = {}): Promise<void> {
     if (name !== undefined && name !== "" && !this.feeds.has(name)) {
       throw new ShadowError(Code.NotFound, `no feed named ${name} (configured: ${[...this.feeds.keys()].join(", ") || "none"})`);
     }
     const names = name === undefined || name === "" ? [...this.feeds.keys()] : [name];
-    await Promise.all(names.map((n) => this.refreshOne(n, force)));
+    await Promise.all(names.map((n) => this.refreshOne(n, opts)));
   }
 
-  private refreshOne(name: string, force = false): Promise<void> {
+  private refreshOne(name: string, opts: RefreshOptions = {}): Promise<void> {
     const running = this.running.get(name);
     if (running !== undefined) return running;
-    const p = this.doRefresh(name, force).finally(() => this.running.delete(name));
+    const p = this.doRefresh(name, opts).finally(() => this.running.delete(name));
     this.running.set(name, p);
     return p;
   }
@@ -148,7 +204,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     await this.db.put(keys.feedMeta(name), enc.encode(JSON.stringify(meta)));
   }
 
-  private async doRefresh(name: string, force: boolean): Promise<void> {
+  private async doRefresh(name: string, { force = false, acceptShrink = false }: RefreshOptions): Promise<void> {
     const f = this.feeds.get(name);
     if (f === undefined) return;
     const { config } = f;
@@ -170,13 +226,18 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       await this.saveMeta(name, meta);
       return;
     }
-    const gen = meta.gen + 1;
+    // A fresh id, reserved before the first chunk: chunks a crash leaves under it are never read
+    // as part of a later generation (they are removed at the next open).
+    const gen = Math.max(meta.gen, meta.lastGen) + 1;
     const reasons: Record<string, number> = {};
     const samples: string[] = [];
     let accepted = 0;
     let rejected = 0;
     const started = Date.now();
     try {
+      meta.lastGen = gen;
+      f.meta = meta;
+      await this.saveMeta(name, meta);
       const items = this.items(config, opened.stream, opened.hint);
       const maps = newMaps();
       // Records are stored in chunks (one level value per RECORDS_PER_CHUNK records).
@@ -220,7 +281,17 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       }
       flushChunk();
       if (ops.length > 0) await this.db.batch(ops);
-      // Everything parsed: the new generation takes over, the old one goes.
+      const records = recordCount(config.kind, maps);
+      const refused = refusal({ records, accepted, rejected, reasons }, meta, acceptShrink);
+      if (refused !== undefined) {
+        await this.db.clear(keys.feedGeneration(name, gen));
+        Object.assign(meta, { state: "error", error: refused, accepted, rejected, reasons, samples });
+        f.meta = meta;
+        await this.saveMeta(name, meta);
+        this.log.warn({ feed: name, accepted, rejected, reasons, records, current: meta.records }, "feed read refused; keeping the last good data");
+        return;
+      }
+      // Everything parsed: the new generation takes over (one put of the meta), the old one goes.
       const old = meta.gen;
       Object.assign(meta, {
         gen,
@@ -235,7 +306,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
         rejected,
         reasons,
         samples,
-        records: recordCount(config.kind, maps),
+        records,
       });
       f.meta = meta;
       await this.saveMeta(name, meta);

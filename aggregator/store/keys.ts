@@ -9,6 +9,8 @@ const under = (prefix: string) => ({ gt: prefix, lt: `${prefix}\xff` });
 const hex = (n: number | bigint, width: number) => n.toString(16).padStart(width, "0");
 
 const SPOOL = "spool!";
+/** The prefix of one feed generation's chunk keys. */
+const feedGen = (feed: string, gen: number) => `feed!${feed}!g${hex(gen, 8)}!`;
 
 export const keys = {
   /** LayerGraph (protobuf binary) by container id. */
@@ -44,9 +46,22 @@ export const keys = {
   /** A feed's status and current generation (JSON). */
   feedMeta: (feed: string) => `feed!${feed}!meta`,
   /** One chunk of a feed generation's records (its value's format: feeds/chunk-store.ts). */
-  feedChunk: (feed: string, gen: number, chunk: number) => `feed!${feed}!g${hex(gen, 8)}!${hex(chunk, 8)}`,
+  feedChunk: (feed: string, gen: number, chunk: number) => `${feedGen(feed, gen)}${hex(chunk, 8)}`,
   /** All chunks of one generation of a feed. */
-  feedGeneration: (feed: string, gen: number) => under(`feed!${feed}!g${hex(gen, 8)}!`),
+  feedGeneration: (feed: string, gen: number) => under(feedGen(feed, gen)),
+  /**
+   * The chunks of every generation of a feed but `current` (0: none is current): what an ingest
+   * cut short by a crash, or a replaced generation not yet cleared, left behind.
+   */
+  feedOrphans: (feed: string, current: number) => {
+    const all = under(`feed!${feed}!g`);
+    if (current === 0) return [all];
+    const cur = under(feedGen(feed, current));
+    return [
+      { gt: all.gt, lt: cur.gt },
+      { gt: cur.lt, lt: all.lt },
+    ];
+  },
   /** Store schema version, for future migrations. */
   schema: "meta!schema",
 } as const;

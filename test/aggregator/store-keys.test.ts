@@ -46,4 +46,16 @@ describe("store keys", () => {
     assert.ok(!inRange(keys.feedChunk("osv-2", 1, 0), g));
     assert.ok(!inRange(keys.feedMeta("osv"), g));
   });
+
+  it("name as orphans every generation of a feed but the current one, and nothing else", () => {
+    const orphan = (k: string, current: number) => keys.feedOrphans("osv", current).some((r) => k > r.gt && k < r.lt);
+    for (const current of [0, 1, 10, 0xfffffffe]) {
+      assert.equal(orphan(keys.feedChunk("osv", current, 0), current), current === 0, `gen ${current}`);
+      assert.equal(orphan(keys.feedChunk("osv", current, 0xffffffff), current), current === 0);
+      if (current > 0) assert.ok(orphan(keys.feedChunk("osv", current - 1, 0xffffffff), current));
+      assert.ok(orphan(keys.feedChunk("osv", current + 1, 0), current));
+      assert.ok(!orphan(keys.feedMeta("osv"), current));
+      assert.ok(!orphan(keys.feedChunk("osv-2", current + 1, 0), current));
+    }
+  });
 });
