@@ -117,6 +117,7 @@ describe("certificate roles", () => {
   });
 
   it("accepts an admin on QueryService and AdminService", async () => {
+    assert.match(new X509Certificate(tls.admin.cert).subject, /^OU=admin$/m, "the admin.crt that initCerts wrote holds the admin role");
     assert.deepEqual((await listContainers("admin")).containers, []);
     const watched = await watchFirst("admin");
     assert.ok(!(watched instanceof Error), `the watch streams: ${String(watched)}`);
@@ -193,12 +194,14 @@ describe("certificate roles", () => {
     });
 
     it("runs read commands with the reader and admin commands with the admin that certs init wrote", async () => {
-      assert.deepEqual(JSON.parse(await cli(tlsDir, "containers", "--json")), []);
-      assert.deepEqual(JSON.parse(await cli(tlsDir, "feeds", "--json")), []);
-      assert.deepEqual(JSON.parse(await cli(tlsDir, "feeds", "--refresh", "--json")), []);
-      assert.match(await cli(tlsDir, "policy", "set", "staging", "--label", "env=staging", "--rebuild", "50", "--switch", "70"), /policy staging set/);
-      assert.deepEqual((JSON.parse(await cli(tlsDir, "policy", "list", "--json")) as Array<{ name: string }>).map((p) => p.name), ["staging", "default"]);
-      await cli(tlsDir, "policy", "delete", "staging");
+      // What a workstation receives: the CA certificate and the two CLI pairs, nothing older.
+      const cliTls = await subset("cli-tls", { "reader.crt": "reader.crt", "reader.key": "reader.key", "admin.crt": "admin.crt", "admin.key": "admin.key" });
+      assert.deepEqual(JSON.parse(await cli(cliTls, "containers", "--json")), []);
+      assert.deepEqual(JSON.parse(await cli(cliTls, "feeds", "--json")), []);
+      assert.deepEqual(JSON.parse(await cli(cliTls, "feeds", "--refresh", "--json")), []);
+      assert.match(await cli(cliTls, "policy", "set", "staging", "--label", "env=staging", "--rebuild", "50", "--switch", "70"), /policy staging set/);
+      assert.deepEqual((JSON.parse(await cli(cliTls, "policy", "list", "--json")) as Array<{ name: string }>).map((p) => p.name), ["staging", "default"]);
+      await cli(cliTls, "policy", "delete", "staging");
       assert.deepEqual(agg.scores.listPolicies().map((p) => p.name), ["default"]);
     });
 
