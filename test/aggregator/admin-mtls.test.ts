@@ -6,53 +6,39 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { AdminService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
-import { callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
-import { silentLogger } from "../../common/log.js";
+import { loadTls, type TlsMaterial } from "../../common/certs.js";
+import { callUnary, channelCredentials } from "../../common/grpc.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
-import { policyFromInit, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
+import { policyFromInit, type RunningAggregator } from "../../aggregator/index.js";
+import { startMtlsAggregator, type MtlsAggregator } from "./mtls-aggregator.js";
 import { refusedWhileServed } from "./tls-refusal.js";
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, "dist/cli/main.js");
 
 describe("AdminService over mTLS", () => {
-  let dir: string;
+  let m: MtlsAggregator;
   let tlsDir: string;
   let agg: RunningAggregator;
   let address: string;
   let adminTls: TlsMaterial;
   let agentTls: TlsMaterial;
-  const clients: grpc.Client[] = [];
 
-  const admin = (creds: grpc.ChannelCredentials) => {
-    const c = makeClient(AdminService, address, creds);
-    clients.push(c);
-    return c;
-  };
+  const admin = (creds: grpc.ChannelCredentials) => m.client(AdminService, creds);
   const names = async (c: grpc.Client) => (await callUnary(c, AdminService.method.listPolicies, {})).policies.map((p) => p.name);
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "sl-admin-"));
-    tlsDir = join(dir, "tls");
-    await initCerts(tlsDir, { nodes: ["node-a"] });
+    m = await startMtlsAggregator({ nodes: ["node-a"] });
+    ({ tlsDir, agg, address } = m);
     adminTls = await loadTls(tlsDir, { role: "admin" });
     agentTls = await loadTls(tlsDir, { role: "agent", node: "node-a" });
-    agg = await startAggregator({ dataDir: join(dir, "agg"), listen: "127.0.0.1:0", tls: await loadTls(tlsDir, { role: "aggregator" }), log: silentLogger() });
-    address = `127.0.0.1:${agg.port}`;
   });
-  after(async () => {
-    for (const c of clients) c.close();
-    await agg.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => m.stop());
 
   it("lets an admin certificate set, list and delete a policy", async () => {
     const c = admin(channelCredentials(adminTls));

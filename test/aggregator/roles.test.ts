@@ -7,8 +7,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
@@ -17,10 +16,11 @@ import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { AgentMessageSchema, AgentService } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { AdminService, GraphEvent_Type, QueryService, type GraphEvent } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
-import { callBidi, callServerStream, callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
+import { loadTls, type TlsMaterial } from "../../common/certs.js";
+import { callBidi, callServerStream, callUnary } from "../../common/grpc.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
-import { policyFromInit, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
+import { policyFromInit, type RunningAggregator } from "../../aggregator/index.js";
+import { startMtlsAggregator, type MtlsAggregator } from "./mtls-aggregator.js";
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, "dist/cli/main.js");
@@ -38,19 +38,15 @@ async function legacyClientCert(tlsDir: string): Promise<TlsMaterial> {
 }
 
 describe("certificate roles", () => {
+  let m: MtlsAggregator;
   let dir: string;
   let tlsDir: string;
   let agg: RunningAggregator;
   let address: string;
-  const tls: Record<"agent" | "reader" | "admin" | "aggregator" | "client", TlsMaterial> = {} as never;
+  const tls = {} as Record<"agent" | "reader" | "admin" | "aggregator" | "client", TlsMaterial>;
   const logs: Array<{ msg: string; service?: string }> = [];
-  const clients: grpc.Client[] = [];
 
-  const client = (svc: typeof QueryService | typeof AdminService | typeof AgentService, who: keyof typeof tls) => {
-    const c = makeClient(svc, address, channelCredentials(tls[who]));
-    clients.push(c);
-    return c;
-  };
+  const client = (svc: typeof QueryService | typeof AdminService | typeof AgentService, who: keyof typeof tls) => m.client(svc, tls[who]);
   const listContainers = (who: keyof typeof tls) => callUnary(client(QueryService, who), QueryService.method.listContainers, {});
   const listPolicies = (who: keyof typeof tls) => callUnary(client(AdminService, who), AdminService.method.listPolicies, {});
   /** The first event of a graph watch, or the status that ended it. */
@@ -72,23 +68,16 @@ describe("certificate roles", () => {
   const adminNeeds = (cn: string, role: string) => `AdminService needs an admin certificate (OU=admin); this certificate (CN=${cn}) is ${role}`;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "sl-roles-"));
-    tlsDir = join(dir, "tls");
-    await initCerts(tlsDir, { nodes: ["node-a"] });
+    const log = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string }) });
+    m = await startMtlsAggregator({ nodes: ["node-a"], log });
+    ({ dir, tlsDir, agg, address } = m);
     tls.agent = await loadTls(tlsDir, { role: "agent", node: "node-a" });
     tls.reader = await loadTls(tlsDir, { role: "reader" });
     tls.admin = await loadTls(tlsDir, { role: "admin" });
     tls.aggregator = await loadTls(tlsDir, { role: "aggregator" });
     tls.client = await legacyClientCert(tlsDir);
-    const log = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string }) });
-    agg = await startAggregator({ dataDir: join(dir, "agg"), listen: "127.0.0.1:0", tls: tls.aggregator, log });
-    address = `127.0.0.1:${agg.port}`;
   });
-  after(async () => {
-    for (const c of clients) c.close();
-    await agg.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => m.stop());
 
   it("refuses an agent certificate on QueryService, unary and streams, and on AdminService", async () => {
     await assert.rejects(listContainers("agent"), denied(queryNeeds("node-a", "agent")));
