@@ -38,7 +38,7 @@ export function serviceGuard(log: Logger, requireCert: boolean): ServiceGuard {
   /** Why the call may not go on, as the status it ends with; undefined when its role is admitted. */
   const refusal = (svc: DescService, call: AnyCall): Partial<grpc.StatusObject> | undefined => {
     const allowed = serviceRoles[svc.typeName] ?? [];
-    const needed = `${/^[aeiou]/.test(allowed[0] ?? "") ? "an" : "a"} ${allowed.join(" or ") || "no"} certificate (${allowed.map((r) => `OU=${r}`).join(" or ")})`;
+    const needed = `${/^[aeiou]/.test(allowed[0] ?? "") ? "an" : "a"} ${allowed.join(" or ")} certificate (${allowed.map((r) => `OU=${r}`).join(" or ")})`;
     const cert = call.getAuthContext().sslPeerCertificate;
     const who = peerIdentity(cert?.subject);
     const key = `${cert?.fingerprint256 ?? call.getPeer()} ${svc.typeName}`;
@@ -46,6 +46,8 @@ export function serviceGuard(log: Logger, requireCert: boolean): ServiceGuard {
       once(key, () => log.warn({ service: svc.typeName, peer: call.getPeer(), role: who?.role, name: who?.name }, "call refused: certificate role"));
       return toStatus(new ShadowError(Code.PermissionDenied, message));
     };
+    // A service nobody listed admits nobody.
+    if (allowed.length === 0) return refuse(`${svc.name} admits no certificate`);
     if (who === undefined) return refuse(`${svc.name} needs ${needed}; the certificate names no role`);
     if (who.role === LEGACY_CLIENT_ROLE) {
       // Made when every client was an admin, it may have been handed to tools that only read:
