@@ -22,6 +22,7 @@ import { TelemetryStore } from "./store/telemetry-store.js";
 import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { adminImpl } from "./api/admin-service.js";
+import { serviceGuard } from "./api/authorize.js";
 import { vulnsQueryImpl } from "./api/vulns-service.js";
 import type { FeedConfig } from "./feeds/feed-config.js";
 import { FeedManager } from "./feeds/manager.js";
@@ -75,10 +76,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
   const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores);
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
-  server.addService(serviceDefinition(AgentService), { connect: ingest.handler });
+  const guard = serviceGuard(log, o.tls !== "insecure");
+  server.addService(serviceDefinition(AgentService), guard(AgentService, { connect: ingest.handler }));
   const vulnDeps = { store, scores, feeds, metrics };
-  server.addService(serviceDefinition(QueryService), { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps) });
-  server.addService(serviceDefinition(AdminService), adminImpl(vulnDeps, o.tls !== "insecure"));
+  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps) }));
+  server.addService(serviceDefinition(AdminService), guard(AdminService, adminImpl(vulnDeps)));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",

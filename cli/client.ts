@@ -1,11 +1,12 @@
 /**
  * Client side of the CLI: finds the aggregator (flags, else the data dir's endpoint.json), opens a
- * client for one of its services, and turns gRPC failures into sentences.
+ * client for one of its services with the least privileged certificate that service admits (the
+ * reader for queries, the admin for AdminService), and turns gRPC failures into sentences.
  */
 import * as grpc from "@grpc/grpc-js";
 import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { QueryService } from "../proto/gen/shadowlayer/v1/query_pb.js";
-import { loadTls } from "../common/certs.js";
+import { loadTls, serviceRoles, type ClientRole } from "../common/certs.js";
 import { Code, ShadowError } from "../common/errors.js";
 import { callUnary, channelCredentials, makeClient, type CallOptions } from "../common/grpc.js";
 import { resolveClientConfig } from "./config.js";
@@ -30,7 +31,7 @@ export async function connect(flags: ClientFlags, service: DescService = QuerySe
     address = e.address;
     insecure ||= e.insecure;
   }
-  const tls = insecure ? "insecure" : await loadTls(c.tlsDir, { role: "client" });
+  const tls = insecure ? "insecure" : await loadTls(c.tlsDir, { role: clientRole(service) });
   const at = address;
   return {
     client: makeClient(service, address, channelCredentials(tls)),
@@ -39,6 +40,13 @@ export async function connect(flags: ClientFlags, service: DescService = QuerySe
       throw explainCallError(err, at);
     },
   };
+}
+
+/** The first role the service admits is the least privileged: what the CLI presents for it. */
+function clientRole(service: DescService): ClientRole {
+  const role = serviceRoles[service.typeName]?.[0];
+  if (role !== "reader" && role !== "admin") throw new ShadowError(Code.Internal, `no client certificate serves ${service.typeName}`);
+  return role;
 }
 
 /** One unary call on a client opened for it and closed after: what most commands do. */
@@ -79,6 +87,8 @@ function explainCallError(err: unknown, address: string): ShadowError {
       return new ShadowError(Code.NotFound, e.details ?? "not found", { cause: err });
     case grpc.status.INVALID_ARGUMENT:
       return new ShadowError(Code.InvalidArgument, e.details ?? "invalid argument", { cause: err });
+    case grpc.status.PERMISSION_DENIED:
+      return new ShadowError(Code.PermissionDenied, `the aggregator at ${address} refused: ${e.details ?? "permission denied"}`, { cause: err });
     default:
       return ShadowError.from(err);
   }

@@ -1,7 +1,8 @@
 /**
  * The project's own small PKI for mTLS between agents, the aggregator and CLI clients.
- * ECDSA P-256 (fast to make, supported by Node's TLS). The role sits in the subject's OU so the
- * aggregator can tell an agent (which may only publish for the node in its CN) from a CLI client.
+ * ECDSA P-256 (fast to make, supported by Node's TLS). The role sits in the subject's OU: an agent
+ * publishes only for the node in its CN, a reader queries, an admin queries and changes policies
+ * and feeds. The aggregator admits each service to the roles `serviceRoles` names.
  */
 // @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API.
 import "reflect-metadata";
@@ -18,7 +19,26 @@ x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoPro
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
-export type Role = "ca" | "aggregator" | "agent" | "client";
+export type Role = "ca" | "aggregator" | "agent" | "reader" | "admin";
+
+/** The roles a client of the aggregator may hold (the CLI holds one file pair per role). */
+export type ClientRole = "reader" | "admin";
+
+/**
+ * The OU of the one CLI certificate an older `certs init` made, when every client was an admin.
+ * The aggregator now admits it as a reader only: nobody chose to make it an admin.
+ */
+export const LEGACY_CLIENT_ROLE = "client";
+
+/**
+ * Which roles each service admits, least privileged first: the aggregator enforces it at the
+ * gRPC edge, and the CLI presents the first. Keyed by the service's full protobuf name.
+ */
+export const serviceRoles: Readonly<Record<string, readonly Role[]>> = {
+  "shadowlayer.v1.AgentService": ["agent"],
+  "shadowlayer.v1.QueryService": ["reader", "admin"],
+  "shadowlayer.v1.AdminService": ["admin"],
+};
 
 /** The name every aggregator certificate carries, used when clients dial an IP address. */
 export const AGGREGATOR_TLS_NAME = "shadowlayer-aggregator";
@@ -34,8 +54,10 @@ export const tlsFiles = {
   aggregatorKey: "aggregator.key",
   agentCert: (node: string) => `agent-${node}.crt`,
   agentKey: (node: string) => `agent-${node}.key`,
-  clientCert: "client.crt",
-  clientKey: "client.key",
+  roleCert: (role: ClientRole) => `${role}.crt`,
+  roleKey: (role: ClientRole) => `${role}.key`,
+  /** The pre-roles CLI pair: never written any more, reported when found. */
+  legacyClientCert: "client.crt",
 };
 
 /** PEM material for one side of a TLS connection. */
@@ -56,6 +78,8 @@ export interface InitCertsResult {
   dir: string;
   created: string[];
   kept: string[];
+  /** Files from an older layout that the CLI no longer uses (the read-only `client` pair). */
+  obsolete: string[];
 }
 
 
@@ -138,7 +162,8 @@ async function writeSecret(path: string, content: string): Promise<void> {
 
 /**
  * Makes (or completes) a TLS directory: a CA, the aggregator's certificate, one per agent node and
- * one for CLI clients. Existing files are kept, so adding a node later reuses the same CA.
+ * a reader and an admin certificate for the CLI. Existing files are kept, so adding a node later
+ * reuses the same CA, and a directory from before roles gains the reader and admin pairs.
  */
 export async function initCerts(dir: string, opts: InitCertsOptions): Promise<InitCertsResult> {
   for (const n of opts.nodes) assertNodeName(n);
@@ -191,7 +216,7 @@ export async function initCerts(dir: string, opts: InitCertsOptions): Promise<In
         ...(opts.sans ?? []),
       ],
     },
-    { role: "client", cn: "shadowlayer-cli", certFile: tlsFiles.clientCert, keyFile: tlsFiles.clientKey, sans: [] },
+    ...(["reader", "admin"] as const).map((role) => ({ role, cn: `shadowlayer-${role}`, certFile: tlsFiles.roleCert(role), keyFile: tlsFiles.roleKey(role), sans: [] })),
     ...opts.nodes.map((node) => ({
       role: "agent" as const,
       cn: node,
@@ -210,33 +235,42 @@ export async function initCerts(dir: string, opts: InitCertsOptions): Promise<In
     await writeSecret(p(w.keyFile), got.key);
     created.push(w.certFile);
   }
-  return { dir, created, kept };
+  const obsolete = existsSync(p(tlsFiles.legacyClientCert)) ? [tlsFiles.legacyClientCert] : [];
+  return { dir, created, kept, obsolete };
 }
 
-async function readOrExplain(path: string): Promise<Buffer> {
+const FIRST_RUN = "run `shadowlayer certs init` first, or pass --insecure to run without TLS (not for production)";
+
+/** What each client pair is for, said when it is missing; a directory from before roles lacks both. */
+const clientPurpose: Record<ClientRole, string> = {
+  reader: "read commands need the reader certificate",
+  admin: "admin commands (policy, feeds --refresh) need the admin certificate",
+};
+
+async function readOrExplain(path: string, hint: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (err) {
-    throw new ShadowError(
-      Code.FailedPrecondition,
-      `cannot read ${path}: run \`shadowlayer certs init\` first, or pass --insecure to run without TLS (not for production)`,
-      { cause: err },
-    );
+    throw new ShadowError(Code.FailedPrecondition, `cannot read ${path}: ${hint}`, { cause: err });
   }
 }
 
 /** Loads the files one program needs from a TLS directory. */
-export async function loadTls(dir: string, who: { role: "aggregator" | "client" } | { role: "agent"; node: string }): Promise<TlsMaterial> {
+export async function loadTls(dir: string, who: { role: "aggregator" | ClientRole } | { role: "agent"; node: string }): Promise<TlsMaterial> {
   const [certFile, keyFile] =
     who.role === "agent"
       ? [tlsFiles.agentCert(who.node), tlsFiles.agentKey(who.node)]
       : who.role === "aggregator"
         ? [tlsFiles.aggregatorCert, tlsFiles.aggregatorKey]
-        : [tlsFiles.clientCert, tlsFiles.clientKey];
+        : [tlsFiles.roleCert(who.role), tlsFiles.roleKey(who.role)];
+  const pairHint =
+    who.role === "reader" || who.role === "admin"
+      ? `${clientPurpose[who.role]}; run \`shadowlayer certs init\` (it keeps the CA and every file already there and adds what is missing), or copy ${certFile} and ${keyFile} from where it was made`
+      : FIRST_RUN;
   return {
-    ca: await readOrExplain(join(dir, tlsFiles.caCert)),
-    cert: await readOrExplain(join(dir, certFile)),
-    key: await readOrExplain(join(dir, keyFile)),
+    ca: await readOrExplain(join(dir, tlsFiles.caCert), FIRST_RUN),
+    cert: await readOrExplain(join(dir, certFile), pairHint),
+    key: await readOrExplain(join(dir, keyFile), pairHint),
   };
 }
 

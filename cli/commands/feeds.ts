@@ -4,7 +4,7 @@ import { clientOptions, type JsonFlags } from "../options.js";
 
 export function registerFeeds(program: Command): void {
   clientOptions(program.command("feeds").description("vulnerability feeds: source, last refresh, records accepted and rejected (and why), staleness"))
-    .option("--refresh [name]", "refresh now (all feeds, or the one named) and show the result")
+    .option("--refresh [name]", "refresh now (all feeds, or the one named) and show the result; needs the admin certificate")
     .option("--json", "JSON array")
     .action(action(feeds));
 }

@@ -2,9 +2,9 @@ import type { Command } from "commander";
 import { action, out, runtime } from "../action.js";
 import { clientOptions, type ClientFlags, type JsonFlags } from "../options.js";
 
-/** `policy list|set|delete`: per-environment thresholds, through AdminService. */
+/** `policy list|set|delete`: per-environment thresholds, through AdminService (the admin certificate). */
 export function registerPolicy(program: Command): void {
-  const policy = program.command("policy").description("per-environment thresholds (rebuild, switch), selected by container labels or namespace");
+  const policy = program.command("policy").description("per-environment thresholds (rebuild, switch), selected by container labels or namespace; needs the admin certificate");
   clientOptions(policy.command("list").description("the policies, in the order they are tried")).option("--json", "JSON array").action(action(list));
   clientOptions(policy.command("set").argument("<name>", "policy name").description("create or replace a policy; scores are recomputed at once"))
     .requiredOption("--rebuild <risk>", "risk (0-100) at which a shadow rebuild is scheduled")

@@ -66,7 +66,7 @@ describe("aggregator gRPC", () => {
     dir = await mkdtemp(join(tmpdir(), "sl-agg-"));
     tlsDir = join(dir, "tls");
     await initCerts(tlsDir, { nodes: ["node-a", "node-b"] });
-    clientTls = await loadTls(tlsDir, { role: "client" });
+    clientTls = await loadTls(tlsDir, { role: "reader" });
     await start();
   });
   after(async () => {
@@ -121,7 +121,7 @@ describe("aggregator gRPC", () => {
   it("refuses a client whose certificate comes from another CA", async () => {
     const other = join(dir, "other-ca");
     await initCerts(other, { nodes: ["node-a"] });
-    const foreign = await loadTls(other, { role: "client" });
+    const foreign = await loadTls(other, { role: "reader" });
     // Trusts our aggregator, but presents a certificate our CA never signed.
     const bad = makeClient(QueryService, address, grpc.credentials.createSsl(clientTls.ca, foreign.key, foreign.cert));
     const good = makeClient(QueryService, address, channelCredentials(clientTls));

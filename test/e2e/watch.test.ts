@@ -40,7 +40,7 @@ describe("agent → aggregator → WatchGraphs", () => {
       log: silentLogger(),
     });
     await agent.link?.waitSynced();
-    client = makeClient(QueryService, `127.0.0.1:${agg.port}`, channelCredentials(await loadTls(tls, { role: "client" })));
+    client = makeClient(QueryService, `127.0.0.1:${agg.port}`, channelCredentials(await loadTls(tls, { role: "reader" })));
     stream = callServerStream(client, QueryService.method.watchGraphs, {});
     stream.on("data", (ev: GraphEvent) => events.push({ at: Date.now(), ev }));
     stream.on("error", () => undefined);
