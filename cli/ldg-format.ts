@@ -121,7 +121,7 @@ export function renderTree(g: LayerGraph): string {
     const id = terminalSafe(shortLayerId(l.layerId));
     lines.push(`  ${last ? "└─" : "├─"} ${padCells(tag, 4)}${padCells(id, 21)} ${padCells(size, 9)} ${terminalSafe(l.name)}${l.drift ? "  DRIFT" : ""}`);
     for (const p of l.processes) {
-      lines.push(`  ${last ? "  " : "│ "}      ` + safeLine`pid ${p.pid} ${p.name} (${p.exe})` + (p.drift ? safeLine` drift: ${p.driftReason}` : ""));
+      lines.push(safeLine`  ${last ? "  " : "│ "}      pid ${p.pid} ${p.name} (${p.exe})${p.drift ? ` drift: ${p.driftReason}` : ""}`);
     }
   });
   return lines.join("\n");
