@@ -3,6 +3,7 @@
  * non-zero exit; long-running commands stop on SIGINT/SIGTERM.
  */
 import { ShadowError } from "../common/errors.js";
+import { terminalSafe } from "./terminal-safe.js";
 
 /** The client commands' runtime (protobuf, gRPC, TLS, schemas, formats), loaded when one of them runs. */
 export const runtime = () => import("./runtime.js");
@@ -12,7 +13,8 @@ export const out = (line: string): void => {
 };
 
 export function fail(err: unknown): never {
-  process.stderr.write(`shadowlayer: ${ShadowError.from(err).message}\n`);
+  // A failure's message can carry what the aggregator or a container said.
+  process.stderr.write(`shadowlayer: ${terminalSafe(ShadowError.from(err).message)}\n`);
   process.exit(1);
 }
 

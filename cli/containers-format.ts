@@ -3,7 +3,7 @@
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ContainerSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
-import { renderTable } from "./telemetry-format.js";
+import { renderTable } from "./table.js";
 
 export function containerJson(c: ContainerSummary): Record<string, unknown> {
   return {

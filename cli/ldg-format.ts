@@ -5,6 +5,8 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { LayerKind, MountCheckStatus, type Layer, type LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
+import { padCells } from "./table.js";
+import { safeLine, terminalSafe } from "./terminal-safe.js";
 
 const KIND: Record<LayerKind, string> = {
   [LayerKind.UNSPECIFIED]: "unknown",
@@ -103,23 +105,23 @@ export function shortLayerId(id: string): string {
   return id.length > 40 ? `${id.slice(0, 37)}...` : id;
 }
 
-function pad(s: string, n: number): string {
-  return s.length >= n ? s : s + " ".repeat(n - s.length);
-}
-
-/** A tree for people: one line per layer, top of the stack last, processes under their layer. */
+/**
+ * A tree for people: one line per layer, top of the stack last, processes under their layer. Every
+ * string from the graph is made terminal-safe before it is placed or padded.
+ */
 export function renderTree(g: LayerGraph): string {
   const lines: string[] = [];
   const status = CHECK[g.mountCheck?.status ?? MountCheckStatus.UNSPECIFIED];
-  lines.push(`${g.containerName || g.containerId.slice(0, 12)}  ${g.containerId.slice(0, 12)}  ${g.image}  ${g.state}  node=${g.node}`);
-  lines.push(`  mount check: ${status}${g.mountCheck?.detail ? ` (${g.mountCheck.detail})` : ""}`);
+  lines.push(safeLine`${g.containerName || g.containerId.slice(0, 12)}  ${g.containerId.slice(0, 12)}  ${g.image}  ${g.state}  node=${g.node}`);
+  lines.push(`  mount check: ${status}${g.mountCheck?.detail ? safeLine` (${g.mountCheck.detail})` : ""}`);
   g.layers.forEach((l, i) => {
     const last = i === g.layers.length - 1;
     const tag = l.kind === LayerKind.IMAGE ? `[${l.index}]` : l.kind === LayerKind.WRITABLE ? "rw " : "vol";
     const size = l.kind === LayerKind.IMAGE ? humanBytes(l.sizeBytes) : "";
-    lines.push(`  ${last ? "└─" : "├─"} ${pad(tag, 4)}${pad(shortLayerId(l.layerId), 21)} ${pad(size, 9)} ${l.name}${l.drift ? "  DRIFT" : ""}`);
+    const id = terminalSafe(shortLayerId(l.layerId));
+    lines.push(`  ${last ? "└─" : "├─"} ${padCells(tag, 4)}${padCells(id, 21)} ${padCells(size, 9)} ${terminalSafe(l.name)}${l.drift ? "  DRIFT" : ""}`);
     for (const p of l.processes) {
-      lines.push(`  ${last ? "  " : "│ "}      pid ${p.pid} ${p.name} (${p.exe})${p.drift ? ` drift: ${p.driftReason}` : ""}`);
+      lines.push(safeLine`  ${last ? "  " : "│ "}      pid ${p.pid} ${p.name} (${p.exe})${p.drift ? ` drift: ${p.driftReason}` : ""}`);
     }
   });
   return lines.join("\n");

@@ -15,6 +15,7 @@ import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
 import { renderTree } from "./ldg-format.js";
 import type { TelemetryFlags, ThreatFlags } from "./options.js";
 import { readPolicyFile } from "./policy-input.js";
+import { safeLine } from "./terminal-safe.js";
 
 export interface UpFlags extends TelemetryFlags, ThreatFlags {
   dataDir?: string;
@@ -91,13 +92,13 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
     const s = summarize(g);
     const first = !seen.has(g.containerId);
     seen.add(g.containerId);
-    out(`${stamp()} ${first ? "+" : "~"} ${s.containerName || s.containerId.slice(0, 12)} ${s.state} ${s.image}: ${s.layerCount} layers, ${s.processCount} processes${s.drift ? ", DRIFT" : ""}`);
+    out(safeLine`${stamp()} ${first ? "+" : "~"} ${s.containerName || s.containerId.slice(0, 12)} ${s.state} ${s.image}: ${s.layerCount} layers, ${s.processCount} processes${s.drift ? ", DRIFT" : ""}`);
     if (first) out(renderTree(g));
   };
   const onDelete = (id: string) => {
     if (c.quiet) return;
     seen.delete(id);
-    out(c.json ? JSON.stringify({ event: "delete", container_id: id }) : `${stamp()} - ${id.slice(0, 12)} removed`);
+    out(c.json ? JSON.stringify({ event: "delete", container_id: id }) : safeLine`${stamp()} - ${id.slice(0, 12)} removed`);
   };
   aggregator.store.on("upsert", onUpsert);
   aggregator.telemetry.on("detection", (d) => {
@@ -105,7 +106,7 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
     out(
       c.json
         ? JSON.stringify({ event: "detection", rule: d.rule, reason: d.reason, container_id: d.containerId, layer_id: d.layerId, path: d.path, pid: d.pid, source: d.source })
-        : `${stamp()} ! DRIFT ${d.containerName || d.containerId.slice(0, 12)}: ${d.path} (pid ${d.pid}, ${d.reason}, layer ${d.layerId.slice(0, 19)}, via ${d.source})`,
+        : safeLine`${stamp()} ! DRIFT ${d.containerName || d.containerId.slice(0, 12)}: ${d.path} (pid ${d.pid}, ${d.reason}, layer ${d.layerId.slice(0, 19)}, via ${d.source})`,
     );
   });
   aggregator.store.on("delete", onDelete);

@@ -7,6 +7,7 @@ import type { AgentSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { decodeFeatures, namedFeatures } from "../models/features.js";
 import { humanBytes, shortLayerId } from "./ldg-format.js";
+import { renderTable } from "./table.js";
 
 export function windowSeconds(w: WindowSummary): number {
   if (w.start === undefined || w.end === undefined) return 0;
@@ -67,11 +68,6 @@ export function detectionJson(d: Detection): Record<string, unknown> {
     at: d.at ? timestampDate(d.at).toISOString() : null,
     source: d.source,
   };
-}
-
-export function renderTable(head: string[], body: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
-  return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
 }
 
 /** The `top` table: one row per container layer with processes or events, busiest first. */

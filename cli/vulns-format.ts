@@ -4,7 +4,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ContainerScores, FeedStatus, Policy, VulnMatch } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { shortLayerId } from "./ldg-format.js";
-import { renderTable } from "./telemetry-format.js";
+import { renderTable } from "./table.js";
 
 export function scoresJson(s: ContainerScores): Record<string, unknown> {
   return {

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { action, out, runtime } from "../action.js";
 import { clientOptions, type ClientFlags, type JsonFlags } from "../options.js";
+import { safeLine } from "../terminal-safe.js";
 
 /** `policy list|set|delete`: per-environment thresholds, through AdminService (the admin certificate). */
 export function registerPolicy(program: Command): void {
@@ -34,11 +35,11 @@ async function set(name: string, o: ClientFlags & { rebuild: string; switch: str
   // The policy schema is the aggregator's: loaded here, not for every command.
   const { policyFromInit } = await import("../../aggregator/index.js");
   const r = await query(o, AdminService.method.setPolicy, { policy: policyFromInit(policySetInput(name, o)) });
-  out(`policy ${r.name} set: rebuild at ${r.rebuildThreshold}, switch at ${r.switchThreshold}`);
+  out(safeLine`policy ${r.name} set: rebuild at ${r.rebuildThreshold}, switch at ${r.switchThreshold}`);
 }
 
 async function remove(name: string, o: ClientFlags): Promise<void> {
   const { AdminService, query } = await runtime();
   await query(o, AdminService.method.deletePolicy, { name });
-  out(`policy ${name} deleted`);
+  out(safeLine`policy ${name} deleted`);
 }

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { action, out, runtime } from "../action.js";
 import { containerCommand, type JsonFlags } from "../options.js";
+import { safeLine } from "../terminal-safe.js";
 
 export function registerVulns(program: Command): void {
   containerCommand(program, "vulns", "a container's vulnerabilities: package, layer, fix, CVSS, EPSS, KEV and each one's threat").option("--json", "JSON with the scores and every match").action(action(vulns));
@@ -14,7 +15,7 @@ async function vulns(container: string, o: JsonFlags): Promise<void> {
     return;
   }
   const s = r.scores;
-  if (s !== undefined) out(`${s.containerName || s.containerId.slice(0, 12)}: risk ${s.risk.toFixed(1)}, threat ${s.threat.toFixed(1)}, ${r.matches.length} vulnerabilities in ${r.packages} packages${r.os ? ` (${r.os.id} ${r.os.versionId})` : ""}; policy ${s.policy?.name} rebuild at ${s.policy?.rebuildThreshold}, switch at ${s.policy?.switchThreshold}`);
-  for (const c of s?.caveats ?? []) out(`  note: ${c}`);
+  if (s !== undefined) out(safeLine`${s.containerName || s.containerId.slice(0, 12)}: risk ${s.risk.toFixed(1)}, threat ${s.threat.toFixed(1)}, ${r.matches.length} vulnerabilities in ${r.packages} packages${r.os ? ` (${r.os.id} ${r.os.versionId})` : ""}; policy ${s.policy?.name} rebuild at ${s.policy?.rebuildThreshold}, switch at ${s.policy?.switchThreshold}`);
+  for (const c of s?.caveats ?? []) out(safeLine`  note: ${c}`);
   if (r.matches.length > 0) out(renderVulns(r.matches));
 }

@@ -162,6 +162,58 @@ describe("shadowlayer CLI", () => {
     assert.match(people.stdout, /^NODE\s+CONNECTED\s+EXEC SOURCE/m);
   });
 
+  it("prints no raw escape sequence from image history, executable paths or argv in graph, detections, top and watch", async () => {
+    const esc = "\x1b]0;pwned\x07\x1b[2J";
+    const shown = "\\x1b]0;pwned\\x07\\x1b[2J";
+    const tag = `sl-cli-esc-${process.pid}`;
+    const image = `shadowlayer-test/esc:${process.pid}`;
+    const name = `${tag}-run`;
+    try {
+      // Image history with the sequence: a committed layer's created_by is the command that made
+      // it, and that layer holds a busybox whose file name carries the sequence (busybox runs as
+      // itself under any name that starts with "busybox").
+      const maker = await runContainer(eng.docker, eng.base, ["/bin/sh", "-c", `cp /bin/busybox '/bin/busybox${esc}'`], { name: `${tag}-maker` });
+      await maker.wait();
+      await maker.commit({ repo: "shadowlayer-test/esc", tag: String(process.pid) });
+      // One process from that layer, one dropped into the writable layer (drift), the sequence in argv.
+      const c = await runContainer(eng.docker, image, ["/bin/sh", "-c", `cp /bin/busybox '/tmp/busybox${esc}' && ('/tmp/busybox${esc}' sleep 600 &) && exec '/bin/busybox${esc}' sleep 600 # ${esc}`], { name });
+      const seen = async (what: string, args: string[], done: (out: string) => boolean) =>
+        waitFor(what, async () => {
+          const r = await cli([...args, "--data-dir", dir]);
+          return r.code === 0 && done(r.stdout) ? r.stdout : undefined;
+        }, 20_000, 300);
+      const views = {
+        graph: await seen("graph with both processes", ["graph", name], (o) => (o.match(/pid \d+/g) ?? []).length >= 2),
+        detections: await seen("the drift detection", ["detections", "--container", name], (o) => o.includes("added")),
+        top: await seen("top with the image layer", ["top", "--once", "--container", c.id.slice(0, 12)], (o) => o.includes("RUN cp")),
+        watch: "",
+      };
+      const watch = spawn(process.execPath, [CLI, "watch", "--data-dir", dir], { stdio: ["ignore", "pipe", "pipe"] });
+      watch.stdout?.on("data", (b: Buffer) => (views.watch += b.toString()));
+      await waitFor("watch snapshot", () => (views.watch.includes("-- live --") ? true : undefined), 15_000, 100);
+      watch.kill("SIGINT");
+      await waitFor("watch exit", () => (watch.exitCode !== null ? true : undefined), 10_000, 50);
+
+      const leaking = Object.entries(views).filter(([, text]) => text.includes("\x1b") || text.includes("\x07"));
+      assert.deepEqual(leaking.map(([view]) => view), [], `raw ESC or BEL printed:\n${leaking.map(([, t]) => JSON.stringify(t)).join("\n")}`);
+
+      assert.ok(views.graph.includes(`RUN cp /bin/busybox '/bin/busybox${shown}'`), views.graph);
+      assert.ok(views.graph.includes(`(/bin/busybox${shown})`) && views.graph.includes(`(/tmp/busybox${shown})`), views.graph);
+      assert.ok(views.watch.includes(`(/tmp/busybox${shown})`), views.watch);
+      assert.ok(views.detections.includes(`/tmp/busybox${shown}`), views.detections);
+      const [head = "", row = ""] = views.detections.split("\n");
+      assert.equal(row.search(/\S+$/), head.indexOf("SOURCE"), "columns stay aligned after the escaped path");
+      // top's NAME is cut at 36 characters, before escaping.
+      assert.ok(views.top.includes(`RUN cp /bin/busybox '/bin/busybox\\x1b]0`), views.top);
+
+      const json = JSON.parse((await cli(["graph", name, "--json", "--data-dir", dir])).stdout) as { layers: Array<{ processes: Array<{ exe: string }> }> };
+      assert.ok(json.layers.flatMap((l) => l.processes).some((p) => p.exe === `/tmp/busybox${esc}`), "--json keeps the exact strings");
+    } finally {
+      await Promise.all([name, `${tag}-maker`].map((n) => eng.docker.getContainer(n).remove({ force: true }).catch(() => undefined)));
+      await eng.docker.getImage(image).remove({ force: true }).catch(() => undefined);
+    }
+  });
+
   it("says clearly when a container is unknown or nothing is running", async () => {
     const r = await cli(["graph", "no-such-container", "--data-dir", dir]);
     assert.equal(r.code, 1);
