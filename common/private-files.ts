@@ -16,8 +16,8 @@ const octal = (mode: number) => `0${(mode & 0o7777).toString(8)}`;
 
 /**
  * Makes `dir` (and any missing parent) 0700, or tightens it to 0700, saying so in the log. A
- * sticky directory (a shared one such as /tmp given as the data dir) is left as it is, with a
- * warning: what lives in it is private on its own (0700 directories, 0600 files).
+ * sticky directory (a shared one such as /tmp given as the data dir) or another user's is left
+ * as it is, with a warning: what lives in it is private on its own (0700 directories, 0600 files).
  */
 export async function privateDir(dir: string, log: Logger): Promise<void> {
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
@@ -27,7 +27,14 @@ export async function privateDir(dir: string, log: Logger): Promise<void> {
     log.warn({ dir, mode: octal(mode) }, "shared directory left as it is (give shadowlayer a directory of its own)");
     return;
   }
-  await chmod(dir, DIR_MODE);
+  try {
+    await chmod(dir, DIR_MODE);
+  } catch (err) {
+    // Another user's directory: what this program makes inside it is still private.
+    if (errnoCode(err) !== "EPERM") throw err;
+    log.warn({ dir, mode: octal(mode) }, "directory open to other users and not ours to tighten");
+    return;
+  }
   log.warn({ dir, was: octal(mode) }, "directory was open to other users: tightened to 0700");
 }
 
