@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import type { AgentOptions } from "./agent.js";
-import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, path, positiveNumber, programSettings, resolveSettings, type Env, type ProgramSettings, type Source } from "../common/config.js";
+import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, positiveNumber, programSettings, resolveSettings, type Env, type ProgramSettings, type Source } from "../common/config.js";
 
 const EXEC_SOURCES = ["auto", "ebpf", "proc"] as const;
 
@@ -23,7 +23,7 @@ const schema = z.object({
   execSource: z.enum(EXEC_SOURCES, { error: `expected one of ${EXEC_SOURCES.join(", ")}` }).default("auto"),
   bpftrace: path.optional(),
   spoolMax: positiveNumber.default(100_000),
-});
+}).superRefine(loopbackWhenInsecure("http"));
 
 type Key = keyof z.input<typeof schema>;
 

@@ -5,7 +5,7 @@
 import { z } from "zod";
 import type { AggregatorOptions } from "./server.js";
 import { parseFeedFlags } from "./feeds/feed-config.js";
-import { PROGRAM_SHAPE, PROGRAM_SOURCES, hostPort, httpAddress, path, programSettings, resolveSettings, type Env, type ProgramSettings } from "../common/config.js";
+import { PROGRAM_SHAPE, PROGRAM_SOURCES, hostPort, httpAddress, loopbackWhenInsecure, path, programSettings, resolveSettings, type Env, type ProgramSettings } from "../common/config.js";
 
 const schema = z.object({
   ...PROGRAM_SHAPE,
@@ -13,7 +13,7 @@ const schema = z.object({
   http: httpAddress.default("0.0.0.0:9464"),
   feed: z.array(z.string()).default([]),
   policies: path.optional(),
-});
+}).superRefine(loopbackWhenInsecure("listen", "http"));
 
 /** The aggregator's flags as commander hands them over. */
 export type AggregatorFlags = { [K in keyof z.input<typeof schema>]?: string | boolean | string[] | undefined };

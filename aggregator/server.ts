@@ -12,6 +12,8 @@ import { QueryService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { TlsMaterial } from "../common/certs.js";
 import { bindServer, serverCredentials, serviceDefinition } from "../common/grpc.js";
 import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js";
+import { refuseInsecureListen } from "../common/listen-address.js";
+import { privateDir } from "../common/private-files.js";
 import type { Logger } from "../common/log.js";
 import { PROTO_DIR } from "../common/paths.js";
 import { queryServiceImpl } from "./api/query-service.js";
@@ -65,9 +67,12 @@ function reflectionService(): ReflectionService {
 export async function startAggregator(o: AggregatorOptions): Promise<RunningAggregator> {
   const log = o.log.child({ component: "aggregator" });
   if (o.tls === "insecure") {
+    refuseInsecureListen(o.listen, "listen");
+    if (o.http !== undefined) refuseInsecureListen(o.http, "http");
     log.warn("*** INSECURE: gRPC without TLS or client certificates; anyone who can reach the port can publish and read graphs ***");
   }
-  const store = await GraphStore.open(join(o.dataDir, "store"));
+  await privateDir(o.dataDir, log);
+  const store = await GraphStore.open(join(o.dataDir, "store"), log);
   const metrics = new AggregatorMetrics();
   metrics.graphs.set(store.size);
   const telemetry = await TelemetryStore.open(store.db);

@@ -3,9 +3,10 @@
  * endpoint.json (the aggregator's address, whether TLS is on) next to tls/ (the certificates).
  */
 import { join, resolve } from "node:path";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { tlsDirOf } from "../common/config.js";
 import { Code, ShadowError } from "../common/errors.js";
+import { writePrivateFile } from "../common/private-files.js";
 
 export interface Endpoint {
   address: string;
@@ -20,8 +21,9 @@ export function dataPaths(dataDir: string) {
   return { dir: d, tls: tlsDirOf(d), endpoint: join(d, "endpoint.json") };
 }
 
+/** 0600 like everything in the data dir (it tells where to connect and which process serves). */
 export async function writeEndpoint(dataDir: string, e: Endpoint): Promise<void> {
-  await writeFile(dataPaths(dataDir).endpoint, `${JSON.stringify(e, null, 2)}\n`);
+  await writePrivateFile(dataPaths(dataDir).endpoint, `${JSON.stringify(e, null, 2)}\n`);
 }
 
 export async function removeEndpoint(dataDir: string): Promise<void> {

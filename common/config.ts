@@ -9,6 +9,7 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import { Code, ShadowError } from "./errors.js";
 import { describeValue } from "./parse-with-schema.js";
+import { isLoopbackAddress, LOOPBACK_ONLY } from "./listen-address.js";
 
 /** The process environment, or a test's stand-in for it. */
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -49,12 +50,15 @@ export function resolveSettings<S extends z.ZodObject>(schema: S, flags: object,
       from[key] = source.env;
     }
   }
-  const parsed = schema.safeParse(input);
+  // reportInput: a check across settings (loopbackWhenInsecure) can name a default's value too.
+  const parsed = schema.safeParse(input, { reportInput: true });
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   const key = String(issue?.path[0] ?? "");
-  const got = issue === undefined || !(key in input) ? undefined : valueAt(input, issue.path);
-  throw new ShadowError(Code.InvalidArgument, `${from[key] ?? flagOf(key, src[key])}: ${issue?.message ?? "invalid"}${got === undefined ? "" : `, got ${describeValue(got)}`}`);
+  const given = key in input;
+  const got = issue === undefined ? undefined : given ? valueAt(input, issue.path) : issue.input;
+  const shown = got === undefined ? "" : `, got ${describeValue(got)}${given ? "" : " (the default)"}`;
+  throw new ShadowError(Code.InvalidArgument, `${from[key] ?? flagOf(key, src[key])}: ${issue?.message ?? "invalid"}${shown}`);
 }
 
 /** The offending value itself (one element of a repeated flag, not the whole list). */
@@ -131,6 +135,21 @@ export const PROGRAM_SHAPE = {
 };
 
 export const PROGRAM_SOURCES = { dataDir: SHARED.dataDir.source, logLevel: SHARED.logLevel.source };
+
+/**
+ * With --insecure every listener stays on loopback: a program without TLS or client certificates
+ * must not be reachable from another host. `keys` are the listen addresses to check (HTTP ones
+ * too: an insecure program is a test program, and its metrics name nodes and containers).
+ */
+export function loopbackWhenInsecure<K extends string>(...keys: K[]) {
+  return (s: { insecure: boolean } & { [k in K]?: string | undefined }, ctx: z.RefinementCtx): void => {
+    if (!s.insecure) return;
+    for (const k of keys) {
+      const v = s[k];
+      if (v !== undefined && !isLoopbackAddress(v)) ctx.addIssue({ code: "custom", path: [k], message: LOOPBACK_ONLY, input: v });
+    }
+  };
+}
 
 /** How a program makes its TLS material and its logger. */
 export interface ProgramSettings {

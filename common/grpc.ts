@@ -3,6 +3,7 @@
  * descriptors (so there is one source of truth), typed call helpers, and the single place where
  * ShadowError codes become gRPC status codes.
  */
+import { createSecureContext, type SecureContextOptions } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ShadowError } from "./errors.js";
@@ -160,15 +161,47 @@ export function callBidi<I extends DescMessage, O extends DescMessage>(
   );
 }
 
+/**
+ * TLS 1.3, or 1.2 with forward secrecy and an AEAD cipher only: no CBC (Lucky13-style padding
+ * oracles), no RSA key exchange. OpenSSL keeps its TLS 1.3 suites (all AEAD) when the list names
+ * none, as this one does.
+ */
+export const TLS_POLICY = {
+  minVersion: "TLSv1.2",
+  ciphers: [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+  ].join(":"),
+} as const satisfies SecureContextOptions;
+
+/**
+ * mTLS under TLS_POLICY: createSsl would take grpc-js's own cipher list (or GRPC_SSL_CIPHER_SUITES)
+ * and no minimum version, so the options are given to the server as they are.
+ */
+class PolicyServerCredentials extends grpc.ServerCredentials {
+  constructor(tls: TlsMaterial) {
+    super({ requestCert: true, rejectUnauthorized: true }, { ...TLS_POLICY, ca: tls.ca, cert: tls.cert, key: tls.key });
+  }
+
+  override _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
 /** Server credentials: mTLS requiring a client certificate from our CA, unless explicitly insecure. */
 export function serverCredentials(tls: TlsMaterial | "insecure"): grpc.ServerCredentials {
   if (tls === "insecure") return grpc.ServerCredentials.createInsecure();
-  return grpc.ServerCredentials.createSsl(tls.ca, [{ private_key: tls.key, cert_chain: tls.cert }], true);
+  return new PolicyServerCredentials(tls);
 }
 
+/** Client credentials under the same TLS_POLICY as the server's. */
 export function channelCredentials(tls: TlsMaterial | "insecure"): grpc.ChannelCredentials {
   if (tls === "insecure") return grpc.credentials.createInsecure();
-  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
+  return grpc.credentials.createFromSecureContext(createSecureContext({ ...TLS_POLICY, ca: tls.ca, key: tls.key, cert: tls.cert }));
 }
 
 /** Binds a server, resolving to the bound port (port 0 picks a free one). */

@@ -5,16 +5,11 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Registry } from "prom-client";
+import { splitHostPort } from "./listen-address.js";
 
 export interface HttpEndpoint {
   port: number;
   close(): Promise<void>;
-}
-
-export function splitHostPort(address: string, defaultHost = "127.0.0.1"): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address);
-  if (m === null) return { host: defaultHost, port: Number(address) };
-  return { host: m[1] ?? (m[2] || defaultHost), port: Number(m[3]) };
 }
 
 export async function startHttpEndpoint(

@@ -3,11 +3,11 @@
  * the telemetry spool, the inventory cache and the command journal. One database means one lock,
  * one open and one close (first up, last down), and writes across parts could share a batch.
  */
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Level } from "level";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
+import { openPrivateLevel, privateDir } from "../../common/private-files.js";
 import type { Service } from "../service-runner.js";
 import { upgradeLegacyLayout } from "./legacy-layout.js";
 import type { StateSublevel } from "./state-sublevel.js";
@@ -34,14 +34,18 @@ export class AgentState implements Service {
     this.commands = this.db.sublevel<string, unknown>("commands", { valueEncoding: "json" });
   }
 
-  /** Opens the database, then carries over what an earlier version's layout left in `dir`. */
+  /**
+   * Opens the database, private to this user (the data dir and `dir` 0700 too), then carries over
+   * what an earlier version's layout left in `dir`.
+   */
   async start(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    try {
-      await this.db.open();
-    } catch (err) {
-      throw new ShadowError(Code.FailedPrecondition, `cannot open the agent's state in ${this.db.location} (is another agent using it?)`, { cause: err });
-    }
+    await privateDir(dirname(this.dir), this.log);
+    await privateDir(this.dir, this.log);
+    await openPrivateLevel(this.db.location, this.log, () =>
+      this.db.open().catch((err: unknown) => {
+        throw new ShadowError(Code.FailedPrecondition, `cannot open the agent's state in ${this.db.location} (is another agent using it?)`, { cause: err });
+      }),
+    );
     try {
       await upgradeLegacyLayout(this.dir, this.spool, this.log);
     } catch (err) {

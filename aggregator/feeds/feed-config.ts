@@ -3,6 +3,7 @@
  * checked here from the `--feed KIND=SOURCE` flags before anything is opened.
  */
 import { Code, ShadowError } from "../../common/errors.js";
+import { isLoopbackHost } from "../../common/listen-address.js";
 
 export type FeedKind = "osv" | "kev" | "epss" | "nvd";
 const KINDS: readonly FeedKind[] = ["osv", "kev", "epss", "nvd"];
@@ -39,6 +40,8 @@ export function isUrl(source: string): boolean {
   return /^[a-z]+:\/\//i.test(source);
 }
 
+const ONLY = "only https:// URLs (or http:// to loopback) are accepted";
+
 /** https anywhere; plain http only to loopback (tests, a local mirror). */
 export function checkSource(source: string): void {
   if (!isUrl(source)) return;
@@ -48,7 +51,22 @@ export function checkSource(source: string): void {
   } catch {
     throw new ShadowError(Code.InvalidArgument, `feed source ${source} is not a valid URL`);
   }
-  const loopback = u.hostname === "localhost" || u.hostname === "[::1]" || /^127\./.test(u.hostname);
-  if (u.protocol === "https:" || (u.protocol === "http:" && loopback)) return;
-  throw new ShadowError(Code.InvalidArgument, `feed source ${source}: only https:// URLs (or http:// to loopback) are accepted`);
+  if (u.protocol === "https:" || isPlainLoopback(u)) return;
+  throw new ShadowError(Code.InvalidArgument, `feed source ${source}: ${ONLY}`);
+}
+
+/** http:// to an address only this host answers on (the host parsed as an IP, not matched as text). */
+function isPlainLoopback(u: URL): boolean {
+  return u.protocol === "http:" && isLoopbackHost(u.hostname);
+}
+
+/**
+ * The same rule for each redirect, checked before it is followed; and plain http to loopback
+ * only from loopback, so that a remote server cannot steer the aggregator to its own local
+ * services. `to` is absolute (resolved against `from`).
+ */
+export function checkRedirect(source: string, from: string, to: string): void {
+  const next = new URL(to);
+  if (next.protocol === "https:" || (isPlainLoopback(next) && isLoopbackHost(new URL(from).hostname))) return;
+  throw new ShadowError(Code.FailedPrecondition, `feed source ${source} redirected to ${to}: ${ONLY}${isPlainLoopback(next) ? " (plain http to loopback only from loopback)" : ""}`);
 }

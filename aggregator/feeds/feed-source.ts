@@ -7,7 +7,10 @@ import { createReadStream } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { Code, ShadowError } from "../../common/errors.js";
-import { isUrl } from "./feed-config.js";
+import { checkRedirect, isUrl } from "./feed-config.js";
+
+/** Redirects followed at most, each checked before it is (fetch alone would follow 20, unchecked). */
+export const MAX_REDIRECTS = 5;
 
 /** How the bytes are laid out: one JSON document, a zip archive, or a directory read by path. */
 export type SourceHint = "json" | "zip" | "dir";
@@ -48,10 +51,7 @@ export async function openFeedSource(source: string, last: LastRead, force: bool
     if (last.etag !== "") headers["if-none-match"] = last.etag;
     if (last.lastModified !== "") headers["if-modified-since"] = last.lastModified;
   }
-  const res = await fetch(source, { headers, redirect: "follow", signal: AbortSignal.timeout(60_000) }).catch((err: unknown) => {
-    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
-    throw new ShadowError(Code.FailedPrecondition, `${source} did not answer (${err instanceof Error ? err.message : String(err)}${cause})`);
-  });
+  const res = await fetchChecked(source, headers);
   if (res.status === 304) return "unchanged";
   if (!res.ok || res.body === null) throw new ShadowError(Code.FailedPrecondition, `${source} answered HTTP ${res.status} ${res.statusText}`);
   const path = new URL(source).pathname;
@@ -62,6 +62,26 @@ export async function openFeedSource(source: string, last: LastRead, force: bool
     fileStamp: "",
     hint: path.endsWith(".zip") ? "zip" : "json",
   };
+}
+
+/** GETs `source`, following redirects by hand so that each is checked before anything dials it. */
+async function fetchChecked(source: string, headers: Record<string, string>): Promise<Response> {
+  const signal = AbortSignal.timeout(60_000);
+  let url = source;
+  for (let hops = 0; ; hops++) {
+    const res = await fetch(url, { headers, redirect: "manual", signal }).catch((err: unknown) => {
+      const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
+      throw new ShadowError(Code.FailedPrecondition, `${url} did not answer (${err instanceof Error ? err.message : String(err)}${cause})`);
+    });
+    const location = res.headers.get("location");
+    if (res.status < 300 || res.status > 399 || res.status === 304 || location === null) return res;
+    await res.body?.cancel();
+    if (hops === MAX_REDIRECTS) throw new ShadowError(Code.FailedPrecondition, `feed source ${source}: more than ${MAX_REDIRECTS} redirects`);
+    const next = URL.parse(location, url)?.href;
+    if (next === undefined) throw new ShadowError(Code.FailedPrecondition, `feed source ${source} redirected to ${JSON.stringify(location)}, not a URL`);
+    checkRedirect(source, url, next);
+    url = next;
+  }
 }
 
 /** A directory's change stamp: its files' count and newest mtime (a file edited in place counts). */

@@ -4,10 +4,11 @@
  * it on open, so a restarted aggregator answers as before.
  */
 import { EventEmitter } from "node:events";
-import { mkdir } from "node:fs/promises";
 import { Level } from "level";
 import { LayerGraphSchema, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
+import { silentLogger, type Logger } from "../../common/log.js";
+import { openPrivateLevel } from "../../common/private-files.js";
 import { keys, SCHEMA_VERSION } from "./keys.js";
 import { MessageStore } from "./message-store.js";
 
@@ -39,14 +40,14 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
     this.setMaxListeners(0);
   }
 
-  static async open(dir: string): Promise<GraphStore> {
-    await mkdir(dir, { recursive: true });
+  /** Opens (or makes) the store in `dir`, private to this user; `log` hears what was tightened. */
+  static async open(dir: string, log: Logger = silentLogger()): Promise<GraphStore> {
     const db = new Level<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
-    try {
-      await db.open();
-    } catch (err) {
-      throw new ShadowError(Code.FailedPrecondition, `cannot open the store in ${dir} (is another aggregator using it?)`, { cause: err });
-    }
+    await openPrivateLevel(dir, log, () =>
+      db.open().catch((err: unknown) => {
+        throw new ShadowError(Code.FailedPrecondition, `cannot open the store in ${dir} (is another aggregator using it?)`, { cause: err });
+      }),
+    );
     const schema = await db.get(keys.schema);
     if (schema === undefined) await db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
     const store = new GraphStore(db, await MessageStore.open(db, LayerGraphSchema, { key: keys.graph, range: keys.graphRange, id: (g) => g.containerId }));

@@ -103,6 +103,13 @@ describe("agent configuration", () => {
     refuses(() => resolveAgentConfig({}, { DOCKER_HOST: "unix://" }), 'DOCKER_HOST: expected a path, got ""');
   });
 
+  it("with --insecure, refuses an HTTP endpoint off loopback, naming the flag", () => {
+    refuses(() => resolveAgentConfig({ insecure: true, http: "0.0.0.0:9465" }, {}), '--http: --insecure listens on loopback only (127.0.0.0/8, ::1 or localhost), got "0.0.0.0:9465"');
+    refuses(() => resolveAgentConfig({ insecure: true, http: "127.example.org:1" }, {}), '--http: --insecure listens on loopback only (127.0.0.0/8, ::1 or localhost), got "127.example.org:1"');
+    for (const http of ["127.0.0.1:9465", "[::1]:1", "localhost:1", ":9465", "9465"]) assert.equal(resolveAgentConfig({ insecure: true, http }, {}).insecure, true, http);
+    assert.equal(resolveAgentConfig({ http: "0.0.0.0:9465" }, {}).agent.http, "0.0.0.0:9465", "with TLS any address");
+  });
+
   it("a valid flag hides an invalid variable (the flag wins before anything is checked)", () => {
     assert.equal(resolveAgentConfig({ node: "n1" }, { SHADOWLAYER_NODE: "bad node" }).agent.node, "n1");
   });
@@ -137,6 +144,16 @@ describe("aggregator configuration", () => {
     refuses(() => resolveAggregatorConfig({ feed: ["osv=http://example.org/all.zip"] }, {}), "feed source http://example.org/all.zip: only https:// URLs (or http:// to loopback) are accepted");
     refuses(() => resolveAggregatorConfig({}, { SHADOWLAYER_LOG_LEVEL: "loud" }), 'SHADOWLAYER_LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent, got "loud"');
   });
+
+  it("with --insecure, refuses to listen off loopback, naming the flag (a default too)", () => {
+    const only = "--insecure listens on loopback only (127.0.0.0/8, ::1 or localhost)";
+    refuses(() => resolveAggregatorConfig({ insecure: true }, {}), `--listen: ${only}, got "0.0.0.0:7443" (the default)`);
+    refuses(() => resolveAggregatorConfig({ insecure: true, listen: "[::]:7443" }, {}), `--listen: ${only}, got "[::]:7443"`);
+    refuses(() => resolveAggregatorConfig({ insecure: true, listen: "127.0.0.1:7443" }, {}), `--http: ${only}, got "0.0.0.0:9464" (the default)`);
+    refuses(() => resolveAggregatorConfig({ insecure: true, listen: "127.0.0.1:7443", http: "10.0.0.1:9464" }, {}), `--http: ${only}, got "10.0.0.1:9464"`);
+    const c = resolveAggregatorConfig({ insecure: true, listen: "[::1]:7443", http: "localhost:9464" }, {});
+    assert.deepEqual([c.insecure, c.aggregator.listen, c.aggregator.http], [true, "[::1]:7443", "localhost:9464"]);
+  });
 });
 
 describe("up: both configurations composed", () => {
@@ -163,6 +180,14 @@ describe("up: both configurations composed", () => {
     refuses(() => resolveUpConfig({ agentHttp: "x" }, {}), '--agent-http: expected host:port, got "x"');
     refuses(() => resolveUpConfig({ listen: "x" }, {}), '--listen: expected host:port, got "x"');
     refuses(() => resolveUpConfig({ window: "ten" }, {}), '--window: expected a positive number, got "ten"');
+  });
+
+  it("with --insecure, keeps every listener on loopback, naming up's flags", () => {
+    const only = "--insecure listens on loopback only (127.0.0.0/8, ::1 or localhost)";
+    assert.equal(resolveUpConfig({ insecure: true }, {}).aggregator.insecure, true, "up's defaults are loopback");
+    refuses(() => resolveUpConfig({ insecure: true, listen: "0.0.0.0:7443" }, {}), `--listen: ${only}, got "0.0.0.0:7443"`);
+    refuses(() => resolveUpConfig({ insecure: true, http: "0.0.0.0:9464" }, {}), `--http: ${only}, got "0.0.0.0:9464"`);
+    refuses(() => resolveUpConfig({ insecure: true, agentHttp: "0.0.0.0:9465" }, {}), `--agent-http: ${only}, got "0.0.0.0:9465"`);
   });
 
   it("reads --policies through the policy schema", async () => {

@@ -25,10 +25,11 @@ describe("feed configuration", () => {
   });
 
   it("accepts https anywhere and http only to loopback; paths are not checked here", () => {
-    for (const s of ["https://example.org/kev.json", "http://127.0.0.1:8080/kev.json", "http://localhost/x", "http://[::1]:9/x", "/data/osv", "relative/all.zip"]) {
+    for (const s of ["https://example.org/kev.json", "http://127.0.0.1:8080/kev.json", "http://127.1.2.3/x", "http://localhost/x", "http://[::1]:9/x", "http://[0:0::1]/x", "/data/osv", "relative/all.zip"]) {
       assert.doesNotThrow(() => checkSource(s), s);
     }
-    for (const s of ["http://192.0.2.1/kev.json", "http://128.0.0.1/x", "http://example.org/x", "ftp://127.0.0.1/x", "file:///etc/passwd"]) {
+    // A host is loopback as a parsed IP, not as text that starts with "127.".
+    for (const s of ["http://192.0.2.1/kev.json", "http://128.0.0.1/x", "http://example.org/x", "ftp://127.0.0.1/x", "file:///etc/passwd", "http://127.example.org/x", "http://127.0.0.1.example.org/x", "http://0.0.0.0/x", "http://[::]/x"]) {
       assert.throws(() => checkSource(s), invalid(/only https:\/\/ URLs/), s);
     }
     assert.throws(() => checkSource("https://"), invalid(/is not a valid URL/));
