@@ -11,6 +11,7 @@ import { HelloSchema, HostInfoSchema, type Hello } from "../proto/gen/shadowlaye
 import type { TlsMaterial } from "../common/certs.js";
 import { connectEngine, engineSocket, type EngineInfo } from "../common/engine.js";
 import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js";
+import { refuseInsecureListen } from "../common/listen-address.js";
 import type { Logger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
 import { unimplementedHandler, type CommandHandler } from "./actions/command-handler.js";
@@ -82,6 +83,8 @@ export function defaultNodeName(): string {
 }
 
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
+  // An agent without TLS is a test agent: its endpoint stays on loopback (as the aggregator's does).
+  if ((o.tls ?? "insecure") === "insecure" && o.http !== undefined) refuseInsecureListen(o.http, "http");
   const node = o.node ?? defaultNodeName();
   const log = o.log.child({ node });
   const metrics = new AgentMetrics();
