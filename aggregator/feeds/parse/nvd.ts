@@ -58,7 +58,7 @@ export interface NvdMeta {
 const SEVERITIES = new Set(["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"]);
 
 /** Reasons counted through `drop`, each for one metric. */
-export const NVD_DROPS = {
+const NVD_DROPS = {
   /** Not the shape of a metric (no cvssData, wrong version or type, no score): the metric is dropped. */
   invalid: "invalid metric",
   /** A vector outside its CVSS version's grammar: the metric is dropped. */

@@ -76,7 +76,7 @@ const MAX_ID = 128;
 const MAX_VERSION = 256;
 
 /** Parts of a kept record that were dropped, counted through `drop` by these reasons. */
-export const OSV_DROPS = {
+const OSV_DROPS = {
   ecosystem: "unknown ecosystem",
   /** A CVSS_V3 or CVSS_V4 severity whose vector breaks its version's grammar (cvss.ts). */
   vector: "invalid cvss vector",
