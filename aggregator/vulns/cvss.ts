@@ -70,12 +70,14 @@ export function severityOf(score: number): string {
 
 /**
  * Parses "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H" (or "CVSS:3.0/...") and returns its base
- * score, severity and the base vector in canonical metric order. undefined when the vector is
- * malformed: a missing base metric, an unknown metric or value, a repeated metric.
- * Temporal and environmental metrics are validated and then ignored.
+ * score, severity and the base vector in canonical metric order. undefined when the vector breaks
+ * the grammar of the specification's §6: a wrong prefix, surrounding or inner space, a missing
+ * base metric, an unknown metric or value (names and values are case-sensitive), a repeated metric.
+ * Metrics may come in any order: "Programs reading CVSS v3.1 vector strings must accept metrics in
+ * any order" (v3.1 §6; v3.0 §6 reads the same). Temporal and environmental metrics are validated
+ * and then ignored.
  */
-export function cvss31BaseScore(vector: string): { score: number; severity: string; vector: string } | undefined {
-  const v = vector.trim();
+export function cvss31BaseScore(v: string): { score: number; severity: string; vector: string } | undefined {
   const prefix = v.startsWith("CVSS:3.1/") ? "CVSS:3.1" : v.startsWith("CVSS:3.0/") ? "CVSS:3.0" : undefined;
   if (prefix === undefined) return undefined;
   const m = new Map<string, string>();
@@ -102,8 +104,80 @@ export function cvss31BaseScore(vector: string): { score: number; severity: stri
   return { score, severity: severityOf(score), vector: `${prefix}/${base}` };
 }
 
-/** The v4.0 base metrics, in the specification's order. */
-const V4_BASE = ["AV", "AC", "AT", "PR", "UI", "VC", "VI", "VA", "SC", "SI", "SA"] as const;
+const HLN = ["H", "L", "N"];
+const XHLN = ["X", "H", "L", "N"];
+const XHML = ["X", "H", "M", "L"];
+const XSHLN = ["X", "S", "H", "L", "N"];
+
+/**
+ * Every v4.0 metric with its allowed values, in the order of the specification's Table 23: base
+ * (the first 11, mandatory, with no "Not Defined" X), threat, environmental, supplemental.
+ */
+const V4_METRICS: ReadonlyArray<readonly [string, ReadonlySet<string>]> = (
+  [
+    ["AV", ["N", "A", "L", "P"]],
+    ["AC", ["L", "H"]],
+    ["AT", ["N", "P"]],
+    ["PR", ["N", "L", "H"]],
+    ["UI", ["N", "P", "A"]],
+    ["VC", HLN],
+    ["VI", HLN],
+    ["VA", HLN],
+    ["SC", HLN],
+    ["SI", HLN],
+    ["SA", HLN],
+    ["E", ["X", "A", "P", "U"]],
+    ["CR", XHML],
+    ["IR", XHML],
+    ["AR", XHML],
+    ["MAV", ["X", "N", "A", "L", "P"]],
+    ["MAC", ["X", "L", "H"]],
+    ["MAT", ["X", "N", "P"]],
+    ["MPR", ["X", "N", "L", "H"]],
+    ["MUI", ["X", "N", "P", "A"]],
+    ["MVC", XHLN],
+    ["MVI", XHLN],
+    ["MVA", XHLN],
+    ["MSC", XHLN],
+    ["MSI", XSHLN],
+    ["MSA", XSHLN],
+    ["S", ["X", "N", "P"]],
+    ["AU", ["X", "N", "Y"]],
+    ["R", ["X", "A", "U", "I"]],
+    ["V", ["X", "D", "C"]],
+    ["RE", ["X", "L", "M", "H"]],
+    ["U", ["X", "Clear", "Green", "Amber", "Red"]],
+  ] as const
+).map(([k, v]) => [k, new Set<string>(v)] as const);
+const V4_BASE_COUNT = 11;
+const V4_POSITION: ReadonlyMap<string, number> = new Map(V4_METRICS.map(([k], i) => [k, i]));
+
+/**
+ * The base part of a v4.0 vector ("CVSS:4.0/AV:…/SA:…"), or undefined when the vector breaks the
+ * grammar of the specification's §7: a wrong prefix, an unknown metric or value (case-sensitive),
+ * a missing base metric, a repeated metric, or metrics out of order. Unlike v3.x, order is part
+ * of the grammar: "A vector string must contain metrics in the order shown in Table 23, every
+ * other ordering is invalid" (v4.0 §7).
+ */
+export function cvss40BaseVector(vector: string): string | undefined {
+  if (!vector.startsWith("CVSS:4.0/")) return undefined;
+  const parts = vector.slice("CVSS:4.0/".length).split("/");
+  let last = -1;
+  let base = 0;
+  for (const part of parts) {
+    const colon = part.indexOf(":");
+    if (colon <= 0) return undefined;
+    const at = V4_POSITION.get(part.slice(0, colon));
+    // Strictly increasing positions: in Table 23's order, and no metric twice.
+    if (at === undefined || at <= last) return undefined;
+    if (!(V4_METRICS[at] as readonly [string, ReadonlySet<string>])[1].has(part.slice(colon + 1))) return undefined;
+    if (at < V4_BASE_COUNT) base++;
+    last = at;
+  }
+  // In order and without repeats: all base metrics present means they are the first 11 parts.
+  if (base !== V4_BASE_COUNT) return undefined;
+  return `CVSS:4.0/${parts.slice(0, V4_BASE_COUNT).join("/")}`;
+}
 
 // Scoring a v4.0 vector costs about 0.3 ms and feeds repeat a few thousand distinct vectors many
 // times over: remembered, up to a bound.
@@ -111,43 +185,54 @@ const V4_CACHE_MAX = 20_000;
 const v4Cache = new Map<string, { score: number; severity: string; vector: string } | undefined>();
 
 /**
- * Parses "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N" (threat, environmental
- * and supplemental metrics may follow, as NVD writes them: "/E:X/CR:X/.../U:X") and returns its
- * CVSS-B score: base metrics only, since exploitation is what EPSS and KEV measure here. The
- * vector returned is the base vector in canonical order. undefined when the vector is malformed:
- * a missing base metric, an unknown metric or value, a repeated metric.
+ * Scores a v4.0 vector (grammar as `cvss40BaseVector`; NVD writes every metric, the undefined
+ * ones as X) and returns its CVSS-B score: base metrics only, since exploitation is what EPSS and
+ * KEV measure here. The vector returned is the base vector. undefined when the vector is invalid.
  */
 export function cvss40BaseScore(vector: string): { score: number; severity: string; vector: string } | undefined {
-  const v = vector.trim();
-  if (v4Cache.has(v)) return v4Cache.get(v);
-  const r = scoreV4(v);
+  if (v4Cache.has(vector)) return v4Cache.get(vector);
+  const r = scoreV4(vector);
   if (v4Cache.size >= V4_CACHE_MAX) v4Cache.clear();
-  v4Cache.set(v, r);
+  v4Cache.set(vector, r);
   return r;
 }
 
 function scoreV4(v: string): { score: number; severity: string; vector: string } | undefined {
-  if (!v.startsWith("CVSS:4.0/")) return undefined;
-  const m = new Map<string, string>();
-  for (const part of v.slice("CVSS:4.0/".length).split("/")) {
-    const colon = part.indexOf(":");
-    if (colon <= 0 || colon === part.length - 1) return undefined;
-    const key = part.slice(0, colon);
-    // The calculator keeps the last of a repeated metric; a vector that says two things is wrong.
-    if (m.has(key)) return undefined;
-    m.set(key, part.slice(colon + 1));
-  }
-  for (const k of V4_BASE) if (m.get(k) === undefined || m.get(k) === "X") return undefined;
-  const base = `CVSS:4.0/${V4_BASE.map((k) => `${k}:${m.get(k) as string}`).join("/")}`;
+  const base = cvss40BaseVector(v);
+  if (base === undefined) return undefined;
   let score: number;
   try {
-    // The whole vector, so that a bad threat or environmental value is refused too.
     const { Cvss4P0 } = calculator();
-    new Cvss4P0(v);
     score = new Cvss4P0(base).calculateScores().overall;
   } catch {
     return undefined;
   }
   if (!Number.isFinite(score) || score < 0 || score > 10) return undefined;
   return { score, severity: severityOf(score), vector: base };
+}
+
+/**
+ * The score of the whole v4.0 vector (CVSS-B, -BT, -BE or -BTE, as its metrics say): the number a
+ * feed publishes beside it, to be checked against. undefined when the vector is invalid.
+ */
+export function cvss40VectorScore(vector: string): number | undefined {
+  const b = cvss40BaseScore(vector);
+  if (b === undefined) return undefined;
+  // Threat and environmental metrics left at X (as NVD writes them) change nothing.
+  if (vector.split("/").slice(1 + V4_BASE_COUNT).every((p) => p.endsWith(":X"))) return b.score;
+  try {
+    const score = new (calculator().Cvss4P0)(vector).calculateScores().overall;
+    return Number.isFinite(score) ? score : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a score a feed states beside a vector agrees with the score computed from it: equal up
+ * to one step of the one-decimal rounding (v3.0 scorers rounded up in floating point, which can
+ * land 0.1 higher than the v3.1 Roundup of Appendix A).
+ */
+export function statedScoreAgrees(stated: number, computed: number): boolean {
+  return Math.abs(stated - computed) <= 0.1 + 1e-9;
 }

@@ -13,7 +13,7 @@ import { vulnThreat } from "./scoring.js";
 export interface MatchProblems {
   /** Packages whose ecosystem release could not be told (no os-release, unknown distribution). */
   unknownEcosystem: number;
-  /** Installed versions the ecosystem's rules cannot parse. */
+  /** Installed versions the ecosystem's rules cannot parse: matched against advisories' `versions[]` only. */
   unparseableVersion: number;
   samples: string[];
 }
@@ -71,12 +71,11 @@ export function matchInventory(index: VulnIndex, inv: ImageInventory, problems?:
       if (entries.length === 0) continue;
       const scheme = entries[0]?.scheme ?? schemeFor(eco.base);
       const parsed = scheme?.parse(c.version);
-      if (parsed === undefined) {
-        if (problems) {
-          problems.unparseableVersion++;
-          if (problems.samples.length < 20) problems.samples.push(`${p.type} ${p.name} ${c.version}`);
-        }
-        continue;
+      // Still matched: a version listed in an advisory's `versions[]` is affected as an exact
+      // string, whatever its ecosystem's order makes of it (only the ranges need it parsed).
+      if (parsed === undefined && problems) {
+        problems.unparseableVersion++;
+        if (problems.samples.length < 20) problems.samples.push(`${p.type} ${p.name} ${c.version}`);
       }
       for (const e of entries) {
         if (seen.has(e)) continue;

@@ -67,67 +67,81 @@ export interface Explanation {
  * no or several kinds, a range without `introduced`, an unknown range type) are returned, not
  * thrown; the event at fault is dropped. Dropping an unparseable `fixed` / `last_affected` /
  * `limit` leaves its range open (errs towards "affected"); dropping an unparseable
- * `introduced` can lose the interval it opened, so callers should surface these problems.
+ * `introduced` can lose the interval it opened, so callers should surface these problems (the
+ * OSV parser drops a range with any, see `rangeProblems`). `versions[]` never has problems: its
+ * entries are compared as exact strings, whatever the scheme makes of them.
  * GIT ranges are skipped: matching them needs the repository's commit graph.
  */
 export function compileAffected(a: OsvAffected, scheme: VersionScheme): { compiled: CompiledAffected; problems: string[] } {
   const problems: string[] = [];
   const ranges: CompiledRange[] = [];
   for (const [ri, r] of a.ranges.entries()) {
-    const type: string = r.type;
-    if (type === "GIT") continue;
-    if (type !== "ECOSYSTEM" && type !== "SEMVER") {
-      problems.push(`range ${ri}: unknown type "${type}"`);
+    const c = compileRange(r, ri, scheme, problems);
+    if (c !== undefined) ranges.push(c);
+  }
+  return { compiled: { scheme, versions: new Set(a.versions), ranges }, problems };
+}
+
+/** What `compileAffected` would report for range number `index` alone; [] for a range that compiles cleanly (or a GIT one). */
+export function rangeProblems(r: OsvRange, index: number, scheme: VersionScheme): string[] {
+  const problems: string[] = [];
+  compileRange(r, index, scheme, problems);
+  return problems;
+}
+
+function compileRange(r: OsvRange, ri: number, scheme: VersionScheme, problems: string[]): CompiledRange | undefined {
+  const type: string = r.type;
+  if (type === "GIT") return undefined;
+  if (type !== "ECOSYSTEM" && type !== "SEMVER") {
+    problems.push(`range ${ri}: unknown type "${type}"`);
+    return undefined;
+  }
+  const rs = type === "SEMVER" ? semverScheme : scheme;
+  const events: CompiledEvent[] = [];
+  let limits: unknown[] | undefined = [];
+  let sawLimit = false;
+  for (const [ei, e] of r.events.entries()) {
+    const keys = (["introduced", "fixed", "last_affected", "limit"] as const).filter((k) => e[k] !== undefined);
+    const key = keys[0];
+    if (key === undefined || keys.length > 1) {
+      problems.push(`range ${ri} event ${ei}: needs exactly one of introduced/fixed/last_affected/limit`);
       continue;
     }
-    const rs = type === "SEMVER" ? semverScheme : scheme;
-    const events: CompiledEvent[] = [];
-    let limits: unknown[] | undefined = [];
-    let sawLimit = false;
-    for (const [ei, e] of r.events.entries()) {
-      const keys = (["introduced", "fixed", "last_affected", "limit"] as const).filter((k) => e[k] !== undefined);
-      const key = keys[0];
-      if (key === undefined || keys.length > 1) {
-        problems.push(`range ${ri} event ${ei}: needs exactly one of introduced/fixed/last_affected/limit`);
-        continue;
-      }
-      const raw = e[key] as string;
-      if (key === "limit") {
-        sawLimit = true;
-        if (raw.includes("*")) {
-          limits = undefined; // "*" is infinity: no limit at all
-          continue;
-        }
-        const at = rs.parse(raw);
-        if (at === undefined) problems.push(`range ${ri}: limit "${raw}" is not a valid ${rs.name} version`);
-        else limits?.push(at);
-        continue;
-      }
-      if (key === "introduced" && raw === "0") {
-        events.push({ kind: INTRODUCED, raw, at: MINUS_INFINITY });
+    const raw = e[key] as string;
+    if (key === "limit") {
+      sawLimit = true;
+      if (raw.includes("*")) {
+        limits = undefined; // "*" is infinity: no limit at all
         continue;
       }
       const at = rs.parse(raw);
-      if (at === undefined) {
-        problems.push(`range ${ri}: ${key} "${raw}" is not a valid ${rs.name} version`);
-        continue;
-      }
-      events.push({ kind: key === "introduced" ? INTRODUCED : key === "fixed" ? FIXED : LAST_AFFECTED, raw, at });
-    }
-    if (!events.some((e) => e.kind === INTRODUCED)) {
-      problems.push(`range ${ri}: no usable introduced event`);
+      if (at === undefined) problems.push(`range ${ri}: limit "${raw}" is not a valid ${rs.name} version`);
+      else limits?.push(at);
       continue;
     }
-    events.sort((x, y) => {
-      if (x.at === MINUS_INFINITY) return y.at === MINUS_INFINITY ? 0 : -1;
-      if (y.at === MINUS_INFINITY) return 1;
-      return rs.compare(x.at, y.at);
-    });
-    // No limit event (or only unparseable ones): the implicit "*" applies.
-    if (!sawLimit || (limits !== undefined && limits.length === 0)) limits = undefined;
-    ranges.push({ scheme: rs, events, limits });
+    if (key === "introduced" && raw === "0") {
+      events.push({ kind: INTRODUCED, raw, at: MINUS_INFINITY });
+      continue;
+    }
+    const at = rs.parse(raw);
+    if (at === undefined) {
+      problems.push(`range ${ri}: ${key} "${raw}" is not a valid ${rs.name} version`);
+      continue;
+    }
+    events.push({ kind: key === "introduced" ? INTRODUCED : key === "fixed" ? FIXED : LAST_AFFECTED, raw, at });
   }
-  return { compiled: { scheme, versions: new Set(a.versions), ranges }, problems };
+  if (!events.some((e) => e.kind === INTRODUCED)) {
+    problems.push(`range ${ri}: no usable introduced event`);
+    return undefined;
+  }
+  events.sort((x, y) => {
+    if (x.at === MINUS_INFINITY) return y.at === MINUS_INFINITY ? 0 : -1;
+    if (y.at === MINUS_INFINITY) return 1;
+    return rs.compare(x.at, y.at);
+  });
+  // No limit event (or only unparseable ones): the implicit "*" applies.
+  if (!sawLimit || (limits !== undefined && limits.length === 0)) limits = undefined;
+  return { scheme: rs, events, limits };
 }
 
 interface RangeVerdict {

@@ -23,7 +23,7 @@ describe("NVD CVSS v4.0 metrics", () => {
     const byId = new Map<string, NvdRecord>();
     for await (const item of stream) if (item.ok) byId.set(item.record.cve, item.record);
     assert.equal(stream.stats.accepted, 6);
-    assert.deepEqual(stream.stats.dropped, { "invalid metric": 2 });
+    assert.deepEqual(stream.stats.dropped, { "invalid cvss vector": 2, "stated score contradicts vector": 1 });
 
     assert.deepEqual(byId.get("CVE-2025-1001")?.cvss40, {
       version: "4.0",
@@ -42,6 +42,7 @@ describe("NVD CVSS v4.0 metrics", () => {
     assert.deepEqual([byId.get("CVE-2025-1003")?.cvss40?.source, byId.get("CVE-2025-1003")?.cvss40?.baseScore], ["nvd@nist.gov", 8.5]);
     assert.equal(byId.get("CVE-2025-1004")?.cvss40?.baseScore, 10, "E:U counts in CVSS-BT (9.1), not in the base score");
     assert.deepEqual([byId.get("CVE-2025-1005")?.cvss40?.baseScore, byId.get("CVE-2025-1005")?.cvss40?.severity], [9.3, "CRITICAL"], "the vector's score, not the published 6.0");
+    assert.deepEqual(byId.get("CVE-2025-1005")?.cvss40?.rejected, { baseScore: 6, severity: "MEDIUM" });
     assert.equal(byId.get("CVE-2025-1006")?.cvss40, undefined);
     assert.ok(byId.has("CVE-2025-1006"), "the CVE stays without a score");
   });

@@ -36,8 +36,8 @@ describe("CVSS v4.0 base score", () => {
     // NVD writes every metric, the undefined ones as X.
     const nvd = "CVSS:4.0/AV:N/AC:L/AT:N/PR:L/UI:N/VC:L/VI:L/VA:L/SC:N/SI:N/SA:N/E:X/CR:X/IR:X/AR:X/MAV:X/MAC:X/MAT:X/MPR:X/MUI:X/MVC:X/MVI:X/MVA:X/MSC:X/MSI:X/MSA:X/S:X/AU:X/R:X/V:X/RE:X/U:X";
     assert.equal(cvss40BaseScore(nvd)?.score, 5.3);
-    // Any metric order; the base vector comes back in the specification's order.
-    assert.equal(cvss40BaseScore("CVSS:4.0/SA:H/SI:H/SC:H/VA:H/VI:H/VC:H/UI:N/PR:N/AT:N/AC:L/AV:N")?.vector, full);
+    // Only Table 23's order: "every other ordering is invalid" (v4.0 §7).
+    assert.equal(cvss40BaseScore("CVSS:4.0/SA:H/SI:H/SC:H/VA:H/VI:H/VC:H/UI:N/PR:N/AT:N/AC:L/AV:N"), undefined);
   });
 
   it("refuses malformed vectors", () => {

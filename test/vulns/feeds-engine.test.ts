@@ -123,7 +123,7 @@ describe("feeds into scores", () => {
     assert.equal(st?.rejected, 2n, "the broken file and the unparseable version");
     assert.equal(st?.rejectedByReason["unparseable version"], 1n);
     assert.equal(Object.values(st?.rejectedByReason ?? {}).reduce((a, b) => a + b, 0n), 2n);
-    assert.ok(feeds.states()[0]?.meta.samples.some((x) => x.startsWith("GHSA-bad: npm lodash")), "the sample names the record and why");
+    assert.ok(feeds.states()[0]?.meta.samples.some((x) => x.startsWith("GHSA-bad: unparseable version (npm lodash: range 0: fixed \"not a version at all\"")), "the sample names the record and why");
   });
 
   it("a source that does not answer keeps the last good data and turns stale", () => {

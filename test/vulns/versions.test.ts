@@ -92,8 +92,47 @@ describe("dpkg", () => {
       [" 1.0 ", "1.0"],
     ]);
   });
-  it("rejects malformed versions", () => {
-    checkInvalid(s, ["", "  ", ":1.0", "1:", "a:1.0", "-1:1.0", "1.0-", "1.0 1", "1.0_1", "-1", "1:2:3", "1.0-a_b", "99999999999:1.0"]);
+  it("rejects what dpkg rejects as an error", () => {
+    checkInvalid(s, ["", "  ", ":1.0", "1:", "a:1.0", "-1:1.0", "1.0-", "1.0 1", "-1", "99999999999:1.0", "1.0-0:0", "1.0\u0000"]);
+    // dpkg's own parse tests (lib/dpkg/t/t-version.c), the error cases; "0:0-", which an older
+    // t-version.c accepted, is refused as current dpkg refuses it ("revision number is empty").
+    checkInvalid(s, ["", "  ", "0:", "0:0 0-1", "-1:0-1", "999999999999999999999999:0-1", "a:0-0", "A:0-0", "-0", "0:-0", "0:0-"]);
+  });
+
+  it("accepts what dpkg accepts, warnings included, and orders it as dpkg does", () => {
+    // t-version.c: several hyphens and colons, every valid character, surrounding blanks; then
+    // its warnings, which dpkg --compare-versions and the status file accept (an upstream part
+    // not starting with a digit, a character outside policy's alphabet); then the epoch as
+    // strtol reads it.
+    // Each version with its parts as "epoch|upstream|revision".
+    const parsed = new Map<string, string>(
+      Object.entries({
+        "0:0-0-0": "0|0-0|0", "0:0-0-0-0": "0|0-0-0|0", "0:0:0-0": "0|0:0|0", "0:0:0:0-0": "0|0:0:0|0",
+        "0:0:0-0-0": "0|0:0-0|0", "0:0-0:0-0": "0|0-0:0|0", "0:09azAZ.-+~:-0": "0|09azAZ.-+~:|0", "0:0-azAZ09.+~": "0|0|azAZ09.+~",
+        "  \t0:0-1": "0|0|1", "\t  0:0-1  \t": "0|0|1", "5:1": "5|1|", "1:2:3": "1|2:3|", "0:abc3-0": "0|abc3|0",
+        "+1:0": "1|0|", "000000000001:9": "1|9|",
+      }),
+    );
+    for (const c of "!#@$%&/|\\<>()[]{};,_=*^'") parsed.set(`0:0${c}-0`, `0|0${c}|0`);
+    for (const c of "!#@$%&/|\\<>()[]{}:;,_=*^'") parsed.set(`0:0-0${c}`, `0|0|0${c}`);
+    for (const [v, want] of parsed) {
+      const p = s.parse(v) as { epoch: number; upstream: string; revision: string } | undefined;
+      assert.equal(p && `${p.epoch}|${p.upstream}|${p.revision}`, want, JSON.stringify(v));
+    }
+    // Orders as `dpkg --compare-versions` (1.21, amd64) gives them.
+    checkLess(s, [
+      ["1.0a", "1.0_1"], // "_" is a symbol: after every letter
+      ["1:2", "1:2:3"],
+      ["0:9-0", "0:abc3-0"],
+      ["1z", "1\u00e9"], // a byte above 0x7f: after the letters...
+      ["1\u00e9", "1+"], // ...and before the ASCII symbols
+      ["000000000001:9", "2:1.0"],
+    ]);
+    checkEqual(s, [
+      ["+1:0", "1:0"],
+      ["0:0:0-0", "0:0:0-0"],
+      ["0:0-0", "0"],
+    ]);
   });
 });
 

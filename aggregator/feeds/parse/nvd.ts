@@ -1,6 +1,6 @@
 /** NVD CVE API 2.0 pages (https://nvd.nist.gov/developers/vulnerabilities): the CVSS v3 and v4.0 scores of each CVE. */
 import type { Readable } from "node:stream";
-import { cvss40BaseScore } from "../../vulns/cvss.js";
+import { cvss31BaseScore, cvss40BaseScore, cvss40VectorScore, severityOf, statedScoreAgrees } from "../../vulns/cvss.js";
 import {
   type FeedItem,
   type FeedStream,
@@ -21,11 +21,13 @@ import { jsonFrames } from "../decode/json-framer.js";
 
 export interface NvdCvss {
   version: "3.1" | "3.0" | "4.0";
-  /** v3: as published. v4.0: the base vector (NVD writes every metric, the undefined ones as X). */
+  /** v3: as published (checked against the grammar). v4.0: the base vector (NVD writes every metric, the undefined ones as X). */
   vector: string;
-  /** v3: as published. v4.0: the vector's CVSS-B score, by the calculator (cvss.ts). */
+  /** Computed from the vector (cvss.ts): v3 its base score, v4.0 its CVSS-B score. */
   baseScore: number;
   severity: string;
+  /** What NVD published when it contradicts the vector (more than one rounding step apart); not used. */
+  rejected?: { baseScore: number; severity: string };
   /** Who scored it: nvd@nist.gov for NVD's own (Primary) score, a CNA's address otherwise. */
   source: string;
   type: "Primary" | "Secondary";
@@ -54,7 +56,16 @@ export interface NvdMeta {
 }
 
 const SEVERITIES = new Set(["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"]);
-const VECTOR = /^CVSS:(?:3\.[01]|4\.0)\/[A-Za-z]+:[A-Za-z]+(?:\/[A-Za-z]+:[A-Za-z]+)*$/;
+
+/** Reasons counted through `drop`, each for one metric. */
+const NVD_DROPS = {
+  /** Not the shape of a metric (no cvssData, wrong version or type, no score): the metric is dropped. */
+  invalid: "invalid metric",
+  /** A vector outside its CVSS version's grammar: the metric is dropped. */
+  vector: "invalid cvss vector",
+  /** A published score or severity the vector contradicts: kept, scored from the vector. */
+  contradiction: "stated score contradicts vector",
+} as const;
 
 /** One `vulnerabilities[]` element; a malformed metric is dropped (reported through `drop`), not the CVE. */
 export function parseNvdRecord(json: unknown, drop?: (reason: string) => void): FeedItem<NvdRecord> {
@@ -70,7 +81,7 @@ export function parseNvdRecord(json: unknown, drop?: (reason: string) => void): 
     if (lastModified !== undefined) record.lastModified = lastModified;
     if (vulnStatus !== undefined) record.vulnStatus = vulnStatus;
     const metrics = cve.metrics;
-    if (metrics !== undefined && !isObject(metrics)) drop?.("invalid metric");
+    if (metrics !== undefined && !isObject(metrics)) drop?.(NVD_DROPS.invalid);
     if (isObject(metrics)) {
       const v31 = validMetrics(metrics.cvssMetricV31, "3.1", drop);
       const v30 = validMetrics(metrics.cvssMetricV30, "3.0", drop);
@@ -88,46 +99,53 @@ export function parseNvdRecord(json: unknown, drop?: (reason: string) => void): 
 function validMetrics(list: unknown, version: NvdCvss["version"], drop?: (reason: string) => void): NvdCvss[] {
   if (list === undefined) return [];
   if (!Array.isArray(list)) {
-    drop?.("invalid metric");
+    drop?.(NVD_DROPS.invalid);
     return [];
   }
   const out: NvdCvss[] = [];
   for (const m of list) {
-    const metric = validMetric(m, version);
-    if (metric === undefined) drop?.("invalid metric");
-    else out.push(metric);
+    const metric = validMetric(m, version, drop);
+    if (metric !== undefined) out.push(metric);
   }
   return out;
 }
 
-function validMetric(m: unknown, version: NvdCvss["version"]): NvdCvss | undefined {
-  if (!isObject(m) || !isObject(m.cvssData)) return undefined;
+/** One metric, scored from its vector: the score published beside it is checked, never taken. */
+function validMetric(m: unknown, version: NvdCvss["version"], drop?: (reason: string) => void): NvdCvss | undefined {
+  const refuse = (reason: string): undefined => void drop?.(reason);
+  if (!isObject(m) || !isObject(m.cvssData)) return refuse(NVD_DROPS.invalid);
   const d = m.cvssData;
-  if (d.version !== version || (m.type !== "Primary" && m.type !== "Secondary")) return undefined;
-  if (typeof d.vectorString !== "string" || d.vectorString.length > 256 || !VECTOR.test(d.vectorString)) return undefined;
-  if (!d.vectorString.startsWith(`CVSS:${version}/`)) return undefined;
-  if (typeof d.baseSeverity !== "string" || !SEVERITIES.has(d.baseSeverity)) return undefined;
+  const type = m.type;
+  if (d.version !== version || (type !== "Primary" && type !== "Secondary")) return refuse(NVD_DROPS.invalid);
+  if (typeof d.baseSeverity !== "string" || !SEVERITIES.has(d.baseSeverity)) return refuse(NVD_DROPS.invalid);
+  let stated: number;
+  let source: string;
   try {
-    let baseScore = numberInRange(d.baseScore, "baseScore", 0, 10);
-    let severity = d.baseSeverity;
-    let vector = d.vectorString;
-    if (version === "4.0") {
-      // The vector is what the scorer asserts; its score is computed, not taken on trust.
-      const scored = cvss40BaseScore(d.vectorString);
-      if (scored === undefined) return undefined;
-      ({ score: baseScore, severity, vector } = scored);
-    }
-    return {
-      version,
-      vector,
-      baseScore,
-      severity,
-      source: boundedString(m.source, "source", 256),
-      type: m.type,
-    };
+    stated = numberInRange(d.baseScore, "baseScore", 0, 10);
+    source = boundedString(m.source, "source", 256);
   } catch {
-    return undefined;
+    return refuse(NVD_DROPS.invalid);
   }
+  const vectorString = typeof d.vectorString === "string" && d.vectorString.length <= 256 ? d.vectorString : "";
+  const scored = version === "4.0" ? cvss40BaseScore(vectorString) : vectorString.startsWith(`CVSS:${version}/`) ? cvss31BaseScore(vectorString) : undefined;
+  if (scored === undefined) return refuse(NVD_DROPS.vector);
+  const metric: NvdCvss = {
+    version,
+    vector: version === "4.0" ? scored.vector : vectorString,
+    baseScore: scored.score,
+    severity: scored.severity,
+    source,
+    type,
+  };
+  // v4.0: a CNA's vector may carry threat or environmental metrics, and its stated score is then
+  // that vector's (CVSS-BT/BE/BTE), not the CVSS-B score used here.
+  const comparable = version === "4.0" ? (cvss40VectorScore(vectorString) ?? scored.score) : scored.score;
+  // A severity outside its own score's band contradicts the vector as much as a wrong score does.
+  if (!statedScoreAgrees(stated, comparable) || d.baseSeverity !== severityOf(stated)) {
+    metric.rejected = { baseScore: stated, severity: d.baseSeverity };
+    drop?.(NVD_DROPS.contradiction);
+  }
+  return metric;
 }
 
 /** Streams one API page (plain or gzipped); `meta()` has the page counters. A repeated CVE keeps the first. */

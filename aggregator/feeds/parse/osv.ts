@@ -2,7 +2,9 @@
  * OSV records (schema: ossf/osv-schema docs/schema.md) from a directory export, one file, or an
  * osv.dev `<ecosystem>/all.zip`, for the ecosystems container images are scanned against.
  */
-import type { OsvAffected as EvalAffected, OsvEvent, OsvRange } from "../../vulns/osv-eval.js";
+import { rangeProblems, type OsvAffected as EvalAffected, type OsvEvent, type OsvRange } from "../../vulns/osv-eval.js";
+import { cvss31BaseScore, cvss40BaseVector } from "../../vulns/cvss.js";
+import { schemeFor } from "../../vulns/versions/index.js";
 import { createReadStream } from "node:fs";
 import { open, readdir, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
@@ -73,17 +75,34 @@ const EVENT_KEYS = ["introduced", "fixed", "last_affected", "limit"] as const;
 const MAX_ID = 128;
 const MAX_VERSION = 256;
 
+/** Parts of a kept record that were dropped, counted through `drop` by these reasons. */
+const OSV_DROPS = {
+  ecosystem: "unknown ecosystem",
+  /** A CVSS_V3 or CVSS_V4 severity whose vector breaks its version's grammar (cvss.ts). */
+  vector: "invalid cvss vector",
+  /** A range with an event its ecosystem cannot parse (or malformed): it could match wrongly. */
+  range: "unparseable version",
+} as const;
+
+type Drop = (reason: string, n: number) => void;
+
 /**
- * Checks one OSV record. Affected entries of other ecosystems are dropped (reported through
- * `drop` as "unknown ecosystem" when the record is kept); a record left with none is rejected with
+ * Checks one OSV record. Dropped, and counted through `drop` by an `OSV_DROPS` reason when the
+ * record is kept: affected entries of other ecosystems, severities with an invalid CVSS vector,
+ * and ranges with a version their ecosystem cannot parse. `versions[]` entries are kept whatever
+ * the ecosystem makes of them: the OSV rule compares them as exact strings. A record left with no
+ * supported entry, or with nothing to match because every range was dropped, is rejected with
  * that reason, unless it is withdrawn.
  */
-export function parseOsvRecord(json: unknown, drop?: (reason: string, n: number) => void): FeedItem<OsvRecord> {
+export function parseOsvRecord(json: unknown, drop?: Drop): FeedItem<OsvRecord> {
   const idOf = (j: unknown): string | undefined => (isObject(j) && typeof j.id === "string" && j.id !== "" ? j.id.slice(0, MAX_ID) : undefined);
   return validated(json, idOf, (j) => checkRecord(j, drop));
 }
 
-function checkRecord(json: unknown, drop?: (reason: string, n: number) => void): OsvRecord {
+function checkRecord(json: unknown, drop?: Drop): OsvRecord {
+  // Counted only once the record is known to be kept.
+  const dropped = new Map<string, number>();
+  const note: Drop = (reason, n) => void dropped.set(reason, (dropped.get(reason) ?? 0) + n);
   const o = objectOf(json, "record");
   if (typeof o.id !== "string" || o.id === "") throw new RecordError("missing id", "id is missing or not a string");
   if (o.id.length > MAX_ID) throw new RecordError("invalid id", `id has ${o.id.length} characters (limit ${MAX_ID})`);
@@ -91,7 +110,7 @@ function checkRecord(json: unknown, drop?: (reason: string, n: number) => void):
     id: o.id,
     modified: dateField(o, "modified", { required: true }),
     aliases: arrayField(o, "aliases").map((a, k) => boundedString(a, `aliases[${k}]`, MAX_ID)),
-    severity: severities(o, "severity"),
+    severity: severities(o, "severity", note),
     affected: [],
   };
   const published = dateField(o, "published");
@@ -102,42 +121,57 @@ function checkRecord(json: unknown, drop?: (reason: string, n: number) => void):
   if (summary !== undefined) record.summary = summary;
 
   const all = arrayField(o, "affected");
+  const problems: string[] = [];
   for (const [k, a] of all.entries()) {
     const entry = objectOf(a, `affected[${k}]`);
     const pkg = entry.package;
     const ecosystem = isObject(pkg) && typeof pkg.ecosystem === "string" ? pkg.ecosystem : "";
     if (!SUPPORTED_ECOSYSTEMS.has(ecosystem.split(":", 1)[0]!)) continue;
-    record.affected.push(checkAffected(entry, pkg as Record<string, unknown>, k));
+    record.affected.push(checkAffected(entry, pkg as Record<string, unknown>, k, problems, note));
   }
   const unsupported = all.length - record.affected.length;
   if (record.affected.length === 0 && withdrawn === undefined) {
-    if (unsupported > 0) throw new RecordError("unknown ecosystem", `no affected package in ${[...SUPPORTED_ECOSYSTEMS].join(", ")}`);
+    if (unsupported > 0) throw new RecordError(OSV_DROPS.ecosystem, `no affected package in ${[...SUPPORTED_ECOSYSTEMS].join(", ")}`);
     throw new RecordError("no affected package", "affected is empty");
   }
+  // Every range dropped and no version listed: the record could only ever match nothing.
+  if (problems.length > 0 && withdrawn === undefined && record.affected.every((a) => a.ranges.length === 0 && a.versions.length === 0)) {
+    throw new RecordError(OSV_DROPS.range, problems[0]!);
+  }
 
-  const cvss3 = [record.severity, ...record.affected.map((a) => a.severity ?? [])]
-    .flat()
-    .find((s) => s.type === "CVSS_V3" && s.score.startsWith("CVSS:3."));
+  const cvss3 = [record.severity, ...record.affected.map((a) => a.severity ?? [])].flat().find((s) => s.type === "CVSS_V3");
   if (cvss3 !== undefined) record.cvss3 = cvss3.score;
-  if (unsupported > 0) drop?.("unknown ecosystem", unsupported);
+  if (unsupported > 0) note(OSV_DROPS.ecosystem, unsupported);
+  if (problems.length > 0) note(OSV_DROPS.range, problems.length);
+  if (drop !== undefined) for (const [reason, n] of dropped) drop(reason, n);
   return record;
 }
 
-function checkAffected(a: Record<string, unknown>, pkg: Record<string, unknown>, k: number): OsvAffected {
+/** One entry of a supported ecosystem; ranges its ecosystem cannot evaluate are left out, with their first problem added to `problems`. */
+function checkAffected(a: Record<string, unknown>, pkg: Record<string, unknown>, k: number, problems: string[], note: Drop): OsvAffected {
   const at = `affected[${k}]`;
   const name = stringField(pkg, "name", { required: true, max: 256 });
   if (name === "") throw new RecordError("missing field", `${at}.package.name is empty`);
+  const ecosystem = boundedString(pkg.ecosystem, `${at}.package.ecosystem`, 128);
+  const scheme = schemeFor(ecosystem);
+  const ranges: OsvRange[] = [];
+  for (const [n, r] of arrayField(a, "ranges").entries()) {
+    const range = checkRange(r, `${at}.ranges[${n}]`);
+    const found = scheme === undefined ? [] : rangeProblems(range, n, scheme);
+    if (found.length === 0) ranges.push(range);
+    else problems.push(`${ecosystem} ${name}: ${found[0]!}`);
+  }
   const affected: OsvAffected = {
-    ecosystem: boundedString(pkg.ecosystem, `${at}.package.ecosystem`, 128),
+    ecosystem,
     name,
-    ranges: arrayField(a, "ranges").map((r, n) => checkRange(r, `${at}.ranges[${n}]`)),
+    ranges,
     versions: arrayField(a, "versions").map((v, n) => boundedString(v, `${at}.versions[${n}]`, MAX_VERSION)),
   };
   const purl = stringField(pkg, "purl", { max: 1024 });
   if (purl !== undefined) affected.purl = purl;
   const binaries = binariesOf(a.ecosystem_specific, at);
   if (binaries !== undefined) affected.binaries = binaries;
-  if (a.severity !== undefined) affected.severity = severities(a, "severity");
+  if (a.severity !== undefined) affected.severity = severities(a, "severity", note);
   return affected;
 }
 
@@ -160,11 +194,18 @@ function checkRange(r: unknown, at: string): OsvRange {
   return { type: o.type as OsvRange["type"], events };
 }
 
-function severities(o: Record<string, unknown>, key: string): OsvSeverity[] {
-  return arrayField(o, key).map((s, n) => {
+/** The severities; a CVSS_V3 or CVSS_V4 one whose vector breaks its version's grammar is left out (counted). */
+function severities(o: Record<string, unknown>, key: string, note: Drop): OsvSeverity[] {
+  const out: OsvSeverity[] = [];
+  for (const [n, s] of arrayField(o, key).entries()) {
     const sev = objectOf(s, `${key}[${n}]`);
-    return { type: stringField(sev, "type", { required: true, max: 64 }), score: stringField(sev, "score", { required: true, max: 1024 }) };
-  });
+    const type = stringField(sev, "type", { required: true, max: 64 });
+    const score = stringField(sev, "score", { required: true, max: 1024 });
+    const valid = type === "CVSS_V3" ? cvss31BaseScore(score) !== undefined : type === "CVSS_V4" ? cvss40BaseVector(score) !== undefined : true;
+    if (valid) out.push({ type, score });
+    else note(OSV_DROPS.vector, 1);
+  }
+  return out;
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
  * Debian package version ordering (`[epoch:]upstream[-revision]`), as Debian policy §5.6.12 and
- * `dpkg --compare-versions` define it. Used for the Debian and Ubuntu ecosystems.
+ * `dpkg --compare-versions` define it (lib/dpkg/version.c `verrevcmp`). Used for the Debian and
+ * Ubuntu ecosystems.
  */
 import type { VersionScheme } from "./version-scheme.js";
 
@@ -17,8 +18,7 @@ const ZERO = 48;
 const NINE = 57;
 const TILDE = 126;
 const PLUS = 43;
-const DOT = 46;
-const HYPHEN = 45;
+const MINUS = 45;
 
 function isDigit(c: number): boolean {
   return c >= ZERO && c <= NINE;
@@ -28,53 +28,82 @@ function isAlpha(c: number): boolean {
   return (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
 }
 
-/** Policy: alphanumerics and `.+~`, plus `-` in the upstream part (it only occurs when a revision follows). */
-function validChars(s: string, from: number, to: number, allowHyphen: boolean): boolean {
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    if (isDigit(c) || isAlpha(c) || c === DOT || c === PLUS || c === TILDE) continue;
-    if (allowHyphen && c === HYPHEN) continue;
-    return false;
-  }
-  return true;
+/** dpkg trims and splits on blanks only (space, tab). */
+function isBlank(c: number): boolean {
+  return c === 32 || c === 9;
+}
+
+/** C's isspace, which strtol skips before the epoch's digits. */
+function isSpace(c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13);
 }
 
 /**
- * Parses a version the way dpkg does, but turns dpkg's "invalid character" warnings into
- * rejections. An upstream part that does not start with a digit is accepted: dpkg only warns
- * about it and orders it consistently (a leading letter sorts after any digit: "1" < "a1").
+ * The epoch in s[from, to) read as dpkg reads it (strtol, base 10: spaces, a sign, then digits
+ * that must reach the colon), or undefined for dpkg's errors: empty, not a number, negative, too big.
  */
-export function parseDpkg(input: string): DpkgVersion | undefined {
-  const v = input.trim();
-  if (v.length === 0) return undefined;
-  let start = 0;
-  let epoch = 0;
-  const colon = v.indexOf(":");
-  if (colon >= 0) {
-    if (colon === 0 || colon > 10) return undefined;
-    for (let i = 0; i < colon; i++) if (!isDigit(v.charCodeAt(i))) return undefined;
-    epoch = Number(v.slice(0, colon));
-    if (epoch > MAX_EPOCH) return undefined;
-    start = colon + 1;
-  }
-  const hyphen = v.lastIndexOf("-");
-  let end = v.length;
-  let revision = "";
-  if (hyphen >= start) {
-    if (hyphen === v.length - 1) return undefined; // empty revision
-    if (!validChars(v, hyphen + 1, v.length, false)) return undefined;
-    revision = v.slice(hyphen + 1);
-    end = hyphen;
-  }
-  if (end <= start) return undefined; // empty upstream
-  if (!validChars(v, start, end, true)) return undefined;
-  return { epoch, upstream: start === 0 && end === v.length ? v : v.slice(start, end), revision };
+function epochOf(s: string, from: number, to: number): number | undefined {
+  let i = from;
+  while (i < to && isSpace(s.charCodeAt(i))) i++;
+  const negative = s.charCodeAt(i) === MINUS;
+  if (negative || s.charCodeAt(i) === PLUS) i++;
+  if (i === to) return undefined;
+  for (let k = i; k < to; k++) if (!isDigit(s.charCodeAt(k))) return undefined;
+  while (i < to - 1 && s.charCodeAt(i) === ZERO) i++;
+  if (to - i > 10) return undefined;
+  const epoch = Number(s.slice(i, to));
+  if (epoch > MAX_EPOCH || (negative && epoch !== 0)) return undefined;
+  return epoch;
 }
 
-/** dpkg's weight of a non-digit character: `~` below everything (even the end), letters below other symbols. */
+/**
+ * Parses a version as dpkg's `parseversion` (lib/dpkg/parsehelp.c) does, and accepts what it
+ * accepts: its errors are refusals (empty, embedded blanks, a bad epoch, nothing after the
+ * colon, an empty revision or upstream part), its warnings are not (an upstream part not starting
+ * with a digit, characters outside policy's alphabet): `dpkg --compare-versions` and the status
+ * database take such versions with a warning and order them all the same. The epoch ends at the
+ * first colon, so the upstream part may hold more ("1:2:3" is epoch 1, upstream "2:3").
+ * dpkg works on bytes: a version with non-ASCII characters is kept as its UTF-8 bytes.
+ */
+export function parseDpkg(input: string): DpkgVersion | undefined {
+  const s = /[^\x00-\x7f]/.test(input) ? Buffer.from(input, "utf8").toString("latin1") : input;
+  if (s.includes("\0")) return undefined; // no C string holds one
+  let from = 0;
+  while (from < s.length && isBlank(s.charCodeAt(from))) from++;
+  let end = from;
+  while (end < s.length && !isBlank(s.charCodeAt(end))) end++;
+  if (end === from) return undefined; // empty
+  for (let i = end; i < s.length; i++) if (!isBlank(s.charCodeAt(i))) return undefined; // embedded blanks
+  let start = from;
+  let epoch = 0;
+  const colon = s.indexOf(":", from);
+  if (colon >= 0 && colon < end) {
+    const e = epochOf(s, from, colon);
+    if (e === undefined) return undefined;
+    epoch = e;
+    start = colon + 1;
+    if (start === end) return undefined; // nothing after the colon
+  }
+  const hyphen = s.lastIndexOf("-", end - 1);
+  let upstreamEnd = end;
+  let revision = "";
+  if (hyphen >= start) {
+    if (hyphen === end - 1) return undefined; // empty revision
+    revision = s.slice(hyphen + 1, end);
+    upstreamEnd = hyphen;
+  }
+  if (upstreamEnd === start) return undefined; // empty upstream
+  return { epoch, upstream: start === 0 && upstreamEnd === s.length ? s : s.slice(start, upstreamEnd), revision };
+}
+
+/**
+ * dpkg's `order()` of a non-digit byte: `~` below everything (even the end), then letters, then
+ * every other byte. dpkg passes a `char`: on amd64 (signed) a byte above 0x7f weighs its own
+ * value, between the letters and the ASCII symbols (which weigh 256 more).
+ */
 function weight(c: number): number {
   if (c === TILDE) return -1;
-  if (isAlpha(c)) return c;
+  if (isAlpha(c) || c > 127) return c;
   return c + 256;
 }
 
