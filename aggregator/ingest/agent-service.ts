@@ -192,7 +192,7 @@ export class AgentIngest {
             const inv = body.value;
             if (!/^sha256:[0-9a-f]{64}$/.test(inv.imageId)) throw new ShadowError(Code.InvalidArgument, `inventory for ${JSON.stringify(inv.imageId.slice(0, 80))}, which is not an image id`);
             if (inv.packages.length > 200_000) throw new ShadowError(Code.InvalidArgument, `inventory of ${inv.packages.length} packages is more than any image holds`);
-            await this.scores?.putInventory(inv);
+            await this.scores?.putInventory(inv, session.node);
             break;
           }
           case "telemetry": {

@@ -51,9 +51,14 @@ export const keys = {
     const a = key.indexOf("!");
     return key.slice(a + 1, key.indexOf("!", a + 1));
   },
-  /** ImageInventory (protobuf binary) by image id. */
+  /** ImageInventory (protobuf binary) by image id, before inventories were per node; moved on open (store/inventory-store.ts). */
   inventory: (imageId: string) => `inv!${imageId}`,
   inventoryRange: under("inv!"),
+  /** ImageInventory (protobuf binary) by image id and reporting node ("" for one from an older store). */
+  nodeInventory: (imageId: string, node: string) => `ninv!${imageId}!${node}`,
+  nodeInventoryRange: under("ninv!"),
+  /** The node in a `nodeInventory` key (image ids and node names hold no "!"). */
+  nodeOfInventory: (key: string) => key.slice(key.lastIndexOf("!") + 1),
   /** Policy (protobuf binary) by name. */
   policy: (name: string) => `policy!${name}`,
   policyRange: under("policy!"),

@@ -24,6 +24,8 @@ describe("store keys", () => {
     assert.deepEqual(keys.detectionsOfNode("n1"), { gt: "det!n1!", lt: "det!n1!\xff" });
     assert.equal(keys.inventory("sha256:aa"), "inv!sha256:aa");
     assert.deepEqual(keys.inventoryRange, { gt: "inv!", lt: "inv!\xff" });
+    assert.equal(keys.nodeInventory("sha256:aa", "n1"), "ninv!sha256:aa!n1");
+    assert.deepEqual(keys.nodeInventoryRange, { gt: "ninv!", lt: "ninv!\xff" });
     assert.equal(keys.policy("prod"), "policy!prod");
     assert.deepEqual(keys.policyRange, { gt: "policy!", lt: "policy!\xff" });
     assert.equal(keys.feedMeta("osv-2"), "feed!osv-2!meta");
@@ -39,6 +41,8 @@ describe("store keys", () => {
     assert.equal(keys.nodeOfTelemetry(keys.detection("node-2", "sp", 1n)), "node-2");
     assert.deepEqual(keys.originOfTelemetry(keys.window("node-1", "a!b", 0x1fn, 2)), { node: "node-1", spoolId: "a!b", seq: 0x1fn });
     assert.deepEqual(keys.originOfTelemetry(keys.detection("node-2", "sp", 255n)), { node: "node-2", spoolId: "sp", seq: 255n });
+    assert.equal(keys.nodeOfInventory(keys.nodeInventory("sha256:aa", "node-3")), "node-3");
+    assert.equal(keys.nodeOfInventory(keys.nodeInventory("sha256:aa", "")), "");
   });
 
   it("keep one feed's generations apart, and each feed's chunks in its generation's range", () => {
