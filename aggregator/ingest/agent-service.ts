@@ -192,7 +192,13 @@ export class AgentIngest {
             const inv = body.value;
             if (!/^sha256:[0-9a-f]{64}$/.test(inv.imageId)) throw new ShadowError(Code.InvalidArgument, `inventory for ${JSON.stringify(inv.imageId.slice(0, 80))}, which is not an image id`);
             if (inv.packages.length > 200_000) throw new ShadowError(Code.InvalidArgument, `inventory of ${inv.packages.length} packages is more than any image holds`);
-            await this.scores?.putInventory(inv, session.node);
+            const why = this.scope.refusesInventory(session.node, inv.imageId);
+            if (why === undefined) await this.scores?.putInventory(inv, session.node);
+            else {
+              // An agent also re-sends inventories of images whose containers are gone: not an attack.
+              this.metrics.refusedWrites.inc({ kind: "inventory" });
+              this.log.debug({ node: session.node, image: inv.imageId, why }, "inventory not stored");
+            }
             break;
           }
           case "telemetry": {

@@ -3,7 +3,7 @@
  * and still has it: only that node may upsert or delete it, and only that node's windows and
  * detections about it are stored. Once its owner deletes it, another node may report the same id
  * (a container that moved), and the former owner may still deliver telemetry about it that its
- * spool held back while the link was down.
+ * spool held back while the link was down. A node reports the inventory only of images it runs.
  */
 import type { GraphStore } from "../store/graph-store.js";
 
@@ -30,6 +30,14 @@ export class NodeScope {
   refusesGraphWrite(node: string, containerId: string): string | undefined {
     const owner = this.graphs.get(containerId)?.node;
     return owner === undefined || owner === node ? undefined : `container ${containerId.slice(0, 12)} belongs to node ${owner}`;
+  }
+
+  /**
+   * Why `node` may not report an image's inventory: it runs no container of that image, so its
+   * report could only add to (inflate) what other nodes' containers of that image are scored by.
+   */
+  refusesInventory(node: string, imageId: string): string | undefined {
+    return this.graphs.all().some((g) => g.node === node && g.imageId === imageId) ? undefined : `node ${node} runs no container of image ${imageId.slice(0, 19)}`;
   }
 
   /** Why `node` may not store telemetry about `containerId`; undefined when it may. */

@@ -211,6 +211,12 @@ describe("node scope on agent writes (two agents over mTLS)", () => {
     await b.send({ case: "graphUpsert", value: { graph: create(LayerGraphSchema, { ...graph(victim, "node-b"), imageId: image }) } });
     await b.send({ case: "inventory", value: create(ImageInventorySchema, { imageId: image, packages: [pkg("libc6", "2.36-9"), pkg("openssl", "3.0.2-1")] }) });
     assert.equal(agg.scores.get(victim)?.caveats.some((c) => /disagree/.test(c)), false, "one node: nothing to disagree about");
+    const inflated = create(ImageInventorySchema, { imageId: image, packages: [pkg("libc6", "2.36-9"), pkg("evil", "1.0")] });
+    await a.send({ case: "inventory", value: inflated });
+    assert.deepEqual(agg.scores.inventory(image)?.packages.map((p) => p.name), ["libc6", "openssl"], "A runs no container of it: its report is not stored");
+    assert.equal(await refusals("inventory"), 1);
+    // A running the image too: its report is kept beside B's, never in its place.
+    await a.send({ case: "graphUpsert", value: { graph: create(LayerGraphSchema, { ...graph(id("a6"), "node-a"), imageId: image }) } });
     await a.send({ case: "inventory", value: create(ImageInventorySchema, { imageId: image, packages: [pkg("libc6", "2.36-9")] }) });
     assert.deepEqual(agg.scores.inventory(image)?.packages.map((p) => p.name), ["libc6", "openssl"], "openssl is still matched");
     const caveat = agg.scores.get(victim)?.caveats.find((c) => /disagree/.test(c));
