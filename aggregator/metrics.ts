@@ -8,6 +8,12 @@ export class AggregatorMetrics {
   readonly messages = new Counter({ name: "shadowlayer_aggregator_agent_messages_total", help: "Messages received from agents", labelNames: ["kind"], registers: [this.registry] });
   readonly rejected = new Counter({ name: "shadowlayer_aggregator_rejected_total", help: "Streams or requests refused", labelNames: ["reason"], registers: [this.registry] });
   readonly watchers = new Gauge({ name: "shadowlayer_aggregator_watchers", help: "Open WatchGraphs streams", registers: [this.registry] });
+  readonly refusedWrites = new Counter({
+    name: "shadowlayer_aggregator_refused_writes_total",
+    help: "Agent writes about a container of another node, refused (acked, not stored)",
+    labelNames: ["kind"],
+    registers: [this.registry],
+  });
   readonly telemetry = new Counter({
     name: "shadowlayer_aggregator_telemetry_items_total",
     help: "Telemetry items from agents, stored or dropped as repeats",

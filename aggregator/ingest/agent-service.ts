@@ -2,6 +2,10 @@
  * AgentService.Connect: one stream per node agent. The first message must be Hello; under mTLS
  * the agent certificate's CN must name that node, so an agent can only speak for its own node.
  * Commands to agents leave through the same stream and their results come back on it.
+ *
+ * Writes about another node's container (node-scope.ts) are refused one by one: acked, not stored,
+ * counted and logged, and the stream goes on. Ending the stream instead would make the agent
+ * reconnect and send the same spooled item again, forever, cutting off its node's own data.
  */
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -14,7 +18,7 @@ import {
   type CommandResult,
 } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
-import { peerIdentity } from "../../common/certs.js";
+import { assertNodeName, peerIdentity } from "../../common/certs.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { MalformedMessage, toStatus } from "../../common/grpc.js";
 import type { Logger } from "../../common/log.js";
@@ -22,6 +26,7 @@ import type { AggregatorMetrics } from "../metrics.js";
 import type { GraphStore } from "../store/graph-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
 import type { ScoreEngine } from "../risk/score-engine.js";
+import { NodeScope } from "./node-scope.js";
 import type { NodeContext, TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** What the latest heartbeat of a node said. */
@@ -52,6 +57,7 @@ export function validateGraph(g: LayerGraph | undefined, node: string): LayerGra
 export class AgentIngest {
   private readonly sessions = new Map<string, Session>();
   private readonly statuses = new Map<string, AgentStatus>();
+  private readonly scope: NodeScope;
 
   constructor(
     private readonly store: GraphStore,
@@ -61,7 +67,16 @@ export class AgentIngest {
     /** Whether peers present certificates (false only with --insecure). */
     private readonly requireCert: boolean,
     private readonly scores?: ScoreEngine,
-  ) {}
+  ) {
+    this.scope = new NodeScope(store);
+  }
+
+  /** Counts and logs a refused write; false so it reads as a scope decision. */
+  private refused(node: string, kind: string, containerId: string, why: string): false {
+    this.metrics.refusedWrites.inc({ kind });
+    this.log.warn({ node, container: containerId.slice(0, 64), kind, why }, "agent write refused: not its node's container");
+    return false;
+  }
 
   connectedNodes(): string[] {
     return [...this.sessions.keys()];
@@ -117,6 +132,8 @@ export class AgentIngest {
         if (body.case !== "hello") throw new ShadowError(Code.InvalidArgument, "the first message on a stream must be hello");
         const node = body.value.node;
         if (node === "") throw new ShadowError(Code.InvalidArgument, "hello without a node name");
+        // Node names are part of store keys, where "!" separates them from what follows.
+        assertNodeName(node);
         if (this.requireCert) {
           const who = certName();
           // The role (OU=agent) was checked at the gRPC edge; which node it may speak for is checked here.
@@ -144,12 +161,19 @@ export class AgentIngest {
         switch (body.case) {
           case "hello":
             throw new ShadowError(Code.InvalidArgument, "hello sent twice on one stream");
-          case "graphUpsert":
-            await this.store.putGraph(validateGraph(body.value.graph, session.node));
+          case "graphUpsert": {
+            const g = validateGraph(body.value.graph, session.node);
+            const why = this.scope.refusesGraphWrite(session.node, g.containerId);
+            if (why === undefined) await this.store.putGraph(g);
+            else this.refused(session.node, "graphUpsert", g.containerId, why);
             break;
-          case "graphDelete":
-            await this.store.deleteGraph(body.value.containerId);
+          }
+          case "graphDelete": {
+            const why = this.scope.refusesGraphWrite(session.node, body.value.containerId);
+            if (why === undefined) await this.store.deleteGraph(body.value.containerId);
+            else this.refused(session.node, "graphDelete", body.value.containerId, why);
             break;
+          }
           case "syncComplete": {
             const removed = await this.store.retainNode(session.node, new Set(body.value.containerIds));
             this.log.info({ node: session.node, containers: body.value.containerIds.length, removed }, "agent state synced");
@@ -168,11 +192,21 @@ export class AgentIngest {
             const inv = body.value;
             if (!/^sha256:[0-9a-f]{64}$/.test(inv.imageId)) throw new ShadowError(Code.InvalidArgument, `inventory for ${JSON.stringify(inv.imageId.slice(0, 80))}, which is not an image id`);
             if (inv.packages.length > 200_000) throw new ShadowError(Code.InvalidArgument, `inventory of ${inv.packages.length} packages is more than any image holds`);
-            await this.scores?.putInventory(inv);
+            const why = this.scope.refusesInventory(session.node, inv.imageId);
+            if (why === undefined) await this.scores?.putInventory(inv, session.node);
+            else {
+              // An agent also re-sends inventories of images whose containers are gone: not an attack.
+              this.metrics.refusedWrites.inc({ kind: "inventory" });
+              this.log.debug({ node: session.node, image: inv.imageId, why }, "inventory not stored");
+            }
             break;
           }
           case "telemetry": {
-            const fresh = await this.telemetry.put(session.node, body.value);
+            const node = session.node;
+            const fresh = await this.telemetry.put(node, body.value, (containerId, kind) => {
+              const why = this.scope.refusesTelemetry(node, containerId);
+              return why === undefined || this.refused(node, kind, containerId, why);
+            });
             this.metrics.telemetry.inc({ kind: body.value.body.case ?? "empty", outcome: fresh ? "stored" : "repeat" });
             break;
           }

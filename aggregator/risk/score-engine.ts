@@ -8,11 +8,12 @@ import { EventEmitter } from "node:events";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Level } from "level";
 import type { Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { ImageInventorySchema, PolicySchema, type ContainerScores, type ImageInventory, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { PolicySchema, type ContainerScores, type ImageInventory, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { FeedManager } from "../feeds/manager.js";
 import type { GraphStore } from "../store/graph-store.js";
+import { InventoryStore, UNKNOWN_NODE } from "../store/inventory-store.js";
 import { keys } from "../store/keys.js";
 import { MessageStore } from "../store/message-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
@@ -49,8 +50,8 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   private tick: NodeJS.Timeout | undefined;
 
   private constructor(
-    /** Image inventories as the agents reported them, by image id. */
-    private readonly inventories: MessageStore<typeof ImageInventorySchema>,
+    /** Image inventories as each node reported them; scored as their union. */
+    private readonly inventories: InventoryStore,
     /** The policies an operator set or the configuration seeded, by name. */
     private readonly policies: MessageStore<typeof PolicySchema>,
     private readonly graphs: GraphStore,
@@ -63,7 +64,7 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   }
 
   static async open(o: ScoreEngineOptions): Promise<ScoreEngine> {
-    const inventories = await MessageStore.open(o.db, ImageInventorySchema, { key: keys.inventory, range: keys.inventoryRange, id: (i) => i.imageId });
+    const inventories = await InventoryStore.open(o.db);
     const policies = await MessageStore.open(o.db, PolicySchema, { key: keys.policy, range: keys.policyRange, id: (p) => p.name });
     const e = new ScoreEngine(inventories, policies, o.graphs, o.feeds, o.log);
     // Configured policies seed the store; a policy changed through the admin API keeps its change.
@@ -98,14 +99,21 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
     if (prev === undefined || prev < at) m.set(d.layerId, at);
   }
 
-  async putInventory(inv: ImageInventory): Promise<void> {
-    await this.inventories.put(inv);
+  /** Stores `node`'s inventory of an image (another node's report of it stays as it was). */
+  async putInventory(inv: ImageInventory, node = UNKNOWN_NODE): Promise<void> {
+    await this.inventories.put(node, inv);
     this.imageMatches.forget(inv.imageId);
     for (const g of this.graphs.all()) if (g.imageId === inv.imageId) this.recompute(g.containerId);
   }
 
+  /** The image's inventory as scored: the union of what the nodes reported. */
   inventory(imageId: string): ImageInventory | undefined {
-    return this.inventories.get(imageId);
+    return this.inventories.get(imageId)?.inventory;
+  }
+
+  /** What one node reported about an image. */
+  inventoryOfNode(imageId: string, node: string): ImageInventory | undefined {
+    return this.inventories.ofNode(imageId, node);
   }
 
   /** The policies in the order they are tried, the default last. */
@@ -140,7 +148,7 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
 
   /** An image's vulnerability matches under the current index (cached per index generation). */
   matches(imageId: string): ImageMatchResult | undefined {
-    const inv = this.inventories.get(imageId);
+    const inv = this.inventory(imageId);
     return inv === undefined ? undefined : this.imageMatches.get(inv);
   }
 
@@ -151,15 +159,17 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   recompute(containerId: string, now = new Date()): ContainerScores | undefined {
     const g = this.graphs.get(containerId);
     if (g === undefined) return undefined;
+    const view = this.inventories.get(g.imageId);
     const s = scoreContainer({
       graph: g,
-      inventory: this.inventories.get(g.imageId),
+      inventory: view?.inventory,
       matches: this.matches(g.imageId),
       feedsLoaded: this.feeds.index.stats.advisories > 0,
       drift: this.drift.get(g.containerId),
       policy: this.policyFor(g.labels),
       now,
     });
+    if (view?.disagreement !== undefined) s.caveats.push(view.disagreement);
     const fp = fingerprint(s);
     const prev = this.scores.get(containerId);
     this.scores.set(containerId, { scores: s, fp });

@@ -11,6 +11,7 @@ const hex = (n: number | bigint, width: number) => n.toString(16).padStart(width
 const SPOOL = "spool!";
 /** The prefix of one feed generation's chunk keys. */
 const feedGen = (feed: string, gen: number) => `feed!${feed}!g${hex(gen, 8)}!`;
+const NODE_SPOOL = "nspool!";
 
 export const keys = {
   /** LayerGraph (protobuf binary) by container id. */
@@ -19,11 +20,26 @@ export const keys = {
   /** NodeRecord (JSON) by node name. */
   node: (node: string) => `node!${node}`,
   nodeRange: under("node!"),
-  /** Last telemetry seq stored per agent spool (decimal string), for exactly-once delivery. */
+  /**
+   * Before spools were per node: last seq per spool id alone, so one node could end another's
+   * sequence. Only read, once, to move to `nodeSpoolSeq` (store/spool-seq-migration.ts).
+   */
   spoolSeq: (spoolId: string) => `${SPOOL}${spoolId}`,
   spoolSeqRange: under(SPOOL),
   /** The spool id in a `spoolSeq` key. */
   spoolIdOf: (key: string) => key.slice(SPOOL.length),
+  /**
+   * Last telemetry seq stored per (node, agent spool) (decimal string), for exactly-once delivery.
+   * Node names hold no "!" (hello checks them), so one node's keys never reach into another's.
+   */
+  nodeSpoolSeq: (node: string, spoolId: string) => `${NODE_SPOOL}${node}!${spoolId}`,
+  nodeSpoolSeqRange: under(NODE_SPOOL),
+  /** The node, spool and seq a `window` or `detection` key was stored under. */
+  originOfTelemetry: (key: string): { node: string; spoolId: string; seq: bigint } => {
+    const parts = key.split("!");
+    const tail = parts[0] === "win" ? 2 : 1;
+    return { node: parts[1] ?? "", spoolId: parts.slice(2, parts.length - tail).join("!"), seq: BigInt(`0x${parts[parts.length - tail] ?? "0"}`) };
+  },
   /** StoredWindow (protobuf binary) by node, spool and seq: a node's windows in arrival order. */
   window: (node: string, spoolId: string, seq: bigint, index: number) => `win!${node}!${spoolId}!${hex(seq, 16)}!${hex(index, 4)}`,
   windowRange: under("win!"),
@@ -37,9 +53,14 @@ export const keys = {
     const a = key.indexOf("!");
     return key.slice(a + 1, key.indexOf("!", a + 1));
   },
-  /** ImageInventory (protobuf binary) by image id. */
+  /** ImageInventory (protobuf binary) by image id, before inventories were per node; moved on open (store/inventory-store.ts). */
   inventory: (imageId: string) => `inv!${imageId}`,
   inventoryRange: under("inv!"),
+  /** ImageInventory (protobuf binary) by image id and reporting node ("" for one from an older store). */
+  nodeInventory: (imageId: string, node: string) => `ninv!${imageId}!${node}`,
+  nodeInventoryRange: under("ninv!"),
+  /** The node in a `nodeInventory` key (image ids and node names hold no "!"). */
+  nodeOfInventory: (key: string) => key.slice(key.lastIndexOf("!") + 1),
   /** Policy (protobuf binary) by name. */
   policy: (name: string) => `policy!${name}`,
   policyRange: under("policy!"),

@@ -1,7 +1,8 @@
 /**
  * Telemetry from agents, stored exactly once: each item carries its agent spool's id and seq, and
- * an item at or below the last seq stored for that spool is a re-send after a reconnect, acked and
- * dropped. Windows and detections are kept per node in arrival order, bounded (oldest pruned).
+ * an item at or below the last seq stored for that node's spool is a re-send after a reconnect,
+ * acked and dropped. Sequences are per (node, spool id), so no node can end another's. Windows
+ * and detections are kept per node in arrival order, bounded (oldest pruned).
  * The latest window per container is also kept in memory for `top` and WatchTelemetry.
  */
 import { EventEmitter } from "node:events";
@@ -11,11 +12,15 @@ import { StoredWindowSchema, type StoredWindow } from "../../proto/gen/shadowlay
 import { DetectionSchema, type Detection, type TelemetryItem, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { keys } from "./keys.js";
+import { migrateSpoolSeqs } from "./spool-seq-migration.js";
 
 export interface TelemetryStoreEvents {
   window: [WindowSummary];
   detection: [Detection];
 }
+
+/** Whether the sending node may write about this container (false: the item's part is not stored). */
+export type ContainerScope = (containerId: string, kind: "window" | "detection") => boolean;
 
 export interface TelemetryStoreOptions {
   /** Windows kept per node (default 200,000). */
@@ -28,6 +33,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
+  /** Last seq stored, by `keys.nodeSpoolSeq(node, spoolId)`. */
   private readonly lastSeq = new Map<string, bigint>();
   private readonly latest = new Map<string, WindowSummary>();
   private readonly counts = new Map<string, { windows: number; detections: number }>();
@@ -46,7 +52,8 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
 
   static async open(db: Level<string, Uint8Array>, o: TelemetryStoreOptions = {}): Promise<TelemetryStore> {
     const s = new TelemetryStore(db, o);
-    for await (const [k, v] of db.iterator(keys.spoolSeqRange)) s.lastSeq.set(keys.spoolIdOf(k), BigInt(dec.decode(v)));
+    await migrateSpoolSeqs(db);
+    for await (const [k, v] of db.iterator(keys.nodeSpoolSeqRange)) s.lastSeq.set(k, BigInt(dec.decode(v)));
     for await (const [k, v] of db.iterator(keys.windowRange)) {
       const w = fromBinary(StoredWindowSchema, v).window;
       s.count(keys.nodeOfTelemetry(k)).windows++;
@@ -66,38 +73,50 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     return this.counts.get(node) ?? { windows: 0, detections: 0 };
   }
 
-  /** Stores one item from `node`'s stream; false when it was a repeat. */
-  async put(node: string, item: TelemetryItem): Promise<boolean> {
+  /**
+   * Stores one item from `node`'s stream; false when it was a repeat. Windows and detections that
+   * `scope` refuses are left out, the item still counts as delivered (its seq is kept).
+   */
+  async put(node: string, item: TelemetryItem, scope: ContainerScope = () => true): Promise<boolean> {
     if (item.spoolId === "" || item.spoolSeq === 0n) throw new ShadowError(Code.InvalidArgument, "telemetry item without spool id or seq");
-    const last = this.lastSeq.get(item.spoolId) ?? 0n;
+    const seqKey = keys.nodeSpoolSeq(node, item.spoolId);
+    const last = this.lastSeq.get(seqKey) ?? 0n;
     if (item.spoolSeq <= last) return false;
     const body = item.body;
-    const seqOp = { type: "put" as const, key: keys.spoolSeq(item.spoolId), value: enc.encode(item.spoolSeq.toString()) };
+    const seqOp = { type: "put" as const, key: seqKey, value: enc.encode(item.spoolSeq.toString()) };
     if (body.case === "windows") {
       const ws = body.value.windows;
       if (ws.length > 100_000) throw new ShadowError(Code.InvalidArgument, `a batch of ${ws.length} windows is more than one agent can have`);
       const ops: Array<{ type: "put"; key: string; value: Uint8Array }> = [];
-      ws.forEach((w, index) => {
+      for (const w of ws) {
         if (w.node !== node) throw new ShadowError(Code.PermissionDenied, `window for node ${JSON.stringify(w.node)} on the stream of node ${JSON.stringify(node)}`);
         if (!/^[0-9a-f]{64}$/.test(w.containerId)) throw new ShadowError(Code.InvalidArgument, "window without a valid container id");
+      }
+      const kept = ws.filter((w) => scope(w.containerId, "window"));
+      kept.forEach((w, index) => {
         const stored = create(StoredWindowSchema, { spoolId: item.spoolId, spoolSeq: item.spoolSeq, window: w, index });
         ops.push({ type: "put", key: keys.window(node, item.spoolId, item.spoolSeq, index), value: toBinary(StoredWindowSchema, stored) });
       });
       ops.push(seqOp);
       await this.db.batch(ops);
-      this.lastSeq.set(item.spoolId, item.spoolSeq);
+      this.lastSeq.set(seqKey, item.spoolSeq);
       const c = this.count(node);
-      c.windows += ws.length;
+      c.windows += kept.length;
       if (c.windows > this.maxWindows * 1.1) await this.prune(node, "win", this.maxWindows);
-      for (const w of ws) {
+      for (const w of kept) {
         this.latest.set(w.containerId, w);
         this.emit("window", w);
       }
     } else if (body.case === "detection") {
       const d = body.value;
       if (d.node !== node) throw new ShadowError(Code.PermissionDenied, `detection for node ${JSON.stringify(d.node)} on the stream of node ${JSON.stringify(node)}`);
+      if (!scope(d.containerId, "detection")) {
+        await this.db.put(seqKey, seqOp.value);
+        this.lastSeq.set(seqKey, item.spoolSeq);
+        return true;
+      }
       await this.db.batch([{ type: "put", key: keys.detection(node, item.spoolId, item.spoolSeq), value: toBinary(DetectionSchema, d) }, seqOp]);
-      this.lastSeq.set(item.spoolId, item.spoolSeq);
+      this.lastSeq.set(seqKey, item.spoolSeq);
       if (++this.count(node).detections > this.maxDetections * 1.1) await this.prune(node, "det", this.maxDetections);
       this.emit("detection", d);
     } else {

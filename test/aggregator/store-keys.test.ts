@@ -14,6 +14,8 @@ describe("store keys", () => {
     assert.deepEqual(keys.nodeRange, { gt: "node!", lt: "node!\xff" });
     assert.equal(keys.spoolSeq("sp"), "spool!sp");
     assert.deepEqual(keys.spoolSeqRange, { gt: "spool!", lt: "spool!\xff" });
+    assert.equal(keys.nodeSpoolSeq("n1", "sp"), "nspool!n1!sp");
+    assert.deepEqual(keys.nodeSpoolSeqRange, { gt: "nspool!", lt: "nspool!\xff" });
     assert.equal(keys.window("n1", "sp", 0x1fn, 2), "win!n1!sp!000000000000001f!0002");
     assert.deepEqual(keys.windowRange, { gt: "win!", lt: "win!\xff" });
     assert.deepEqual(keys.windowsOfNode("n1"), { gt: "win!n1!", lt: "win!n1!\xff" });
@@ -22,6 +24,8 @@ describe("store keys", () => {
     assert.deepEqual(keys.detectionsOfNode("n1"), { gt: "det!n1!", lt: "det!n1!\xff" });
     assert.equal(keys.inventory("sha256:aa"), "inv!sha256:aa");
     assert.deepEqual(keys.inventoryRange, { gt: "inv!", lt: "inv!\xff" });
+    assert.equal(keys.nodeInventory("sha256:aa", "n1"), "ninv!sha256:aa!n1");
+    assert.deepEqual(keys.nodeInventoryRange, { gt: "ninv!", lt: "ninv!\xff" });
     assert.equal(keys.policy("prod"), "policy!prod");
     assert.deepEqual(keys.policyRange, { gt: "policy!", lt: "policy!\xff" });
     assert.equal(keys.feedMeta("osv-2"), "feed!osv-2!meta");
@@ -35,6 +39,10 @@ describe("store keys", () => {
     assert.equal(keys.spoolIdOf(keys.spoolSeq("a-b!c")), "a-b!c");
     assert.equal(keys.nodeOfTelemetry(keys.window("node-1", "sp", 1n, 0)), "node-1");
     assert.equal(keys.nodeOfTelemetry(keys.detection("node-2", "sp", 1n)), "node-2");
+    assert.deepEqual(keys.originOfTelemetry(keys.window("node-1", "a!b", 0x1fn, 2)), { node: "node-1", spoolId: "a!b", seq: 0x1fn });
+    assert.deepEqual(keys.originOfTelemetry(keys.detection("node-2", "sp", 255n)), { node: "node-2", spoolId: "sp", seq: 255n });
+    assert.equal(keys.nodeOfInventory(keys.nodeInventory("sha256:aa", "node-3")), "node-3");
+    assert.equal(keys.nodeOfInventory(keys.nodeInventory("sha256:aa", "")), "");
   });
 
   it("keep one feed's generations apart, and each feed's chunks in its generation's range", () => {
