@@ -34,7 +34,7 @@ export function adminImpl({ scores, feeds }: AdminDeps): grpc.UntypedServiceImpl
       return create(DeletePolicyResponseSchema, {});
     }),
     refreshFeeds: unaryHandler(m.refreshFeeds, async (req) => {
-      await feeds.refresh(req.name);
+      await feeds.refresh(req.name, { acceptShrink: req.acceptShrink });
       return create(ListFeedsResponseSchema, { feeds: feedStatuses(feeds) });
     }),
   };

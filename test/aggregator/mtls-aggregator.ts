@@ -10,7 +10,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { initCerts, loadTls, type TlsMaterial } from "../../common/certs.js";
 import { channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger, type Logger } from "../../common/log.js";
-import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
+import { startAggregator, type FeedConfig, type RunningAggregator } from "../../aggregator/index.js";
 
 export interface MtlsAggregator {
   dir: string;
@@ -22,11 +22,11 @@ export interface MtlsAggregator {
   stop(): Promise<void>;
 }
 
-export async function startMtlsAggregator(opts: { nodes: string[]; log?: Logger }): Promise<MtlsAggregator> {
+export async function startMtlsAggregator(opts: { nodes: string[]; log?: Logger; feeds?: FeedConfig[] }): Promise<MtlsAggregator> {
   const dir = await mkdtemp(join(tmpdir(), "sl-mtls-"));
   const tlsDir = join(dir, "tls");
   await initCerts(tlsDir, { nodes: opts.nodes });
-  const agg = await startAggregator({ dataDir: join(dir, "agg"), listen: "127.0.0.1:0", tls: await loadTls(tlsDir, { role: "aggregator" }), log: opts.log ?? silentLogger() });
+  const agg = await startAggregator({ dataDir: join(dir, "agg"), listen: "127.0.0.1:0", tls: await loadTls(tlsDir, { role: "aggregator" }), log: opts.log ?? silentLogger(), ...(opts.feeds !== undefined ? { feeds: opts.feeds } : {}) });
   const address = `127.0.0.1:${agg.port}`;
   const clients: grpc.Client[] = [];
   return {
