@@ -3,23 +3,17 @@
  * at startAggregator (what tests and every command reach) before the store is opened.
  */
 import assert from "node:assert/strict";
-import { access, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { access } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
+import { tempDir } from "../harness/temp-dir.js";
 import { startAggregator } from "../../aggregator/index.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { isLoopbackHost } from "../../common/listen-address.js";
 import { silentLogger } from "../../common/log.js";
 
 describe("--insecure listens on loopback only", () => {
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "sl-insecure-"));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDir("sl-insecure-");
 
   it("refuses a non-loopback gRPC or HTTP address before opening anything", async () => {
     const cases: Array<{ listen: string; http?: string; refused: string }> = [
@@ -29,7 +23,7 @@ describe("--insecure listens on loopback only", () => {
       { listen: "127.0.0.1:0", http: "0.0.0.0:0", refused: "http 0.0.0.0:0" },
     ];
     for (const [i, c] of cases.entries()) {
-      const dataDir = join(dir, `refused-${i}`);
+      const dataDir = join(tmp.path, `refused-${i}`);
       await assert.rejects(
         startAggregator({ dataDir, listen: c.listen, ...(c.http !== undefined ? { http: c.http } : {}), tls: "insecure", log: silentLogger() }),
         (err: unknown) => err instanceof ShadowError && err.code === Code.InvalidArgument && err.message === `${c.refused}: --insecure listens on loopback only (127.0.0.0/8, ::1 or localhost)`,
@@ -44,7 +38,7 @@ describe("--insecure listens on loopback only", () => {
       ["localhost:0", "0"],
       ["127.0.0.2:0", ":0"],
     ] as const) {
-      const agg = await startAggregator({ dataDir: join(dir, "ok"), listen, http, tls: "insecure", log: silentLogger() });
+      const agg = await startAggregator({ dataDir: join(tmp.path, "ok"), listen, http, tls: "insecure", log: silentLogger() });
       assert.ok(agg.port > 0 && (agg.httpPort ?? 0) > 0, listen);
       await agg.stop();
     }

@@ -4,10 +4,10 @@
  * tightened (and logged) when an earlier version or a loose umask left them open.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
+import { tempDir } from "../harness/temp-dir.js";
 import { pino } from "pino";
 import { AgentState } from "../../agent/state/agent-state.js";
 import { startAggregator } from "../../aggregator/index.js";
@@ -45,16 +45,10 @@ const assertPrivate = async (dirs: string[], levelDir: string) => {
 };
 
 describe("private data on disk", () => {
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "sl-private-"));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDir("sl-private-");
 
   it("aggregator: data dir and store 0700, store files 0600; looser ones tightened and logged", async () => {
-    const dataDir = join(dir, "agg", "data");
+    const dataDir = join(tmp.path, "agg", "data");
     const store = join(dataDir, "store");
     const first = recordingLogger();
     const agg = await startAggregator({ dataDir, listen: "127.0.0.1:0", tls: "insecure", log: first.log });
@@ -73,7 +67,7 @@ describe("private data on disk", () => {
   });
 
   it("agent: data dir, agent-<node> and state 0700, state files 0600; looser ones tightened and logged", async () => {
-    const dataDir = join(dir, "agent-data");
+    const dataDir = join(tmp.path, "agent-data");
     const agentDir = join(dataDir, "agent-n1");
     const stateDir = join(agentDir, "state");
     const first = recordingLogger();
@@ -94,7 +88,7 @@ describe("private data on disk", () => {
   });
 
   it("leaves a shared sticky directory as it is, with a warning", async () => {
-    const shared = join(dir, "shared");
+    const shared = join(tmp.path, "shared");
     await mkdir(shared);
     await chmod(shared, 0o1777);
     const { log, lines } = recordingLogger();
@@ -107,7 +101,7 @@ describe("private data on disk", () => {
   });
 
   it("endpoint.json: 0600 when made, and when it was there looser", async () => {
-    const dataDir = join(dir, "endpoint");
+    const dataDir = join(tmp.path, "endpoint");
     await mkdir(dataDir, { mode: 0o700 });
     const e = { address: "127.0.0.1:1", insecure: false, pid: 1, node: "n", startedAt: "" };
     await writeEndpoint(dataDir, e);

@@ -4,10 +4,11 @@
  * README's; `--help` shows the same defaults the configuration applies.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { homedir, hostname, tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
+import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
+import { tempDir } from "../harness/temp-dir.js";
 import { resolveAgentConfig } from "../../agent/config.js";
 import { resolveAggregatorConfig } from "../../aggregator/config.js";
 import { resolveCertsConfig, resolveClientConfig, resolveDemoConfig, resolveLimit, policySetInput } from "../../cli/config.js";
@@ -157,13 +158,7 @@ describe("aggregator configuration", () => {
 });
 
 describe("up: both configurations composed", () => {
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "sl-config-"));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDir("sl-config-");
 
   it("listens on loopback by default and ignores SHADOWLAYER_AGGREGATOR (the agent dials its neighbour)", () => {
     const c = resolveUpConfig({}, { SHADOWLAYER_AGGREGATOR: "elsewhere:7443", SHADOWLAYER_NODE: "n1" });
@@ -191,20 +186,20 @@ describe("up: both configurations composed", () => {
   });
 
   it("reads --policies through the policy schema", async () => {
-    const good = join(dir, "good.json");
+    const good = join(tmp.path, "good.json");
     await writeFile(good, JSON.stringify([{ name: "prod", labels: { env: "prod" }, rebuild_threshold: 50, switch_threshold: 80 }]));
     const c = resolveUpConfig({ policies: good }, {});
     assert.deepEqual(
       c.policies?.map((p) => [p.name, p.labels, p.rebuildThreshold, p.switchThreshold, p.order]),
       [["prod", { env: "prod" }, 50, 80, 100]],
     );
-    const notArray = join(dir, "object.json");
+    const notArray = join(tmp.path, "object.json");
     await writeFile(notArray, "{}");
     assert.throws(() => resolveUpConfig({ policies: notArray }, {}), new RegExp(`^ShadowError: --policies ${notArray}: `));
-    const broken = join(dir, "broken.json");
+    const broken = join(tmp.path, "broken.json");
     await writeFile(broken, "[{");
     assert.throws(() => resolveUpConfig({ policies: broken }, {}), new RegExp(`^ShadowError: --policies ${broken}: `));
-    const inverted = join(dir, "inverted.json");
+    const inverted = join(tmp.path, "inverted.json");
     await writeFile(inverted, JSON.stringify([{ name: "p", rebuild_threshold: 90, switch_threshold: 10 }]));
     assert.throws(() => resolveUpConfig({ policies: inverted }, {}), /switch_threshold/);
   });
