@@ -2,8 +2,7 @@
  * How every command runs: output lines on stdout, and any failure as one sentence on stderr with a
  * non-zero exit; long-running commands stop on SIGINT/SIGTERM.
  */
-import { ShadowError } from "../common/errors.js";
-import { terminalSafe } from "./terminal-safe.js";
+import { fail, untilSignal } from "./exit.js";
 
 /** The client commands' runtime (protobuf, gRPC, TLS, schemas, formats), loaded when one of them runs. */
 export const runtime = () => import("./runtime.js");
@@ -11,12 +10,6 @@ export const runtime = () => import("./runtime.js");
 export const out = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
-
-export function fail(err: unknown): never {
-  // A failure's message can carry what the aggregator or a container said.
-  process.stderr.write(`shadowlayer: ${terminalSafe(ShadowError.from(err).message)}\n`);
-  process.exit(1);
-}
 
 /** Wraps a command's action so that whatever it throws ends the program the one way above. */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
@@ -27,22 +20,6 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
       fail(err);
     }
   };
-}
-
-/** Runs until SIGINT/SIGTERM, then calls stop once and exits. */
-export function untilSignal(stop: () => Promise<void>): void {
-  let stopping = false;
-  const onSignal = (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`shadowlayer: ${sig}, stopping\n`);
-    stop().then(
-      () => process.exit(0),
-      (err: unknown) => fail(err),
-    );
-  };
-  process.on("SIGINT", () => onSignal("SIGINT"));
-  process.on("SIGTERM", () => onSignal("SIGTERM"));
 }
 
 /** The action of a command that runs a program until a signal: `start` loads it, runs it and returns its stop. */

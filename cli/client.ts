@@ -11,7 +11,7 @@ import { Code, ShadowError } from "../common/errors.js";
 import { callUnary, channelCredentials, makeClient, type CallOptions } from "../common/grpc.js";
 import { resolveClientConfig } from "./config.js";
 import { readEndpoint } from "./endpoint.js";
-import { fail, untilSignal } from "./action.js";
+import { fail, untilSignal } from "./exit.js";
 import type { ClientFlags } from "./options.js";
 
 /** An open client; `explain` rethrows a failed call as a sentence naming the address. */
