@@ -12,19 +12,6 @@ export interface ClientFlags {
   insecure?: boolean;
 }
 
-export interface TelemetryFlags {
-  sampleMs?: string;
-  window?: string;
-  execSource?: string;
-  bpftrace?: string;
-  spoolMax?: string;
-}
-
-export interface ThreatFlags {
-  feed?: string[];
-  policies?: string;
-}
-
 export type JsonFlags = ClientFlags & { json?: boolean };
 
 /** What filterOptions adds. */

@@ -8,27 +8,17 @@ import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { initCerts, loadTls } from "../common/certs.js";
 import type { Env } from "../common/config.js";
+import { dialAddress } from "../common/listen-address.js";
 import { createLogger } from "../common/log.js";
-import { resolveAgentConfig, startAgent, type AgentConfig } from "../agent/index.js";
-import { resolveAggregatorConfig, startAggregator, summarize, type AggregatorConfig } from "../aggregator/index.js";
+import { resolveAgentConfig, startAgent, type AgentConfig, type AgentFlags } from "../agent/index.js";
+import { resolveAggregatorConfig, startAggregator, summarize, type AggregatorConfig, type AggregatorFlags } from "../aggregator/index.js";
 import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
 import { renderTree } from "./ldg-format.js";
-import type { TelemetryFlags, ThreatFlags } from "./options.js";
 import { readPolicyFile } from "./policy-input.js";
 import { safeLine } from "./terminal-safe.js";
 
-export interface UpFlags extends TelemetryFlags, ThreatFlags {
-  dataDir?: string;
-  listen?: string;
-  http?: string;
-  agentHttp?: string;
-  node?: string;
-  dockerSocket?: string;
-  refreshMs?: string;
-  insecure?: boolean;
-  json?: boolean;
-  quiet?: boolean;
-}
+/** What `up` takes: the aggregator's flags and the agent's (its HTTP endpoint as --agent-http), and how to print. */
+export type UpFlags = AggregatorFlags & AgentFlags & { agentHttp?: string; json?: boolean; quiet?: boolean };
 
 export interface UpConfig {
   aggregator: AggregatorConfig;
@@ -40,9 +30,9 @@ export interface UpConfig {
 
 /** The two programs' configurations composed: loopback addresses, one data dir, the agent dialing the aggregator beside it. */
 export function resolveUpConfig(o: UpFlags, env: Env): UpConfig {
-  const aggregator = resolveAggregatorConfig({ dataDir: o.dataDir, listen: o.listen ?? "127.0.0.1:7443", http: o.http ?? "127.0.0.1:9464", insecure: o.insecure, feed: o.feed, policies: o.policies }, env);
+  const aggregator = resolveAggregatorConfig({ ...o, listen: o.listen ?? "127.0.0.1:7443", http: o.http ?? "127.0.0.1:9464" }, env);
   const agent = resolveAgentConfig(
-    { dataDir: o.dataDir, node: o.node, dockerSocket: o.dockerSocket, refreshMs: o.refreshMs, http: o.agentHttp, insecure: o.insecure, sampleMs: o.sampleMs, window: o.window, execSource: o.execSource, bpftrace: o.bpftrace, spoolMax: o.spoolMax },
+    { ...o, http: o.agentHttp, aggregator: undefined },
     env,
     // The agent dials the aggregator `up` starts, whatever SHADOWLAYER_AGGREGATOR says.
     { http: { flag: "--agent-http" }, aggregator: {} },
@@ -79,8 +69,7 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
     log,
     ...(c.policies !== undefined ? { policies: c.policies } : {}),
   });
-  const host = listen.replace(/:\d+$/, "").replace(/^0\.0\.0\.0$/, "127.0.0.1");
-  const address = `${host}:${aggregator.port}`;
+  const address = dialAddress(listen, aggregator.port);
 
   const seen = new Set<string>();
   const onUpsert = (g: LayerGraph) => {
@@ -126,7 +115,7 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
   }
   await writeEndpoint(dataDir, { address, insecure: c.aggregator.insecure, pid: process.pid, node, startedAt: new Date().toISOString() });
   out(
-    `shadowlayer up: aggregator ${address} (${c.aggregator.insecure ? "INSECURE" : "mTLS"}), metrics http://${http.replace(/:\d+$/, "")}:${aggregator.httpPort}/metrics, ` +
+    `shadowlayer up: aggregator ${address} (${c.aggregator.insecure ? "INSECURE" : "mTLS"}), metrics http://${dialAddress(http, aggregator.httpPort ?? 0)}/metrics, ` +
       `agent node ${node}, engine ${agent.engine.version}, exec events via ${agent.telemetry.activeExecSource}; data in ${paths.dir}. ` +
       "Try `shadowlayer demo`, `shadowlayer graph <container>` and `shadowlayer top`. Ctrl-C stops.",
   );

@@ -12,6 +12,16 @@ export function splitHostPort(address: string, defaultHost = "127.0.0.1"): { hos
   return { host: m[1] ?? (m[2] || defaultHost), port: Number(m[3]) };
 }
 
+/**
+ * Where a client on this host reaches a server that listens on `listen` (its port as bound): the
+ * wildcard addresses become loopback, an IPv6 host is bracketed.
+ */
+export function dialAddress(listen: string, port: number): string {
+  const { host } = splitHostPort(listen);
+  const h = host === "0.0.0.0" || host === "" ? "127.0.0.1" : host === "::" ? "::1" : host;
+  return `${isIP(h) === 6 ? `[${h}]` : h}:${port}`;
+}
+
 const LOOPBACK = new BlockList();
 LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
 LOOPBACK.addAddress("::1", "ipv6");
