@@ -8,11 +8,12 @@
 import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 import { NODE_NAME } from "./config.js";
 import { Code, ShadowError } from "./errors.js";
+import { writePrivateFile } from "./private-files.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -155,11 +156,6 @@ async function issue(
   return { cert: cert.toString("pem"), key: await keyPem(keys.privateKey) };
 }
 
-async function writeSecret(path: string, content: string): Promise<void> {
-  await writeFile(path, content, { mode: 0o600 });
-  await chmod(path, 0o600);
-}
-
 /**
  * Makes (or completes) a TLS directory: a CA, the aggregator's certificate, one per agent node and
  * a reader and an admin certificate for the CLI. Existing files are kept, so adding a node later
@@ -195,7 +191,7 @@ export async function initCerts(dir: string, opts: InitCertsOptions): Promise<In
       ],
     });
     await writeFile(p(tlsFiles.caCert), cert.toString("pem"));
-    await writeSecret(p(tlsFiles.caKey), await keyPem(keys.privateKey));
+    await writePrivateFile(p(tlsFiles.caKey), await keyPem(keys.privateKey));
     ca = { cert, key: keys.privateKey };
     created.push(tlsFiles.caCert);
   }
@@ -232,7 +228,7 @@ export async function initCerts(dir: string, opts: InitCertsOptions): Promise<In
     }
     const got = await issue(ca, w.role, w.cn, w.sans);
     await writeFile(p(w.certFile), got.cert);
-    await writeSecret(p(w.keyFile), got.key);
+    await writePrivateFile(p(w.keyFile), got.key);
     created.push(w.certFile);
   }
   const obsolete = existsSync(p(tlsFiles.legacyClientCert)) ? [tlsFiles.legacyClientCert] : [];

@@ -36,7 +36,7 @@ export function keyPath(root: string, path: readonly PropertyKey[]): string {
 }
 
 /** One line per problem; an unknown key is named by its own path. */
-export function describeIssues(issues: readonly z.core.$ZodIssue[], root: string): string[] {
+function describeIssues(issues: readonly z.core.$ZodIssue[], root: string): string[] {
   const out: string[] = [];
   for (const i of issues) {
     if (i.code === "unrecognized_keys") for (const k of i.keys) out.push(`${keyPath(root, [...i.path, k])}: ${i.message}`);

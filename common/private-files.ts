@@ -45,7 +45,7 @@ export async function privateDir(dir: string, log: Logger): Promise<void> {
  * directory around them is what keeps other users out, since none of them can enter it. This
  * pass is for the files as they sit, should the directory be copied or loosened.
  */
-export async function tightenFiles(dir: string): Promise<number> {
+async function tightenFiles(dir: string): Promise<number> {
   let changed = 0;
   for (const e of await readdir(dir, { withFileTypes: true })) {
     if (!e.isFile()) continue;

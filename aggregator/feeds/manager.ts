@@ -25,7 +25,7 @@ import { parseKev } from "./parse/kev.js";
 import { parseNvd } from "./parse/nvd.js";
 import { parseOsvRecord, parseOsvStream, readOsvSource, type OsvRecord } from "./parse/osv.js";
 import { addToMaps, newMaps, recordCount, recordKey, type RecordMaps } from "./record-maps.js";
-import { osvRecordProblem, VulnIndex } from "../vulns/index.js";
+import { VulnIndex } from "../vulns/index.js";
 
 interface Meta {
   /** The current generation (0: none). */
@@ -258,16 +258,6 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
           continue;
         }
         if (recordKey(config.kind, item.record) === undefined) continue;
-        if (config.kind === "osv") {
-          // An advisory whose versions its ecosystem cannot order could match wrongly: refused.
-          const problem = osvRecordProblem(item.record as OsvRecord);
-          if (problem !== undefined) {
-            rejected++;
-            reasons["unparseable version"] = (reasons["unparseable version"] ?? 0) + 1;
-            if (samples.length < 20) samples.push(`${(item.record as OsvRecord).id}: ${problem}`);
-            continue;
-          }
-        }
         accepted++;
         if (config.kind === "osv" && (item.record as OsvRecord).withdrawn) continue; // withdrawn: never matches, not stored
         addToMaps(config.kind, maps, item.record);

@@ -71,10 +71,12 @@ export class AgentIngest {
     this.scope = new NodeScope(store);
   }
 
-  /** Counts and logs a refused write; false so it reads as a scope decision. */
-  private refused(node: string, kind: string, containerId: string, why: string): false {
+  /** Counts and logs a refused write (`quiet`: at debug, for what agents also do in good faith); false so it reads as a scope decision. */
+  private refused(node: string, kind: string, subject: string, why: string, quiet = false): false {
     this.metrics.refusedWrites.inc({ kind });
-    this.log.warn({ node, container: containerId.slice(0, 64), kind, why }, "agent write refused: not its node's container");
+    const line = { node, subject: subject.slice(0, 80), kind, why };
+    if (quiet) this.log.debug(line, "agent write not stored");
+    else this.log.warn(line, "agent write refused: not its node's container");
     return false;
   }
 
@@ -194,11 +196,8 @@ export class AgentIngest {
             if (inv.packages.length > 200_000) throw new ShadowError(Code.InvalidArgument, `inventory of ${inv.packages.length} packages is more than any image holds`);
             const why = this.scope.refusesInventory(session.node, inv.imageId);
             if (why === undefined) await this.scores?.putInventory(inv, session.node);
-            else {
-              // An agent also re-sends inventories of images whose containers are gone: not an attack.
-              this.metrics.refusedWrites.inc({ kind: "inventory" });
-              this.log.debug({ node: session.node, image: inv.imageId, why }, "inventory not stored");
-            }
+            // An agent also re-sends inventories of images whose containers are gone: not an attack.
+            else this.refused(session.node, "inventory", inv.imageId, why, true);
             break;
           }
           case "telemetry": {

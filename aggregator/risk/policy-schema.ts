@@ -23,7 +23,7 @@ const threshold = z
 
 const inRange = (x: unknown) => typeof x === "number" && x >= 0 && x <= 100;
 
-export const policyInitSchema = z
+const policyInitSchema = z
   .strictObject(
     {
       name: z.string({ error: expected(NAME_RULE) }).regex(NAME, { error: expected(NAME_RULE) }),

@@ -96,7 +96,7 @@ function round3(x: number): number {
 }
 
 /** A vulnerability as one line of a score's reasons: package, fix, CVSS and exploit facts. */
-export function vulnDetail(v: VulnMatch): string {
+function vulnDetail(v: VulnMatch): string {
   const parts = [`${v.package} ${v.installedVersion}${v.fixedVersion !== "" ? ` (fixed in ${v.fixedVersion})` : " (no fix)"}`];
   parts.push(v.cvssSource === "default" ? "CVSS unknown (5.0 assumed)" : `CVSS ${v.cvss.toFixed(1)} (${v.cvssSource})`);
   if (v.kev) parts.push(v.kevRansomware ? "KEV, ransomware" : "KEV");

@@ -13,7 +13,7 @@ import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { FeedManager } from "../feeds/manager.js";
 import type { GraphStore } from "../store/graph-store.js";
-import { InventoryStore, UNKNOWN_NODE } from "../store/inventory-store.js";
+import { InventoryStore } from "../store/inventory-store.js";
 import { keys } from "../store/keys.js";
 import { MessageStore } from "../store/message-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
@@ -100,7 +100,7 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   }
 
   /** Stores `node`'s inventory of an image (another node's report of it stays as it was). */
-  async putInventory(inv: ImageInventory, node = UNKNOWN_NODE): Promise<void> {
+  async putInventory(inv: ImageInventory, node: string): Promise<void> {
     await this.inventories.put(node, inv);
     this.imageMatches.forget(inv.imageId);
     for (const g of this.graphs.all()) if (g.imageId === inv.imageId) this.recompute(g.containerId);

@@ -34,19 +34,6 @@ export function compiledOf(e: AdvisoryEntry): CompiledAffected {
   return e.compiled;
 }
 
-/**
- * Why a record cannot be matched as given (an event version its ecosystem cannot parse, an
- * event with no kind...), or undefined when every affected entry compiles cleanly.
- */
-export function osvRecordProblem(r: OsvRecord): string | undefined {
-  for (const a of r.affected) {
-    const scheme = schemeFor(a.ecosystem);
-    if (scheme === undefined) continue;
-    const { problems } = compileAffected(a, scheme);
-    if (problems.length > 0) return `${a.ecosystem} ${a.name}: ${problems[0]}`;
-  }
-  return undefined;
-}
 
 /** Shares equal strings (ecosystems, CVSS vectors repeat across thousands of advisories). */
 const interned = new Map<string, string>();

@@ -47,7 +47,7 @@ describe("score engine state", () => {
     await open(seeds.slice(0, 1));
     assert.deepEqual(scores.listPolicies().map((p) => [p.name, p.rebuildThreshold]), [["prod", 40], ["default", 60]]);
     await scores.setPolicy(policyFromInit({ name: "prod", rebuild_threshold: 70, switch_threshold: 80 }));
-    await scores.putInventory(create(ImageInventorySchema, { imageId: IMAGE, packages: [create(PackageSchema, { type: "npm", name: "lodash", version: "4.17.20" })] }));
+    await scores.putInventory(create(ImageInventorySchema, { imageId: IMAGE, packages: [create(PackageSchema, { type: "npm", name: "lodash", version: "4.17.20" })] }), "node-a");
     await close();
 
     await open(seeds);

@@ -91,6 +91,7 @@ describe("feeds into scores", () => {
         packages: [create(PackageSchema, { type: "npm", name: "lodash", version: "4.17.20", layerId: L2, path: "/app/node_modules/lodash/package.json" })],
         layerIds: [L1, L2],
       }),
+      "node-a",
     );
   });
   after(async () => {
