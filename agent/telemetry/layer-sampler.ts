@@ -40,11 +40,20 @@ function countersOf(t: TrackedProcess, v: MetricVector): MetricVector {
   return v;
 }
 
-/** /proc/uptime in clock ticks (the unit of a process's start time). */
-function readUptimeTicks(procRoot: string): number {
+/**
+ * /proc/uptime in clock ticks (the unit of a process's start time); undefined when it cannot be
+ * read, so that no tick's "started since" is measured against a made-up 0 (which would count every
+ * new process's whole lifetime as this window's).
+ */
+function readUptimeTicks(procRoot: string): number | undefined {
   const t = readProcFile(`${procRoot}/uptime`);
   const s = t === undefined ? NaN : Number(t.slice(0, t.indexOf(" ")));
-  return Number.isFinite(s) ? Math.floor(s * CLOCK_TICKS_PER_SECOND) : 0;
+  return Number.isFinite(s) ? Math.floor(s * CLOCK_TICKS_PER_SECOND) : undefined;
+}
+
+/** What a process did since its counters were last sampled (gauges are set apart by the caller). */
+function deltaOf(counters: Float64Array, prev: Float64Array, out: Float64Array): void {
+  for (let i = 0; i < METRIC_COUNT; i++) out[i] = Math.max(0, (counters[i] ?? 0) - (prev[i] ?? 0));
 }
 
 /** What the sampler remembers of a process between ticks (its counters as last sampled). */
@@ -110,7 +119,7 @@ export class LayerSampler {
     return m;
   }
 
-  private sampleContainer(r: RunningContainer, full: boolean, uptime: number): void {
+  private sampleContainer(r: RunningContainer, full: boolean, uptime: number | undefined): void {
     const table = this.o.processes;
     const windows = this.o.windows;
     const st = this.memoryOf(r.id);
@@ -150,13 +159,13 @@ export class LayerSampler {
             else if (polling) this.o.tracker.onPolled(r, t.info.pid, t.info.exe, attribution, t.stat.startTime, t.stat.ppid, t.stat.comm);
           } else {
             // Re-exec'd: counters carry on, the layer may change.
-            for (let i = 0; i < METRIC_COUNT; i++) delta[i] = Math.max(0, (counters[i] ?? 0) - (prev.counters[i] ?? 0));
+            deltaOf(counters, prev.counters, delta);
             if (polling) this.o.tracker.onPolled(r, t.info.pid, t.info.exe, attribution, t.stat.startTime, t.stat.ppid, t.stat.comm);
           }
           active.push(t);
         } else {
           mem = prev;
-          for (let i = 0; i < METRIC_COUNT; i++) delta[i] = Math.max(0, (counters[i] ?? 0) - (prev.counters[i] ?? 0));
+          deltaOf(counters, prev.counters, delta);
           if (t.stat.cpuTicks !== prev.cpuTicks || counters[CTX_VOLUNTARY] !== prev.counters[CTX_VOLUNTARY] || counters[CTX_INVOLUNTARY] !== prev.counters[CTX_INVOLUNTARY]) active.push(t);
           mem.counters.set(counters);
           mem.cpuTicks = t.stat.cpuTicks;
@@ -178,7 +187,8 @@ export class LayerSampler {
       }
     }
     windows.addTick(r.id, totals);
-    st.lastUptime = uptime;
+    // An unreadable uptime keeps the last one: processes are then judged against an earlier tick.
+    if (uptime !== undefined) st.lastUptime = uptime;
     st.first = false;
   }
 
