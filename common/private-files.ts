@@ -20,9 +20,16 @@ const octal = (mode: number) => `0${(mode & 0o7777).toString(8)}`;
  * as it is, with a warning: what lives in it is private on its own (0700 directories, 0600 files).
  */
 export async function privateDir(dir: string, log: Logger): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  // The first directory mkdir made, if it made any: those are ours, and a default ACL or an odd
+  // file system may still have given them more than the mode asked for. Tightened without a
+  // warning, since nothing was ever in them.
+  const made = await mkdir(dir, { recursive: true, mode: DIR_MODE });
   const { mode } = await stat(dir);
   if ((mode & GROUP_OR_OTHER) === 0) return;
+  if (made !== undefined && (mode & STICKY) === 0) {
+    await chmod(dir, DIR_MODE);
+    return;
+  }
   if ((mode & STICKY) !== 0) {
     log.warn({ dir, mode: octal(mode) }, "shared directory left as it is (give shadowlayer a directory of its own)");
     return;
