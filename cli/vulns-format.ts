@@ -113,6 +113,7 @@ export function feedJson(f: FeedStatus): Record<string, unknown> {
     rejected: Number(f.rejected),
     rejected_by_reason: Object.fromEntries(Object.entries(f.rejectedByReason).map(([k, v]) => [k, Number(v)])),
     rejected_samples: f.samples,
+    dropped_by_reason: Object.fromEntries(Object.entries(f.droppedByReason).map(([k, v]) => [k, Number(v)])),
     age_seconds: f.ageSeconds < 0 ? null : Math.round(f.ageSeconds),
     stale: f.stale,
   };
@@ -123,6 +124,13 @@ function age(s: number): string {
   if (s < 120) return `${Math.round(s)}s`;
   if (s < 7200) return `${Math.round(s / 60)}m`;
   return `${Math.round(s / 3600)}h`;
+}
+
+/** Rejections by reason, then the parts dropped from kept records, so a feed that lost fields says so. */
+function why(f: FeedStatus): string {
+  const rejected = Object.entries(f.rejectedByReason).map(([k, v]) => `${k}: ${v}`);
+  const dropped = Object.entries(f.droppedByReason).map(([k, v]) => `dropped ${k}: ${v}`);
+  return [...rejected, ...dropped].join(", ");
 }
 
 export function renderFeeds(list: readonly FeedStatus[]): string {
@@ -139,7 +147,7 @@ export function renderFeeds(list: readonly FeedStatus[]): string {
       age(f.ageSeconds),
       f.stale ? "STALE" : "-",
       f.source,
-      f.error !== "" ? f.error.slice(0, 80) : Object.entries(f.rejectedByReason).map(([k, v]) => `${k}: ${v}`).join(", "),
+      f.error !== "" ? f.error.slice(0, 80) : why(f),
     ]),
   );
 }

@@ -26,6 +26,7 @@ export function feedStatuses(feeds: FeedManager, now = Date.now()): FeedStatus[]
       accepted: BigInt(meta.accepted),
       rejected: BigInt(meta.rejected),
       rejectedByReason: Object.fromEntries(Object.entries(meta.reasons).map(([k, v]) => [k, BigInt(v)])),
+      droppedByReason: Object.fromEntries(Object.entries(meta.dropped ?? {}).map(([k, v]) => [k, BigInt(v)])),
       records: BigInt(meta.records),
       ageSeconds: age,
       maxAgeSeconds: maxAge / 1000,

@@ -19,7 +19,7 @@ import { keys } from "../store/keys.js";
 import { ChunkWriter, readChunk, RECORDS_PER_CHUNK } from "./chunk-store.js";
 import { isUrl, type FeedConfig } from "./feed-config.js";
 import { openFeedSource, type OpenedSource, type SourceHint } from "./feed-source.js";
-import type { FeedItem } from "./parse/types.js";
+import type { FeedStream } from "./parse/types.js";
 import { parseEpss } from "./parse/epss.js";
 import { parseKev } from "./parse/kev.js";
 import { parseNvd } from "./parse/nvd.js";
@@ -44,6 +44,8 @@ interface Meta {
   accepted: number;
   rejected: number;
   reasons: Record<string, number>;
+  /** Parts dropped from kept records, by reason (absent in metas written before it was kept). */
+  dropped?: Record<string, number>;
   /** The first rejections with their specifics. */
   samples: string[];
   /** Records in effect: the current generation's. */
@@ -271,11 +273,12 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       }
       flushChunk();
       if (ops.length > 0) await this.db.batch(ops);
+      const dropped = { ...items.stats.dropped };
       const records = recordCount(config.kind, maps);
       const refused = refusal({ records, accepted, rejected, reasons }, meta, acceptShrink);
       if (refused !== undefined) {
         await this.db.clear(keys.feedGeneration(name, gen));
-        Object.assign(meta, { state: "error", error: refused, accepted, rejected, reasons, samples });
+        Object.assign(meta, { state: "error", error: refused, accepted, rejected, reasons, dropped, samples });
         f.meta = meta;
         await this.saveMeta(name, meta);
         this.log.warn({ feed: name, accepted, rejected, reasons, records, current: meta.records }, "feed read refused; keeping the last good data");
@@ -295,6 +298,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
         accepted,
         rejected,
         reasons,
+        dropped,
         samples,
         records,
       });
@@ -302,7 +306,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       await this.saveMeta(name, meta);
       if (old > 0) await this.db.clear(keys.feedGeneration(name, old));
       this.install(config, maps);
-      this.log.info({ feed: name, accepted, rejected, reasons, ms: Date.now() - started }, "feed loaded");
+      this.log.info({ feed: name, accepted, rejected, reasons, dropped, ms: Date.now() - started }, "feed loaded");
       this.emit("changed", name);
     } catch (err) {
       opened.stream.destroy();
@@ -315,7 +319,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     }
   }
 
-  private items(c: FeedConfig, stream: Readable, hint: SourceHint): AsyncIterable<FeedItem<unknown>> {
+  private items(c: FeedConfig, stream: Readable, hint: SourceHint): FeedStream<unknown, object> {
     switch (c.kind) {
       case "osv":
         if (!isUrl(c.source)) {

@@ -10,8 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Level } from "level";
+import { feedStatuses } from "../../aggregator/api/feed-statuses.js";
 import { FeedManager } from "../../aggregator/feeds/manager.js";
 import { parseNvd, type NvdRecord } from "../../aggregator/feeds/parse/nvd.js";
+import { renderFeeds } from "../../cli/vulns-format.js";
 import { silentLogger } from "../../common/log.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
 
@@ -72,6 +74,11 @@ describe("NVD CVSS v4.0 metrics", () => {
       };
       check(feeds);
       check(await FeedManager.open(db, config, silentLogger()));
+      const [status] = feedStatuses(feeds);
+      assert.deepEqual(status?.droppedByReason, { "invalid cvss vector": 2n, "stated score contradicts vector": 1n }, "the status says what was dropped");
+      const table = renderFeeds(feedStatuses(feeds));
+      assert.match(table, /dropped invalid cvss vector: 2/);
+      assert.match(table, /dropped stated score contradicts vector: 1/);
     });
   });
 });
