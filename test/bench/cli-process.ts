@@ -38,6 +38,13 @@ export async function freePort(): Promise<number> {
   });
 }
 
+const running = new Set<CliProcess>();
+
+/** Stops every process started here that still runs (for a benchmark interrupted midway). */
+export async function stopAllCliProcesses(): Promise<void> {
+  await Promise.all([...running].map((p) => p.stop(5_000)));
+}
+
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once("exit", () => resolve()));
@@ -61,6 +68,8 @@ async function spawnCli(args: string[], httpPort: number, what: string): Promise
       clearTimeout(t);
     },
   };
+  running.add(proc);
+  void exited(child).then(() => running.delete(proc));
   try {
     await waitFor(
       `${what} /readyz`,

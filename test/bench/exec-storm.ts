@@ -3,7 +3,7 @@
  * `/bin/true` in a loop; a paced storm sleeps with the shell's own `read -t` on a FIFO nobody
  * writes (a builtin, so pacing adds no exec), an unpaced one runs as fast as this machine forks.
  * Only execs that happened are counted: `/bin/true` when it exited 0, each worker's `/bin/sh`,
- * the entrypoint and the one `mkfifo`. The window of the storm is taken from /proc/uptime inside
+ * and, before the storm's window, the entrypoint and the one `mkfifo`. The window of the storm is taken from /proc/uptime inside
  * the container, after a 2 s pause that lets the agent learn the container first.
  */
 import type Docker from "dockerode";
@@ -20,6 +20,8 @@ export interface StormResult {
   container: Docker.Container;
   /** Execs that happened in the container, every one of them counted. */
   execs: number;
+  /** The workers' share of `execs` (their shells and their /bin/true), all within `seconds`. */
+  workerExecs: number;
   /** From the first worker's start to the last worker's end, by the container's clock. */
   seconds: number;
 }
@@ -60,7 +62,7 @@ export async function runStorm(eng: TestEngine, plan: StormPlan): Promise<StormR
   const workers = Array.from({ length: plan.workers }, (_, i) => i + 1).join(" ");
   const cmd = [
     `W='${worker}'`,
-    "echo execs=1; /bin/busybox mkfifo /tmp/pace && echo execs=1; exec 3<>/tmp/pace; read -t 2 x <&3",
+    "echo setup=1; /bin/busybox mkfifo /tmp/pace && echo setup=1; exec 3<>/tmp/pace; read -t 2 x <&3",
     `${NOW}; echo t0=$now`,
     `for w in ${workers}; do /bin/sh -c "$W" & done; wait`,
     `${NOW}; echo t1=$now`,
@@ -68,9 +70,10 @@ export async function runStorm(eng: TestEngine, plan: StormPlan): Promise<StormR
   const container = await runContainer(eng.docker, eng.base, ["/bin/sh", "-c", cmd]);
   await waitFor("the storm to end", async () => ((await container.inspect()).State.Running ? undefined : true), (plan.seconds * 3 + 60) * 1000, 250);
   const logs = (await container.logs({ stdout: true, stderr: true })).toString("latin1");
-  const execs = [...logs.matchAll(/execs=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+  const sum = (re: RegExp) => [...logs.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  const workerExecs = sum(/execs=(\d+)/g);
   const t0 = Number(/t0=(\d+)/.exec(logs)?.[1]);
   const t1 = Number(/t1=(\d+)/.exec(logs)?.[1]);
   if (!Number.isFinite(t0) || !Number.isFinite(t1) || t1 <= t0) throw new Error(`the storm printed no times: ${logs.slice(-500)}`);
-  return { container, execs, seconds: (t1 - t0) / 100 };
+  return { container, execs: workerExecs + sum(/setup=(\d+)/g), workerExecs, seconds: (t1 - t0) / 100 };
 }

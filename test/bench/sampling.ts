@@ -34,7 +34,7 @@ import { startAggregator, type RunningAggregator } from "../../aggregator/server
 import { silentLogger } from "../../common/log.js";
 import { withTimeout } from "../../common/timeout.js";
 import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
-import { scrape, startAgentProcess, startAggregatorProcess, type AggregatorProcess, type CliProcess } from "./cli-process.js";
+import { scrape, startAgentProcess, stopAllCliProcesses, startAggregatorProcess, type AggregatorProcess, type CliProcess } from "./cli-process.js";
 import { mapLimit, median, round3 } from "./common.js";
 import { runStorm, type StormPlan } from "./exec-storm.js";
 import { driveLoad, startForkingService } from "./forking-service.js";
@@ -209,7 +209,7 @@ async function storm(eng: TestEngine, agg: RunningAggregator, httpPort: number, 
     500,
   ).catch(async () => execsSeen(agg, r.container.id));
   const kernelLost = (await lost()) - lost0;
-  const rate = r.execs / r.seconds;
+  const rate = r.workerExecs / r.seconds;
   say(`${label} storm: ${r.execs} execs in ${r.seconds.toFixed(2)} s (${rate.toFixed(0)}/s), ${seen} attributed to the container, kernel lost ${kernelLost}; load ${loadavg()[0]!.toFixed(2)}`);
   return { rate, execs: r.execs, lost: Math.max(0, r.execs - seen), kernelLost };
 }
@@ -287,6 +287,7 @@ async function churnRun(eng: TestEngine, dir: string): Promise<Record<string, nu
       agent_cpu_pct_churn: round3(agentPct),
       aggregator_cpu_pct_churn: round3(aggPct),
       bpftrace_cpu_pct_churn: round3(bpfPct),
+      churn_target_per_s: CHURN_PER_SECOND,
       churn_procs_per_s: round3(perSecond),
       churn_failed: done.failed,
       agent_rss_mb_churn: round3(agentRss),
@@ -341,10 +342,18 @@ async function main(): Promise<number> {
   }
 }
 
-const watchdog = setTimeout(() => {
-  say(`FAILED: the whole benchmark exceeded ${OVERALL_TIMEOUT_MS} ms`);
-  process.exit(2);
-}, OVERALL_TIMEOUT_MS);
+/** For an interrupted or overrun run: what main()'s own cleanup would have done, then exit. */
+function abandon(why: string, code: number): void {
+  say(`${why}: stopping the agent and the aggregator, removing the containers ...`);
+  void (async () => {
+    await stopAllCliProcesses();
+    const eng = await testEngine();
+    await withTimeout(cleanupContainers(eng.docker), 120_000, "cleanup").catch((err: unknown) => say(`cleanup failed: ${String(err)}`));
+    process.exit(code);
+  })();
+}
+process.once("SIGINT", () => abandon("SIGINT", 130));
+const watchdog = setTimeout(() => abandon(`FAILED: the whole benchmark exceeded ${OVERALL_TIMEOUT_MS} ms`, 2), OVERALL_TIMEOUT_MS);
 watchdog.unref();
 process.exitCode = await main();
 clearTimeout(watchdog);

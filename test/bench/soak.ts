@@ -206,6 +206,7 @@ async function main(): Promise<number> {
   try {
     return await soak(s, minutes);
   } catch (err) {
+    if (s.abort.signal.aborted) return 130;
     say(`FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     if (s.agent !== undefined) say(`agent stderr: ${s.agent.stderrTail()}`);
     if (s.aggregator !== undefined) say(`aggregator stderr: ${s.aggregator.stderrTail()}`);
