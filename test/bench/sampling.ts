@@ -14,12 +14,13 @@
  *    (from its windows at the aggregator), plus the kernel's lost-event count.
  * 4. Churn: the agent and the aggregator as two separate `shadowlayer` processes while a busybox
  *    httpd forks a process per connection at 200 connections/s (a bounded loopback client) for
- *    60 s, the 50 idle containers still running; the CPU of each over the churn.
+ *    70 s, the 50 idle containers still running; the CPU of each over the last 60 s of it, and
+ *    over 20 s just before it (the same processes, no churn) to tell the churn's share.
  *
  * Progress goes to stderr; the last stdout line is one JSON object (with the 1-minute load
  * average at the start and end, as the machine may be shared). Run with `npm run bench:sampling`.
  */
-import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import type Docker from "dockerode";
@@ -34,7 +35,7 @@ import { startAggregator, type RunningAggregator } from "../../aggregator/server
 import { silentLogger } from "../../common/log.js";
 import { withTimeout } from "../../common/timeout.js";
 import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
-import { scrape, startAgentProcess, stopAllCliProcesses, startAggregatorProcess, type AggregatorProcess, type CliProcess } from "./cli-process.js";
+import { scrape, startAgentProcess, startAggregatorProcess, stopAllCliProcesses, type AggregatorProcess, type CliProcess } from "./cli-process.js";
 import { mapLimit, median, round3 } from "./common.js";
 import { runStorm, type StormPlan } from "./exec-storm.js";
 import { driveLoad, startForkingService } from "./forking-service.js";
@@ -51,6 +52,8 @@ const CHURN_PER_SECOND = 200;
 /** The churn runs this long; CPU is measured over all but its first CHURN_RAMP_SECONDS. */
 const CHURN_SECONDS = 70;
 const CHURN_RAMP_SECONDS = 10;
+/** The same two processes measured just before the churn, so the churn's own share shows. */
+const BEFORE_CHURN_SECONDS = 20;
 const OVERALL_TIMEOUT_MS = 15 * 60_000;
 
 function say(msg: string): void {
@@ -257,6 +260,22 @@ async function agentRun(eng: TestEngine, dir: string): Promise<Record<string, nu
   }
 }
 
+/**
+ * Rows in the host's TCP tables (mostly TIME_WAIT after a churn): a host-network container's
+ * network sample reads these whole tables, so their size is part of what the churn costs.
+ */
+function hostTcpSockets(): number {
+  let n = 0;
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    try {
+      n += readFileSync(f, "latin1").split("\n").length - 2;
+    } catch {
+      // no IPv6
+    }
+  }
+  return n;
+}
+
 /** Part 4: the agent and the aggregator as separate processes under the forking service's churn. */
 async function churnRun(eng: TestEngine, dir: string): Promise<Record<string, number>> {
   const service = await startForkingService(eng, CHURN_SECONDS + 180);
@@ -267,6 +286,11 @@ async function churnRun(eng: TestEngine, dir: string): Promise<Record<string, nu
     agent = await startAgentProcess(join(dir, "churn-agent"), "bench-churn", agg.port);
     say(`churn: aggregator pid ${agg.pid}, agent pid ${agent.pid}, httpd on 127.0.0.1:${service.port}; warming up 12 s`);
     await new Promise((r) => setTimeout(r, 12_000));
+    const agentQuiet = cpuMeter([agent.pid]);
+    const aggQuiet = cpuMeter([agg.pid]);
+    await new Promise((r) => setTimeout(r, BEFORE_CHURN_SECONDS * 1000));
+    const agentBefore = agentQuiet();
+    const aggBefore = aggQuiet();
     const load = driveLoad(service.port, CHURN_PER_SECOND, CHURN_SECONDS);
     await new Promise((r) => setTimeout(r, CHURN_RAMP_SECONDS * 1000));
     const agentCpu = cpuMeter([agent.pid]);
@@ -276,17 +300,22 @@ async function churnRun(eng: TestEngine, dir: string): Promise<Record<string, nu
     const agentPct = agentCpu();
     const aggPct = aggCpu();
     const bpfPct = bpfCpu();
+    const hostTcp = hostTcpSockets();
     const agentRss = rssMb(agent.pid);
     const aggRss = rssMb(agg.pid);
     const perSecond = done.ok / done.seconds;
     say(
       `churn: ${done.ok} connections (${perSecond.toFixed(1)} new processes/s, ${done.failed} failed); agent ${agentPct.toFixed(2)}% (RSS ${agentRss.toFixed(1)} MB), ` +
-        `aggregator ${aggPct.toFixed(2)}% (RSS ${aggRss.toFixed(1)} MB), bpftrace ${bpfPct.toFixed(2)}%; load ${loadavg()[0]!.toFixed(2)}`,
+        `aggregator ${aggPct.toFixed(2)}% (RSS ${aggRss.toFixed(1)} MB), bpftrace ${bpfPct.toFixed(2)}% (before the churn: agent ${agentBefore.toFixed(2)}%, ` +
+        `aggregator ${aggBefore.toFixed(2)}%); ${hostTcp} host TCP sockets; load ${loadavg()[0]!.toFixed(2)}`,
     );
     return {
       agent_cpu_pct_churn: round3(agentPct),
       aggregator_cpu_pct_churn: round3(aggPct),
       bpftrace_cpu_pct_churn: round3(bpfPct),
+      agent_cpu_pct_before_churn: round3(agentBefore),
+      aggregator_cpu_pct_before_churn: round3(aggBefore),
+      host_tcp_sockets_churn: hostTcp,
       churn_target_per_s: CHURN_PER_SECOND,
       churn_procs_per_s: round3(perSecond),
       churn_failed: done.failed,
