@@ -8,15 +8,20 @@
  * 2. The real agent (`shadowlayer agent`, a child process, sampling at 1 Hz with its default
  *    gating) for 30 s: its own CPU (utime+stime from /proc/<pid>/stat) and RSS. bpftrace runs as
  *    its own process; its CPU is reported separately.
- * 3. A bounded exec storm in one container (4 workers, paced at 1,000 execs/s in total, 10 s):
- *    exec events the agent attributed to that container (from its windows at the aggregator) vs.
- *    execs the workers report having done, plus the kernel's lost-event count.
+ * 3. Two bounded exec storms in one container each, counted from inside the container (see
+ *    exec-storm.ts): one paced at 1,000 execs/s for 10 s, one as fast as this machine forks.
+ *    For each: the rate reached, and the execs the agent did not attribute to that container
+ *    (from its windows at the aggregator), plus the kernel's lost-event count.
+ * 4. Churn: the agent and the aggregator as two separate `shadowlayer` processes while a busybox
+ *    httpd forks a process per connection at 200 connections/s (a bounded loopback client) for
+ *    70 s, the 50 idle containers still running; the CPU of each over the last 60 s of it, and
+ *    over 20 s just before it (the same processes, no churn) to tell the churn's share.
  *
- * Progress goes to stderr; the last stdout line is one JSON object. Run with `npm run bench:sampling`.
+ * Progress goes to stderr; the last stdout line is one JSON object (with the 1-minute load
+ * average at the start and end, as the machine may be shared). Run with `npm run bench:sampling`.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import type Docker from "dockerode";
 import { LdgCollector } from "../../agent/layers/ldg-collector.js";
@@ -28,10 +33,13 @@ import { ProcSampler } from "../../agent/telemetry/proc-sampler.js";
 import { Telemetry } from "../../agent/telemetry/telemetry.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
 import { silentLogger } from "../../common/log.js";
-import { PACKAGE_ROOT } from "../../common/paths.js";
 import { withTimeout } from "../../common/timeout.js";
 import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+import { scrape, startAgentProcess, startAggregatorProcess, stopAllCliProcesses, type AggregatorProcess, type CliProcess } from "./cli-process.js";
 import { mapLimit, median, round3 } from "./common.js";
+import { runStorm, type StormPlan } from "./exec-storm.js";
+import { driveLoad, startForkingService } from "./forking-service.js";
+import { childrenNamed, cpuMeter, rssMb } from "./proc-figures.js";
 
 const CONTAINERS = 50;
 const PROCS_PER_CONTAINER = 20;
@@ -40,6 +48,12 @@ const AGENT_SECONDS = 30;
 const STORM_WORKERS = 4;
 const STORM_SECONDS = 10;
 const STORM_PER_SECOND = 1000;
+const CHURN_PER_SECOND = 200;
+/** The churn runs this long; CPU is measured over all but its first CHURN_RAMP_SECONDS. */
+const CHURN_SECONDS = 70;
+const CHURN_RAMP_SECONDS = 10;
+/** The same two processes measured just before the churn, so the churn's own share shows. */
+const BEFORE_CHURN_SECONDS = 20;
 const OVERALL_TIMEOUT_MS = 15 * 60_000;
 
 function say(msg: string): void {
@@ -69,33 +83,7 @@ function cpuMicros(): number {
   return u.user + u.system;
 }
 
-/** utime+stime of a process in microseconds (USER_HZ 100). */
-function procCpuMicros(pid: number): number {
-  const t = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const rest = t.slice(t.lastIndexOf(")") + 2).split(" ");
-  return (Number(rest[11]) + Number(rest[12])) * 10_000;
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return Number(m?.[1] ?? 0) / 1024;
-}
-
 const IDLE = `for i in $(seq ${PROCS_PER_CONTAINER - 1}); do sleep 3600 & done; wait`;
-
-/**
- * One storm worker: 25 execs per 100 ms slot, paced against /proc/uptime (shell builtins only, so
- * the only execs are the counted /bin/true and /bin/usleep); stops after its slots or 3x the
- * planned time, whichever comes first; prints its exec count.
- */
-const STORM_WORKER = [
-  "n=0; read up x < /proc/uptime; start=${up%.*}${up#*.}; slot=0; now=$start",
-  `while [ $slot -lt ${STORM_SECONDS * 10} ] && [ $now -lt $((start + ${STORM_SECONDS * 300})) ]; do`,
-  `  i=0; while [ $i -lt ${STORM_PER_SECOND / 10 / STORM_WORKERS} ]; do /bin/true; i=$((i+1)); done; n=$((n+i)); slot=$((slot+1))`,
-  "  read up x < /proc/uptime; now=${up%.*}${up#*.}; ahead=$((start + slot * 10 - now))",
-  "  if [ $ahead -gt 0 ]; then /bin/usleep $((ahead * 10000)); n=$((n+1)); fi",
-  "done; echo execs=$n",
-].join("\n");
 
 async function startIdle(eng: TestEngine): Promise<string[]> {
   let started = 0;
@@ -199,99 +187,148 @@ async function execsSeen(agg: RunningAggregator, id: string): Promise<number> {
   return n;
 }
 
-async function scrape(port: number): Promise<Map<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line.startsWith("#") || line === "") continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
+interface StormFigures {
+  /** Execs per second that happened in the container. */
+  rate: number;
+  execs: number;
+  /** Execs that happened and that the agent did not attribute to the container. */
+  lost: number;
+  /** Events the kernel dropped during the storm (any container). */
+  kernelLost: number;
 }
 
-function bpftraceChildren(parent: number): number[] {
-  const out: number[] = [];
-  for (const n of readdirSync("/proc")) {
-    if (!/^\d+$/.test(n)) continue;
-    try {
-      const st = readFileSync(`/proc/${n}/stat`, "utf8");
-      const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-      if (Number(rest[1]) === parent && st.includes("(bpftrace)")) out.push(Number(n));
-    } catch {
-      // gone
-    }
-  }
-  return out;
+/** One storm against the running agent, counted in the container and at the aggregator. */
+async function storm(eng: TestEngine, agg: RunningAggregator, httpPort: number, plan: StormPlan, label: string): Promise<StormFigures> {
+  const lost = async () => (await scrape(httpPort)).get("shadowlayer_agent_exec_events_lost_total") ?? 0;
+  const lost0 = await lost();
+  const r = await runStorm(eng, plan);
+  const seen = await waitFor(
+    `${label} storm windows at the aggregator`,
+    async () => {
+      const n = await execsSeen(agg, r.container.id);
+      return n >= r.execs ? n : undefined;
+    },
+    30_000,
+    500,
+  ).catch(async () => execsSeen(agg, r.container.id));
+  const kernelLost = (await lost()) - lost0;
+  const rate = r.workerExecs / r.seconds;
+  say(`${label} storm: ${r.execs} execs in ${r.seconds.toFixed(2)} s (${rate.toFixed(0)}/s), ${seen} attributed to the container, kernel lost ${kernelLost}; load ${loadavg()[0]!.toFixed(2)}`);
+  return { rate, execs: r.execs, lost: Math.max(0, r.execs - seen), kernelLost };
 }
 
 async function agentRun(eng: TestEngine, dir: string): Promise<Record<string, number | boolean>> {
   const agg = await startAggregator({ dataDir: join(dir, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger() });
-  const httpPort = 19000 + (process.pid % 500);
-  let child: ChildProcess | undefined;
+  let agent: CliProcess | undefined;
   try {
-    child = spawn(
-      process.execPath,
-      [join(PACKAGE_ROOT, "dist/cli/main.js"), "agent", "--insecure", "--node", "bench-node", "--aggregator", `127.0.0.1:${agg.port}`, "--data-dir", join(dir, "agent"), "--http", `127.0.0.1:${httpPort}`, "--sample-ms", "1000", "--window", "10"],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-    let stderr = "";
-    child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    const pid = child.pid ?? 0;
-    await waitFor("agent metrics endpoint", async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok).catch(() => false)) || undefined, 60_000, 250).catch((err: unknown) => {
-      throw new Error(`${String(err)}; agent stderr: ${stderr}`);
-    });
-    const m0 = await scrape(httpPort);
+    agent = await startAgentProcess(join(dir, "agent"), "bench-node", agg.port);
+    const m0 = await scrape(agent.httpPort);
     const ebpf = (m0.get('shadowlayer_agent_exec_source{source="ebpf"}') ?? 0) === 1;
-    say(`agent up (pid ${pid}, exec source ${ebpf ? "ebpf" : "proc-poll"}); warming up 12 s (first full pass, first window)`);
+    say(`agent up (pid ${agent.pid}, exec source ${ebpf ? "ebpf" : "proc-poll"}); warming up 12 s (first full pass, first window)`);
     await new Promise((r) => setTimeout(r, 12_000));
-    const bpf = bpftraceChildren(pid);
-    const a0 = procCpuMicros(pid);
-    const b0 = bpf.reduce((n, p) => n + procCpuMicros(p), 0);
-    const t0 = Date.now();
+    const agentCpu = cpuMeter([agent.pid]);
+    const bpfCpu = cpuMeter(childrenNamed(agent.pid, "bpftrace"));
     await new Promise((r) => setTimeout(r, AGENT_SECONDS * 1000));
-    const cpuPct = ((procCpuMicros(pid) - a0) / ((Date.now() - t0) * 1000)) * 100;
-    const bpfPct = ((bpf.reduce((n, p) => n + procCpuMicros(p), 0) - b0) / ((Date.now() - t0) * 1000)) * 100;
-    const rss = rssMb(pid);
-    say(`agent at 1 Hz: ${cpuPct.toFixed(2)}% of one core, RSS ${rss.toFixed(1)} MB (bpftrace ${bpfPct.toFixed(2)}%)`);
+    const cpuPct = agentCpu();
+    const bpfPct = bpfCpu();
+    const rss = rssMb(agent.pid);
+    say(`agent at 1 Hz: ${cpuPct.toFixed(2)}% of one core, RSS ${rss.toFixed(1)} MB (bpftrace ${bpfPct.toFixed(2)}%); load ${loadavg()[0]!.toFixed(2)}`);
 
-    // The storm.
-    const before = await scrape(httpPort);
-    // Exactly 2 + STORM_WORKERS execs besides the workers' own: the entrypoint, /bin/sleep, the worker shells.
-    const workers = Array.from({ length: STORM_WORKERS }, (_, i) => i + 1).join(" ");
-    const cmd = `/bin/sleep 2; for w in ${workers}; do /bin/sh -c '${STORM_WORKER}' & done; wait`;
-    const storm = await runContainer(eng.docker, eng.base, ["/bin/sh", "-c", cmd]);
-    const t1 = Date.now();
-    await waitFor("storm finished", async () => ((await storm.inspect()).State.Running ? undefined : true), (STORM_SECONDS + 60) * 1000, 250);
-    const stormSeconds = (Date.now() - t1) / 1000 - 2;
-    const logs = (await storm.logs({ stdout: true, stderr: true })).toString("latin1");
-    const done = [...logs.matchAll(/execs=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
-    const expected = done + 2 + STORM_WORKERS;
-    const seen = await waitFor(
-      "storm windows at the aggregator",
-      async () => {
-        const n = await execsSeen(agg, storm.id);
-        return n >= expected ? n : undefined;
-      },
-      30_000,
-      500,
-    ).catch(async () => execsSeen(agg, storm.id));
-    const after = await scrape(httpPort);
-    const lostKernel = (after.get("shadowlayer_agent_exec_events_lost_total") ?? 0) - (before.get("shadowlayer_agent_exec_events_lost_total") ?? 0);
-    say(`storm: ${done} execs by the workers in ${stormSeconds.toFixed(1)} s (+${expected - done} shells), ${seen} attributed to the container, kernel lost ${lostKernel}`);
+    const paced = await storm(eng, agg, agent.httpPort, { workers: STORM_WORKERS, perSecond: STORM_PER_SECOND, seconds: STORM_SECONDS }, `paced (${STORM_PER_SECOND}/s)`);
+    const maxWorkers = Math.max(2, availableParallelism());
+    const max = await storm(eng, agg, agent.httpPort, { workers: maxWorkers, seconds: STORM_SECONDS }, `unpaced (${maxWorkers} workers)`);
     return {
       agent_cpu_pct_at_1hz: round3(cpuPct),
       bpftrace_cpu_pct: round3(bpfPct),
       rss_mb: round3(rss),
       ebpf,
-      exec_events_per_s: round3(seen / stormSeconds),
+      exec_events_per_s: round3(paced.rate),
       storm_target_per_s: STORM_PER_SECOND,
-      exec_events_lost: Math.max(0, expected - seen) + lostKernel,
-      storm_execs: expected,
+      exec_events_lost: paced.lost,
+      storm_execs: paced.execs,
+      exec_rate_paced: round3(paced.rate),
+      exec_lost_paced: paced.lost,
+      exec_kernel_lost_paced: paced.kernelLost,
+      exec_rate_max: round3(max.rate),
+      exec_lost_max: max.lost,
+      exec_kernel_lost_max: max.kernelLost,
+      storm_execs_max: max.execs,
     };
   } finally {
-    child?.kill("SIGTERM");
+    await agent?.stop();
     await agg.stop();
+  }
+}
+
+/**
+ * Rows in the host's TCP tables (mostly TIME_WAIT after a churn): a host-network container's
+ * network sample reads these whole tables, so their size is part of what the churn costs.
+ */
+function hostTcpSockets(): number {
+  let n = 0;
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    try {
+      n += readFileSync(f, "latin1").split("\n").length - 2;
+    } catch {
+      // no IPv6
+    }
+  }
+  return n;
+}
+
+/** Part 4: the agent and the aggregator as separate processes under the forking service's churn. */
+async function churnRun(eng: TestEngine, dir: string): Promise<Record<string, number>> {
+  const service = await startForkingService(eng, CHURN_SECONDS + 180);
+  let agg: AggregatorProcess | undefined;
+  let agent: CliProcess | undefined;
+  try {
+    agg = await startAggregatorProcess(join(dir, "churn-agg"));
+    agent = await startAgentProcess(join(dir, "churn-agent"), "bench-churn", agg.port);
+    say(`churn: aggregator pid ${agg.pid}, agent pid ${agent.pid}, httpd on 127.0.0.1:${service.port}; warming up 12 s`);
+    await new Promise((r) => setTimeout(r, 12_000));
+    const agentQuiet = cpuMeter([agent.pid]);
+    const aggQuiet = cpuMeter([agg.pid]);
+    await new Promise((r) => setTimeout(r, BEFORE_CHURN_SECONDS * 1000));
+    const agentBefore = agentQuiet();
+    const aggBefore = aggQuiet();
+    const load = driveLoad(service.port, CHURN_PER_SECOND, CHURN_SECONDS);
+    await new Promise((r) => setTimeout(r, CHURN_RAMP_SECONDS * 1000));
+    const agentCpu = cpuMeter([agent.pid]);
+    const aggCpu = cpuMeter([agg.pid]);
+    const bpfCpu = cpuMeter(childrenNamed(agent.pid, "bpftrace"));
+    const done = await load;
+    const agentPct = agentCpu();
+    const aggPct = aggCpu();
+    const bpfPct = bpfCpu();
+    const hostTcp = hostTcpSockets();
+    const agentRss = rssMb(agent.pid);
+    const aggRss = rssMb(agg.pid);
+    const perSecond = done.ok / done.seconds;
+    say(
+      `churn: ${done.ok} connections (${perSecond.toFixed(1)} new processes/s, ${done.failed} failed); agent ${agentPct.toFixed(2)}% (RSS ${agentRss.toFixed(1)} MB), ` +
+        `aggregator ${aggPct.toFixed(2)}% (RSS ${aggRss.toFixed(1)} MB), bpftrace ${bpfPct.toFixed(2)}% (before the churn: agent ${agentBefore.toFixed(2)}%, ` +
+        `aggregator ${aggBefore.toFixed(2)}%); ${hostTcp} host TCP sockets; load ${loadavg()[0]!.toFixed(2)}`,
+    );
+    return {
+      agent_cpu_pct_churn: round3(agentPct),
+      aggregator_cpu_pct_churn: round3(aggPct),
+      bpftrace_cpu_pct_churn: round3(bpfPct),
+      agent_cpu_pct_before_churn: round3(agentBefore),
+      aggregator_cpu_pct_before_churn: round3(aggBefore),
+      host_tcp_sockets_churn: hostTcp,
+      churn_target_per_s: CHURN_PER_SECOND,
+      churn_procs_per_s: round3(perSecond),
+      churn_failed: done.failed,
+      agent_rss_mb_churn: round3(agentRss),
+      aggregator_rss_mb_churn: round3(aggRss),
+    };
+  } catch (err) {
+    if (agent !== undefined) say(`agent stderr: ${agent.stderrTail()}`);
+    if (agg !== undefined) say(`aggregator stderr: ${agg.stderrTail()}`);
+    throw err;
+  } finally {
+    await agent?.stop();
+    await agg?.stop();
   }
 }
 
@@ -299,6 +336,7 @@ async function main(): Promise<number> {
   let docker: Docker | undefined;
   const dir = mkdtempSync(join(tmpdir(), "sl-bench-sampling-"));
   try {
+    const load1Start = loadavg()[0]!;
     const eng = await withTimeout(testEngine(), 10 * 60_000, "testEngine()");
     docker = eng.docker;
     say(`starting ${CONTAINERS} containers x ${PROCS_PER_CONTAINER} idle processes`);
@@ -306,6 +344,7 @@ async function main(): Promise<number> {
     await waitFor("all processes up", () => (countProcs(ids) >= CONTAINERS * PROCS_PER_CONTAINER ? true : undefined), 60_000, 250);
     const pass = await perPass(eng, ids);
     const agent = await agentRun(eng, dir);
+    const churn = await churnRun(eng, dir);
     const result = {
       processes: pass.processes,
       us_per_process: round3(pass.us / pass.processes),
@@ -314,6 +353,9 @@ async function main(): Promise<number> {
       ...agent,
       gated_pass_us: round3(pass.gatedUs),
       full_pass_ms: round3(pass.us / 1000),
+      ...churn,
+      load1_start: round3(load1Start),
+      load1_end: round3(loadavg()[0]!),
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return 0;
@@ -329,10 +371,18 @@ async function main(): Promise<number> {
   }
 }
 
-const watchdog = setTimeout(() => {
-  say(`FAILED: the whole benchmark exceeded ${OVERALL_TIMEOUT_MS} ms`);
-  process.exit(2);
-}, OVERALL_TIMEOUT_MS);
+/** For an interrupted or overrun run: what main()'s own cleanup would have done, then exit. */
+function abandon(why: string, code: number): void {
+  say(`${why}: stopping the agent and the aggregator, removing the containers ...`);
+  void (async () => {
+    await stopAllCliProcesses();
+    const eng = await testEngine();
+    await withTimeout(cleanupContainers(eng.docker), 120_000, "cleanup").catch((err: unknown) => say(`cleanup failed: ${String(err)}`));
+    process.exit(code);
+  })();
+}
+process.once("SIGINT", () => abandon("SIGINT", 130));
+const watchdog = setTimeout(() => abandon(`FAILED: the whole benchmark exceeded ${OVERALL_TIMEOUT_MS} ms`, 2), OVERALL_TIMEOUT_MS);
 watchdog.unref();
 process.exitCode = await main();
 clearTimeout(watchdog);
