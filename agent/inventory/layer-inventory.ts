@@ -51,6 +51,8 @@ export interface InventoryOptions {
   caps?: Partial<InventoryCaps>;
   /** What the whole image may cost (DEFAULT_INVENTORY_BUDGET for what is not given). */
   budget?: Partial<InventoryBudget>;
+  /** Ends the read at its next step (the agent is stopping); what it returns then is incomplete. */
+  signal?: AbortSignal;
   /** Reads a directory's overlay opaque xattr (tests replace it). */
   readOpaqueXattr?: OpaqueXattrReader;
 }
@@ -156,6 +158,6 @@ export async function inventoryOf(layers: InventoryLayer[], options: InventoryOp
     if (!ok) throw new ShadowError(Code.NotFound, `layer ${l.diffId}: ${l.dir} is not a directory`);
   }
   const caps: InventoryCaps = { ...DEFAULT_INVENTORY_CAPS, ...options.caps };
-  const budget = new ScanBudget({ ...DEFAULT_INVENTORY_BUDGET, ...options.budget });
+  const budget = new ScanBudget({ ...DEFAULT_INVENTORY_BUDGET, ...options.budget }, options.signal);
   return new InventoryRun(layers, caps, budget, options.readOpaqueXattr).run();
 }

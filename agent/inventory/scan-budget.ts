@@ -19,7 +19,10 @@ export class ScanBudget {
   private entriesSpent: string | undefined;
   private readsSpent: string | undefined;
 
-  constructor(readonly limits: InventoryBudget) {}
+  constructor(
+    readonly limits: InventoryBudget,
+    private readonly signal?: AbortSignal,
+  ) {}
 
   /** Why the budget is spent, once any part of it is. */
   get spent(): string | undefined {
@@ -50,7 +53,8 @@ export class ScanBudget {
   mayRead(): boolean {
     if (this.readsSpent !== undefined) return false;
     const { maxMs, maxBytes } = this.limits;
-    if (this.bytes > maxBytes) this.readsSpent = `per-image budget of ${maxBytes} database bytes spent`;
+    if (this.signal?.aborted === true) this.readsSpent = "stopped: the agent is stopping";
+    else if (this.bytes > maxBytes) this.readsSpent = `per-image budget of ${maxBytes} database bytes spent`;
     else if (performance.now() - this.started >= maxMs) this.readsSpent = `per-image budget of ${maxMs} ms spent`;
     return this.readsSpent === undefined;
   }

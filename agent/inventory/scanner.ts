@@ -41,6 +41,7 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
   private readonly done = new Map<string, ImageInventory>();
   private readonly queued = new Set<string>();
   private chain: Promise<void> = Promise.resolve();
+  private readonly stopping = new AbortController();
   /** `overBudget`: images read partial because their budget was spent. */
   readonly stats = { scanned: 0, cached: 0, failed: 0, overBudget: 0 };
 
@@ -53,8 +54,13 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
     super();
   }
 
-  /** Waits for the image being read; the cache's database is closed by its owner. */
+  /**
+   * Stops: images still queued are not read, the one being read stops at its next step and is
+   * neither kept nor sent (a stop is no reason to call an image partial). The cache's database is
+   * closed by its owner.
+   */
   async close(): Promise<void> {
+    this.stopping.abort();
     await this.chain.catch(() => undefined);
   }
 
@@ -76,6 +82,7 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
   }
 
   private async scan(image: ResolvedImage): Promise<void> {
+    if (this.stopping.signal.aborted) return;
     const key = `v${CACHE_VERSION}!${image.id}`;
     try {
       const hit = await this.db?.get(key);
@@ -89,7 +96,8 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
       const started = Date.now();
       const layers = image.layers.map((l) => ({ diffId: l.diffId, dir: l.dir }));
       const read = this.options.read ?? inventoryOf;
-      const r = await read(layers, this.options.budget !== undefined ? { budget: this.options.budget } : {});
+      const r = await read(layers, { signal: this.stopping.signal, ...(this.options.budget !== undefined ? { budget: this.options.budget } : {}) });
+      if (this.stopping.signal.aborted) return;
       if (r.overBudget !== undefined) this.stats.overBudget++;
       const inv = create(ImageInventorySchema, {
         imageId: image.id,

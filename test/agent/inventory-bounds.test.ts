@@ -172,4 +172,34 @@ describe("inventory scanner", () => {
     assert.equal(s?.packages.length, 2);
     assert.deepEqual(scanner.stats, { scanned: 3, cached: 0, failed: 0, overBudget: 1 });
   });
+
+  it("stops on close: what is queued is not read, what is being read is neither kept nor sent", async () => {
+    let started!: () => void;
+    const reading = new Promise<void>((r) => (started = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const results: Awaited<ReturnType<typeof inventoryOf>>[] = [];
+    const scanner = new InventoryScanner(undefined, silentLogger(), {
+      read: async (layers, options) => {
+        started();
+        await gate;
+        const r = await inventoryOf(layers, options);
+        results.push(r);
+        return r;
+      },
+    });
+    const sent: ImageInventory[] = [];
+    scanner.on("inventory", (inv) => sent.push(inv));
+    scanner.want(image("4", [layer(path.join(tmp.path, "first"), "f", npmPackages(2))]));
+    scanner.want(image("5", [layer(path.join(tmp.path, "second"), "g", npmPackages(2))]));
+    await reading;
+    const closed = scanner.close();
+    release();
+    await closed;
+    assert.equal(results.length, 1, "the queued image was not read");
+    assert.equal(results[0]?.overBudget, "stopped: the agent is stopping");
+    assert.deepEqual(sent, []);
+    assert.deepEqual(scanner.all(), []);
+    assert.equal(scanner.stats.scanned, 0);
+  });
 });
