@@ -45,7 +45,7 @@ const fileLike = (k: EntryKind): boolean => k === "file" || k === "symlink";
 export class DatabaseSearch {
   /** Database files found, relative to the layer's root. */
   readonly found = new Map<string, DbKind>();
-  private counted = 0;
+  private work = 0;
   stoppedAt: { path: string; reason: string } | undefined;
 
   constructor(
@@ -54,15 +54,10 @@ export class DatabaseSearch {
     private readonly budget: ScanBudget,
   ) {}
 
-  /** Directory entries read and files checked so far (at most the cap and one). */
-  get work(): number {
-    return this.counted;
-  }
-
   private spend(where: string): boolean {
     if (this.stoppedAt !== undefined) return false;
-    this.counted++;
-    if (this.counted > this.caps.maxEntriesPerLayer) {
+    this.work++;
+    if (this.work > this.caps.maxEntriesPerLayer) {
       this.stoppedAt = { path: `/${where}`, reason: `search stopped after ${this.caps.maxEntriesPerLayer} directory entries (cap); databases further on are not listed` };
       return false;
     }

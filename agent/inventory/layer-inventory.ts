@@ -115,7 +115,10 @@ class InventoryRun {
     }
     // Every view up front, os-release's candidates too (its lookup stops at the first found), so
     // each layer whose opaque xattrs could matter has them read, and reported if unreadable.
-    for (const rel of [...dbs.keys(), ...OS_RELEASE_PATHS]) this.stack.views(rel);
+    for (const rel of [...dbs.keys(), ...OS_RELEASE_PATHS]) {
+      this.stack.views(rel);
+      await this.budget.pace();
+    }
     const diffIds = this.layers.map((l) => l.diffId);
     const packages: Package[] = [];
     let n = 0;
