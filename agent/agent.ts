@@ -16,6 +16,7 @@ import type { Logger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
 import { unimplementedHandler, type CommandHandler } from "./actions/command-handler.js";
 import { CommandJournal } from "./actions/command-journal.js";
+import type { InventoryBudget } from "./inventory/inventory-budget.js";
 import { InventoryScanner } from "./inventory/scanner.js";
 import { LdgCollector } from "./layers/ldg-collector.js";
 import { AggregatorLink } from "./link/aggregator-link.js";
@@ -55,6 +56,8 @@ export interface AgentOptions {
   heartbeatMs?: number;
   /** Read each image's package inventory (default true). */
   inventory?: boolean;
+  /** What reading one image's inventory may cost (default DEFAULT_INVENTORY_BUDGET). */
+  inventoryBudget?: Partial<InventoryBudget>;
   /** Cgroup filesystem of the host (a DaemonSet mounts it at /host/sys/fs/cgroup). */
   cgroupRoot?: string;
   /** What the agent does for commands from the aggregator (default: answers UNIMPLEMENTED). */
@@ -117,7 +120,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
   });
   const state = o.dataDir === undefined ? undefined : new AgentState(join(o.dataDir, `agent-${node}`), log);
-  const scanner = o.inventory === false ? undefined : new InventoryScanner(state?.inventory, log);
+  const scanner = o.inventory === false ? undefined : new InventoryScanner(state?.inventory, log, o.inventoryBudget !== undefined ? { budget: o.inventoryBudget } : {});
   const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
   // Filled in as their services start; the event wiring below reads them at call time.
   let spool: Spool | undefined;

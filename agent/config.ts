@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import type { AgentOptions } from "./agent.js";
+import { DEFAULT_INVENTORY_BUDGET } from "./inventory/inventory-budget.js";
 import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, positiveNumber, programSettings, resolveSettings, type Env, type ProgramSettings, type Source } from "../common/config.js";
 
 const EXEC_SOURCES = ["auto", "ebpf", "proc"] as const;
@@ -23,6 +24,9 @@ const schema = z.object({
   execSource: z.enum(EXEC_SOURCES, { error: `expected one of ${EXEC_SOURCES.join(", ")}` }).default("auto"),
   bpftrace: path.optional(),
   spoolMax: positiveNumber.default(100_000),
+  inventoryBudgetMs: positiveNumber.default(DEFAULT_INVENTORY_BUDGET.maxMs),
+  inventoryBudgetEntries: positiveNumber.default(DEFAULT_INVENTORY_BUDGET.maxEntries),
+  inventoryBudgetMb: positiveNumber.default(DEFAULT_INVENTORY_BUDGET.maxBytes / (1024 * 1024)),
 }).superRefine(loopbackWhenInsecure("http"));
 
 type Key = keyof z.input<typeof schema>;
@@ -62,6 +66,7 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
       windowMs: s.window * 1000,
       execSource: s.execSource,
       spoolMax: Math.floor(s.spoolMax),
+      inventoryBudget: { maxMs: s.inventoryBudgetMs, maxEntries: Math.floor(s.inventoryBudgetEntries), maxBytes: Math.floor(s.inventoryBudgetMb * 1024 * 1024) },
       ...(s.aggregator !== undefined ? { aggregator: s.aggregator } : {}),
       ...(s.dockerRoot !== undefined ? { dockerRoot: s.dockerRoot } : {}),
       ...(s.bpftrace !== undefined ? { bpftrace: s.bpftrace } : {}),

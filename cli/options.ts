@@ -44,7 +44,10 @@ export function agentOptions(cmd: Command): Command {
     .option("--window <seconds>", "telemetry window length, the model's unit of input (default: 10)")
     .option("--exec-source <source>", "exec events: auto (eBPF when available, else /proc polling), or force ebpf or proc (default: auto)")
     .option("--bpftrace <path>", "bpftrace binary (default: bpftrace on PATH)")
-    .option("--spool-max <items>", "telemetry items kept while the aggregator is unreachable, oldest dropped first (default: 100000)");
+    .option("--spool-max <items>", "telemetry items kept while the aggregator is unreachable, oldest dropped first (default: 100000)")
+    .option("--inventory-budget-ms <ms>", "time one image's package inventory may take; past it the inventory is sent partial (default: 60000)")
+    .option("--inventory-budget-entries <n>", "directory entries one image's inventory may read, all layers together (default: 1000000)")
+    .option("--inventory-budget-mb <mb>", "package database bytes one image's inventory may read, in MiB (default: 256)");
 }
 
 /** Which containers a client command is about. */

@@ -13,4 +13,4 @@ export { renderTree, toLdgJson } from "./ldg-format.js";
 export { renderTable } from "./table.js";
 export { agentJson, detectionJson, renderAgents, renderDetections, renderTop, windowJson } from "./telemetry-format.js";
 export { cyclonedx } from "./sbom.js";
-export { feedJson, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnJson } from "./vulns-format.js";
+export { feedJson, inventoryLine, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnsJson } from "./vulns-format.js";

@@ -2,6 +2,7 @@
  * Threat output: score and vulnerability tables, feed status (the SBOM is in sbom.ts).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { GetVulnsResponse } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { ContainerScores, FeedStatus, Policy, VulnMatch } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { shortLayerId } from "./ldg-format.js";
 import { renderTable } from "./table.js";
@@ -37,7 +38,7 @@ export function policyJson(p: Policy): Record<string, unknown> {
   return { name: p.name, labels: p.labels, namespace: p.namespace, rebuild_threshold: p.rebuildThreshold, switch_threshold: p.switchThreshold, order: p.order };
 }
 
-export function vulnJson(v: VulnMatch): Record<string, unknown> {
+function vulnJson(v: VulnMatch): Record<string, unknown> {
   return {
     id: v.id,
     aliases: v.aliases,
@@ -80,6 +81,32 @@ export function renderScores(list: readonly ContainerScores[]): string {
       ];
     }),
   );
+}
+
+/** `vulns --json`: `inventory_status` tells "no vulnerabilities" from "not scanned yet". */
+export function vulnsJson(r: GetVulnsResponse): Record<string, unknown> {
+  return {
+    inventory_status: r.inventoryStatus || "unknown",
+    scores: r.scores && scoresJson(r.scores),
+    os: r.os && { id: r.os.id, version_id: r.os.versionId },
+    packages: r.packages,
+    partial: r.partial.map((p) => ({ layer_id: p.layerId, path: p.path, reason: p.reason })),
+    vulnerabilities: r.matches.map(vulnJson),
+  };
+}
+
+/** The table's word on the inventory behind the vulnerabilities (its problems follow as notes). */
+export function inventoryLine(r: GetVulnsResponse): string {
+  switch (r.inventoryStatus) {
+    case "scanned":
+      return `inventory: scanned (${r.packages} packages)`;
+    case "partial":
+      return `inventory: partial (${r.packages} packages; ${r.partial.length} part(s) not read, see notes): vulnerabilities there are not listed`;
+    case "pending":
+      return "inventory: pending (the agent has not reported this image's packages yet): no vulnerabilities listed does not mean none";
+    default:
+      return "inventory: unknown (this aggregator does not say)";
+  }
 }
 
 export function renderVulns(matches: readonly VulnMatch[]): string {

@@ -12,6 +12,7 @@ import type { InventoryCaps } from "./inventory-caps.js";
 import { parsePackageJson } from "./npm.js";
 import type { PackageRecord } from "./package-record.js";
 import { parsePythonMetadata } from "./pypi.js";
+import type { ScanBudget } from "./scan-budget.js";
 
 export interface ParsedDb {
   /** By entry key (deb: name:arch; one-package files: ""). */
@@ -20,19 +21,25 @@ export interface ParsedDb {
   unknown: boolean;
 }
 
-/** `abs` holds a database of `kind`; `entry` is what the layer has there (a symlink is not followed). */
+/**
+ * `abs` holds a database of `kind`; `entry` is what the layer has there (a symlink is not
+ * followed). The bytes read are counted in the image's `budget`; once it is spent, nothing more is read.
+ */
 export async function readDatabase(
   abs: string,
   kind: DbKind,
   entry: "file" | "symlink",
   caps: InventoryCaps,
+  budget: ScanBudget,
 ): Promise<{ db: ParsedDb; problem?: string }> {
   const unknown = (problem: string): { db: ParsedDb; problem: string } => ({ db: { entries: new Map(), unknown: true }, problem });
   if (entry === "symlink") return unknown("is a symlink: not followed");
   const many = kind === "dpkg-status" || kind === "apk";
   const head = kind === "pypi";
+  if (!budget.mayRead()) return unknown(`not read: ${budget.spent}`);
   const raw = await readCapped(abs, many ? caps.maxDatabaseBytes : caps.maxManifestBytes, head);
   if (typeof raw === "string") return unknown(raw);
+  budget.spendBytes(raw.length);
   const text = raw.toString("utf8");
   if (kind === "npm" || kind === "pypi") {
     const r = kind === "npm" ? parsePackageJson(text) : parsePythonMetadata(text);

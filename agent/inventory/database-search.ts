@@ -14,15 +14,19 @@
  *         searched `maxSearchDepth` directories deep (so opt/venv/lib/python3.11/site-packages
  *         and home/u/.local/lib/python3.11/site-packages are found), skipping VCS and cache dirs.
  *
- * The search stops after `maxEntriesPerLayer` directory entries and file checks or
- * `maxDbFilesPerLayer` database files, and says where in `stoppedAt`.
+ * Directories are read as a stream (one entry at a time, never a whole listing held), and every
+ * entry and file check is counted as it happens: the search stops after `maxEntriesPerLayer` of
+ * them, `maxDbFilesPerLayer` database files, or when the image's budget is spent, and says where
+ * and why in `stoppedAt`. Entries come in the directory's own order: an image layer does not
+ * change, so a capped search of it stops at the same place each time on the same host.
  */
 import type { Dirent } from "node:fs";
-import { readdir } from "node:fs/promises";
-import type { EntryKind } from "../overlay/entry-kind.js";
+import { opendir } from "node:fs/promises";
+import { entryKindAt, type EntryKind } from "../overlay/entry-kind.js";
 import type { LayerDir } from "../overlay/layer-dir.js";
 import type { InventoryCaps } from "./inventory-caps.js";
 import { isNodeModulesManifest } from "./npm.js";
+import type { ScanBudget } from "./scan-budget.js";
 
 /** What a database file is, which says how it is parsed. */
 export type DbKind = "dpkg-status" | "dpkg-status.d" | "apk" | "npm" | "pypi";
@@ -35,6 +39,9 @@ const PYTHON_LIB_ROOTS = ["usr/lib", "usr/local/lib"];
 const APP_ROOTS = ["app", "srv", "opt", "home", "root", "usr/src", "usr/app", "var/www", "workspace"];
 const SEARCH_SKIP = new Set([".git", ".hg", ".svn", ".cache", ".npm", ".pnpm-store", ".yarn", "__pycache__", "proc", "sys", "dev"]);
 
+/** A database is a file, or a symlink the reader will report as not followed. */
+const fileLike = (k: EntryKind): boolean => k === "file" || k === "symlink";
+
 export class DatabaseSearch {
   /** Database files found, relative to the layer's root. */
   readonly found = new Map<string, DbKind>();
@@ -44,20 +51,34 @@ export class DatabaseSearch {
   constructor(
     private readonly fs: LayerDir,
     private readonly caps: InventoryCaps,
+    private readonly budget: ScanBudget,
   ) {}
 
-  private spend(n: number, where: string): boolean {
+  private spend(where: string): boolean {
     if (this.stoppedAt !== undefined) return false;
-    this.work += n;
+    this.work++;
     if (this.work > this.caps.maxEntriesPerLayer) {
       this.stoppedAt = { path: `/${where}`, reason: `search stopped after ${this.caps.maxEntriesPerLayer} directory entries (cap); databases further on are not listed` };
+      return false;
+    }
+    if (!this.budget.spendEntries(1)) {
+      this.stoppedAt = { path: `/${where}`, reason: `search stopped: ${this.budget.spent}; databases further on are not listed` };
       return false;
     }
     return true;
   }
 
+  /** A path whose parents are checked one by one (asked again and again: the layer caches it). */
   private kind(rel: string): EntryKind {
-    return this.spend(1, rel) ? this.fs.kind(rel) : "absent";
+    return this.spend(rel) ? this.fs.kind(rel) : "absent";
+  }
+
+  /**
+   * A path below a directory this walk listed: checked once, so not cached (a cache of every
+   * package dir's checks would grow with the directory).
+   */
+  private probe(rel: string): EntryKind {
+    return this.spend(rel) ? entryKindAt(this.fs.abs(rel)) : "absent";
   }
 
   private add(rel: string, kind: DbKind): void {
@@ -69,17 +90,31 @@ export class DatabaseSearch {
     this.found.set(rel, kind);
   }
 
-  private async list(rel: string): Promise<Dirent[]> {
-    if (this.stoppedAt !== undefined) return [];
-    let entries: Dirent[];
+  /**
+   * The directory's entries, read a few at a time and each counted as it comes; ends when the
+   * search stops. The directory stays open while the caller descends below an entry, so open
+   * handles are bounded by the search's depth.
+   */
+  private async *list(rel: string): AsyncGenerator<Dirent> {
+    if (this.stoppedAt !== undefined) return;
+    let dir;
     try {
-      entries = await readdir(this.fs.abs(rel), { withFileTypes: true });
+      dir = await opendir(this.fs.abs(rel), { bufferSize: 64 });
     } catch {
-      return [];
+      return;
     }
-    // Entry order from readdir is the directory's, not sorted: sort so a capped search is repeatable.
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return this.spend(entries.length, rel) ? entries : [];
+    try {
+      for (;;) {
+        const e = await dir.read();
+        if (e === null || !this.spend(rel)) return;
+        await this.budget.pace();
+        yield e;
+      }
+    } catch {
+      // A directory that fails part way (EIO, removed) ends its listing there.
+    } finally {
+      await dir.close().catch(() => undefined);
+    }
   }
 
   /** `rel` is a directory of this layer reached through directories only (never through a symlink). */
@@ -92,27 +127,22 @@ export class DatabaseSearch {
     return true;
   }
 
-  private isFileLike(rel: string): boolean {
-    const k = this.kind(rel);
-    return k === "file" || k === "symlink";
-  }
-
   async run(): Promise<void> {
-    if (this.isFileLike(DPKG_STATUS)) this.add(DPKG_STATUS, "dpkg-status");
+    if (fileLike(this.kind(DPKG_STATUS))) this.add(DPKG_STATUS, "dpkg-status");
     if (this.isDir(DPKG_STATUS_D)) {
-      for (const e of await this.list(DPKG_STATUS_D)) {
+      for await (const e of this.list(DPKG_STATUS_D)) {
         if ((e.isFile() || e.isSymbolicLink()) && !e.name.startsWith(".") && !e.name.endsWith(".md5sums")) this.add(`${DPKG_STATUS_D}/${e.name}`, "dpkg-status.d");
       }
     }
-    if (this.isFileLike(APK_INSTALLED)) this.add(APK_INSTALLED, "apk");
+    if (fileLike(this.kind(APK_INSTALLED))) this.add(APK_INSTALLED, "apk");
     for (const r of NPM_GLOBAL_ROOTS) if (this.isDir(r)) await this.nodeModules(r, 0);
     for (const base of PYTHON_LIB_ROOTS) {
       if (!this.isDir(base)) continue;
-      for (const e of await this.list(base)) {
+      for await (const e of this.list(base)) {
         if (!e.isDirectory() || !/^python3(\.\d+)?$/.test(e.name)) continue;
         for (const sp of ["site-packages", "dist-packages"]) {
           const d = `${base}/${e.name}/${sp}`;
-          if (this.kind(d) === "dir") await this.sitePackages(d);
+          if (this.probe(d) === "dir") await this.sitePackages(d);
         }
       }
     }
@@ -120,7 +150,7 @@ export class DatabaseSearch {
   }
 
   private async search(rel: string, depth: number): Promise<void> {
-    for (const e of await this.list(rel)) {
+    for await (const e of this.list(rel)) {
       if (!e.isDirectory()) continue;
       const child = `${rel}/${e.name}`;
       if (e.name === "node_modules") await this.nodeModules(child, 0);
@@ -130,19 +160,19 @@ export class DatabaseSearch {
   }
 
   private async nodeModules(rel: string, nesting: number): Promise<void> {
-    for (const e of await this.list(rel)) {
+    for await (const e of this.list(rel)) {
       // Symlinked package dirs (pnpm's top level, workspace links) are skipped: their real dirs are found where they live.
       if (!e.isDirectory()) continue;
       const child = `${rel}/${e.name}`;
       if (e.name === ".pnpm") {
         if (nesting >= this.caps.maxNodeModulesNesting) continue;
-        for (const s of await this.list(child)) {
-          if (s.isDirectory() && this.kind(`${child}/${s.name}/node_modules`) === "dir") await this.nodeModules(`${child}/${s.name}/node_modules`, nesting + 1);
+        for await (const s of this.list(child)) {
+          if (s.isDirectory() && this.probe(`${child}/${s.name}/node_modules`) === "dir") await this.nodeModules(`${child}/${s.name}/node_modules`, nesting + 1);
         }
       } else if (e.name.startsWith(".")) {
         continue;
       } else if (e.name.startsWith("@")) {
-        for (const s of await this.list(child)) if (s.isDirectory()) await this.packageDir(`${child}/${s.name}`, nesting);
+        for await (const s of this.list(child)) if (s.isDirectory()) await this.packageDir(`${child}/${s.name}`, nesting);
       } else {
         await this.packageDir(child, nesting);
       }
@@ -151,17 +181,17 @@ export class DatabaseSearch {
 
   private async packageDir(rel: string, nesting: number): Promise<void> {
     const manifest = `${rel}/package.json`;
-    if (this.isFileLike(manifest) && isNodeModulesManifest(manifest)) this.add(manifest, "npm");
-    if (nesting < this.caps.maxNodeModulesNesting && this.kind(`${rel}/node_modules`) === "dir") await this.nodeModules(`${rel}/node_modules`, nesting + 1);
+    if (fileLike(this.probe(manifest)) && isNodeModulesManifest(manifest)) this.add(manifest, "npm");
+    if (nesting < this.caps.maxNodeModulesNesting && this.probe(`${rel}/node_modules`) === "dir") await this.nodeModules(`${rel}/node_modules`, nesting + 1);
   }
 
   private async sitePackages(rel: string): Promise<void> {
-    for (const e of await this.list(rel)) {
+    for await (const e of this.list(rel)) {
       const child = `${rel}/${e.name}`;
       if (e.isDirectory() && e.name.endsWith(".dist-info")) {
-        if (this.isFileLike(`${child}/METADATA`)) this.add(`${child}/METADATA`, "pypi");
+        if (fileLike(this.probe(`${child}/METADATA`))) this.add(`${child}/METADATA`, "pypi");
       } else if (e.isDirectory() && e.name.endsWith(".egg-info")) {
-        if (this.isFileLike(`${child}/PKG-INFO`)) this.add(`${child}/PKG-INFO`, "pypi");
+        if (fileLike(this.probe(`${child}/PKG-INFO`))) this.add(`${child}/PKG-INFO`, "pypi");
       } else if (e.isFile() && e.name.endsWith(".egg-info")) {
         this.add(child, "pypi");
       }

@@ -9,6 +9,9 @@
  * `lib/apk/db/installed` are each one database that any layer changing it replaces whole;
  * `status.d/*`, `package.json` and `METADATA` are one package per file. Whatever cannot be read
  * (a database, an opaque xattr, a search past its cap) is named in `partial`.
+ *
+ * Layers are searched one after another under one budget for the whole image (scan-budget.ts);
+ * once it is spent, the layers not searched and the databases not read are named in `partial`.
  */
 import { statSync } from "node:fs";
 import { Code, ShadowError } from "../../common/errors.js";
@@ -21,6 +24,8 @@ import { DEFAULT_INVENTORY_CAPS, type InventoryCaps } from "./inventory-caps.js"
 import type { OsRelease } from "./os-release.js";
 import { attributeDatabase, imagePackages, type DbProvider } from "./package-attribution.js";
 import type { Package } from "./package-record.js";
+import { DEFAULT_INVENTORY_BUDGET, type InventoryBudget } from "./inventory-budget.js";
+import { ScanBudget } from "./scan-budget.js";
 
 export interface InventoryProblem {
   layerId: string;
@@ -32,6 +37,8 @@ export interface ImageInventory {
   packages: Package[];
   os?: OsRelease;
   partial: InventoryProblem[];
+  /** Set when the image's budget was spent: why (the notes in `partial` say what was left). */
+  overBudget?: string;
 }
 
 /** A layer, bottom first: its diffID and its own files (overlay2/<cacheId>/diff). */
@@ -42,6 +49,10 @@ export interface InventoryLayer {
 
 export interface InventoryOptions {
   caps?: Partial<InventoryCaps>;
+  /** What the whole image may cost (DEFAULT_INVENTORY_BUDGET for what is not given). */
+  budget?: Partial<InventoryBudget>;
+  /** Ends the read at its next step (the agent is stopping); what it returns then is incomplete. */
+  signal?: AbortSignal;
   /** Reads a directory's overlay opaque xattr (tests replace it). */
   readOpaqueXattr?: OpaqueXattrReader;
 }
@@ -55,6 +66,7 @@ class InventoryRun {
   constructor(
     private readonly layers: InventoryLayer[],
     private readonly caps: InventoryCaps,
+    private readonly budget: ScanBudget,
     readXattr: OpaqueXattrReader | undefined,
   ) {
     this.stack = new OverlayStack(
@@ -80,7 +92,7 @@ class InventoryRun {
     let parsed = this.parsed.get(key);
     if (parsed === undefined) {
       const abs = this.stack.layers[p.layer]?.abs(rel) ?? "";
-      parsed = readDatabase(abs, kind, p.kind, this.caps).then(({ db, problem }) => {
+      parsed = readDatabase(abs, kind, p.kind, this.caps, this.budget).then(({ db, problem }) => {
         if (problem !== undefined) this.note(p.layer, rel, problem);
         return db;
       });
@@ -90,23 +102,35 @@ class InventoryRun {
   }
 
   async run(): Promise<ImageInventory> {
-    const searches = this.stack.layers.map((fs) => new DatabaseSearch(fs, this.caps));
-    await Promise.all(searches.map((s) => s.run()));
     const dbs = new Map<string, DbKind>();
-    searches.forEach((s, L) => {
+    for (const [L, fs] of this.stack.layers.entries()) {
+      if (!this.budget.maySearch()) {
+        this.note(L, "/", `layer not searched: ${this.budget.spent}`);
+        continue;
+      }
+      const s = new DatabaseSearch(fs, this.caps, this.budget);
+      await s.run();
       for (const [rel, kind] of s.found) dbs.set(rel, kind);
       if (s.stoppedAt !== undefined) this.note(L, s.stoppedAt.path, s.stoppedAt.reason);
-    });
+    }
     // Every view up front, os-release's candidates too (its lookup stops at the first found), so
     // each layer whose opaque xattrs could matter has them read, and reported if unreadable.
-    for (const rel of [...dbs.keys(), ...OS_RELEASE_PATHS]) this.stack.views(rel);
+    for (const rel of [...dbs.keys(), ...OS_RELEASE_PATHS]) {
+      this.stack.views(rel);
+      await this.budget.pace();
+    }
     const diffIds = this.layers.map((l) => l.diffId);
     const packages: Package[] = [];
     let n = 0;
     for (const [rel, kind] of dbs) {
+      if (!this.budget.mayRead()) {
+        // One note for all of them: naming each of thousands would make the inventory the problem.
+        this.note(this.layers.length - 1, "/", `${dbs.size - n} of ${dbs.size} database files not read: ${this.budget.spent}`);
+        break;
+      }
       packages.push(...(await attributeDatabase(rel, this.views(rel), (p) => this.parse(rel, kind, p), diffIds)));
-      // Many small files: let other work in the agent run now and then.
-      if (++n % 256 === 0) await new Promise((r) => setImmediate(r));
+      n++;
+      await this.budget.pace();
     }
     const os = await imageOsRelease(this.stack, (layer, rel, reason) => this.note(layer, rel, reason));
     for (const [layer, p] of this.stack.xattrProblems) this.note(layer, p.rel, `${p.reason}; directories assumed not opaque`);
@@ -115,7 +139,8 @@ class InventoryRun {
       const lb = this.layers.findIndex((l) => l.diffId === b.layerId);
       return la - lb || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
     });
-    return { packages: imagePackages(packages), ...(os !== undefined ? { os } : {}), partial };
+    const overBudget = this.budget.spent;
+    return { packages: imagePackages(packages), ...(os !== undefined ? { os } : {}), partial, ...(overBudget !== undefined ? { overBudget } : {}) };
   }
 }
 
@@ -136,5 +161,6 @@ export async function inventoryOf(layers: InventoryLayer[], options: InventoryOp
     if (!ok) throw new ShadowError(Code.NotFound, `layer ${l.diffId}: ${l.dir} is not a directory`);
   }
   const caps: InventoryCaps = { ...DEFAULT_INVENTORY_CAPS, ...options.caps };
-  return new InventoryRun(layers, caps, options.readOpaqueXattr).run();
+  const budget = new ScanBudget({ ...DEFAULT_INVENTORY_BUDGET, ...options.budget }, options.signal);
+  return new InventoryRun(layers, caps, budget, options.readOpaqueXattr).run();
 }

@@ -2,6 +2,10 @@
  * Reads each image's package inventory once (per image: its whole layer chain) off the hot path,
  * one image at a time, and keeps the result in level so a restarted agent does not read the
  * layers again. Emits each inventory for the link to send.
+ *
+ * Reading is low priority: one image at a time (a queue), yielding to the event loop every few
+ * milliseconds, within a per-image budget of time, directory entries and bytes; an image past
+ * its budget is sent partial, the reason in its `partial`, and is not read again.
  */
 import { EventEmitter } from "node:events";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -16,10 +20,18 @@ import {
 import type { Logger } from "../../common/log.js";
 import type { ResolvedImage } from "../layers/image-layers.js";
 import type { StateSublevel } from "../state/state-sublevel.js";
-import { inventoryOf } from "./layer-inventory.js";
+import { inventoryOf, type InventoryLayer, type InventoryOptions, type ImageInventory as LayerInventory } from "./layer-inventory.js";
+import type { InventoryBudget } from "./inventory-budget.js";
 
 export interface InventoryScannerEvents {
   inventory: [ImageInventory];
+}
+
+export interface InventoryScannerOptions {
+  /** What one image may cost (the rest from DEFAULT_INVENTORY_BUDGET). */
+  budget?: Partial<InventoryBudget>;
+  /** Reads one image's layers (tests wrap it to watch the queue). */
+  read?: (layers: InventoryLayer[], options: InventoryOptions) => Promise<LayerInventory>;
 }
 
 /** Bump when what an inventory holds changes, so cached ones are read again. */
@@ -29,18 +41,26 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
   private readonly done = new Map<string, ImageInventory>();
   private readonly queued = new Set<string>();
   private chain: Promise<void> = Promise.resolve();
-  readonly stats = { scanned: 0, cached: 0, failed: 0 };
+  private readonly stopping = new AbortController();
+  /** `overBudget`: images read partial because their budget was spent. */
+  readonly stats = { scanned: 0, cached: 0, failed: 0, overBudget: 0 };
 
   /** `db`: the cache (a sublevel of the agent's state); without one, every agent start reads again. */
   constructor(
     private readonly db: StateSublevel<Uint8Array> | undefined,
     private readonly log: Logger,
+    private readonly options: InventoryScannerOptions = {},
   ) {
     super();
   }
 
-  /** Waits for the image being read; the cache's database is closed by its owner. */
+  /**
+   * Stops: images still queued are not read, the one being read stops at its next step and is
+   * neither kept nor sent (a stop is no reason to call an image partial). The cache's database is
+   * closed by its owner.
+   */
   async close(): Promise<void> {
+    this.stopping.abort();
     await this.chain.catch(() => undefined);
   }
 
@@ -62,6 +82,7 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
   }
 
   private async scan(image: ResolvedImage): Promise<void> {
+    if (this.stopping.signal.aborted) return;
     const key = `v${CACHE_VERSION}!${image.id}`;
     try {
       const hit = await this.db?.get(key);
@@ -74,7 +95,10 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
       }
       const started = Date.now();
       const layers = image.layers.map((l) => ({ diffId: l.diffId, dir: l.dir }));
-      const r = await inventoryOf(layers);
+      const read = this.options.read ?? inventoryOf;
+      const r = await read(layers, { signal: this.stopping.signal, ...(this.options.budget !== undefined ? { budget: this.options.budget } : {}) });
+      if (this.stopping.signal.aborted) return;
+      if (r.overBudget !== undefined) this.stats.overBudget++;
       const inv = create(ImageInventorySchema, {
         imageId: image.id,
         packages: r.packages.map((p) =>
@@ -98,7 +122,7 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
       await this.db?.put(key, toBinary(ImageInventorySchema, inv));
       this.stats.scanned++;
       this.done.set(image.id, inv);
-      this.log.info({ image: image.id.slice(0, 19), packages: inv.packages.length, partial: inv.partial.length, ms: Date.now() - started }, "image inventory read");
+      this.log.info({ image: image.id.slice(0, 19), packages: inv.packages.length, partial: inv.partial.length, ms: Date.now() - started, ...(r.overBudget !== undefined ? { overBudget: r.overBudget } : {}) }, "image inventory read");
       this.emit("inventory", inv);
     } catch (err) {
       this.stats.failed++;

@@ -13,7 +13,7 @@ import {
   ScoreEvent_Type,
   ScoreEventSchema,
 } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import type { ContainerScores } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import type { ContainerScores, ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { serverStreamHandler, unaryHandler } from "../../common/grpc.js";
 import type { FeedManager } from "../feeds/manager.js";
@@ -28,6 +28,16 @@ export interface VulnsDeps {
   scores: ScoreEngine;
   feeds: FeedManager;
   metrics: AggregatorMetrics;
+}
+
+/**
+ * Whether an image's vulnerabilities can be believed: a script must tell "no vulnerabilities"
+ * from "not scanned yet" (no inventory) and from "scanned in part" (a database unreadable, a
+ * search past its cap or budget).
+ */
+export function inventoryStatus(inv: ImageInventory | undefined): "pending" | "partial" | "scanned" {
+  if (inv === undefined) return "pending";
+  return inv.partial.length > 0 ? "partial" : "scanned";
 }
 
 export function vulnsQueryImpl({ store, scores, feeds, metrics }: VulnsDeps): grpc.UntypedServiceImplementation {
@@ -72,6 +82,7 @@ export function vulnsQueryImpl({ store, scores, feeds, metrics }: VulnsDeps): gr
         ...(inv?.os !== undefined ? { os: inv.os } : {}),
         partial: inv?.partial ?? [],
         packages: inv?.packages.length ?? 0,
+        inventoryStatus: inventoryStatus(inv),
       });
     }),
     getInventory: unaryHandler(m.getInventory, async (req) => {

@@ -4,18 +4,19 @@ import { containerCommand, type JsonFlags } from "../options.js";
 import { safeLine } from "../terminal-safe.js";
 
 export function registerVulns(program: Command): void {
-  containerCommand(program, "vulns", "a container's vulnerabilities: package, layer, fix, CVSS, EPSS, KEV and each one's threat").option("--json", "JSON with the scores and every match").action(action(vulns));
+  containerCommand(program, "vulns", "a container's vulnerabilities: package, layer, fix, CVSS, EPSS, KEV and each one's threat").option("--json", "JSON with the inventory's status (scanned, partial or pending), the scores and every match").action(action(vulns));
 }
 
 async function vulns(container: string, o: JsonFlags): Promise<void> {
-  const { QueryService, query, renderVulns, scoresJson, vulnJson } = await runtime();
+  const { QueryService, inventoryLine, query, renderVulns, vulnsJson } = await runtime();
   const r = await query(o, QueryService.method.getVulns, { container });
   if (o.json) {
-    out(JSON.stringify({ scores: r.scores && scoresJson(r.scores), os: r.os && { id: r.os.id, version_id: r.os.versionId }, packages: r.packages, partial: r.partial.map((p) => ({ layer_id: p.layerId, path: p.path, reason: p.reason })), vulnerabilities: r.matches.map(vulnJson) }, null, 2));
+    out(JSON.stringify(vulnsJson(r), null, 2));
     return;
   }
   const s = r.scores;
   if (s !== undefined) out(safeLine`${s.containerName || s.containerId.slice(0, 12)}: risk ${s.risk.toFixed(1)}, threat ${s.threat.toFixed(1)}, ${r.matches.length} vulnerabilities in ${r.packages} packages${r.os ? ` (${r.os.id} ${r.os.versionId})` : ""}; policy ${s.policy?.name} rebuild at ${s.policy?.rebuildThreshold}, switch at ${s.policy?.switchThreshold}`);
+  out(safeLine`${inventoryLine(r)}`);
   for (const c of s?.caveats ?? []) out(safeLine`  note: ${c}`);
   if (r.matches.length > 0) out(renderVulns(r.matches));
 }

@@ -41,6 +41,7 @@ describe("agent configuration", () => {
         windowMs: 10_000,
         execSource: "auto",
         spoolMax: 100_000,
+        inventoryBudget: { maxMs: 60_000, maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024 },
       },
       tlsDir: join(homedir(), ".shadowlayer", "tls"),
       insecure: false,
@@ -81,12 +82,15 @@ describe("agent configuration", () => {
     assert.equal(c.agent.execSource, "proc");
     assert.equal(c.agent.bpftrace, "/opt/bpftrace");
     assert.equal(c.agent.dockerRoot, "/host/docker");
+    const b = resolveAgentConfig({ inventoryBudgetMs: "500", inventoryBudgetEntries: "1e4", inventoryBudgetMb: "1.5" }, {}).agent.inventoryBudget;
+    assert.deepEqual(b, { maxMs: 500, maxEntries: 10_000, maxBytes: 1.5 * 1024 * 1024 });
   });
 
   it("refuses each invalid flag, naming it", () => {
     refuses(() => resolveAgentConfig({ sampleMs: "abc" }, {}), '--sample-ms: expected a positive number, got "abc"');
     refuses(() => resolveAgentConfig({ window: "0" }, {}), '--window: expected a positive number, got "0"');
     refuses(() => resolveAgentConfig({ spoolMax: "-5" }, {}), '--spool-max: expected a positive number, got "-5"');
+    refuses(() => resolveAgentConfig({ inventoryBudgetMs: "0" }, {}), '--inventory-budget-ms: expected a positive number, got "0"');
     refuses(() => resolveAgentConfig({ refreshMs: "Infinity" }, {}), '--refresh-ms: expected a positive number, got "Infinity"');
     refuses(() => resolveAgentConfig({ execSource: "kprobe" }, {}), '--exec-source: expected one of auto, ebpf, proc, got "kprobe"');
     refuses(() => resolveAgentConfig({ http: "localhost" }, {}), '--http: expected host:port, got "localhost"');
@@ -269,6 +273,9 @@ describe("--help shows the defaults the configuration applies", () => {
       "--window": String((a.windowMs ?? 0) / 1000),
       "--exec-source": String(a.execSource),
       "--spool-max": String(a.spoolMax),
+      "--inventory-budget-ms": String(a.inventoryBudget?.maxMs),
+      "--inventory-budget-entries": String(a.inventoryBudget?.maxEntries),
+      "--inventory-budget-mb": String((a.inventoryBudget?.maxBytes ?? 0) / (1024 * 1024)),
       "--proc-root": String(a.procRoot),
       "--cgroup-root": String(a.cgroupRoot),
       "--http": String(a.http),
