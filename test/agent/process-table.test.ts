@@ -3,24 +3,20 @@
  * it execs has the same command name, so the graph shows its new argv and executable.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { LdgCollector } from "../../agent/layers/ldg-collector.js";
 import { AgentMetrics } from "../../agent/metrics.js";
 import { CgroupSampler } from "../../agent/telemetry/cgroup-sampler.js";
 import { ProcessTable } from "../../agent/telemetry/process-table.js";
 import { silentLogger } from "../../common/log.js";
 import type { Process } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
-import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+import { cleanupContainers, execFileP, runContainer, testEngine, waitFor } from "../harness/engine.js";
 
 describe("process table (real engine)", () => {
-  let eng: TestEngine;
-
-  before(async () => {
-    eng = await testEngine();
-  });
-  after(async () => cleanupContainers(eng.docker));
+  after(async () => cleanupContainers((await testEngine()).docker));
 
   it("re-reads a process's argv after it execs a program of the same name", async () => {
+    const eng = await testEngine();
     const table = new ProcessTable("/proc", new CgroupSampler({ procRoot: "/proc" }));
     const collector = new LdgCollector({ docker: eng.docker, node: "table-node", procRoot: "/proc", dockerRoot: eng.info.rootDir, log: silentLogger(), metrics: new AgentMetrics(), processes: table });
     // Paths with a slash make busybox's shell really exec (an applet name alone runs in-process).
