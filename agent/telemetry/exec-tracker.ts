@@ -149,9 +149,10 @@ export class ExecTracker {
     this.stats.matched++;
     const proc = this.o.procRoot;
     let a: Attribution & { path: string };
-    // While the process lives, its exe link is the file the kernel ran (symlinks and
-    // /proc/self/exe re-execs resolved). Once it is gone, the exec'd path is what we have.
-    const exe = readExe(proc, ev.pid);
+    // While the process lives on in the image this exec loaded, its exe link is the file the
+    // kernel ran (symlinks and /proc/self/exe re-execs resolved). Once it is gone, or has exec'd
+    // again since, the exec'd path is what we have.
+    const exe = this.stillRunning(ev);
     if (exe !== undefined) {
       a = { ...this.o.collector.attributeProcess(r, { exe: exe.path, exeDeleted: exe.deleted }), path: exe.path };
     } else {
@@ -172,6 +173,19 @@ export class ExecTracker {
     this.o.onExec(s);
     this.maybeDetect(s, { pid: ev.pid, ppid: ev.ppid, startTimeTicks: ev.startTimeTicks, comm: ev.comm, at: ev.at });
     return true;
+  }
+
+  /**
+   * The exe link of the event's process, when that pid is still the same process (start time) and
+   * has not exec'd another program since (command name): a recycled pid, or a dropped binary that
+   * at once execs an image one, must not lend the event the later program's file.
+   */
+  private stillRunning(ev: ExecEvent): { path: string; deleted: boolean } | undefined {
+    const exe = readExe(this.o.procRoot, ev.pid);
+    if (exe === undefined) return undefined;
+    // Read after the link, so that an exec in between shows here.
+    const stat = parseStat(readProcFile(`${this.o.procRoot}/${ev.pid}/stat`) ?? "");
+    return stat?.startTime === ev.startTimeTicks && stat.comm === ev.comm ? exe : undefined;
   }
 
   /**

@@ -2,6 +2,8 @@
  * Exec events are attributed only to a container that existed when the exec happened. The kernel
  * gives a freed mount namespace's inode number to the next one, so an event held back (its
  * namespace not known yet) or read late can carry the number of a container started after it.
+ * And an event is attributed by its process's exe link only while that process still runs the
+ * program the event loaded.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
@@ -12,7 +14,8 @@ import { bootMinusMonotonic } from "../../agent/telemetry/boot-clock.js";
 import type { ExecEvent } from "../../agent/telemetry/exec-ebpf.js";
 import { ExecTracker, type ExecSighting } from "../../agent/telemetry/exec-tracker.js";
 import { silentLogger } from "../../common/log.js";
-import { cleanupContainers, runContainer, testEngine, type TestEngine } from "../harness/engine.js";
+import { parseStat } from "../../agent/runtime/proc-files.js";
+import { cleanupContainers, execFileP, runContainer, testEngine, type TestEngine } from "../harness/engine.js";
 
 describe("exec events and the containers' lifetimes (real engine)", () => {
   let eng: TestEngine;
@@ -52,6 +55,30 @@ describe("exec events and the containers' lifetimes (real engine)", () => {
     } finally {
       tracker.stop();
     }
+  });
+
+  it("takes a live process's exe link only while it still runs the exec's program", async () => {
+    const collector = new LdgCollector({ docker: eng.docker, node: "life-node", procRoot: "/proc", dockerRoot: eng.info.rootDir, log: silentLogger(), metrics: new AgentMetrics() });
+    const seen: ExecSighting[] = [];
+    const tracker = new ExecTracker({ node: "life-node", procRoot: "/proc", collector, onExec: (s) => seen.push(s), onDetection: () => undefined });
+    const c = await runContainer(eng.docker, eng.app, ["/bin/sleep", "600"]);
+    await execFileP("docker", ["exec", c.id, "/bin/cp", "/bin/busybox", "/tmp/dropped"]);
+    await collector.refreshOne(c.id);
+    tracker.rebuild();
+    const pid = (await c.inspect()).State.Pid;
+    const mntns = Number(/\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/mnt`))?.[1] ?? NaN);
+    const start = parseStat(readFileSync(`/proc/${pid}/stat`, "utf8"))?.startTime ?? 0n;
+    const exec = (filename: string, comm: string, startTimeTicks: bigint): string => {
+      tracker.onEbpf({ pid, ppid: 0, filename, mntns, startTimeTicks, comm, at: new Date(), monoNs: process.hrtime.bigint() });
+      const s = seen.at(-1);
+      return `${s?.path} ${s?.attribution.drift ? "drift" : "image"}`;
+    };
+    // The container's sleep (busybox) as it runs now: its exe link.
+    assert.equal(exec("/bin/sleep", "sleep", start), "/bin/busybox image");
+    // A dropped binary whose process has exec'd the image's sleep since: the exec'd path, not the link.
+    assert.equal(exec("/tmp/dropped", "dropped", start), "/tmp/dropped drift");
+    // The pid of another process (a recycled pid): the same.
+    assert.equal(exec("/tmp/dropped", "sleep", start + 1n), "/tmp/dropped drift");
   });
 
   it("converts the monotonic clock to the start times' boot clock to within a tick", () => {
