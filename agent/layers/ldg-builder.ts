@@ -21,6 +21,7 @@ import {
 import { readProcFile } from "../runtime/proc-files.js";
 import type { ProcInfo } from "../runtime/container-processes.js";
 import { OverlayStack } from "../overlay/overlay-stack.js";
+import { resolveInRoot } from "../overlay/resolve-in-root.js";
 import type { ContainerFacts, MountFact } from "../runtime/engine-facts.js";
 import { cacheIdOfDir, layerName, type ResolvedImage } from "./image-layers.js";
 import { overlayRoot, parseMountinfo } from "./mountinfo.js";
@@ -39,16 +40,6 @@ export function volumeLayerId(m: MountFact): string {
   if (m.type === "volume" && m.name !== "") return `volume:${m.name}`;
   if (m.type === "bind") return `volume:${m.source}`;
   return `volume:${m.type || "mount"}:${m.destination}`;
-}
-
-const normalize = (p: string): string => posix.normalize(p);
-
-function readLinkQuiet(path: string): string | undefined {
-  try {
-    return readlinkSync(path);
-  } catch {
-    return undefined;
-  }
 }
 
 /** The longest mount destination that contains `path`. */
@@ -196,18 +187,12 @@ export class LdgBuilder {
 
   /**
    * The layer providing `path` (as seen inside the container) for an exec whose process may be
-   * gone already: volumes first, then the writable layer, then the image layers. A symlink in the
-   * merged view is followed (up to 8 hops) through `rootPrefix` (the container's /proc/<pid>/root).
+   * gone already: volumes first, then the writable layer, then the image layers. Symlinks are
+   * followed inside `root` (the container's /proc/<pid>/root) as the kernel followed them for the
+   * container, never through the host's own files; without a root the path is taken as it is.
    */
-  attributePath(c: ContainerFacts, image: ResolvedImage, path: string, rootPrefix: string | undefined): Attribution & { path: string } {
-    let p = path;
-    if (rootPrefix !== undefined) {
-      for (let hop = 0; hop < 8; hop++) {
-        const target = readLinkQuiet(rootPrefix + p);
-        if (target === undefined) break;
-        p = target.startsWith("/") ? target : normalize(`${p.slice(0, p.lastIndexOf("/") + 1)}${target}`);
-      }
-    }
+  attributePath(c: ContainerFacts, image: ResolvedImage, path: string, root: string | undefined): Attribution & { path: string } {
+    const p = (root === undefined ? undefined : resolveInRoot(root, path)?.path) ?? posix.join("/", path);
     return { ...this.attribute(c, image, { exe: p, exeDeleted: false }), path: p };
   }
 

@@ -88,7 +88,7 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     return this.builder.attribute(r.facts, r.image, p);
   }
 
-  /** The layer providing an executed path, following symlinks through the container's root. */
+  /** The layer providing an executed path, its symlinks followed inside the container's root. */
   attributePath(r: RunningContainer, path: string): Attribution & { path: string } {
     return this.builder.attributePath(r.facts, r.image, path, `${this.o.procRoot}/${r.pid}/root`);
   }

@@ -11,9 +11,10 @@
  * mount; redirect_dir and metacopy, which Docker's layers do not use, are not followed.
  */
 import { readlinkSync } from "node:fs";
-import { imageRel, resolveLinkInImage } from "./image-path.js";
+import { imageRel } from "./image-path.js";
 import { LayerDir, type XattrProblem } from "./layer-dir.js";
 import { readOpaqueXattr, type OpaqueXattrReader } from "./opaque-xattr.js";
+import { walkInRoot, type RootEntry } from "./walk-in-root.js";
 
 /** The layer (index, bottom = 0) whose entry a view shows, and what that entry is. */
 export interface Provider {
@@ -21,8 +22,9 @@ export interface Provider {
   kind: "file" | "symlink" | "dir" | "other";
 }
 
-/** Symlinks followed in one lookup before giving up, as a loop guard (the kernel allows 40). */
-const MAX_LINKS = 8;
+const ABSENT: RootEntry = { kind: "absent" };
+const DIR: RootEntry = { kind: "dir" };
+const OTHER: RootEntry = { kind: "other" };
 
 export class OverlayStack {
   /** The layers, bottom first. */
@@ -81,36 +83,28 @@ export class OverlayStack {
   }
 
   /**
-   * As `provider`, after following symlinked parent directories through the merged view the way
-   * the kernel's path walk does (`bin -> usr/bin` in a usrmerged image), never out of the image.
-   * The last component is not followed: a symlink there is what provides the path.
+   * As `provider`, after following symlinks through the merged view the way the kernel's path walk
+   * does (`bin -> usr/bin` in a usrmerged image), with RESOLVE_IN_ROOT's rules: never out of the
+   * image, whatever the link says. The last component is not followed: a symlink there is what
+   * provides the path.
    */
   locate(path: string): { rel: string; provider: Provider } | undefined {
-    let rel = imageRel(path);
-    for (let links = 0; links <= MAX_LINKS; links++) {
-      const parts = rel.split("/");
-      let next: string | undefined;
-      for (let i = 1; i < parts.length && next === undefined; i++) {
-        const prefix = parts.slice(0, i).join("/");
-        const p = this.provider(prefix);
-        if (p?.kind === "dir") continue;
-        if (p?.kind !== "symlink") return undefined;
-        let target: string;
-        try {
-          target = readlinkSync(this.layers[p.layer]?.abs(prefix) ?? "");
-        } catch {
-          return undefined;
-        }
-        const resolved = resolveLinkInImage(prefix, target);
-        if (resolved === undefined) return undefined;
-        next = [resolved, ...parts.slice(i)].join("/");
-      }
-      if (next === undefined) {
-        const provider = this.provider(rel);
-        return provider === null ? undefined : { rel, provider };
-      }
-      rel = next;
+    const end = walkInRoot(path, (rel) => this.entryAt(rel), false);
+    if (end === undefined || end.last.kind === "absent") return undefined;
+    const provider = this.provider(end.rel);
+    return provider === null ? undefined : { rel: end.rel, provider };
+  }
+
+  /** The merged view's entry at `rel`, as the walk needs it. */
+  private entryAt(rel: string): RootEntry {
+    const p = this.provider(rel);
+    if (p === null) return ABSENT;
+    if (p.kind === "dir") return DIR;
+    if (p.kind !== "symlink") return OTHER;
+    try {
+      return { kind: "symlink", target: readlinkSync(this.layers[p.layer]?.abs(rel) ?? "") };
+    } catch {
+      return ABSENT;
     }
-    return undefined;
   }
 }

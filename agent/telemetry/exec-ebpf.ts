@@ -29,6 +29,8 @@ export interface ExecEvent {
   comm: string;
   /** wall-clock time of the exec */
   at: Date;
+  /** time of the exec on the kernel's CLOCK_MONOTONIC (bpftrace's nsecs), ns: to compare with kernel times */
+  monoNs: bigint;
 }
 
 export type BpftraceLine =
@@ -152,6 +154,7 @@ function parsePrintf(data: string, monoToWall: (ns: bigint) => Date): BpftraceLi
   if (filename === "") return { kind: "malformed", reason: "empty filename" };
   // Each char of comm came from at least one of its <= 15 bytes.
   if ([...comm].length > COMM_MAX_BYTES) return { kind: "malformed", reason: "comm longer than the kernel's 15 bytes" };
+  const monoNs = BigInt(head[5]);
   const event: ExecEvent = {
     pid,
     ppid,
@@ -159,7 +162,8 @@ function parsePrintf(data: string, monoToWall: (ns: bigint) => Date): BpftraceLi
     mntns,
     startTimeTicks: BigInt(head[4]),
     comm,
-    at: monoToWall(BigInt(head[5])),
+    at: monoToWall(monoNs),
+    monoNs,
   };
   if (Buffer.byteLength(filename, "utf8") >= FILENAME_MAX_BYTES) event.filenameTruncated = true;
   return { kind: "exec", event };

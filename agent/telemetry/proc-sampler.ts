@@ -23,6 +23,12 @@ export interface StatSample {
   /** Start time in clock ticks after boot: with the pid, the identity of a process. */
   startTime: bigint;
   rssPages: number;
+  /**
+   * Field 28, the bottom of the process's stack: every exec maps a new one (placed at random, and
+   * below argv and the environment), so a change tells an exec that kept the command name. 0 when
+   * the reader may not see it.
+   */
+  startStack: number;
 }
 
 export interface DetailSample {
@@ -77,8 +83,10 @@ export function parseStatSample(text: string): StatSample | undefined {
     i++; // the space
     field++;
   }
-  if (w < want.length) return undefined;
-  const [ppid, minflt, majflt, utime, stime, threads, start, rss] = vals as [number, number, number, number, number, number, number, number];
+  // startstack, the last field read, is there on every kernel the agent runs on; a shorter line is
+  // still read for the rest.
+  if (w < want.length - 1) return undefined;
+  const [ppid, minflt, majflt, utime, stime, threads, start, rss, startStack] = vals as [number, number, number, number, number, number, number, number, number];
   return {
     comm: text.slice(open + 1, close),
     state,
@@ -89,11 +97,12 @@ export function parseStatSample(text: string): StatSample | undefined {
     threads,
     startTime: BigInt(start),
     rssPages: rss,
+    startStack: Math.max(0, startStack),
   };
 }
 
-/** Fields after the comm (0 = state): ppid, minflt, majflt, utime, stime, num_threads, starttime, rss. */
-const STAT_FIELDS = [1, 7, 9, 11, 12, 17, 19, 21];
+/** Fields after the comm (0 = state): ppid, minflt, majflt, utime, stime, num_threads, starttime, rss, startstack. */
+const STAT_FIELDS = [1, 7, 9, 11, 12, 17, 19, 21, 25];
 
 /** The number after `key` (which includes its ':') up to the end of the line, or -1. */
 function field(text: string, key: string): number {

@@ -150,8 +150,8 @@ export class ProcessTable {
         // The pid was recycled: the old process exited, this is another one.
         t = undefined;
       }
-      if (t === undefined || t.stat.comm !== stat.comm) {
-        // New, or it exec'd another program: (re)read what it runs.
+      if (t === undefined || t.stat.comm !== stat.comm || t.stat.startStack !== stat.startStack) {
+        // New, or it exec'd (another program, or the same name with other arguments): (re)read what it runs.
         const info = readProcessDetails(this.procRoot, p, stat);
         const detail = info === undefined ? undefined : this.proc.detail(p);
         if (info === undefined || detail === undefined) {

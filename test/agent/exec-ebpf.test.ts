@@ -76,7 +76,7 @@ describe("parseBpftraceLine on captured bpftrace 0.17 output", () => {
     assert.equal(kinds.filter((k) => k === "malformed").length, 0);
   });
 
-  it("gives pid, ppid, mntns, start ticks, comm, filename and time of a plain exec", () => {
+  it("gives pid, ppid, mntns, start ticks, comm, filename and time (wall and monotonic) of a plain exec", () => {
     const line = lines.find((l) => l.startsWith('{"type": "printf", "data": "13950 '));
     assert.ok(line);
     const e = only(events, (x) => x.pid === 13950);
@@ -88,6 +88,7 @@ describe("parseBpftraceLine on captured bpftrace 0.17 output", () => {
       startTimeTicks: 234325n,
       comm: "true",
       at: new Date(2343253),
+      monoNs: 2343253523657n,
     });
   });
 

@@ -171,6 +171,20 @@ describe("overlay model: which layer provides a path", () => {
     assert.deepEqual(s.locate("/usr/bin/dash")?.provider, { layer: 2, kind: "file" });
   });
 
+  it("walks links as RESOLVE_IN_ROOT does: a link to the root, 40 links but not 41, '..' stopping at the root", () => {
+    const l = layers(2);
+    l.put(0, "bin/busybox");
+    l.link(1, "rootlink", "/");
+    l.link(1, "up", "../../../../..");
+    // A chain of directory links c0 -> c1 -> ... -> c40 -> bin: reaching bin/busybox through cK takes 41 - K links.
+    for (let k = 0; k <= 40; k++) l.link(1, `chain/c${k}`, k === 40 ? "/bin" : `c${k + 1}`);
+    const s = new OverlayStack(l.dirs);
+    assert.deepEqual(s.locate("/rootlink/bin/busybox"), { rel: "bin/busybox", provider: { layer: 0, kind: "file" } });
+    assert.deepEqual(s.locate("/up/up/bin/busybox")?.rel, "bin/busybox");
+    assert.deepEqual(s.locate("/chain/c1/busybox")?.rel, "bin/busybox", "40 links are followed");
+    assert.equal(s.locate("/chain/c0/busybox"), undefined, "the 41st is not");
+  });
+
   it("maps paths and symlink targets into the image", () => {
     assert.equal(imageRel("///usr/bin/x"), "usr/bin/x");
     assert.equal(resolveLinkInImage("etc/os-release", "../usr/lib/os-release"), "usr/lib/os-release");

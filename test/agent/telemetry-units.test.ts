@@ -37,13 +37,14 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 describe("proc-sampler parsers (files captured on this host)", () => {
   it("reads CPU, faults, threads, RSS and start time from stat", () => {
     const s = parseStatSample(fixture("proc/stat-busybox-sleep.txt"));
-    assert.deepEqual(s, { comm: "sleep", state: "S", ppid: 4697, minflt: 917, majflt: 0, cpuTicks: 4, threads: 1, startTime: 283388n, rssPages: 316 });
+    assert.deepEqual(s, { comm: "sleep", state: "S", ppid: 4697, minflt: 917, majflt: 0, cpuTicks: 4, threads: 1, startTime: 283388n, rssPages: 316, startStack: 140720929788896 });
   });
   it("survives a comm with spaces and parentheses and refuses short or garbled lines", () => {
     const line = "77 (a) b (c) R 1 77 77 0 -1 0 5 0 6 0 7 8 0 0 20 0 3 0 999 100 42 0";
     assert.equal(parseStatSample(line)?.comm, "a) b (c");
     assert.equal(parseStatSample(line)?.cpuTicks, 15);
     assert.equal(parseStatSample(line)?.threads, 3);
+    assert.equal(parseStatSample(line)?.startStack, 0, "a line that ends before startstack");
     assert.equal(parseStatSample("1 (x) S 1 2 3"), undefined);
     assert.equal(parseStatSample("no parens at all"), undefined);
     assert.equal(parseStatSample("1 (x) S 1 1 1 0 -1 0 a 0 0 0 1 1 0 0 20 0 1 0 5 0 1 0"), undefined);
