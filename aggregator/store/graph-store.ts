@@ -4,13 +4,14 @@
  * it on open, so a restarted aggregator answers as before.
  */
 import { EventEmitter } from "node:events";
-import { Level } from "level";
 import { LayerGraphSchema, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger, type Logger } from "../../common/log.js";
 import { openPrivateLevel } from "../../common/private-files.js";
 import { keys, SCHEMA_VERSION } from "./keys.js";
 import { MessageStore } from "./message-store.js";
+import { RecoverableLevel } from "./recoverable-level.js";
+import type { StoreHealth, StoreRecoveryOptions } from "./store-health.js";
 
 export interface NodeRecord {
   node: string;
@@ -33,16 +34,20 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
   private readonly nodes = new Map<string, NodeRecord>();
 
   private constructor(
-    readonly db: Level<string, Uint8Array>,
+    /** Shared by every store, feeds and scores; it recovers from storage errors in place. */
+    readonly db: RecoverableLevel,
     private readonly graphs: MessageStore<typeof LayerGraphSchema>,
   ) {
     super();
     this.setMaxListeners(0);
   }
 
-  /** Opens (or makes) the store in `dir`, private to this user; `log` hears what was tightened. */
-  static async open(dir: string, log: Logger = silentLogger()): Promise<GraphStore> {
-    const db = new Level<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
+  /**
+   * Opens (or makes) the store in `dir`, private to this user; `log` hears what was tightened and
+   * how the store's health goes; `recovery` paces the retries after a storage error.
+   */
+  static async open(dir: string, log: Logger = silentLogger(), recovery: StoreRecoveryOptions = {}): Promise<GraphStore> {
+    const db = new RecoverableLevel(dir, log, recovery);
     await openPrivateLevel(dir, log, () =>
       db.open().catch((err: unknown) => {
         throw new ShadowError(Code.FailedPrecondition, `cannot open the store in ${dir} (is another aggregator using it?)`, { cause: err });
@@ -64,7 +69,13 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
     }
   }
 
+  /** Whether writes work; reads keep serving while they do not. */
+  get health(): StoreHealth {
+    return this.db.health;
+  }
+
   async close(): Promise<void> {
+    await this.db.health.stop();
     await this.db.close();
   }
 

@@ -1,0 +1,220 @@
+/**
+ * Disk full under a running aggregator: its data dir is on a small tmpfs this test makes, an agent
+ * fills level's memtable, a filler file takes all but a little of the space, and the agent writes
+ * on until one is refused (LevelDB's compaction then fails, and its error stays even after space
+ * returns). Reads (ListContainers, GetLayerGraph, ListWindows) still answer, /readyz is 503 with
+ * the store's reason, the refused write is not acked; once the filler is gone the store recovers
+ * without a restart: /readyz is 200 and the agent's re-sent write is acked and stored. A restart
+ * afterwards shows every acked write kept across the in-place reopen.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, open, rm, statfs, unlink } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { AgentMessageSchema, AgentService, type AgentMessage, type AggregatorMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { TelemetryItemSchema, WindowSummarySchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { callBidi, callUnary, makeClient } from "../../common/grpc.js";
+import { silentLogger } from "../../common/log.js";
+import { startAggregator, type AggregatorOptions, type RunningAggregator } from "../../aggregator/index.js";
+
+type Body = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
+
+interface AgentStream {
+  /** Resolves when the aggregator acks the message, rejects when the stream ends first. */
+  send(body: Body): Promise<void>;
+  close(): void;
+}
+
+const NODE = "node-a";
+const hex = (bytes: number) => randomBytes(bytes).toString("hex");
+
+/** A graph of about 17 KB of incompressible ids and names, so a few hundred fill level's 4 MB memtable. */
+function bigGraph(): LayerGraph {
+  const containerId = hex(32);
+  return create(LayerGraphSchema, {
+    containerId,
+    containerName: `app-${containerId.slice(0, 8)}`,
+    node: NODE,
+    state: "running",
+    image: "example/app:1",
+    imageId: `sha256:${hex(32)}`,
+    layers: Array.from({ length: 60 }, (_, index) => ({ layerId: `sha256:${hex(32)}`, name: hex(100), kind: LayerKind.IMAGE, index })),
+  });
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("disk full under the aggregator (a small tmpfs)", () => {
+  let dir: string;
+  let agg: RunningAggregator | undefined;
+  let options: AggregatorOptions;
+  const clients: grpc.Client[] = [];
+  const streams: AgentStream[] = [];
+  const filler = () => join(dir, "filler");
+
+  const running = (): RunningAggregator => {
+    if (agg === undefined) throw new Error("aggregator not running");
+    return agg;
+  };
+
+  const client = (svc: typeof AgentService | typeof QueryService) => {
+    const c = makeClient(svc, `127.0.0.1:${running().port}`, grpc.credentials.createInsecure());
+    clients.push(c);
+    return c;
+  };
+
+  const connect = async (): Promise<AgentStream> => {
+    const call = callBidi(client(AgentService), AgentService.method.connect);
+    let seq = 0n;
+    let failure: Error | undefined;
+    const waiting = new Map<bigint, { resolve: () => void; reject: (e: Error) => void }>();
+    call.on("data", (m: AggregatorMessage) => {
+      if (m.body.case !== "ack") return;
+      for (const [s, w] of waiting) if (s <= m.body.value.seq) (waiting.delete(s), w.resolve());
+    });
+    call.on("error", (err: grpc.ServiceError) => {
+      failure = err;
+      for (const w of waiting.values()) w.reject(err);
+      waiting.clear();
+    });
+    const s: AgentStream = {
+      send: (body) =>
+        new Promise((resolve, reject) => {
+          if (failure !== undefined) return reject(failure);
+          seq++;
+          waiting.set(seq, { resolve, reject });
+          call.write(create(AgentMessageSchema, { seq, body }) as AgentMessage);
+        }),
+      close: () => call.cancel(),
+    };
+    streams.push(s);
+    await s.send({ case: "hello", value: { node: NODE, agentVersion: "test" } });
+    return s;
+  };
+
+  const readyz = async (): Promise<{ status: number; body: string }> => {
+    const res = await fetch(`http://127.0.0.1:${running().httpPort}/readyz`);
+    return { status: res.status, body: await res.text() };
+  };
+
+  /** Takes all the free space of the tmpfs but `leave` bytes. */
+  const fill = async (leave: number) => {
+    const s = await statfs(dir);
+    const fh = await open(filler(), "w");
+    try {
+      await fh.write(new Uint8Array(Math.max(0, s.bavail * s.bsize - leave)));
+    } finally {
+      await fh.close();
+    }
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "sl-disk-full-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", dir]);
+    options = { dataDir: join(dir, "agg"), listen: "127.0.0.1:0", http: "127.0.0.1:0", tls: "insecure", log: silentLogger(), storeRecovery: { minMs: 100, maxMs: 500 } };
+    agg = await startAggregator(options);
+  });
+
+  after(async () => {
+    for (const s of streams) s.close();
+    for (const c of clients) c.close();
+    await agg?.stop();
+    execFileSync("umount", [dir]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("serves reads and says why while writes fail, and writes again once space is back", async () => {
+    const agent = await connect();
+    const stored: LayerGraph[] = [];
+    // About 3 MB: level's memtable (4 MB) is mostly full, its log holds the same on disk.
+    for (let i = 0; i < 180; i++) {
+      const g = bigGraph();
+      await agent.send({ case: "graphUpsert", value: { graph: g } });
+      stored.push(g);
+    }
+    const first = stored[0];
+    assert.ok(first !== undefined);
+    await agent.send({
+      case: "telemetry",
+      value: create(TelemetryItemSchema, { spoolId: "s1", spoolSeq: 1n, body: { case: "windows", value: { windows: [create(WindowSummarySchema, { node: NODE, containerId: first.containerId, ticks: 7 })] } } }),
+    });
+    assert.equal((await readyz()).status, 200);
+
+    // Room for the log to take the memtable past 4 MB, not for the table its compaction writes.
+    await fill(1_500_000);
+    let refused: { graph: LayerGraph; err: grpc.ServiceError } | undefined;
+    for (let i = 0; i < 600 && refused === undefined; i++) {
+      const g = bigGraph();
+      try {
+        await agent.send({ case: "graphUpsert", value: { graph: g } });
+        stored.push(g);
+      } catch (err) {
+        refused = { graph: g, err: err as grpc.ServiceError };
+      }
+    }
+    assert.ok(refused !== undefined, "a write failed on the full disk");
+    assert.equal(refused.err.code, grpc.status.UNAVAILABLE, refused.err.message);
+    assert.match(refused.err.details, /No space left on device/);
+    assert.equal(running().store.get(refused.graph.containerId), undefined, "the refused write was not stored");
+
+    const failing = await readyz();
+    assert.equal(failing.status, 503);
+    assert.match(failing.body, /store failing since .*No space left on device/);
+
+    // Reads answer: from memory (graphs) and from level itself (windows).
+    const q = client(QueryService);
+    const list = await callUnary(q, QueryService.method.listContainers, {}, { deadlineMs: 5000 });
+    assert.ok(list.containers.length > 0);
+    for (const g of [first, stored[stored.length - 1]]) {
+      assert.ok(g !== undefined);
+      assert.equal((await callUnary(q, QueryService.method.getLayerGraph, { container: g.containerId }, { deadlineMs: 5000 })).containerId, g.containerId);
+    }
+    const windows = await callUnary(q, QueryService.method.listWindows, { container: first.containerId }, { deadlineMs: 5000 });
+    assert.equal(windows.windows.length, 1);
+
+    // An agent connecting now is not acked either (its hello writes the node record).
+    await assert.rejects(connect(), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
+
+    await unlink(filler());
+    const back = await waitFor("/readyz to be 200 again", async () => {
+      const r = await readyz();
+      return r.status === 200 ? r : undefined;
+    });
+    assert.match(back.body, /serving/);
+
+    // The agent's spool sends the refused write again: it is acked and stored.
+    const again = await connect();
+    await again.send({ case: "graphUpsert", value: { graph: refused.graph } });
+    stored.push(refused.graph);
+    assert.equal(running().store.get(refused.graph.containerId)?.containerId, refused.graph.containerId);
+    const more = bigGraph();
+    await again.send({ case: "graphUpsert", value: { graph: more } });
+    stored.push(more);
+
+    // Nothing acked was lost: a restarted aggregator reads every graph back.
+    for (const s of streams) s.close();
+    await running().stop();
+    agg = undefined;
+    agg = await startAggregator(options);
+    const missing = stored.filter((g) => running().store.get(g.containerId) === undefined);
+    assert.deepEqual(
+      missing.map((g) => g.containerId),
+      [],
+    );
+  });
+});
