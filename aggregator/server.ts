@@ -20,7 +20,7 @@ import { queryServiceImpl } from "./api/query-service.js";
 import { AgentIngest } from "./ingest/agent-service.js";
 import { AggregatorMetrics } from "./metrics.js";
 import { GraphStore } from "./store/graph-store.js";
-import type { StoreRecoveryOptions } from "./store/store-health.js";
+import type { StoreRecoveryOptions } from "../common/store-health.js";
 import { TelemetryStore } from "./store/telemetry-store.js";
 import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";

@@ -10,8 +10,8 @@ import { silentLogger, type Logger } from "../../common/log.js";
 import { openPrivateLevel } from "../../common/private-files.js";
 import { keys, SCHEMA_VERSION } from "./keys.js";
 import { MessageStore } from "./message-store.js";
-import { RecoverableLevel } from "./recoverable-level.js";
-import type { StoreHealth, StoreRecoveryOptions } from "./store-health.js";
+import { RecoverableLevel } from "../../common/recoverable-level.js";
+import type { StoreHealth, StoreRecoveryOptions } from "../../common/store-health.js";
 
 export interface NodeRecord {
   node: string;

@@ -8,10 +8,7 @@
  * afterwards shows every acked write kept across the in-place reopen.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, open, rm, statfs, unlink } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
@@ -23,6 +20,7 @@ import { TelemetryItemSchema, WindowSummarySchema } from "../../proto/gen/shadow
 import { callBidi, callUnary, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { startAggregator, type AggregatorOptions, type RunningAggregator } from "../../aggregator/index.js";
+import { smallTmpfs } from "../harness/small-tmpfs.js";
 
 type Body = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
 
@@ -60,12 +58,11 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
 }
 
 describe("disk full under the aggregator (a small tmpfs)", () => {
-  let dir: string;
+  const disk = smallTmpfs("sl-disk-full-", "24m");
   let agg: RunningAggregator | undefined;
   let options: AggregatorOptions;
   const clients: grpc.Client[] = [];
   const streams: AgentStream[] = [];
-  const filler = () => join(dir, "filler");
 
   const running = (): RunningAggregator => {
     if (agg === undefined) throw new Error("aggregator not running");
@@ -112,21 +109,8 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     return { status: res.status, body: await res.text() };
   };
 
-  /** Takes all the free space of the tmpfs but `leave` bytes. */
-  const fill = async (leave: number) => {
-    const s = await statfs(dir);
-    const fh = await open(filler(), "w");
-    try {
-      await fh.write(new Uint8Array(Math.max(0, s.bavail * s.bsize - leave)));
-    } finally {
-      await fh.close();
-    }
-  };
-
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "sl-disk-full-"));
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", dir]);
-    options = { dataDir: join(dir, "agg"), listen: "127.0.0.1:0", http: "127.0.0.1:0", tls: "insecure", log: silentLogger(), storeRecovery: { minMs: 100, maxMs: 500 } };
+    options = { dataDir: join(disk.path, "agg"), listen: "127.0.0.1:0", http: "127.0.0.1:0", tls: "insecure", log: silentLogger(), storeRecovery: { minMs: 100, maxMs: 500 } };
     agg = await startAggregator(options);
   });
 
@@ -134,8 +118,6 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     for (const s of streams) s.close();
     for (const c of clients) c.close();
     await agg?.stop();
-    execFileSync("umount", [dir]);
-    await rm(dir, { recursive: true, force: true });
   });
 
   it("serves reads and says why while writes fail, and writes again once space is back", async () => {
@@ -156,7 +138,7 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     assert.equal((await readyz()).status, 200);
 
     // Room for the log to take the memtable past 4 MB, not for the table its compaction writes.
-    await fill(1_500_000);
+    await disk.fill(1_500_000);
     let refused: { graph: LayerGraph; err: grpc.ServiceError } | undefined;
     for (let i = 0; i < 600 && refused === undefined; i++) {
       const g = bigGraph();
@@ -190,7 +172,7 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     // An agent connecting now is not acked either (its hello writes the node record).
     await assert.rejects(connect(), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
 
-    await unlink(filler());
+    await disk.free();
     const back = await waitFor("/readyz to be 200 again", async () => {
       const r = await readyz();
       return r.status === 200 ? r : undefined;

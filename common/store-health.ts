@@ -1,5 +1,5 @@
 /**
- * Whether the store can write, and the way back when it cannot. LevelDB answers a write that hit
+ * Whether a level store can write, and the way back when it cannot. LevelDB answers a write that hit
  * a full or failing disk with an IO error; when the failure struck a background compaction it
  * keeps answering every later write with that error, even once space is back, until the database
  * is reopened. So the first storage error marks the store failing (why, and since when): writes
@@ -7,9 +7,9 @@
  * go on, and a recovery with backoff waits for space, reopens and probes before writes resume.
  */
 import { EventEmitter } from "node:events";
-import { Backoff } from "../../common/backoff.js";
-import { Code, errnoCode, ShadowError } from "../../common/errors.js";
-import type { Logger } from "../../common/log.js";
+import { Backoff } from "./backoff.js";
+import { Code, errnoCode, ShadowError } from "./errors.js";
+import type { Logger } from "./log.js";
 
 export interface StoreFailure {
   /** The storage error, as level or the file system said it. */
@@ -18,6 +18,8 @@ export interface StoreFailure {
 }
 
 export interface StoreRecoveryOptions {
+  /** What the store is, in messages ("the store", "the agent's state"). */
+  name?: string;
   /** First wait before trying to recover (default 1 s); doubles up to `maxMs`. */
   minMs?: number;
   /** Longest wait between tries (default 30 s). */
@@ -42,10 +44,6 @@ export function isStorageError(err: unknown): boolean {
   return false;
 }
 
-/** The error a refused write gets: UNAVAILABLE at the gRPC edge, so callers retry later. */
-export function storeFailingError(f: StoreFailure, cause?: unknown): ShadowError {
-  return new ShadowError(Code.AggregatorUnavailable, `the store cannot write (failing since ${f.since.toISOString()}: ${f.error}); writes resume once it recovers`, { cause });
-}
 
 export class StoreHealth extends EventEmitter<StoreHealthEvents> {
   private failure: StoreFailure | undefined;
@@ -53,6 +51,8 @@ export class StoreHealth extends EventEmitter<StoreHealthEvents> {
   private timer: NodeJS.Timeout | undefined;
   private attempt: Promise<void> | undefined;
   private stopped = false;
+  private refused = 0;
+  private readonly name: string;
 
   constructor(
     /** Makes the store write again (wait for space, reopen, probe); throws while it cannot. */
@@ -61,6 +61,7 @@ export class StoreHealth extends EventEmitter<StoreHealthEvents> {
     o: StoreRecoveryOptions = {},
   ) {
     super();
+    this.name = o.name ?? "the store";
     this.backoff = new Backoff(o.minMs ?? 1000, o.maxMs ?? 30_000);
   }
 
@@ -69,22 +70,33 @@ export class StoreHealth extends EventEmitter<StoreHealthEvents> {
     return this.failure;
   }
 
+  /** Writes refused or failed for want of storage since the store was opened. */
+  get refusedWrites(): number {
+    return this.refused;
+  }
+
   /** Runs one write: refused while failing; a storage error marks the store failing. */
   async write<T>(op: () => Promise<T>): Promise<T> {
-    if (this.failure !== undefined) throw storeFailingError(this.failure);
+    if (this.failure !== undefined) throw this.refusal(this.failure);
     try {
       return await op();
     } catch (err) {
       if (!isStorageError(err)) throw err;
-      throw storeFailingError(this.fail(err), err);
+      throw this.refusal(this.fail(err), err);
     }
+  }
+
+  /** What a refused write gets: UNAVAILABLE at the gRPC edge, so callers retry later. */
+  private refusal(f: StoreFailure, cause?: unknown): ShadowError {
+    this.refused++;
+    return new ShadowError(Code.StorageFailing, `${this.name} cannot write (failing since ${f.since.toISOString()}: ${f.error}); writes resume once it recovers`, { cause });
   }
 
   private fail(err: unknown): StoreFailure {
     if (this.failure !== undefined) return this.failure;
     const f: StoreFailure = { error: err instanceof Error ? err.message : String(err), since: new Date() };
     this.failure = f;
-    this.log.error({ err: f.error }, "store cannot write: refusing writes, serving reads, and retrying with backoff");
+    this.log.error({ err: f.error }, `${this.name} cannot write: refusing writes, serving reads, and retrying with backoff`);
     this.emit("failing", f);
     this.backoff.reset();
     this.schedule();
@@ -106,12 +118,12 @@ export class StoreHealth extends EventEmitter<StoreHealthEvents> {
     try {
       await this.recover();
     } catch (err) {
-      this.log.debug({ err: err instanceof Error ? err.message : String(err) }, "store not writable yet");
+      this.log.debug({ err: err instanceof Error ? err.message : String(err) }, `${this.name} not writable yet`);
       this.schedule();
       return;
     }
     this.failure = undefined;
-    this.log.info({ since: f.since.toISOString(), err: f.error }, "store writes again");
+    this.log.info({ since: f.since.toISOString(), err: f.error, refusedWrites: this.refused }, `${this.name} writes again`);
     this.emit("recovered", f);
   }
 

@@ -1,9 +1,10 @@
 /**
- * The aggregator's level database, whose every write (put, del, batch, clear, chained batch; the
- * stores, feeds and scores all write through this one handle) goes through the store's health,
- * and which recovers in place: the same object is closed and reopened, so every module holding it
- * keeps working. A reopen closes level's open iterators, so a level read racing it (milliseconds,
- * once per recovery) fails and is retried by its caller; answers kept in memory are not touched.
+ * A level database (the aggregator's store, the agent's state) whose every write (put, del, batch,
+ * clear, chained batch, also through sublevels) goes through its health, and which recovers in
+ * place: the same object is closed and reopened, so every module holding it keeps working, and
+ * the sublevels given to `keepOpen` are reopened with it. A reopen closes level's open iterators,
+ * so a level read racing it (milliseconds, once per recovery) fails and its caller retries;
+ * answers kept in memory are not touched.
  *
  * The hooks are abstract-level's implementation API (`_put`, `_del`, `_batch`, `_clear`,
  * `_chainedBatch`), reached below every public method, so nothing can write around them.
@@ -11,7 +12,7 @@
 import { open as openFile, readdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Level } from "level";
-import type { Logger } from "../../common/log.js";
+import type { Logger } from "./log.js";
 import { StoreHealth, type StoreRecoveryOptions } from "./store-health.js";
 
 /** The part of classic-level's implementation API this class wraps. */
@@ -25,7 +26,7 @@ interface LevelInternals {
 
 const base = Level.prototype as unknown as LevelInternals;
 
-/** Written and deleted after a reopen to prove writes work ("~" sorts after every kind in keys.ts). */
+/** Written and deleted after a reopen to prove writes work (outside every range the programs use). */
 const PROBE_KEY = "~store-probe";
 const PROBE_OPTIONS = { keyEncoding: "utf8", valueEncoding: "view" };
 /** A file beside level's own (level ignores names it did not make), to test for space first. */
@@ -33,12 +34,24 @@ const SPACE_PROBE = "space-probe";
 /** Space asked for on top of the write-ahead logs, which a reopen writes out as a table. */
 const SPACE_MARGIN = 1 << 20;
 
+/** A sublevel, as far as a reopen is concerned. */
+interface Reopenable {
+  open(): Promise<void>;
+}
+
 export class RecoverableLevel extends Level<string, Uint8Array> {
   readonly health: StoreHealth;
+  private readonly sublevels: Reopenable[] = [];
 
   constructor(location: string, log: Logger, recovery: StoreRecoveryOptions = {}) {
     super(location, { keyEncoding: "utf8", valueEncoding: "view" });
     this.health = new StoreHealth(() => this.reopen(), log.child({ component: "store-health" }), recovery);
+  }
+
+  /** Has `sub` (a sublevel of this database) reopened with it; a closing database closes its sublevels. */
+  keepOpen<T extends Reopenable>(sub: T): T {
+    this.sublevels.push(sub);
+    return sub;
   }
 
   async _put(key: unknown, value: unknown, options: unknown): Promise<void> {
@@ -73,6 +86,7 @@ export class RecoverableLevel extends Level<string, Uint8Array> {
     await this.probeSpace();
     if (this.status === "open") await this.close();
     await this.open();
+    for (const sub of this.sublevels) await sub.open();
     await base._put.call(this, PROBE_KEY, new Uint8Array(1), PROBE_OPTIONS);
     await base._del.call(this, PROBE_KEY, PROBE_OPTIONS);
   }
