@@ -12,23 +12,17 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { AgentMessageSchema, AgentService, type AgentMessage, type AggregatorMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { AgentService } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { TelemetryItemSchema, WindowSummarySchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { callBidi, callUnary, makeClient } from "../../common/grpc.js";
+import { callUnary, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { startAggregator, type AggregatorOptions, type RunningAggregator } from "../../aggregator/index.js";
+import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
 import { smallTmpfs } from "../harness/small-tmpfs.js";
 
-type Body = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
-
-interface AgentStream {
-  /** Resolves when the aggregator acks the message, rejects when the stream ends first. */
-  send(body: Body): Promise<void>;
-  close(): void;
-}
 
 const NODE = "node-a";
 const hex = (bytes: number) => randomBytes(bytes).toString("hex");
@@ -76,31 +70,8 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
   };
 
   const connect = async (): Promise<AgentStream> => {
-    const call = callBidi(client(AgentService), AgentService.method.connect);
-    let seq = 0n;
-    let failure: Error | undefined;
-    const waiting = new Map<bigint, { resolve: () => void; reject: (e: Error) => void }>();
-    call.on("data", (m: AggregatorMessage) => {
-      if (m.body.case !== "ack") return;
-      for (const [s, w] of waiting) if (s <= m.body.value.seq) (waiting.delete(s), w.resolve());
-    });
-    call.on("error", (err: grpc.ServiceError) => {
-      failure = err;
-      for (const w of waiting.values()) w.reject(err);
-      waiting.clear();
-    });
-    const s: AgentStream = {
-      send: (body) =>
-        new Promise((resolve, reject) => {
-          if (failure !== undefined) return reject(failure);
-          seq++;
-          waiting.set(seq, { resolve, reject });
-          call.write(create(AgentMessageSchema, { seq, body }) as AgentMessage);
-        }),
-      close: () => call.cancel(),
-    };
+    const s = await connectAgent(client(AgentService), NODE);
     streams.push(s);
-    await s.send({ case: "hello", value: { node: NODE, agentVersion: "test" } });
     return s;
   };
 
