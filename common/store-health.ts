@@ -44,7 +44,6 @@ export function isStorageError(err: unknown): boolean {
   return false;
 }
 
-
 export class StoreHealth extends EventEmitter<StoreHealthEvents> {
   private failure: StoreFailure | undefined;
   private readonly backoff: Backoff;

@@ -80,6 +80,8 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     return { status: res.status, body: await res.text() };
   };
 
+  const storeFailingMetric = async () => (await running().metrics.storeFailing.get()).values[0]?.value;
+
   before(async () => {
     options = { dataDir: join(disk.path, "agg"), listen: "127.0.0.1:0", http: "127.0.0.1:0", tls: "insecure", log: silentLogger(), storeRecovery: { minMs: 100, maxMs: 500 } };
     agg = await startAggregator(options);
@@ -128,6 +130,7 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     const failing = await readyz();
     assert.equal(failing.status, 503);
     assert.match(failing.body, /store failing since .*No space left on device/);
+    assert.equal(await storeFailingMetric(), 1);
 
     // Reads answer: from memory (graphs) and from level itself (windows).
     const q = client(QueryService);
@@ -149,6 +152,7 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
       return r.status === 200 ? r : undefined;
     });
     assert.match(back.body, /serving/);
+    assert.equal(await storeFailingMetric(), 0);
 
     // The agent's spool sends the refused write again: it is acked and stored.
     const again = await connect();
