@@ -53,11 +53,18 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
         throw new ShadowError(Code.FailedPrecondition, `cannot open the store in ${dir} (is another aggregator using it?)`, { cause: err });
       }),
     );
-    const schema = await db.get(keys.schema);
-    if (schema === undefined) await db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
-    const store = new GraphStore(db, await MessageStore.open(db, LayerGraphSchema, { key: keys.graph, range: keys.graphRange, id: (g) => g.containerId }));
-    await store.loadNodes();
-    return store;
+    try {
+      const schema = await db.get(keys.schema);
+      if (schema === undefined) await db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
+      const store = new GraphStore(db, await MessageStore.open(db, LayerGraphSchema, { key: keys.graph, range: keys.graphRange, id: (g) => g.containerId }));
+      await store.loadNodes();
+      return store;
+    } catch (err) {
+      // A new store on a full disk: no recovery left running behind a store nobody holds.
+      await db.health.stop();
+      await db.close();
+      throw err;
+    }
   }
 
   private async loadNodes(): Promise<void> {
