@@ -3,8 +3,9 @@
  * fills level's memtable, a filler file takes all but a little of the space, and the agent writes
  * on until one is refused (LevelDB's compaction then fails, and its error stays even after space
  * returns). Reads (ListContainers, GetLayerGraph, ListWindows) still answer, /readyz is 503 with
- * the store's reason, the refused write is not acked; once the filler is gone the store recovers
- * without a restart: /readyz is 200 and the agent's re-sent write is acked and stored. A restart
+ * the store's reason, AgentService's health is NOT_SERVING, the refused write is not acked; once
+ * the filler is gone the store recovers without a restart: /readyz is 200 and the agent's re-sent
+ * write is acked and stored. A restart
  * afterwards shows every acked write kept across the in-place reopen.
  */
 import assert from "node:assert/strict";
@@ -80,6 +81,14 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     return { status: res.status, body: await res.text() };
   };
 
+  /** grpc.health.v1 status of `service` (1 SERVING, 2 NOT_SERVING), from the raw protobuf bytes. */
+  const healthOf = (service: string) =>
+    new Promise<number | undefined>((resolve, reject) => {
+      const name = Buffer.from(service);
+      const req = Buffer.concat([Buffer.from([0x0a, name.length]), name]);
+      client(QueryService).makeUnaryRequest("/grpc.health.v1.Health/Check", (b: Buffer) => b, (b: Buffer) => b, req, (err, res) => (err || !res ? reject(err) : resolve(res[0] === 0x08 ? res[1] : undefined)));
+    });
+
   const storeFailingMetric = async () => (await running().metrics.storeFailing.get()).values[0]?.value;
 
   before(async () => {
@@ -131,6 +140,8 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     assert.equal(failing.status, 503);
     assert.match(failing.body, /store failing since .*No space left on device/);
     assert.equal(await storeFailingMetric(), 1);
+    assert.equal(await healthOf(AgentService.typeName), 2, "AgentService NOT_SERVING while writes fail");
+    assert.equal(await healthOf(QueryService.typeName), 1, "QueryService still SERVING");
 
     // Reads answer: from memory (graphs) and from level itself (windows).
     const q = client(QueryService);
@@ -153,6 +164,7 @@ describe("disk full under the aggregator (a small tmpfs)", () => {
     });
     assert.match(back.body, /serving/);
     assert.equal(await storeFailingMetric(), 0);
+    assert.equal(await healthOf(AgentService.typeName), 1);
 
     // The agent's spool sends the refused write again: it is acked and stored.
     const again = await connect();
