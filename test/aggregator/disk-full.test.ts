@@ -5,8 +5,8 @@
  * returns). Reads (ListContainers, GetLayerGraph, ListWindows) still answer, /readyz is 503 with
  * the store's reason, AgentService's health is NOT_SERVING, the refused write is not acked; once
  * the filler is gone the store recovers without a restart: /readyz is 200 and the agent's re-sent
- * write is acked and stored. A restart
- * afterwards shows every acked write kept across the in-place reopen.
+ * write is acked and stored. A restart afterwards shows every acked write kept across the
+ * in-place reopen.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
