@@ -165,7 +165,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         metrics.spoolPending.set(s.pending);
         link?.telemetryAppended();
       },
-      (err: unknown) => log.warn({ err: String(err) }, "cannot spool telemetry"),
+      (err: unknown) => {
+        metrics.spoolFailed.inc();
+        log.warn({ err: String(err) }, "cannot spool telemetry");
+      },
     );
   };
   telemetry.on("windows", (windows) => toSpool({ case: "windows", value: { windows } }));

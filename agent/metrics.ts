@@ -37,4 +37,9 @@ export class AgentMetrics {
   readonly windows = new Counter({ name: "shadowlayer_agent_windows_total", help: "Window summaries produced", registers: [this.registry] });
   readonly spoolPending = new Gauge({ name: "shadowlayer_agent_spool_pending", help: "Telemetry items waiting in the spool", registers: [this.registry] });
   readonly spoolDropped = new Counter({ name: "shadowlayer_agent_spool_dropped_total", help: "Oldest telemetry items dropped because the spool was full", registers: [this.registry] });
+  readonly spoolFailed = new Counter({
+    name: "shadowlayer_agent_spool_failed_total",
+    help: "Telemetry items that could not be spooled (the state database could not write: disk full or failing)",
+    registers: [this.registry],
+  });
 }

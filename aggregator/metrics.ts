@@ -14,6 +14,11 @@ export class AggregatorMetrics {
     labelNames: ["kind"],
     registers: [this.registry],
   });
+  readonly storeFailing = new Gauge({
+    name: "shadowlayer_aggregator_store_failing",
+    help: "1 while the store cannot write (disk full or failing): writes refused, reads served; 0 once it recovers",
+    registers: [this.registry],
+  });
   readonly telemetry = new Counter({
     name: "shadowlayer_aggregator_telemetry_items_total",
     help: "Telemetry items from agents, stored or dropped as repeats",

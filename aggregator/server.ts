@@ -16,6 +16,7 @@ import { refuseInsecureListen } from "../common/listen-address.js";
 import { privateDir } from "../common/private-files.js";
 import type { Logger } from "../common/log.js";
 import { PROTO_DIR } from "../common/paths.js";
+import type { StoreRecoveryOptions } from "../common/store-health.js";
 import { queryServiceImpl } from "./api/query-service.js";
 import { AgentIngest } from "./ingest/agent-service.js";
 import { AggregatorMetrics } from "./metrics.js";
@@ -42,6 +43,8 @@ export interface AggregatorOptions {
   feeds?: FeedConfig[];
   /** Policies to seed the store with (a policy changed through AdminService keeps its change). */
   policies?: Policy[];
+  /** Pace of the retries after a storage error (disk full): 1 s doubling to 30 s by default. */
+  storeRecovery?: StoreRecoveryOptions;
 }
 
 export interface RunningAggregator {
@@ -72,9 +75,10 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     log.warn("*** INSECURE: gRPC without TLS or client certificates; anyone who can reach the port can publish and read graphs ***");
   }
   await privateDir(o.dataDir, log);
-  const store = await GraphStore.open(join(o.dataDir, "store"), log);
+  const store = await GraphStore.open(join(o.dataDir, "store"), log, o.storeRecovery);
   const metrics = new AggregatorMetrics();
   metrics.graphs.set(store.size);
+  metrics.storeFailing.set(0);
   const telemetry = await TelemetryStore.open(store.db);
   store.on("delete", (id) => telemetry.forgetContainer(id));
   const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
@@ -93,6 +97,16 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     [AdminService.typeName]: "SERVING",
   });
   health.addToServer(server);
+  // While the store cannot write, the services that write are not serving; QueryService reads on.
+  const writeServices = [AgentService.typeName, AdminService.typeName];
+  store.health.on("failing", () => {
+    metrics.storeFailing.set(1);
+    for (const s of writeServices) health.setStatus(s, "NOT_SERVING");
+  });
+  store.health.on("recovered", () => {
+    metrics.storeFailing.set(0);
+    for (const s of writeServices) health.setStatus(s, "SERVING");
+  });
   reflectionService().addToServer(server);
   let port: number;
   try {
@@ -103,7 +117,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   }
   let http: HttpEndpoint | undefined;
   if (o.http !== undefined) {
-    http = await startHttpEndpoint(o.http, [metrics.registry], () => ({ ok: true, detail: `serving; ${ingest.connectedNodes().length} agents connected` }));
+    http = await startHttpEndpoint(o.http, [metrics.registry], () => {
+      const f = store.health.failing;
+      if (f !== undefined) return { ok: false, detail: `store failing since ${f.since.toISOString()}: ${f.error} (reads are served, writes are refused until it recovers)` };
+      return { ok: true, detail: `serving; ${ingest.connectedNodes().length} agents connected` };
+    });
   }
   feeds.start();
   log.info({ listen: o.listen, port, graphs: store.size, tls: o.tls !== "insecure", feeds: (o.feeds ?? []).map((f) => `${f.name}=${f.source}`) }, "aggregator listening");

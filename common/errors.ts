@@ -7,6 +7,8 @@ export enum Code {
   NotFound = "SL_NOT_FOUND",
   EngineUnavailable = "SL_ENGINE_UNAVAILABLE",
   AggregatorUnavailable = "SL_AGGREGATOR_UNAVAILABLE",
+  /** A level store cannot write (disk full or failing); it recovers by itself. */
+  StorageFailing = "SL_STORAGE_FAILING",
   Unauthenticated = "SL_UNAUTHENTICATED",
   PermissionDenied = "SL_PERMISSION_DENIED",
   FailedPrecondition = "SL_FAILED_PRECONDITION",

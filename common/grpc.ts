@@ -52,6 +52,7 @@ const statusByCode: Record<Code, grpc.status> = {
   [Code.NotFound]: grpc.status.NOT_FOUND,
   [Code.EngineUnavailable]: grpc.status.UNAVAILABLE,
   [Code.AggregatorUnavailable]: grpc.status.UNAVAILABLE,
+  [Code.StorageFailing]: grpc.status.UNAVAILABLE,
   [Code.Unauthenticated]: grpc.status.UNAUTHENTICATED,
   [Code.PermissionDenied]: grpc.status.PERMISSION_DENIED,
   [Code.FailedPrecondition]: grpc.status.FAILED_PRECONDITION,

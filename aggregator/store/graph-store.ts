@@ -4,13 +4,14 @@
  * it on open, so a restarted aggregator answers as before.
  */
 import { EventEmitter } from "node:events";
-import { Level } from "level";
 import { LayerGraphSchema, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger, type Logger } from "../../common/log.js";
 import { openPrivateLevel } from "../../common/private-files.js";
 import { keys, SCHEMA_VERSION } from "./keys.js";
 import { MessageStore } from "./message-store.js";
+import { RecoverableLevel } from "../../common/recoverable-level.js";
+import type { StoreHealth, StoreRecoveryOptions } from "../../common/store-health.js";
 
 export interface NodeRecord {
   node: string;
@@ -33,26 +34,37 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
   private readonly nodes = new Map<string, NodeRecord>();
 
   private constructor(
-    readonly db: Level<string, Uint8Array>,
+    /** Shared by every store, feeds and scores; it recovers from storage errors in place. */
+    readonly db: RecoverableLevel,
     private readonly graphs: MessageStore<typeof LayerGraphSchema>,
   ) {
     super();
     this.setMaxListeners(0);
   }
 
-  /** Opens (or makes) the store in `dir`, private to this user; `log` hears what was tightened. */
-  static async open(dir: string, log: Logger = silentLogger()): Promise<GraphStore> {
-    const db = new Level<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
+  /**
+   * Opens (or makes) the store in `dir`, private to this user; `log` hears what was tightened and
+   * how the store's health goes; `recovery` paces the retries after a storage error.
+   */
+  static async open(dir: string, log: Logger = silentLogger(), recovery: StoreRecoveryOptions = {}): Promise<GraphStore> {
+    const db = new RecoverableLevel(dir, log, recovery);
     await openPrivateLevel(dir, log, () =>
       db.open().catch((err: unknown) => {
         throw new ShadowError(Code.FailedPrecondition, `cannot open the store in ${dir} (is another aggregator using it?)`, { cause: err });
       }),
     );
-    const schema = await db.get(keys.schema);
-    if (schema === undefined) await db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
-    const store = new GraphStore(db, await MessageStore.open(db, LayerGraphSchema, { key: keys.graph, range: keys.graphRange, id: (g) => g.containerId }));
-    await store.loadNodes();
-    return store;
+    try {
+      const schema = await db.get(keys.schema);
+      if (schema === undefined) await db.put(keys.schema, new TextEncoder().encode(SCHEMA_VERSION));
+      const store = new GraphStore(db, await MessageStore.open(db, LayerGraphSchema, { key: keys.graph, range: keys.graphRange, id: (g) => g.containerId }));
+      await store.loadNodes();
+      return store;
+    } catch (err) {
+      // A new store on a full disk: no recovery left running behind a store nobody holds.
+      await db.health.stop();
+      await db.close();
+      throw err;
+    }
   }
 
   private async loadNodes(): Promise<void> {
@@ -64,7 +76,13 @@ export class GraphStore extends EventEmitter<GraphStoreEvents> {
     }
   }
 
+  /** Whether writes work; reads keep serving while they do not. */
+  get health(): StoreHealth {
+    return this.db.health;
+  }
+
   async close(): Promise<void> {
+    await this.db.health.stop();
     await this.db.close();
   }
 
