@@ -5,6 +5,7 @@
  */
 import { endianness } from "node:os";
 import { readProcFile, readProcLink } from "../runtime/proc-files.js";
+import { diagTcpSockets, sockstatTimeWait } from "./tcp-diag.js";
 
 export interface NetSample {
   /** Inode of /proc/<pid>/ns/net ("net:[4026531840]"). */
@@ -53,6 +54,7 @@ const TCP_STATES = [
   "", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
   "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
 ];
+const TIME_WAIT = 6;
 const LISTEN = 10;
 
 function stateName(code: number): string {
@@ -204,6 +206,15 @@ function formatV6(g: number[]): string {
   return `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
 }
 
+/** An address as sock_diag gives it: port (big-endian u16) at `portAt`, address bytes at `addrAt`. */
+function diagAddress(buf: Buffer, portAt: number, addrAt: number, v6: boolean): string {
+  const port = buf.readUInt16BE(portAt);
+  if (!v6) return `${buf[addrAt]}.${buf[addrAt + 1]}.${buf[addrAt + 2]}.${buf[addrAt + 3]}:${port}`;
+  const g: number[] = [];
+  for (let k = 0; k < 16; k += 2) g.push(buf.readUInt16BE(addrAt + k));
+  return `[${formatV6(g)}]:${port}`;
+}
+
 /**
  * Scans a /proc/net/tcp{,6} table: fields are "sl: local remote st tx:rx tr:when retrnsmt uid
  * timeout inode ...", separated by runs of spaces. `visit` gets the state code, where the local
@@ -249,6 +260,12 @@ function nsInode(link: string): number | undefined {
 export interface NetSamplerOptions {
   /** Host /proc (default "/proc"). Must show the host's pid namespace for `shared` to be right. */
   procRoot?: string;
+  /**
+   * Ask the kernel through sock_diag for the sockets of the agent's own namespace instead of
+   * reading its /proc tables (default true with the real /proc): the same answer without the
+   * cost of printing every TIME_WAIT socket as text.
+   */
+  sockDiag?: boolean;
 }
 
 export class NetSampler {
@@ -256,9 +273,17 @@ export class NetSampler {
   private hostNetns: number | undefined;
   private pass = Number.NaN;
   private readonly byNetns = new Map<number, NetSample>();
+  /** The agent's own netns while sock_diag answers for it; null once it has not, or when off. */
+  private diagNetns: number | null | undefined;
 
   constructor(o: NetSamplerOptions = {}) {
     this.procRoot = o.procRoot ?? "/proc";
+    if (o.sockDiag === false || (o.sockDiag === undefined && this.procRoot !== "/proc")) this.diagNetns = null;
+  }
+
+  /** How the last samples read TCP sockets: "sock_diag" for the agent's own netns, else "proc". */
+  get tcpSource(): "sock_diag" | "proc" {
+    return typeof this.diagNetns === "number" ? "sock_diag" : "proc";
   }
 
   /** netns inode of a pid, or undefined if it vanished. */
@@ -294,10 +319,12 @@ export class NetSampler {
     const base = `${this.procRoot}/${pid}/net`;
     const dev = readProcFile(`${base}/dev`, "latin1");
     if (dev === undefined) return undefined;
-    const tcp = readProcFile(`${base}/tcp`, "latin1");
-    const tcp6 = readProcFile(`${base}/tcp6`, "latin1");
+    if (this.diagNetns === undefined) this.diagNetns = nsInode(readProcLink("/proc/self/ns/net") ?? "") ?? null;
+    const byDiag = netns === this.diagNetns;
+    const tcp = byDiag ? undefined : readProcFile(`${base}/tcp`, "latin1");
+    const tcp6 = byDiag ? undefined : readProcFile(`${base}/tcp6`, "latin1");
     // A table missing after dev was read is most often the pid exiting in between.
-    if ((tcp === undefined || tcp6 === undefined) && this.netnsOf(pid) === undefined) return undefined;
+    if (!byDiag && (tcp === undefined || tcp6 === undefined) && this.netnsOf(pid) === undefined) return undefined;
 
     const unavailable: Record<string, string> = {};
     const hostNs = this.host();
@@ -326,23 +353,39 @@ export class NetSampler {
 
     const counts = new Array<number>(TCP_STATES.length).fill(0);
     let other: Record<string, number> | undefined;
+    const count = (state: number): void => {
+      if (state < counts.length) counts[state] = (counts[state] ?? 0) + 1;
+      else {
+        other ??= {};
+        const name = stateName(state);
+        other[name] = (other[name] ?? 0) + 1;
+      }
+    };
     const addTable = (text: string, v6: boolean): void => {
       scanTcp(text, (state, localAt, remoteAt, inode) => {
-        if (state < counts.length) counts[state] = (counts[state] ?? 0) + 1;
-        else {
-          other ??= {};
-          const name = stateName(state);
-          other[name] = (other[name] ?? 0) + 1;
-        }
+        count(state);
         if (state !== LISTEN && inode !== 0) {
           s.tcpSockets.set(inode, { state: stateName(state), local: decodeAddress(text, localAt, v6), remote: decodeAddress(text, remoteAt, v6) });
         }
       });
     };
+    const diagDone =
+      byDiag &&
+      diagTcpSockets((state, v6, buf, idAt, inode) => {
+        count(state);
+        if (state !== LISTEN && inode !== 0) s.tcpSockets.set(inode, { state: stateName(state), local: diagAddress(buf, idAt, idAt + 4, v6), remote: diagAddress(buf, idAt + 2, idAt + 20, v6) });
+      });
+    const timeWait = diagDone ? sockstatTimeWait(readProcFile(`${base}/sockstat`, "latin1") ?? "") : undefined;
+    if (byDiag && (!diagDone || timeWait === undefined)) {
+      // sock_diag or sockstat did not answer here: /proc from now on, this sample included.
+      this.diagNetns = null;
+      return this.sample(pid, pass);
+    }
+    if (timeWait !== undefined) counts[TIME_WAIT] = timeWait;
     if (tcp !== undefined) addTable(tcp, false);
-    else unavailable["tcp"] = "net/tcp missing";
+    else if (!byDiag) unavailable["tcp"] = "net/tcp missing";
     if (tcp6 !== undefined) addTable(tcp6, true);
-    else unavailable["tcp6"] = "net/tcp6 missing (IPv6 disabled in this kernel)";
+    else if (!byDiag) unavailable["tcp6"] = "net/tcp6 missing (IPv6 disabled in this kernel)";
     for (let i = 1; i < TCP_STATES.length; i++) s.tcpByState[TCP_STATES[i] ?? ""] = counts[i] ?? 0;
     if (other !== undefined) Object.assign(s.tcpByState, other);
 
