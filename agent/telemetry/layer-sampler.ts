@@ -210,8 +210,8 @@ export class LayerSampler {
     // New sockets: find which of the processes that ran own them (fd -> socket:[inode]).
     const want = new Set(fresh);
     for (const t of active) {
-      for (const inode of this.o.processes.proc.socketInodes(t.info.pid)) {
-        if (!want.delete(inode)) continue;
+      for (const inode of this.o.processes.proc.socketInodes(t.info.pid, want)) {
+        want.delete(inode);
         const mem = st.procs.get(t.key);
         if (mem !== undefined) this.o.windows.layer(r.id, mem.attribution.layerId).counts.new_connections++;
       }

@@ -4,7 +4,7 @@
  * fd directory are read only when the process changed since its last sample (or on a full pass),
  * because reading them costs more than all the parsing put together.
  */
-import { readdirSync, statSync } from "node:fs";
+import { opendirSync, statSync, type Dir } from "node:fs";
 import { readProcFile, readProcLink } from "../runtime/proc-files.js";
 
 /** USER_HZ: the unit of utime, stime and starttime in /proc/<pid>/stat (100 on every Linux ABI). */
@@ -142,6 +142,34 @@ export function parseIo(text: string): { rchar: number; wchar: number; readBytes
  * listing the directory. Checked once against our own fd table.
  */
 let fdSizeWorks: boolean | undefined;
+
+/**
+ * Entries of a process's fd directory looked at per question: a container's process may hold a
+ * million fds, and listing them all each second grew the agent by the size of that list.
+ */
+const MAX_FDS_SCANNED = 8192;
+
+/** Calls `visit` with each name in `dir`, at most MAX_FDS_SCANNED of them, until it answers false; false if `dir` cannot be opened. */
+function eachFd(dir: string, visit: (name: string) => boolean): boolean {
+  let d: Dir;
+  try {
+    d = opendirSync(dir, { bufferSize: 128 });
+  } catch {
+    return false;
+  }
+  try {
+    for (let i = 0; i < MAX_FDS_SCANNED; i++) {
+      const e = d.readSync();
+      if (e === null || !visit(e.name)) break;
+    }
+  } catch {
+    // The process exited while its fds were read: what was seen stands.
+  } finally {
+    d.closeSync();
+  }
+  return true;
+}
+
 function countFds(dir: string): number {
   if (fdSizeWorks === undefined) {
     try {
@@ -155,7 +183,9 @@ function countFds(dir: string): number {
       const st = statSync(dir, { throwIfNoEntry: false });
       return st === undefined ? -1 : st.size;
     }
-    return readdirSync(dir).length;
+    // Older kernels: counted up to the scan cap.
+    let n = 0;
+    return eachFd(dir, () => ++n > 0) ? n : -1;
   } catch {
     return -1;
   }
@@ -195,20 +225,21 @@ export class ProcSampler {
     };
   }
 
-  /** Socket inodes held by a process (`socket:[N]` fd links); empty if it vanished. */
-  socketInodes(pid: number): number[] {
+  /**
+   * Which of the socket inodes in `want` a process holds (its `socket:[N]` fd links); empty if it
+   * vanished. Stops once all are found, and after MAX_FDS_SCANNED fds.
+   */
+  socketInodes(pid: number, want: ReadonlySet<number>): number[] {
     const dir = `${this.procRoot}/${pid}/fd`;
-    let names: string[];
-    try {
-      names = readdirSync(dir);
-    } catch {
-      return [];
-    }
     const out: number[] = [];
-    for (const n of names) {
-      const l = readProcLink(`${dir}/${n}`);
-      if (l !== undefined && l.startsWith("socket:[")) out.push(Number(l.slice(8, -1)));
-    }
+    eachFd(dir, (name) => {
+      const l = readProcLink(`${dir}/${name}`);
+      if (l !== undefined && l.startsWith("socket:[")) {
+        const inode = Number(l.slice(8, -1));
+        if (want.has(inode)) out.push(inode);
+      }
+      return out.length < want.size;
+    });
     return out;
   }
 
