@@ -8,8 +8,11 @@ export function registerVulns(program: Command): void {
 }
 
 async function vulns(container: string, o: JsonFlags): Promise<void> {
-  const { QueryService, query, renderVulns, scoresJson, vulnJson } = await runtime();
-  const r = await query(o, QueryService.method.getVulns, { container });
+  const { QueryService, listAll, renderVulns, scoresJson, vulnJson } = await runtime();
+  const { first, items: matches } = await listAll(o, QueryService.method.getVulns, { container }, (p) => p.matches);
+  // Pages come by advisory id; the most threatening first, as the aggregator ranks them.
+  matches.sort((a, b) => b.threat - a.threat || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const r = { ...first, matches };
   if (o.json) {
     out(JSON.stringify({ scores: r.scores && scoresJson(r.scores), os: r.os && { id: r.os.id, version_id: r.os.versionId }, packages: r.packages, partial: r.partial.map((p) => ({ layer_id: p.layerId, path: p.path, reason: p.reason })), vulnerabilities: r.matches.map(vulnJson) }, null, 2));
     return;
