@@ -37,6 +37,52 @@ export interface WatchSpec<E> {
   maxQueuedBytes?: number;
 }
 
+/** What a watch of keyed items follows (the graph store, the score engine). */
+export interface ChangeSource<T> {
+  all(): T[];
+  get(containerId: string): T | undefined;
+  on(event: "upsert", listener: (t: T) => void): unknown;
+  on(event: "delete", listener: (containerId: string, node?: string) => void): unknown;
+  off(event: "upsert", listener: (t: T) => void): unknown;
+  off(event: "delete", listener: (containerId: string, node?: string) => void): unknown;
+}
+
+/**
+ * The live events and the snapshot of a watch of `source`'s items on the wanted nodes: each
+ * change as `upsert` or `remove` makes it (a delete that names no node goes to every stream).
+ */
+export function changesOf<T extends { containerId: string; node: string }, E>(
+  source: ChangeSource<T>,
+  wanted: (node: string) => boolean,
+  upsert: (t: T) => E,
+  remove: (containerId: string) => E,
+): Pick<WatchSpec<E>, "subscribe" | "snapshot"> {
+  return {
+    subscribe: (send) => {
+      const onUpsert = (t: T) => {
+        if (wanted(t.node)) send(upsert(t));
+      };
+      const onDelete = (id: string, node?: string) => {
+        if (node === undefined || wanted(node)) send(remove(id));
+      };
+      source.on("upsert", onUpsert);
+      source.on("delete", onDelete);
+      return () => {
+        source.off("upsert", onUpsert);
+        source.off("delete", onDelete);
+      };
+    },
+    snapshot: () =>
+      source
+        .all()
+        .filter((t) => wanted(t.node))
+        .map((t) => () => {
+          const now = source.get(t.containerId);
+          return now === undefined ? undefined : upsert(now);
+        }),
+  };
+}
+
 /** Runs one watch stream until its client goes away. */
 export function runBoundedWatch<E>(call: grpc.ServerWritableStream<unknown, E>, spec: WatchSpec<E>): Promise<void> {
   return new BoundedWatch(call, spec).run();

@@ -31,7 +31,7 @@ import type { AgentIngest } from "../ingest/agent-service.js";
 import { DetectionSchema, WindowSummarySchema, type Detection, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { encodedSize } from "../../common/encoded-size.js";
-import { runBoundedWatch } from "./bounded-watch.js";
+import { changesOf, runBoundedWatch } from "./bounded-watch.js";
 import { pageOf, pageOfEntries, type PageKey, type PageRequest } from "./pages.js";
 
 const REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$/;
@@ -233,28 +233,7 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
         kind: "graphs",
         metrics,
         size: (e) => 80 + (e.graph !== undefined ? encodedSize(LayerGraphSchema, e.graph) : 0),
-        subscribe: (send) => {
-          const onUpsert = (g: LayerGraph) => {
-            if (wanted(g.node)) send(upsert(g));
-          };
-          const onDelete = (id: string, node: string) => {
-            if (wanted(node)) send(create(GraphEventSchema, { type: GraphEvent_Type.DELETE, containerId: id }));
-          };
-          store.on("upsert", onUpsert);
-          store.on("delete", onDelete);
-          return () => {
-            store.off("upsert", onUpsert);
-            store.off("delete", onDelete);
-          };
-        },
-        snapshot: () =>
-          store
-            .all()
-            .filter((g) => wanted(g.node))
-            .map((g) => () => {
-              const now = store.get(g.containerId);
-              return now === undefined ? undefined : upsert(now);
-            }),
+        ...changesOf(store, wanted, upsert, (id) => create(GraphEventSchema, { type: GraphEvent_Type.DELETE, containerId: id })),
         snapshotDone: () => create(GraphEventSchema, { type: GraphEvent_Type.SNAPSHOT_DONE }),
         resync: () => create(GraphEventSchema, { type: GraphEvent_Type.RESYNC }),
       });

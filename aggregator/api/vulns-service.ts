@@ -22,7 +22,7 @@ import type { FeedManager } from "../feeds/manager.js";
 import type { AggregatorMetrics } from "../metrics.js";
 import type { ScoreEngine } from "../risk/score-engine.js";
 import type { GraphStore } from "../store/graph-store.js";
-import { runBoundedWatch } from "./bounded-watch.js";
+import { changesOf, runBoundedWatch } from "./bounded-watch.js";
 import { feedStatuses } from "./feed-statuses.js";
 import { pageOf } from "./pages.js";
 import { findGraph } from "./query-service.js";
@@ -52,26 +52,7 @@ export function vulnsQueryImpl({ store, scores, feeds, metrics }: VulnsDeps): gr
         kind: "scores",
         metrics,
         size: (e) => 80 + (e.scores !== undefined ? encodedSize(ContainerScoresSchema, e.scores) : 0),
-        subscribe: (send) => {
-          const onUpsert = (s: ContainerScores) => {
-            if (wanted(s.node)) send(upsert(s));
-          };
-          const onDelete = (id: string) => send(create(ScoreEventSchema, { type: ScoreEvent_Type.DELETE, containerId: id }));
-          scores.on("upsert", onUpsert);
-          scores.on("delete", onDelete);
-          return () => {
-            scores.off("upsert", onUpsert);
-            scores.off("delete", onDelete);
-          };
-        },
-        snapshot: () =>
-          scores
-            .all()
-            .filter((s) => wanted(s.node))
-            .map((s) => () => {
-              const now = scores.get(s.containerId);
-              return now === undefined ? undefined : upsert(now);
-            }),
+        ...changesOf(scores, wanted, upsert, (id) => create(ScoreEventSchema, { type: ScoreEvent_Type.DELETE, containerId: id })),
         snapshotDone: () => create(ScoreEventSchema, { type: ScoreEvent_Type.SNAPSHOT_DONE }),
         resync: () => create(ScoreEventSchema, { type: ScoreEvent_Type.RESYNC }),
       });
