@@ -84,12 +84,13 @@ class PageFiller<T> {
   constructor(
     private readonly limit: number,
     private readonly size: (t: T) => number,
+    private readonly maxBytes = MAX_PAGE_BYTES,
   ) {}
 
   /** Adds `t` unless the page is full (false). A page always takes its first item, however large. */
   add(t: T, key: PageKey): boolean {
     const n = this.size(t) + 8;
-    if (this.items.length >= this.limit || (this.items.length > 0 && this.bytes + n > MAX_PAGE_BYTES)) return false;
+    if (this.items.length >= this.limit || (this.items.length > 0 && this.bytes + n > this.maxBytes)) return false;
     this.items.push(t);
     this.bytes += n;
     this.last = key;
@@ -104,6 +105,8 @@ export interface PageOrder<T> {
   size: (t: T) => number;
   /** The request's filters, which its tokens are bound to. */
   query: string;
+  /** Bytes of items per page, when the rest of the reply is large too (default MAX_PAGE_BYTES). */
+  maxBytes?: number;
 }
 
 /** One page of an in-memory listing (in any order: it is sorted by key here). */
@@ -111,7 +114,7 @@ export function pageOf<T>(all: readonly T[], order: PageOrder<T>, req: PageReque
   const after = decodeToken(order.query, req.pageToken);
   const keyed = all.map((t) => ({ t, k: order.key(t) })).filter((e) => after === undefined || compareKeys(e.k, after) > 0);
   keyed.sort((a, b) => compareKeys(a.k, b.k));
-  const page = new PageFiller(pageSize(req), order.size);
+  const page = new PageFiller(pageSize(req), order.size, order.maxBytes);
   let full = false;
   for (const e of keyed) {
     if (!page.add(e.t, e.k)) {
@@ -133,7 +136,7 @@ export async function pageOfEntries<T>(
   req: PageRequest,
 ): Promise<Page<T>> {
   const after = decodeToken(order.query, req.pageToken);
-  const page = new PageFiller(pageSize(req), order.size);
+  const page = new PageFiller(pageSize(req), order.size, order.maxBytes);
   let full = false;
   for await (const e of entries(after)) {
     if (!page.add(e.item, e.key)) {

@@ -3,7 +3,7 @@
  * inventory, and the feeds' status.
  */
 import type * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   GetInventoryResponseSchema,
   GetVulnsResponseSchema,
@@ -14,7 +14,8 @@ import {
   ScoreEventSchema,
   type ScoreEvent,
 } from "../../proto/gen/shadowlayer/v1/query_pb.js";
-import { ContainerScoresSchema, FeedStatusSchema, VulnMatchSchema, type ContainerScores } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { ContainerScoresSchema, FeedStatusSchema, ImageInventorySchema, PackageSchema, VulnMatchSchema, type ContainerScores } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { LayerGraphSchema } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { encodedSize } from "../../common/encoded-size.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { serverStreamHandler, unaryHandler } from "../../common/grpc.js";
@@ -24,7 +25,7 @@ import type { ScoreEngine } from "../risk/score-engine.js";
 import type { GraphStore } from "../store/graph-store.js";
 import { changesOf, runBoundedWatch } from "./bounded-watch.js";
 import { feedStatuses } from "./feed-statuses.js";
-import { pageOf } from "./pages.js";
+import { MAX_PAGE_BYTES, pageOf } from "./pages.js";
 import { findGraph } from "./query-service.js";
 
 export interface VulnsDeps {
@@ -80,7 +81,19 @@ export function vulnsQueryImpl({ store, scores, feeds, metrics }: VulnsDeps): gr
       const g = findGraph(store, req.container);
       const inv = scores.inventory(g.imageId);
       if (inv === undefined) throw new ShadowError(Code.NotFound, `no inventory of image ${g.image} yet (the agent reports it after reading the layers)`);
-      return create(GetInventoryResponseSchema, { graph: g, inventory: inv });
+      // The graph and the inventory's other fields come with every page: the packages get the rest.
+      const rest = encodedSize(LayerGraphSchema, g) + toBinary(ImageInventorySchema, create(ImageInventorySchema, { ...inv, packages: [] })).length;
+      const page = pageOf(
+        inv.packages,
+        {
+          key: (p) => [p.type, p.name, p.version, p.path, p.layerId],
+          size: (p) => encodedSize(PackageSchema, p),
+          query: `inventory ${g.containerId} ${g.imageId}`,
+          maxBytes: Math.max(MAX_PAGE_BYTES / 8, MAX_PAGE_BYTES - rest),
+        },
+        req,
+      );
+      return create(GetInventoryResponseSchema, { graph: g, inventory: { ...inv, packages: page.items }, nextPageToken: page.nextPageToken });
     }),
     listFeeds: unaryHandler(m.listFeeds, async (req) => {
       const page = pageOf(feedStatuses(feeds), { key: (f) => [f.name], size: (f) => encodedSize(FeedStatusSchema, f), query: "feeds" }, req);

@@ -2,8 +2,9 @@
  * Paged List* replies over real gRPC: one test agent publishes 20,000 containers whose summaries
  * and scores together exceed the 4 MiB message limit (as 100,000 ordinary ones do). Each reply is
  * a bounded page, walking the tokens lists every container once in a stable order, a token is
- * refused with other filters, windows and detections page through their newest `limit`, and the
- * CLI's `containers`, `scores` and `detections` print everything.
+ * refused with other filters, windows and detections page through their newest `limit`, an
+ * image's packages page too, and the CLI's `containers`, `scores`, `detections` and `sbom` print
+ * everything.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -121,6 +122,24 @@ describe("paged queries (20,000 containers from one agent)", () => {
       if (ticks.length === 1000) await agent.publish([batch(3n, 3000, 10)]);
     } while (token !== "");
     assert.deepEqual(ticks, Array.from({ length: 2500 }, (_, i) => 500 + i), "the 2,500 newest when the walk began, oldest first");
+  });
+
+  it("pages an image's packages, and `sbom` lists them all", async () => {
+    const imageId = `sha256:${"f".repeat(64)}`;
+    const own = containerIdOf(1, 0x9);
+    await agent.publish([upsertOf(testGraph(own, NODE, { containerName: "big-image", imageId }))]);
+    // Deep paths: 3,000 packages take 2.5 MB, more than one page holds.
+    const packages = Array.from({ length: 3000 }, (_, i) => ({ type: "npm", name: `pkg-${i}`, version: "1.0.0", path: `${"node_modules/deep/".repeat(45)}pkg-${i}/package.json`, layerId: `sha256:${"a".repeat(64)}` }));
+    await agent.publish([{ case: "inventory", value: { imageId, packages, layerIds: [`sha256:${"a".repeat(64)}`] } }]);
+    const first = await callUnary(client, QueryService.method.getInventory, { container: "big-image" });
+    assert.equal(first.inventory?.packages.length, 1000);
+    assert.equal(first.graph?.containerId, own, "every page carries the graph");
+    const most = await callUnary(client, QueryService.method.getInventory, { container: "big-image", pageSize: 10_000 });
+    assert.ok((most.inventory?.packages.length ?? 0) < 3000, "a page stops at its byte bound");
+    assert.notEqual(most.nextPageToken, "");
+    const bom = JSON.parse(await cli("sbom", "big-image")) as { components: Array<{ name: string }> };
+    assert.equal(bom.components.length, 3000);
+    assert.equal(new Set(bom.components.map((c) => c.name)).size, 3000);
   });
 
   it("prints every container, score and detection through the CLI", async () => {

@@ -59,7 +59,7 @@ export function containerIdOf(n: number, group = 0): string {
 }
 
 /** A small two-layer graph of `node`; `extra` sets other fields (a long image name, a big created_by). */
-export function testGraph(containerId: string, node: string, extra: { containerName?: string; image?: string; state?: string; layers?: Array<MessageInitShape<typeof LayerSchema>> } = {}): LayerGraph {
+export function testGraph(containerId: string, node: string, extra: { containerName?: string; image?: string; imageId?: string; state?: string; layers?: Array<MessageInitShape<typeof LayerSchema>> } = {}): LayerGraph {
   return create(LayerGraphSchema, {
     containerId,
     containerName: `app-${containerId.slice(-8)}`,
