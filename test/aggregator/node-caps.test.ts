@@ -14,19 +14,20 @@ import { initCerts, loadTls } from "../../common/certs.js";
 import { callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { resolveAggregatorConfig, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
-import { containerIdOf, openPublisher, testGraph, upsertOf, type Publisher } from "../harness/agent-publisher.js";
+import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
+import { containerIdOf, publish, testGraph, upsertOf } from "../harness/test-graphs.js";
 import { tempDir } from "../harness/temp-dir.js";
 
 describe("per-node caps (two agents over mTLS)", () => {
   const dir = tempDir("sl-caps-");
   let agg: RunningAggregator;
   const clients: grpc.Client[] = [];
-  const publishers: Publisher[] = [];
+  const publishers: AgentStream[] = [];
 
   const agent = async (node: string) => {
     const c = makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials(await loadTls(join(dir.path, "tls"), { role: "agent", node })));
     clients.push(c);
-    const p = await openPublisher(c, node);
+    const p = await connectAgent(c, node);
     publishers.push(p);
     return p;
   };
@@ -60,20 +61,20 @@ describe("per-node caps (two agents over mTLS)", () => {
   it("refuses a node's containers past its cap, with a reason, and counts them; the other node keeps writing", async () => {
     const a = await agent("node-a");
     const b = await agent("node-b");
-    await a.publish(Array.from({ length: 8 }, (_, i) => upsertOf(testGraph(containerIdOf(i, 0xa), "node-a"))));
+    await publish(a, Array.from({ length: 8 }, (_, i) => upsertOf(testGraph(containerIdOf(i, 0xa), "node-a"))));
     assert.equal(stored("node-a"), 5, "node-a keeps its first 5 containers and no more");
     assert.equal(await capped("containers"), 3);
 
     // Its stream goes on: an update of a container it has, and a delete, still land.
-    await a.publish([upsertOf(testGraph(containerIdOf(0, 0xa), "node-a", { state: "exited" }))]);
+    await publish(a, [upsertOf(testGraph(containerIdOf(0, 0xa), "node-a", { state: "exited" }))]);
     assert.equal(agg.store.get(containerIdOf(0, 0xa))?.state, "exited");
-    await a.publish([{ case: "graphDelete", value: { containerId: containerIdOf(1, 0xa) } }]);
+    await publish(a, [{ case: "graphDelete", value: { containerId: containerIdOf(1, 0xa) } }]);
     assert.equal(stored("node-a"), 4);
     // The room the delete made is usable again.
-    await a.publish([upsertOf(testGraph(containerIdOf(9, 0xa), "node-a"))]);
+    await publish(a, [upsertOf(testGraph(containerIdOf(9, 0xa), "node-a"))]);
     assert.equal(stored("node-a"), 5);
 
-    await b.publish(Array.from({ length: 3 }, (_, i) => upsertOf(testGraph(containerIdOf(i, 0xb), "node-b"))));
+    await publish(b, Array.from({ length: 3 }, (_, i) => upsertOf(testGraph(containerIdOf(i, 0xb), "node-b"))));
     assert.equal(stored("node-b"), 3, "another node's writes are not refused for node-a's count");
 
     const list = await agents();
@@ -87,12 +88,12 @@ describe("per-node caps (two agents over mTLS)", () => {
     const b = await agent("node-b");
     const big = (n: number, bytes: number) => testGraph(containerIdOf(n, 0xb), "node-b", { layers: [{ layerId: `rw:${containerIdOf(n, 0xb)}`, name: "rw", createdBy: "x".repeat(bytes) }] });
     const before = await capped("graph_bytes");
-    await b.publish([upsertOf(big(10, 40 * 1024))]);
+    await publish(b, [upsertOf(big(10, 40 * 1024))]);
     assert.ok(agg.store.get(containerIdOf(10, 0xb)) !== undefined, "40 KiB fit under 64 KiB");
-    await b.publish([upsertOf(big(11, 40 * 1024))]);
+    await publish(b, [upsertOf(big(11, 40 * 1024))]);
     assert.equal(agg.store.get(containerIdOf(11, 0xb)), undefined, "another 40 KiB does not");
     // Growing the stored one past the cap is refused too, and the stored version stays.
-    await b.publish([upsertOf(big(10, 70 * 1024))]);
+    await publish(b, [upsertOf(big(10, 70 * 1024))]);
     assert.equal(agg.store.get(containerIdOf(10, 0xb))?.layers[0]?.createdBy.length, 40 * 1024);
     assert.equal((await capped("graph_bytes")) - before, 2);
     const nb = (await agents()).find((x) => x.node === "node-b");

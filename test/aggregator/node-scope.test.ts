@@ -15,7 +15,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { AgentMessageSchema, AgentService, type AgentMessage, type AggregatorMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
-import { LayerGraphSchema } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { StoredWindowSchema } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { ImageInventorySchema, PackageSchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { TelemetryItemSchema, WindowSummarySchema, type WindowBatch } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
@@ -25,7 +25,6 @@ import { silentLogger } from "../../common/log.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { keys } from "../../aggregator/store/keys.js";
 import { withTempLevel } from "../harness/temp-level.js";
-import { testGraph as graph } from "../harness/agent-publisher.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
 
 type Body = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
@@ -37,6 +36,21 @@ interface AgentStream {
 }
 
 const id = (c: string) => c.repeat(64 / c.length);
+
+function graph(containerId: string, node: string): LayerGraph {
+  return create(LayerGraphSchema, {
+    containerId,
+    containerName: `app-${containerId.slice(0, 4)}`,
+    node,
+    state: "running",
+    image: "example/app:1",
+    imageId: `sha256:${"e".repeat(64)}`,
+    layers: [
+      { layerId: `sha256:${"a".repeat(64)}`, name: "base", kind: LayerKind.IMAGE, index: 0 },
+      { layerId: `rw:${containerId}`, name: "rw", kind: LayerKind.WRITABLE, dependencies: [`sha256:${"a".repeat(64)}`] },
+    ],
+  });
+}
 
 const windows = (spoolId: string, spoolSeq: bigint, node: string, containerId: string): Body => ({
   case: "telemetry",

@@ -22,7 +22,8 @@ import { silentLogger } from "../../common/log.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { waitFor } from "../harness/engine.js";
-import { containerIdOf, openPublisher, testGraph, upsertOf, type AgentBody, type Publisher } from "../harness/agent-publisher.js";
+import { connectAgent, type AgentBody, type AgentStream } from "../harness/agent-stream.js";
+import { containerIdOf, publish, testGraph, upsertOf } from "../harness/test-graphs.js";
 import { tempDir } from "../harness/temp-dir.js";
 
 const N = 20_000;
@@ -36,7 +37,7 @@ describe("paged queries (20,000 containers from one agent)", () => {
   const dir = tempDir("sl-pages-");
   let agg: RunningAggregator;
   let client: grpc.Client;
-  let agent: Publisher;
+  let agent: AgentStream;
   let address: string;
 
   const ids = Array.from({ length: N }, (_, i) => containerIdOf(i, 0x7));
@@ -48,9 +49,9 @@ describe("paged queries (20,000 containers from one agent)", () => {
     address = `127.0.0.1:${agg.port}`;
     client = makeClient(QueryService, address, channelCredentials("insecure"));
     const agentClient = makeClient(AgentService, address, channelCredentials("insecure"));
-    agent = await openPublisher(agentClient, NODE);
+    agent = await connectAgent(agentClient, NODE);
     // Names in reverse of id order, so that the listing's order (node, name, id) is not the order of arrival.
-    await agent.publish(ids.map((id, i) => upsertOf(testGraph(id, NODE, { containerName: `app-${String(N - i).padStart(6, "0")}`, image: IMAGE }))));
+    await publish(agent, ids.map((id, i) => upsertOf(testGraph(id, NODE, { containerName: `app-${String(N - i).padStart(6, "0")}`, image: IMAGE }))));
     await waitFor("every container scored", () => (agg.scores.all().length >= N ? true : undefined), 60_000);
   });
   after(async () => {
@@ -74,7 +75,7 @@ describe("paged queries (20,000 containers from one agent)", () => {
       token = page.nextPageToken;
       pages++;
       // A container that arrives mid-walk does not disturb the order of the rest.
-      if (pages === 2) await agent.publish([upsertOf(testGraph(containerIdOf(0, 0x8), NODE, { containerName: "app-000000" }))]);
+      if (pages === 2) await publish(agent, [upsertOf(testGraph(containerIdOf(0, 0x8), NODE, { containerName: "app-000000" }))]);
     } while (token !== "");
     assert.equal(new Set(names).size, names.length, "no container twice");
     assert.deepEqual(names.filter((n) => n !== "app-000000"), [...names.filter((n) => n !== "app-000000")].sort(), "in name order");
@@ -112,14 +113,14 @@ describe("paged queries (20,000 containers from one agent)", () => {
         body: { case: "windows", value: { windows: Array.from({ length: n }, (_, i) => create(WindowSummarySchema, { node: NODE, containerId: ids[(from + i) % N] ?? "", ticks: from + i })) } },
       }),
     });
-    await agent.publish([batch(1n, 0, 1500), batch(2n, 1500, 1500)]);
+    await publish(agent, [batch(1n, 0, 1500), batch(2n, 1500, 1500)]);
     const ticks: number[] = [];
     let token = "";
     do {
       const page = await callUnary(client, QueryService.method.listWindows, { node: NODE, limit: 2500, pageSize: 1000, pageToken: token });
       ticks.push(...page.windows.map((w) => w.window?.ticks ?? -1));
       token = page.nextPageToken;
-      if (ticks.length === 1000) await agent.publish([batch(3n, 3000, 10)]);
+      if (ticks.length === 1000) await publish(agent, [batch(3n, 3000, 10)]);
     } while (token !== "");
     assert.deepEqual(ticks, Array.from({ length: 2500 }, (_, i) => 500 + i), "the 2,500 newest when the walk began, oldest first");
   });
@@ -127,10 +128,10 @@ describe("paged queries (20,000 containers from one agent)", () => {
   it("pages an image's packages, and `sbom` lists them all", async () => {
     const imageId = `sha256:${"f".repeat(64)}`;
     const own = containerIdOf(1, 0x9);
-    await agent.publish([upsertOf(testGraph(own, NODE, { containerName: "big-image", imageId }))]);
+    await publish(agent, [upsertOf(testGraph(own, NODE, { containerName: "big-image", imageId }))]);
     // Deep paths: 3,000 packages take 2.5 MB, more than one page holds.
     const packages = Array.from({ length: 3000 }, (_, i) => ({ type: "npm", name: `pkg-${i}`, version: "1.0.0", path: `${"node_modules/deep/".repeat(45)}pkg-${i}/package.json`, layerId: `sha256:${"a".repeat(64)}` }));
-    await agent.publish([{ case: "inventory", value: { imageId, packages, layerIds: [`sha256:${"a".repeat(64)}`] } }]);
+    await publish(agent, [{ case: "inventory", value: { imageId, packages, layerIds: [`sha256:${"a".repeat(64)}`] } }]);
     const first = await callUnary(client, QueryService.method.getInventory, { container: "big-image" });
     assert.equal(first.inventory?.packages.length, 1000);
     assert.equal(first.graph?.containerId, own, "every page carries the graph");
@@ -151,7 +152,7 @@ describe("paged queries (20,000 containers from one agent)", () => {
         body: { case: "detection", value: { id: `d${i}`, node: NODE, containerId: ids[i] ?? "", layerId: `rw:${ids[i] ?? ""}`, rule: "drift", reason: "added", path: `/tmp/x${i}`, at: timestampFromDate(new Date()) } },
       }),
     }));
-    await agent.publish(detections);
+    await publish(agent, detections);
     const containers = JSON.parse(await cli("containers", "--json")) as unknown[];
     assert.equal(containers.length, agg.store.size);
     const scores = JSON.parse(await cli("scores", "--json")) as Array<{ risk: number }>;

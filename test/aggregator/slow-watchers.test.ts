@@ -15,7 +15,8 @@ import { callServerStream, callUnary, channelCredentials, makeClient } from "../
 import { silentLogger } from "../../common/log.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { waitFor } from "../harness/engine.js";
-import { containerIdOf, openPublisher, testGraph, upsertOf, type Publisher } from "../harness/agent-publisher.js";
+import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
+import { containerIdOf, publish, testGraph, upsertOf } from "../harness/test-graphs.js";
 import { tempDir } from "../harness/temp-dir.js";
 
 const STREAMS = 4;
@@ -29,7 +30,7 @@ const BOUND = 4 * MIB + 1.1 * CHANGE_BYTES;
 describe("watch streams whose clients do not read", () => {
   const dir = tempDir("sl-slow-");
   let agg: RunningAggregator;
-  let agent: Publisher;
+  let agent: AgentStream;
   const clients: grpc.Client[] = [];
   const streams: Array<{ call: grpc.ClientReadableStream<GraphEvent>; events: GraphEvent[] }> = [];
 
@@ -48,7 +49,7 @@ describe("watch streams whose clients do not read", () => {
 
   before(async () => {
     agg = await startAggregator({ dataDir: join(dir.path, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger() });
-    agent = await openPublisher(makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials("insecure")), "slow-node");
+    agent = await connectAgent(makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials("insecure")), "slow-node");
   });
   after(async () => {
     agent.close();
@@ -72,7 +73,7 @@ describe("watch streams whose clients do not read", () => {
 
     let peak = 0;
     for (let i = 0; i < CHANGES; i++) {
-      await agent.publish([change(i)]);
+      await publish(agent, [change(i)]);
       peak = Math.max(peak, await metric("shadowlayer_aggregator_watch_queued_bytes"));
     }
     assert.ok(peak > 0, "the queued bytes are measured");
