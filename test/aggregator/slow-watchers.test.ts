@@ -3,14 +3,16 @@
  * graph changes (a grpc-js client itself takes 16 messages before it stops reading), what the aggregator holds for each such stream stays under its bound (measured
  * as the bytes written and not yet taken, not as time), the events past it are dropped and
  * counted, another client's call still answers, and a client that reads again gets a RESYNC
- * marker and the current graphs instead of every change it missed.
+ * marker and the current graphs instead of every change it missed; a telemetry watch likewise.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import { create } from "@bufbuild/protobuf";
 import { AgentService } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
-import { GraphEvent_Type, QueryService, type GraphEvent } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { GraphEvent_Type, QueryService, type GraphEvent, type TelemetryEvent } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { TelemetryItemSchema, WindowSummarySchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { callServerStream, callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
@@ -33,6 +35,7 @@ describe("watch streams whose clients do not read", () => {
   let agent: AgentStream;
   const clients: grpc.Client[] = [];
   const streams: Array<{ call: grpc.ClientReadableStream<GraphEvent>; events: GraphEvent[] }> = [];
+  const telemetryCalls: Array<grpc.ClientReadableStream<TelemetryEvent>> = [];
 
   /** A client on a connection of its own: a stalled stream must not share a connection window with the others. */
   const client = () => {
@@ -54,6 +57,7 @@ describe("watch streams whose clients do not read", () => {
   after(async () => {
     agent.close();
     for (const s of streams) s.call.cancel();
+    for (const c of telemetryCalls) c.cancel();
     for (const c of clients) c.close();
     await agg.stop();
   });
@@ -101,8 +105,33 @@ describe("watch streams whose clients do not read", () => {
     assert.ok((await metric("shadowlayer_aggregator_watch_resyncs_total")) >= 1);
   });
 
+  it("bounds and resyncs a telemetry watch the same way", async () => {
+    const call = callServerStream(client(), QueryService.method.watchTelemetry, {});
+    const events: TelemetryEvent[] = [];
+    call.on("data", (e: TelemetryEvent) => events.push(e));
+    call.on("error", () => undefined);
+    call.pause();
+    telemetryCalls.push(call);
+    await waitFor("the stream open", async () => ((await metric("shadowlayer_aggregator_watchers")) >= STREAMS + 1 ? true : undefined));
+    // 400 windows of 64 KiB each, 20 to a spool item.
+    const name = "w".repeat(64 * 1024);
+    for (let seq = 1; seq <= 20; seq++) {
+      const windows = Array.from({ length: 20 }, (_, i) => create(WindowSummarySchema, { node: "slow-node", containerId: id, containerName: name, ticks: seq * 100 + i }));
+      await publish(agent, [{ case: "telemetry", value: create(TelemetryItemSchema, { spoolId: "slow", spoolSeq: BigInt(seq), body: { case: "windows", value: { windows } } }) }]);
+    }
+    const dropped = (await agg.metrics.watchDropped.get()).values.find((v) => v.labels.stream === "telemetry")?.value ?? 0;
+    assert.ok(dropped >= 200, `windows past the bound were dropped (${dropped} of 400)`);
+    call.resume();
+    await waitFor("the resync and the latest window", () => (events.at(-1)?.body.case === "snapshotDone" && events.some((e) => e.body.case === "resync") ? true : undefined), 30_000);
+    const resync = events.findIndex((e) => e.body.case === "resync");
+    const after = events.slice(resync).filter((e) => e.body.case === "window");
+    assert.deepEqual(after.map((e) => (e.body.case === "window" ? e.body.value.ticks : -1)), [2019], "after the marker: the latest window");
+    assert.ok(events.filter((e) => e.body.case === "window").length < 200, "not every window");
+  });
+
   it("releases what a stream held when its client goes away", async () => {
     for (const s of streams) s.call.cancel();
+    for (const c of telemetryCalls) c.cancel();
     await waitFor("no watcher left", async () => ((await metric("shadowlayer_aggregator_watchers")) === 0 ? true : undefined));
     assert.equal(await metric("shadowlayer_aggregator_watch_queued_bytes"), 0);
   });
