@@ -7,7 +7,21 @@ export class AggregatorMetrics {
   readonly graphs = new Gauge({ name: "shadowlayer_aggregator_graphs", help: "Layer graphs stored", registers: [this.registry] });
   readonly messages = new Counter({ name: "shadowlayer_aggregator_agent_messages_total", help: "Messages received from agents", labelNames: ["kind"], registers: [this.registry] });
   readonly rejected = new Counter({ name: "shadowlayer_aggregator_rejected_total", help: "Streams or requests refused", labelNames: ["reason"], registers: [this.registry] });
-  readonly watchers = new Gauge({ name: "shadowlayer_aggregator_watchers", help: "Open WatchGraphs streams", registers: [this.registry] });
+  readonly watchers = new Gauge({ name: "shadowlayer_aggregator_watchers", help: "Open watch streams (graphs, telemetry, scores)", registers: [this.registry] });
+  readonly watchQueuedBytes = new Gauge({ name: "shadowlayer_aggregator_watch_queued_bytes", help: "Bytes written to watch streams and not yet taken by their connections", registers: [this.registry] });
+  readonly watchDropped = new Counter({
+    name: "shadowlayer_aggregator_watch_dropped_events_total",
+    help: "Watch events dropped because the stream's client did not read (it is resynced)",
+    labelNames: ["stream"],
+    registers: [this.registry],
+  });
+  readonly watchResyncs = new Counter({ name: "shadowlayer_aggregator_watch_resyncs_total", help: "Snapshots sent again to watch streams that fell behind", labelNames: ["stream"], registers: [this.registry] });
+  readonly cappedWrites = new Counter({
+    name: "shadowlayer_aggregator_capped_writes_total",
+    help: "Agent writes refused because their node reached a cap (containers, graph bytes)",
+    labelNames: ["cap"],
+    registers: [this.registry],
+  });
   readonly refusedWrites = new Counter({
     name: "shadowlayer_aggregator_refused_writes_total",
     help: "Agent writes about a container of another node, refused (acked, not stored)",

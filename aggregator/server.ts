@@ -19,6 +19,7 @@ import { PROTO_DIR } from "../common/paths.js";
 import type { StoreRecoveryOptions } from "../common/store-health.js";
 import { queryServiceImpl } from "./api/query-service.js";
 import { AgentIngest } from "./ingest/agent-service.js";
+import type { NodeCapLimits } from "./ingest/node-caps.js";
 import { AggregatorMetrics } from "./metrics.js";
 import { GraphStore } from "./store/graph-store.js";
 import { TelemetryStore } from "./store/telemetry-store.js";
@@ -45,6 +46,8 @@ export interface AggregatorOptions {
   policies?: Policy[];
   /** Pace of the retries after a storage error (disk full): 1 s doubling to 30 s by default. */
   storeRecovery?: StoreRecoveryOptions;
+  /** How much one node may store (default: DEFAULT_NODE_CAPS). */
+  caps?: NodeCapLimits;
 }
 
 export interface RunningAggregator {
@@ -83,7 +86,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   store.on("delete", (id) => telemetry.forgetContainer(id));
   const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
   const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
-  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores);
+  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores, o.caps);
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   const guard = serviceGuard(log, o.tls !== "insecure");
   server.addService(serviceDefinition(AgentService), guard(AgentService, { connect: ingest.handler }));

@@ -34,6 +34,13 @@ export function clientOptions(cmd: Command): Command {
     .option("--insecure", "connect without TLS (only to an aggregator started with --insecure)");
 }
 
+/** How much one node may store at the aggregator, shared by `up` and `aggregator`. */
+export function nodeCapOptions(cmd: Command): Command {
+  return cmd
+    .option("--max-containers-per-node <n>", "containers one node may have stored; past it the node's new containers are refused and counted (env SHADOWLAYER_MAX_CONTAINERS_PER_NODE; default: 5000)")
+    .option("--max-graph-mb-per-node <MiB>", "MiB of layer graphs one node may have stored, likewise (env SHADOWLAYER_MAX_GRAPH_MB_PER_NODE; default: 64)");
+}
+
 /** The agent's node, engine and telemetry, shared by `up` and `agent`. */
 export function agentOptions(cmd: Command): Command {
   return cmd

@@ -7,6 +7,7 @@ export { AdminService, GraphEvent_Type, QueryService } from "../proto/gen/shadow
 export { initCerts } from "../common/certs.js";
 export { callServerStream } from "../common/grpc.js";
 export { connect, follow, query } from "./client.js";
+export { listAll } from "./pages.js";
 export { policySetInput, resolveCertsConfig, resolveLimit } from "./config.js";
 export { containerJson, renderContainers } from "./containers-format.js";
 export { renderTree, toLdgJson } from "./ldg-format.js";

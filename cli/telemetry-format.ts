@@ -126,6 +126,8 @@ export function agentJson(a: AgentSummary): Record<string, unknown> {
     window_seconds: t?.windowSeconds ?? null,
     windows: Number(a.windows),
     detections: Number(a.detections),
+    capped_writes: Number(a.cappedWrites),
+    capped_reason: a.cappedReason || null,
     node_context: n && {
       load_percent: n.loadPercent,
       load1: n.load1,
@@ -139,7 +141,7 @@ export function agentJson(a: AgentSummary): Record<string, unknown> {
 
 export function renderAgents(as: readonly AgentSummary[]): string {
   return renderTable(
-    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "WINDOWS", "DETECTIONS", "LOAD%", "MEM FREE"],
+    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "WINDOWS", "DETECTIONS", "LOAD%", "MEM FREE", "CAPPED"],
     as.map((a) => [
       a.node,
       a.connected ? "yes" : "no",
@@ -152,6 +154,8 @@ export function renderAgents(as: readonly AgentSummary[]): string {
       String(a.detections),
       a.nodeContext ? a.nodeContext.loadPercent.toFixed(0) : "?",
       a.nodeContext ? humanBytes(a.nodeContext.memoryAvailableBytes) : "?",
+      // Writes refused at the node's caps; the reason is in --json and the aggregator's log.
+      String(a.cappedWrites),
     ]),
   );
 }

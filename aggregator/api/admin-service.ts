@@ -6,12 +6,15 @@
 import type * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { AdminService, DeletePolicyResponseSchema, ListFeedsResponseSchema, ListPoliciesResponseSchema } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { PolicySchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { encodedSize } from "../../common/encoded-size.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { unaryHandler } from "../../common/grpc.js";
 import type { FeedManager } from "../feeds/manager.js";
 import { DEFAULT_POLICY } from "../risk/policies.js";
 import type { ScoreEngine } from "../risk/score-engine.js";
 import { feedStatuses } from "./feed-statuses.js";
+import { pageOf } from "./pages.js";
 
 export interface AdminDeps {
   scores: ScoreEngine;
@@ -21,8 +24,9 @@ export interface AdminDeps {
 export function adminImpl({ scores, feeds }: AdminDeps): grpc.UntypedServiceImplementation {
   const m = AdminService.method;
   return {
-    listPolicies: unaryHandler(m.listPolicies, async () => {
-      return create(ListPoliciesResponseSchema, { policies: scores.listPolicies() });
+    listPolicies: unaryHandler(m.listPolicies, async (req) => {
+      const page = pageOf(scores.listPolicies(), { key: (p) => [p.name === DEFAULT_POLICY.name ? 1 : 0, p.order, p.name], size: (p) => encodedSize(PolicySchema, p), query: "policies" }, req);
+      return create(ListPoliciesResponseSchema, { policies: page.items, nextPageToken: page.nextPageToken });
     }),
     setPolicy: unaryHandler(m.setPolicy, async (req) => {
       if (req.policy === undefined) throw new ShadowError(Code.InvalidArgument, "policy is required");

@@ -3,7 +3,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { LayerGraphSchema, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import {
   ContainerSummarySchema,
   GraphEvent_Type,
@@ -14,17 +14,25 @@ import {
   ListDetectionsResponseSchema,
   ListWindowsResponseSchema,
   QueryService,
+  StoredWindowSchema,
   TelemetryEventSchema,
+  type AgentSummary,
   type ContainerSummary,
+  type StoredWindow,
+  type GraphEvent,
+  type TelemetryEvent,
 } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { serverStreamHandler, unaryHandler } from "../../common/grpc.js";
 import type { AggregatorMetrics } from "../metrics.js";
 import type { GraphStore } from "../store/graph-store.js";
-import type { TelemetryStore } from "../store/telemetry-store.js";
+import type { TelemetryFilter, TelemetryStore } from "../store/telemetry-store.js";
 import type { AgentIngest } from "../ingest/agent-service.js";
-import type { Detection, WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { DetectionSchema, WindowSummarySchema, type Detection, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { encodedSize } from "../../common/encoded-size.js";
+import { changesOf, runBoundedWatch } from "./bounded-watch.js";
+import { pageOf, pageOfEntries, type PageKey, type PageRequest } from "./pages.js";
 
 const REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$/;
 
@@ -78,6 +86,40 @@ function clampLimit(n: number, def: number): number {
   return n === 0 ? def : Math.min(n, 100_000);
 }
 
+/**
+ * A page of the newest `limit` windows or detections matching `filter`, oldest first. The page
+ * key is the item's level key and its place in the listing, so that the listing ends after
+ * `limit` items however many arrive while it is paged.
+ */
+async function telemetryPage<K extends "windows" | "detections">(
+  telemetry: TelemetryStore,
+  kind: K,
+  filter: TelemetryFilter,
+  req: PageRequest & { limit: number },
+  size: (t: K extends "windows" ? StoredWindow : Detection) => number,
+) {
+  const limit = clampLimit(req.limit, 1000);
+  return pageOfEntries(
+    async function* (after: PageKey | undefined) {
+      let from: { gte: string } | { gt: string };
+      let place = Number(after?.[1] ?? 0);
+      if (after === undefined) {
+        const start = await telemetry.listingStart(kind, filter, limit);
+        if (start === undefined) return;
+        from = { gte: start };
+      } else {
+        from = { gt: String(after[0]) };
+      }
+      for await (const e of telemetry.entries(kind, filter, from)) {
+        if (++place > limit) return;
+        yield { key: [e.key, place], item: e.item };
+      }
+    },
+    { size, query: `${kind} ${filter.node ?? ""} ${filter.containerId ?? ""} ${limit}` },
+    req,
+  );
+}
+
 export interface QueryDeps {
   store: GraphStore;
   telemetry: TelemetryStore;
@@ -93,93 +135,108 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
     if (/^[0-9a-f]{64}$/.test(ref)) return ref;
     return findGraph(store, ref).containerId;
   };
+  const telemetryFilter = (nodeRef: string, containerRef: string): TelemetryFilter => {
+    const node = checkNode(nodeRef);
+    const containerId = containerFilter(containerRef);
+    return { ...(node ? { node } : {}), ...(containerId ? { containerId } : {}) };
+  };
   return {
-    listAgents: unaryHandler(m.listAgents, async () => {
+    listAgents: unaryHandler(m.listAgents, async (req) => {
       const connected = new Set(ingest.connectedNodes());
-      const agents = store
-        .nodeList()
-        .sort((a, b) => a.node.localeCompare(b.node))
-        .map((n) => {
-          const st = ingest.status(n.node);
-          const c = telemetry.stats(n.node);
-          return create(AgentSummarySchema, {
-            node: n.node,
-            connected: connected.has(n.node),
-            agentVersion: n.agentVersion,
-            lastSeen: timestampFromDate(st?.at ?? new Date(n.lastSeen)),
-            ...(st?.telemetry !== undefined ? { telemetry: st.telemetry } : {}),
-            ...(st?.node !== undefined ? { nodeContext: st.node } : {}),
-            windows: BigInt(c.windows),
-            detections: BigInt(c.detections),
-          });
+      const nodes = new Map(store.nodeList().map((n) => [n.node, n]));
+      const agent = (node: string): AgentSummary => {
+        const n = nodes.get(node);
+        const st = ingest.status(node);
+        const c = telemetry.stats(node);
+        const capped = ingest.caps.refused(node);
+        return create(AgentSummarySchema, {
+          node,
+          connected: connected.has(node),
+          agentVersion: n?.agentVersion ?? "",
+          lastSeen: timestampFromDate(st?.at ?? new Date(n?.lastSeen ?? 0)),
+          ...(st?.telemetry !== undefined ? { telemetry: st.telemetry } : {}),
+          ...(st?.node !== undefined ? { nodeContext: st.node } : {}),
+          windows: BigInt(c.windows),
+          detections: BigInt(c.detections),
+          cappedWrites: BigInt(capped?.count ?? 0),
+          cappedReason: capped?.reason ?? "",
         });
-      return create(ListAgentsResponseSchema, { agents });
+      };
+      // Pages of node names; each page's summaries are made for its nodes only.
+      const page = pageOf(
+        [...nodes.keys()],
+        { key: (n) => [n], size: (n) => n.length + 512, query: "agents" },
+        req,
+      );
+      return create(ListAgentsResponseSchema, { agents: page.items.map(agent), nextPageToken: page.nextPageToken });
     }),
     listWindows: unaryHandler(m.listWindows, async (req) => {
-      const node = checkNode(req.node);
-      const containerId = containerFilter(req.container);
-      const windows = await telemetry.windows({ ...(node ? { node } : {}), ...(containerId ? { containerId } : {}) }, clampLimit(req.limit, 1000));
-      return create(ListWindowsResponseSchema, { windows });
+      const filter = telemetryFilter(req.node, req.container);
+      const page = await telemetryPage(telemetry, "windows", filter, req, (w) => encodedSize(StoredWindowSchema, w));
+      return create(ListWindowsResponseSchema, { windows: page.items, nextPageToken: page.nextPageToken });
     }),
     listDetections: unaryHandler(m.listDetections, async (req) => {
-      const node = checkNode(req.node);
-      const containerId = containerFilter(req.container);
-      const detections = await telemetry.detections({ ...(node ? { node } : {}), ...(containerId ? { containerId } : {}) }, clampLimit(req.limit, 1000));
-      return create(ListDetectionsResponseSchema, { detections });
+      const filter = telemetryFilter(req.node, req.container);
+      const page = await telemetryPage(telemetry, "detections", filter, req, (d) => encodedSize(DetectionSchema, d));
+      return create(ListDetectionsResponseSchema, { detections: page.items, nextPageToken: page.nextPageToken });
     }),
     watchTelemetry: serverStreamHandler(m.watchTelemetry, async (req, call) => {
       const node = checkNode(req.node);
       const containerId = containerFilter(req.container);
       const wanted = (n: string, c: string) => (node === undefined || n === node) && (containerId === undefined || c === containerId);
-      const onWindow = (w: WindowSummary) => {
-        if (wanted(w.node, w.containerId)) call.write(create(TelemetryEventSchema, { body: { case: "window", value: w } }));
-      };
-      const onDetection = (d: Detection) => {
-        if (wanted(d.node, d.containerId)) call.write(create(TelemetryEventSchema, { body: { case: "detection", value: d } }));
-      };
-      telemetry.on("window", onWindow);
-      telemetry.on("detection", onDetection);
-      metrics.watchers.inc();
-      const stop = () => {
-        telemetry.off("window", onWindow);
-        telemetry.off("detection", onDetection);
-        metrics.watchers.dec();
-      };
-      call.once("cancelled", stop);
-      call.once("close", stop);
-      for (const w of telemetry.latestWindows()) if (store.get(w.containerId) !== undefined) onWindow(w);
-      call.write(create(TelemetryEventSchema, { body: { case: "snapshotDone", value: true } }));
+      const windowEvent = (w: WindowSummary) => create(TelemetryEventSchema, { body: { case: "window", value: w } });
+      await runBoundedWatch<TelemetryEvent>(call, {
+        kind: "telemetry",
+        metrics,
+        size: (e) => 16 + (e.body.case === "window" ? encodedSize(WindowSummarySchema, e.body.value) : e.body.case === "detection" ? encodedSize(DetectionSchema, e.body.value) : 0),
+        subscribe: (send) => {
+          const onWindow = (w: WindowSummary) => {
+            if (wanted(w.node, w.containerId)) send(windowEvent(w));
+          };
+          const onDetection = (d: Detection) => {
+            if (wanted(d.node, d.containerId)) send(create(TelemetryEventSchema, { body: { case: "detection", value: d } }));
+          };
+          telemetry.on("window", onWindow);
+          telemetry.on("detection", onDetection);
+          return () => {
+            telemetry.off("window", onWindow);
+            telemetry.off("detection", onDetection);
+          };
+        },
+        snapshot: () =>
+          telemetry
+            .latestWindows()
+            .filter((w) => wanted(w.node, w.containerId))
+            .map((w) => () => {
+              const latest = telemetry.latestWindow(w.containerId);
+              return latest !== undefined && store.get(latest.containerId) !== undefined ? windowEvent(latest) : undefined;
+            }),
+        snapshotDone: () => create(TelemetryEventSchema, { body: { case: "snapshotDone", value: true } }),
+        resync: () => create(TelemetryEventSchema, { body: { case: "resync", value: true } }),
+      });
     }),
     listContainers: unaryHandler(m.listContainers, async (req) => {
-      const list = store
-        .all()
-        .filter((g) => req.node === "" || g.node === req.node)
-        .sort((a, b) => a.node.localeCompare(b.node) || a.containerName.localeCompare(b.containerName))
-        .map(summarize);
-      return create(ListContainersResponseSchema, { containers: list });
+      const node = checkNode(req.node);
+      const page = pageOf(
+        store.all().filter((g) => node === undefined || g.node === node),
+        // Sized by their graphs' strings, which summaries copy: no summary is made for another page.
+        { key: (g) => [g.node, g.containerName, g.containerId], size: (g) => g.containerId.length + g.containerName.length + g.image.length + g.node.length + g.state.length + 48, query: `containers ${node ?? ""}` },
+        req,
+      );
+      return create(ListContainersResponseSchema, { containers: page.items.map(summarize), nextPageToken: page.nextPageToken });
     }),
     getLayerGraph: unaryHandler(m.getLayerGraph, async (req) => findGraph(store, req.container)),
     watchGraphs: serverStreamHandler(m.watchGraphs, async (req, call) => {
       const wanted = (node: string) => req.node === "" || node === req.node;
-      const onUpsert = (g: LayerGraph) => {
-        if (wanted(g.node)) call.write(create(GraphEventSchema, { type: GraphEvent_Type.UPSERT, containerId: g.containerId, graph: g }));
-      };
-      const onDelete = (id: string, node: string) => {
-        if (wanted(node)) call.write(create(GraphEventSchema, { type: GraphEvent_Type.DELETE, containerId: id }));
-      };
-      // Subscribe before the snapshot so nothing falls between the two.
-      store.on("upsert", onUpsert);
-      store.on("delete", onDelete);
-      metrics.watchers.inc();
-      const stop = () => {
-        store.off("upsert", onUpsert);
-        store.off("delete", onDelete);
-        metrics.watchers.dec();
-      };
-      call.once("cancelled", stop);
-      call.once("close", stop);
-      for (const g of store.all()) onUpsert(g);
-      call.write(create(GraphEventSchema, { type: GraphEvent_Type.SNAPSHOT_DONE }));
+      const upsert = (g: LayerGraph) => create(GraphEventSchema, { type: GraphEvent_Type.UPSERT, containerId: g.containerId, graph: g });
+      await runBoundedWatch<GraphEvent>(call, {
+        kind: "graphs",
+        metrics,
+        size: (e) => 80 + (e.graph !== undefined ? encodedSize(LayerGraphSchema, e.graph) : 0),
+        ...changesOf(store, wanted, upsert, (id) => create(GraphEventSchema, { type: GraphEvent_Type.DELETE, containerId: id })),
+        snapshotDone: () => create(GraphEventSchema, { type: GraphEvent_Type.SNAPSHOT_DONE }),
+        resync: () => create(GraphEventSchema, { type: GraphEvent_Type.RESYNC }),
+      });
     }),
   };
 }

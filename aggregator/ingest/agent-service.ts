@@ -26,6 +26,7 @@ import type { AggregatorMetrics } from "../metrics.js";
 import type { GraphStore } from "../store/graph-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
 import type { ScoreEngine } from "../risk/score-engine.js";
+import { NodeCaps, type NodeCapLimits } from "./node-caps.js";
 import { NodeScope } from "./node-scope.js";
 import type { NodeContext, TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
@@ -58,6 +59,8 @@ export class AgentIngest {
   private readonly sessions = new Map<string, Session>();
   private readonly statuses = new Map<string, AgentStatus>();
   private readonly scope: NodeScope;
+  /** How much each node may store; ListAgents shows what each was refused. */
+  readonly caps: NodeCaps;
 
   constructor(
     private readonly store: GraphStore,
@@ -67,8 +70,10 @@ export class AgentIngest {
     /** Whether peers present certificates (false only with --insecure). */
     private readonly requireCert: boolean,
     private readonly scores?: ScoreEngine,
+    caps?: NodeCapLimits,
   ) {
     this.scope = new NodeScope(store);
+    this.caps = new NodeCaps(store, metrics, log, caps);
   }
 
   /** Counts and logs a refused write (`quiet`: at debug, for what agents also do in good faith); false so it reads as a scope decision. */
@@ -166,8 +171,8 @@ export class AgentIngest {
           case "graphUpsert": {
             const g = validateGraph(body.value.graph, session.node);
             const why = this.scope.refusesGraphWrite(session.node, g.containerId);
-            if (why === undefined) await this.store.putGraph(g);
-            else this.refused(session.node, "graphUpsert", g.containerId, why);
+            if (why !== undefined) this.refused(session.node, "graphUpsert", g.containerId, why);
+            else if (this.caps.admitsGraph(session.node, g)) await this.store.putGraph(g);
             break;
           }
           case "graphDelete": {

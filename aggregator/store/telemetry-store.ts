@@ -22,6 +22,19 @@ export interface TelemetryStoreEvents {
 /** Whether the sending node may write about this container (false: the item's part is not stored). */
 export type ContainerScope = (containerId: string, kind: "window" | "detection") => boolean;
 
+/** Which windows or detections a listing holds. */
+export interface TelemetryFilter {
+  node?: string;
+  containerId?: string;
+}
+
+/** Whether a stored window or detection is about the filter's container (decoded only when one is named). */
+function matches(kind: "windows" | "detections", v: Uint8Array, filter: TelemetryFilter): boolean {
+  if (filter.containerId === undefined) return true;
+  const id = kind === "windows" ? fromBinary(StoredWindowSchema, v).window?.containerId : fromBinary(DetectionSchema, v).containerId;
+  return id === filter.containerId;
+}
+
 export interface TelemetryStoreOptions {
   /** Windows kept per node (default 200,000). */
   maxWindowsPerNode?: number;
@@ -143,6 +156,10 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     return [...this.latest.values()];
   }
 
+  latestWindow(containerId: string): WindowSummary | undefined {
+    return this.latest.get(containerId);
+  }
+
   forgetContainer(containerId: string): void {
     this.latest.delete(containerId);
   }
@@ -158,6 +175,39 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
       if (out.length >= limit) break;
     }
     return out.reverse();
+  }
+
+  /**
+   * Where a listing of the newest `limit` matching windows (or detections) starts: the level key of
+   * the oldest of them, undefined when none matches. Pages then read forward from it
+   * (`entries`), so each page costs its own items, not the whole listing again.
+   */
+  async listingStart(kind: "windows" | "detections", filter: TelemetryFilter, limit: number): Promise<string | undefined> {
+    let first: string | undefined;
+    let n = 0;
+    for await (const [k, v] of this.db.iterator({ ...this.range(kind, filter.node), reverse: true })) {
+      if (!matches(kind, v, filter)) continue;
+      first = k;
+      if (++n >= limit) break;
+    }
+    return first;
+  }
+
+  /** Matching windows (or detections) with their level keys, in key order, from `from` (or after it). */
+  async *entries<K extends "windows" | "detections">(kind: K, filter: TelemetryFilter, from: { gte: string } | { gt: string }): AsyncGenerator<{ key: string; item: K extends "windows" ? StoredWindow : Detection }> {
+    const range = this.range(kind, filter.node);
+    for await (const [key, v] of this.db.iterator({ ...from, lt: range.lt })) {
+      if (key <= range.gt) continue;
+      const item = kind === "windows" ? fromBinary(StoredWindowSchema, v) : fromBinary(DetectionSchema, v);
+      const containerId = item.$typeName === "shadowlayer.v1.StoredWindow" ? item.window?.containerId : item.containerId;
+      if (filter.containerId !== undefined && containerId !== filter.containerId) continue;
+      yield { key, item: item as K extends "windows" ? StoredWindow : Detection };
+    }
+  }
+
+  private range(kind: "windows" | "detections", node: string | undefined): { gt: string; lt: string } {
+    if (kind === "windows") return node ? keys.windowsOfNode(node) : keys.windowRange;
+    return node ? keys.detectionsOfNode(node) : keys.detectionRange;
   }
 
   async detections(filter: { node?: string; containerId?: string }, limit: number): Promise<Detection[]> {

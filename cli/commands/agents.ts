@@ -7,7 +7,7 @@ export function registerAgents(program: Command): void {
 }
 
 async function agents(o: JsonFlags): Promise<void> {
-  const { QueryService, agentJson, query, renderAgents } = await runtime();
-  const res = await query(o, QueryService.method.listAgents, {});
-  out(o.json ? JSON.stringify(res.agents.map(agentJson), null, 2) : renderAgents(res.agents));
+  const { QueryService, agentJson, listAll, renderAgents } = await runtime();
+  const { items: agents } = await listAll(o, QueryService.method.listAgents, {}, (p) => p.agents);
+  out(o.json ? JSON.stringify(agents.map(agentJson), null, 2) : renderAgents(agents));
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import type { AggregatorFlags } from "../../aggregator/index.js";
 import { runUntilSignal } from "../action.js";
-import { dataDirOption, threatOptions } from "../options.js";
+import { dataDirOption, nodeCapOptions, threatOptions } from "../options.js";
 
 export function registerAggregator(program: Command): void {
   const cmd = dataDirOption(program.command("aggregator").description("run the aggregator alone (the Kubernetes Deployment)"))
@@ -9,5 +9,5 @@ export function registerAggregator(program: Command): void {
     .option("--http <host:port>", "/metrics, /healthz, /readyz (default: 0.0.0.0:9464)")
     .option("--tls-dir <dir>", "ca.crt, aggregator.crt, aggregator.key (default: <data-dir>/tls)")
     .option("--insecure", "no TLS (loud warning; tests only)");
-  threatOptions(cmd).action(runUntilSignal(async (o: AggregatorFlags) => (await import("../run-aggregator.js")).runAggregator(o)));
+  nodeCapOptions(threatOptions(cmd)).action(runUntilSignal(async (o: AggregatorFlags) => (await import("../run-aggregator.js")).runAggregator(o)));
 }

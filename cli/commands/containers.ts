@@ -10,7 +10,7 @@ export function registerContainers(program: Command): void {
 }
 
 async function containers(o: JsonFlags & { node?: string }): Promise<void> {
-  const { QueryService, containerJson, query, renderContainers } = await runtime();
-  const res = await query(o, QueryService.method.listContainers, { node: o.node ?? "" });
-  out(o.json ? JSON.stringify(res.containers.map(containerJson), null, 2) : renderContainers(res.containers));
+  const { QueryService, containerJson, listAll, renderContainers } = await runtime();
+  const { items } = await listAll(o, QueryService.method.listContainers, { node: o.node ?? "" }, (p) => p.containers);
+  out(o.json ? JSON.stringify(items.map(containerJson), null, 2) : renderContainers(items));
 }

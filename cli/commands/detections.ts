@@ -9,7 +9,7 @@ export function registerDetections(program: Command): void {
 }
 
 async function detections(o: FilterFlags & { limit?: string }): Promise<void> {
-  const { QueryService, detectionJson, query, renderDetections, resolveLimit } = await runtime();
-  const res = await query(o, QueryService.method.listDetections, { container: o.container ?? "", node: o.node ?? "", limit: resolveLimit(o) });
-  out(o.json ? JSON.stringify(res.detections.map(detectionJson), null, 2) : res.detections.length === 0 ? "no detections" : renderDetections(res.detections));
+  const { QueryService, detectionJson, listAll, renderDetections, resolveLimit } = await runtime();
+  const { items } = await listAll(o, QueryService.method.listDetections, { container: o.container ?? "", node: o.node ?? "", limit: resolveLimit(o) }, (p) => p.detections);
+  out(o.json ? JSON.stringify(items.map(detectionJson), null, 2) : items.length === 0 ? "no detections" : renderDetections(items));
 }

@@ -13,10 +13,10 @@ export function registerFeeds(program: Command): void {
 
 async function feeds(o: JsonFlags & { refresh?: string | boolean; acceptShrink?: boolean }): Promise<void> {
   if (o.acceptShrink === true && o.refresh === undefined) throw new ShadowError(Code.InvalidArgument, "--accept-shrink: only with --refresh");
-  const { AdminService, QueryService, feedJson, query, renderFeeds } = await runtime();
-  const res =
+  const { AdminService, QueryService, feedJson, listAll, query, renderFeeds } = await runtime();
+  const list =
     o.refresh !== undefined
-      ? await query(o, AdminService.method.refreshFeeds, { name: typeof o.refresh === "string" ? o.refresh : "", acceptShrink: o.acceptShrink === true }, { deadlineMs: 600_000 })
-      : await query(o, QueryService.method.listFeeds, {});
-  out(o.json ? JSON.stringify(res.feeds.map(feedJson), null, 2) : renderFeeds(res.feeds));
+      ? (await query(o, AdminService.method.refreshFeeds, { name: typeof o.refresh === "string" ? o.refresh : "", acceptShrink: o.acceptShrink === true }, { deadlineMs: 600_000 })).feeds
+      : (await listAll(o, QueryService.method.listFeeds, {}, (p) => p.feeds)).items;
+  out(o.json ? JSON.stringify(list.map(feedJson), null, 2) : renderFeeds(list));
 }

@@ -18,14 +18,14 @@ export function registerPolicy(program: Command): void {
 }
 
 async function list(o: JsonFlags): Promise<void> {
-  const { AdminService, policyJson, query, renderTable } = await runtime();
-  const r = await query(o, AdminService.method.listPolicies, {});
-  if (o.json) out(JSON.stringify(r.policies.map(policyJson), null, 2));
+  const { AdminService, listAll, policyJson, renderTable } = await runtime();
+  const { items: policies } = await listAll(o, AdminService.method.listPolicies, {}, (p) => p.policies);
+  if (o.json) out(JSON.stringify(policies.map(policyJson), null, 2));
   else
     out(
       renderTable(
         ["NAME", "ORDER", "SELECTOR", "REBUILD", "SWITCH"],
-        r.policies.map((p) => [p.name, String(p.order), [...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`), ...(p.namespace ? [`namespace=${p.namespace}`] : [])].join(",") || "*", String(p.rebuildThreshold), String(p.switchThreshold)]),
+        policies.map((p) => [p.name, String(p.order), [...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`), ...(p.namespace ? [`namespace=${p.namespace}`] : [])].join(",") || "*", String(p.rebuildThreshold), String(p.switchThreshold)]),
       ),
     );
 }

@@ -8,8 +8,8 @@ export function registerSbom(program: Command): void {
 }
 
 async function sbom(container: string, o: ClientFlags): Promise<void> {
-  const { QueryService, cyclonedx, query } = await runtime();
-  const r = await query(o, QueryService.method.getInventory, { container });
-  if (r.graph === undefined || r.inventory === undefined) throw new ShadowError(Code.NotFound, `no inventory for ${container}`);
-  out(JSON.stringify(await cyclonedx(r.graph, r.inventory), null, 2));
+  const { QueryService, cyclonedx, listAll } = await runtime();
+  const { first, items: packages } = await listAll(o, QueryService.method.getInventory, { container }, (p) => p.inventory?.packages ?? []);
+  if (first.graph === undefined || first.inventory === undefined) throw new ShadowError(Code.NotFound, `no inventory for ${container}`);
+  out(JSON.stringify(await cyclonedx(first.graph, { ...first.inventory, packages }), null, 2));
 }

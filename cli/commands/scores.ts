@@ -9,7 +9,7 @@ export function registerScores(program: Command): void {
 }
 
 async function scores(o: FilterFlags & { watch?: boolean }): Promise<void> {
-  const { QueryService, callServerStream, connect, follow, query, renderScores, scoresJson } = await runtime();
+  const { QueryService, callServerStream, connect, follow, listAll, renderScores, scoresJson } = await runtime();
   if (o.watch) {
     const c = await connect(o);
     const stream = callServerStream(c.client, QueryService.method.watchScores, { node: o.node ?? "" });
@@ -20,6 +20,8 @@ async function scores(o: FilterFlags & { watch?: boolean }): Promise<void> {
     follow(c, stream);
     return;
   }
-  const res = await query(o, QueryService.method.listScores, { container: o.container ?? "", node: o.node ?? "" });
-  out(o.json ? JSON.stringify(res.containers.map(scoresJson), null, 2) : res.containers.length === 0 ? "no containers scored yet" : renderScores(res.containers));
+  const { items } = await listAll(o, QueryService.method.listScores, { container: o.container ?? "", node: o.node ?? "" }, (p) => p.containers);
+  // Pages come by container id; people read the riskiest first.
+  items.sort((a, b) => b.risk - a.risk || a.containerName.localeCompare(b.containerName) || (a.containerId < b.containerId ? -1 : 1));
+  out(o.json ? JSON.stringify(items.map(scoresJson), null, 2) : items.length === 0 ? "no containers scored yet" : renderScores(items));
 }

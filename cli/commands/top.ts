@@ -31,6 +31,10 @@ async function top(o: FilterFlags & { once?: boolean }): Promise<void> {
       latest.set(b.value.containerId, b.value);
       if (o.json && !o.once) out(JSON.stringify(windowJson(b.value)));
       else if (live && !o.json) timer ??= setTimeout(draw, 200);
+    } else if (b.case === "resync") {
+      // Windows were dropped while this client did not read: the latest ones follow again.
+      latest.clear();
+      live = false;
     } else if (b.case === "snapshotDone") {
       live = true;
       if (o.once) {

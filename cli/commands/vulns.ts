@@ -8,8 +8,11 @@ export function registerVulns(program: Command): void {
 }
 
 async function vulns(container: string, o: JsonFlags): Promise<void> {
-  const { QueryService, inventoryLine, query, renderVulns, vulnsJson } = await runtime();
-  const r = await query(o, QueryService.method.getVulns, { container });
+  const { QueryService, inventoryLine, listAll, renderVulns, vulnsJson } = await runtime();
+  const { first, items: matches } = await listAll(o, QueryService.method.getVulns, { container }, (p) => p.matches);
+  // Pages come by advisory id; the most threatening first, as the aggregator ranks them.
+  matches.sort((a, b) => b.threat - a.threat || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const r = { ...first, matches };
   if (o.json) {
     out(JSON.stringify(vulnsJson(r), null, 2));
     return;

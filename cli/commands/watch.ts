@@ -17,6 +17,7 @@ async function watch(o: JsonFlags): Promise<void> {
     else if (ev.type === GraphEvent_Type.UPSERT && ev.graph) out(renderTree(ev.graph));
     else if (ev.type === GraphEvent_Type.DELETE) out(safeLine`- ${ev.containerId.slice(0, 12)} removed`);
     else if (ev.type === GraphEvent_Type.SNAPSHOT_DONE) out("-- live --");
+    else if (ev.type === GraphEvent_Type.RESYNC) out("-- fell behind: changes were dropped; every current graph follows --");
   });
   follow(c, stream);
 }

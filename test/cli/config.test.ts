@@ -124,7 +124,7 @@ describe("aggregator configuration", () => {
   it("defaults to the README's Configuration table", () => {
     const c = resolveAggregatorConfig({}, {});
     assert.deepEqual(c, {
-      aggregator: { dataDir: join(homedir(), ".shadowlayer"), listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [] },
+      aggregator: { dataDir: join(homedir(), ".shadowlayer"), listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [], caps: { maxContainers: 5000, maxGraphBytes: 64 * 1024 * 1024 } },
       tlsDir: join(homedir(), ".shadowlayer", "tls"),
       insecure: false,
       logLevel: "info",

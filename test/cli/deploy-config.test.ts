@@ -78,7 +78,7 @@ describe("deploy/ against the programs' configurations", () => {
     assert.deepEqual(command.slice(0, 2), ["shadowlayer", "aggregator"]);
     await assertFlagsKnown("aggregator", command.slice(2));
     const c = resolveAggregatorConfig(flags(command.slice(2)) as AggregatorFlags, environment(env, {}));
-    assert.deepEqual(c.aggregator, { dataDir: "/var/lib/shadowlayer", listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [] });
+    assert.deepEqual(c.aggregator, { dataDir: "/var/lib/shadowlayer", listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [], caps: { maxContainers: 5000, maxGraphBytes: 64 * 1024 * 1024 } });
     assert.equal(c.tlsDir, "/etc/shadowlayer/tls");
     assert.equal(c.logLevel, "info");
   });

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/query.proto.
  */
 export const file_shadowlayer_v1_query: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiJQoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkiTgoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeSLYAQoQQ29udGFpbmVyU3VtbWFyeRIUCgxjb250YWluZXJfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDAoEbm9kZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRITCgtsYXllcl9jb3VudBgGIAEoDRIVCg1wcm9jZXNzX2NvdW50GAcgASgNEg0KBWRyaWZ0GAggASgIEi8KC29ic2VydmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChRHZXRMYXllckdyYXBoUmVxdWVzdBIRCgljb250YWluZXIYASABKAkiIgoSV2F0Y2hHcmFwaHNSZXF1ZXN0EgwKBG5vZGUYASABKAki1AEKCkdyYXBoRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSKQoFZ3JhcGgYAyABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIlYKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAyITChFMaXN0QWdlbnRzUmVxdWVzdCJCChJMaXN0QWdlbnRzUmVzcG9uc2USLAoGYWdlbnRzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuQWdlbnRTdW1tYXJ5IoECCgxBZ2VudFN1bW1hcnkSDAoEbm9kZRgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCRItCglsYXN0X3NlZW4YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgFIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIxCgxub2RlX2NvbnRleHQYBiABKAsyGy5zaGFkb3dsYXllci52MS5Ob2RlQ29udGV4dBIPCgd3aW5kb3dzGAcgASgEEhIKCmRldGVjdGlvbnMYCCABKAQiRAoSTGlzdFdpbmRvd3NSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNInEKDFN0b3JlZFdpbmRvdxIQCghzcG9vbF9pZBgBIAEoCRIRCglzcG9vbF9zZXEYAiABKAQSLQoGd2luZG93GAMgASgLMh0uc2hhZG93bGF5ZXIudjEuV2luZG93U3VtbWFyeRINCgVpbmRleBgEIAEoDSJEChNMaXN0V2luZG93c1Jlc3BvbnNlEi0KB3dpbmRvd3MYASADKAsyHC5zaGFkb3dsYXllci52MS5TdG9yZWRXaW5kb3ciRwoVTGlzdERldGVjdGlvbnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNIkcKFkxpc3REZXRlY3Rpb25zUmVzcG9uc2USLQoKZGV0ZWN0aW9ucxgBIAMoCzIZLnNoYWRvd2xheWVyLnYxLkRldGVjdGlvbiI4ChVXYXRjaFRlbGVtZXRyeVJlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkikgEKDlRlbGVtZXRyeUV2ZW50Ei8KBndpbmRvdxgBIAEoCzIdLnNoYWRvd2xheWVyLnYxLldpbmRvd1N1bW1hcnlIABIuCglkZXRlY3Rpb24YAiABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IABIXCg1zbmFwc2hvdF9kb25lGAMgASgISABCBgoEYm9keSI0ChFMaXN0U2NvcmVzUmVxdWVzdBIMCgRub2RlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCSJJChJMaXN0U2NvcmVzUmVzcG9uc2USMwoKY29udGFpbmVycxgBIAMoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcyIiChJXYXRjaFNjb3Jlc1JlcXVlc3QSDAoEbm9kZRgBIAEoCSLaAQoKU2NvcmVFdmVudBItCgR0eXBlGAEgASgOMh8uc2hhZG93bGF5ZXIudjEuU2NvcmVFdmVudC5UeXBlEhQKDGNvbnRhaW5lcl9pZBgCIAEoCRIvCgZzY29yZXMYAyABKAsyHy5zaGFkb3dsYXllci52MS5Db250YWluZXJTY29yZXMiVgoEVHlwZRIUChBUWVBFX1VOU1BFQ0lGSUVEEAASDwoLVFlQRV9VUFNFUlQQARIPCgtUWVBFX0RFTEVURRACEhYKElRZUEVfU05BUFNIT1RfRE9ORRADIiQKD0dldFZ1bG5zUmVxdWVzdBIRCgljb250YWluZXIYASABKAki9QEKEEdldFZ1bG5zUmVzcG9uc2USLwoGc2NvcmVzGAEgASgLMh8uc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU2NvcmVzEioKB21hdGNoZXMYAiADKAsyGS5zaGFkb3dsYXllci52MS5WdWxuTWF0Y2gSJQoCb3MYAyABKAsyGS5zaGFkb3dsYXllci52MS5Pc1JlbGVhc2USMQoHcGFydGlhbBgEIAMoCzIgLnNoYWRvd2xheWVyLnYxLkludmVudG9yeVByb2JsZW0SEAoIcGFja2FnZXMYBSABKA0SGAoQaW52ZW50b3J5X3N0YXR1cxgGIAEoCSIoChNHZXRJbnZlbnRvcnlSZXF1ZXN0EhEKCWNvbnRhaW5lchgBIAEoCSJ0ChRHZXRJbnZlbnRvcnlSZXNwb25zZRIpCgVncmFwaBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgSMQoJaW52ZW50b3J5GAIgASgLMh4uc2hhZG93bGF5ZXIudjEuSW1hZ2VJbnZlbnRvcnkiEgoQTGlzdEZlZWRzUmVxdWVzdCI+ChFMaXN0RmVlZHNSZXNwb25zZRIpCgVmZWVkcxgBIAMoCzIaLnNoYWRvd2xheWVyLnYxLkZlZWRTdGF0dXMiFQoTTGlzdFBvbGljaWVzUmVxdWVzdCJAChRMaXN0UG9saWNpZXNSZXNwb25zZRIoCghwb2xpY2llcxgBIAMoCzIWLnNoYWRvd2xheWVyLnYxLlBvbGljeSI6ChBTZXRQb2xpY3lSZXF1ZXN0EiYKBnBvbGljeRgBIAEoCzIWLnNoYWRvd2xheWVyLnYxLlBvbGljeSIjChNEZWxldGVQb2xpY3lSZXF1ZXN0EgwKBG5hbWUYASABKAkiFgoURGVsZXRlUG9saWN5UmVzcG9uc2UiOgoTUmVmcmVzaEZlZWRzUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWFjY2VwdF9zaHJpbmsYAiABKAgynggKDFF1ZXJ5U2VydmljZRJfCg5MaXN0Q29udGFpbmVycxIlLnNoYWRvd2xheWVyLnYxLkxpc3RDb250YWluZXJzUmVxdWVzdBomLnNoYWRvd2xheWVyLnYxLkxpc3RDb250YWluZXJzUmVzcG9uc2USUQoNR2V0TGF5ZXJHcmFwaBIkLnNoYWRvd2xheWVyLnYxLkdldExheWVyR3JhcGhSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaBJPCgtXYXRjaEdyYXBocxIiLnNoYWRvd2xheWVyLnYxLldhdGNoR3JhcGhzUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQwARJTCgpMaXN0QWdlbnRzEiEuc2hhZG93bGF5ZXIudjEuTGlzdEFnZW50c1JlcXVlc3QaIi5zaGFkb3dsYXllci52MS5MaXN0QWdlbnRzUmVzcG9uc2USVgoLTGlzdFdpbmRvd3MSIi5zaGFkb3dsYXllci52MS5MaXN0V2luZG93c1JlcXVlc3QaIy5zaGFkb3dsYXllci52MS5MaXN0V2luZG93c1Jlc3BvbnNlEl8KDkxpc3REZXRlY3Rpb25zEiUuc2hhZG93bGF5ZXIudjEuTGlzdERldGVjdGlvbnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdERldGVjdGlvbnNSZXNwb25zZRJZCg5XYXRjaFRlbGVtZXRyeRIlLnNoYWRvd2xheWVyLnYxLldhdGNoVGVsZW1ldHJ5UmVxdWVzdBoeLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeUV2ZW50MAESUwoKTGlzdFNjb3JlcxIhLnNoYWRvd2xheWVyLnYxLkxpc3RTY29yZXNSZXF1ZXN0GiIuc2hhZG93bGF5ZXIudjEuTGlzdFNjb3Jlc1Jlc3BvbnNlEk8KC1dhdGNoU2NvcmVzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hTY29yZXNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuU2NvcmVFdmVudDABEk0KCEdldFZ1bG5zEh8uc2hhZG93bGF5ZXIudjEuR2V0VnVsbnNSZXF1ZXN0GiAuc2hhZG93bGF5ZXIudjEuR2V0VnVsbnNSZXNwb25zZRJZCgxHZXRJbnZlbnRvcnkSIy5zaGFkb3dsYXllci52MS5HZXRJbnZlbnRvcnlSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuR2V0SW52ZW50b3J5UmVzcG9uc2USUAoJTGlzdEZlZWRzEiAuc2hhZG93bGF5ZXIudjEuTGlzdEZlZWRzUmVxdWVzdBohLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlMuMCCgxBZG1pblNlcnZpY2USWQoMTGlzdFBvbGljaWVzEiMuc2hhZG93bGF5ZXIudjEuTGlzdFBvbGljaWVzUmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkxpc3RQb2xpY2llc1Jlc3BvbnNlEkUKCVNldFBvbGljeRIgLnNoYWRvd2xheWVyLnYxLlNldFBvbGljeVJlcXVlc3QaFi5zaGFkb3dsYXllci52MS5Qb2xpY3kSWQoMRGVsZXRlUG9saWN5EiMuc2hhZG93bGF5ZXIudjEuRGVsZXRlUG9saWN5UmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkRlbGV0ZVBvbGljeVJlc3BvbnNlElYKDFJlZnJlc2hGZWVkcxIjLnNoYWRvd2xheWVyLnYxLlJlZnJlc2hGZWVkc1JlcXVlc3QaIS5zaGFkb3dsYXllci52MS5MaXN0RmVlZHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiTAoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiZwoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki2AEKEENvbnRhaW5lclN1bW1hcnkSFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEgwKBG5vZGUYBCABKAkSDQoFc3RhdGUYBSABKAkSEwoLbGF5ZXJfY291bnQYBiABKA0SFQoNcHJvY2Vzc19jb3VudBgHIAEoDRINCgVkcmlmdBgIIAEoCBIvCgtvYnNlcnZlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKQoUR2V0TGF5ZXJHcmFwaFJlcXVlc3QSEQoJY29udGFpbmVyGAEgASgJIiIKEldhdGNoR3JhcGhzUmVxdWVzdBIMCgRub2RlGAEgASgJIuUBCgpHcmFwaEV2ZW50Ei0KBHR5cGUYASABKA4yHy5zaGFkb3dsYXllci52MS5HcmFwaEV2ZW50LlR5cGUSFAoMY29udGFpbmVyX2lkGAIgASgJEikKBWdyYXBoGAMgASgLMhouc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaCJnCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIPCgtUWVBFX1VQU0VSVBABEg8KC1RZUEVfREVMRVRFEAISFgoSVFlQRV9TTkFQU0hPVF9ET05FEAMSDwoLVFlQRV9SRVNZTkMQBCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJbChJMaXN0QWdlbnRzUmVzcG9uc2USLAoGYWdlbnRzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuQWdlbnRTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKvAgoMQWdlbnRTdW1tYXJ5EgwKBG5vZGUYASABKAkSEQoJY29ubmVjdGVkGAIgASgIEhUKDWFnZW50X3ZlcnNpb24YAyABKAkSLQoJbGFzdF9zZWVuGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgl0ZWxlbWV0cnkYBSABKAsyHy5zaGFkb3dsYXllci52MS5UZWxlbWV0cnlTdGF0dXMSMQoMbm9kZV9jb250ZXh0GAYgASgLMhsuc2hhZG93bGF5ZXIudjEuTm9kZUNvbnRleHQSDwoHd2luZG93cxgHIAEoBBISCgpkZXRlY3Rpb25zGAggASgEEhUKDWNhcHBlZF93cml0ZXMYFCABKAQSFQoNY2FwcGVkX3JlYXNvbhgVIAEoCSJrChJMaXN0V2luZG93c1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkicQoMU3RvcmVkV2luZG93EhAKCHNwb29sX2lkGAEgASgJEhEKCXNwb29sX3NlcRgCIAEoBBItCgZ3aW5kb3cYAyABKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5Eg0KBWluZGV4GAQgASgNIl0KE0xpc3RXaW5kb3dzUmVzcG9uc2USLQoHd2luZG93cxgBIAMoCzIcLnNoYWRvd2xheWVyLnYxLlN0b3JlZFdpbmRvdxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibgoVTGlzdERldGVjdGlvbnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJImAKFkxpc3REZXRlY3Rpb25zUmVzcG9uc2USLQoKZGV0ZWN0aW9ucxgBIAMoCzIZLnNoYWRvd2xheWVyLnYxLkRldGVjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOAoVV2F0Y2hUZWxlbWV0cnlSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJIqQBCg5UZWxlbWV0cnlFdmVudBIvCgZ3aW5kb3cYASABKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5SAASLgoJZGV0ZWN0aW9uGAIgASgLMhkuc2hhZG93bGF5ZXIudjEuRGV0ZWN0aW9uSAASFwoNc25hcHNob3RfZG9uZRgDIAEoCEgAEhAKBnJlc3luYxgEIAEoCEgAQgYKBGJvZHkiWwoRTGlzdFNjb3Jlc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYgoSTGlzdFNjb3Jlc1Jlc3BvbnNlEjMKCmNvbnRhaW5lcnMYASADKAsyHy5zaGFkb3dsYXllci52MS5Db250YWluZXJTY29yZXMSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEldhdGNoU2NvcmVzUmVxdWVzdBIMCgRub2RlGAEgASgJIusBCgpTY29yZUV2ZW50Ei0KBHR5cGUYASABKA4yHy5zaGFkb3dsYXllci52MS5TY29yZUV2ZW50LlR5cGUSFAoMY29udGFpbmVyX2lkGAIgASgJEi8KBnNjb3JlcxgDIAEoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcyJnCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIPCgtUWVBFX1VQU0VSVBABEg8KC1RZUEVfREVMRVRFEAISFgoSVFlQRV9TTkFQU0hPVF9ET05FEAMSDwoLVFlQRV9SRVNZTkMQBCJLCg9HZXRWdWxuc1JlcXVlc3QSEQoJY29udGFpbmVyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIo4CChBHZXRWdWxuc1Jlc3BvbnNlEi8KBnNjb3JlcxgBIAEoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcxIqCgdtYXRjaGVzGAIgAygLMhkuc2hhZG93bGF5ZXIudjEuVnVsbk1hdGNoEiUKAm9zGAMgASgLMhkuc2hhZG93bGF5ZXIudjEuT3NSZWxlYXNlEjEKB3BhcnRpYWwYBCADKAsyIC5zaGFkb3dsYXllci52MS5JbnZlbnRvcnlQcm9ibGVtEhAKCHBhY2thZ2VzGAUgASgNEhgKEGludmVudG9yeV9zdGF0dXMYBiABKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAcgASgJIk8KE0dldEludmVudG9yeVJlcXVlc3QSEQoJY29udGFpbmVyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIo0BChRHZXRJbnZlbnRvcnlSZXNwb25zZRIpCgVncmFwaBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgSMQoJaW52ZW50b3J5GAIgASgLMh4uc2hhZG93bGF5ZXIudjEuSW1hZ2VJbnZlbnRvcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIjkKEExpc3RGZWVkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiVwoRTGlzdEZlZWRzUmVzcG9uc2USKQoFZmVlZHMYASADKAsyGi5zaGFkb3dsYXllci52MS5GZWVkU3RhdHVzEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChNMaXN0UG9saWNpZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlkKFExpc3RQb2xpY2llc1Jlc3BvbnNlEigKCHBvbGljaWVzGAEgAygLMhYuc2hhZG93bGF5ZXIudjEuUG9saWN5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChBTZXRQb2xpY3lSZXF1ZXN0EiYKBnBvbGljeRgBIAEoCzIWLnNoYWRvd2xheWVyLnYxLlBvbGljeSIjChNEZWxldGVQb2xpY3lSZXF1ZXN0EgwKBG5hbWUYASABKAkiFgoURGVsZXRlUG9saWN5UmVzcG9uc2UiOgoTUmVmcmVzaEZlZWRzUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWFjY2VwdF9zaHJpbmsYAiABKAgynggKDFF1ZXJ5U2VydmljZRJfCg5MaXN0Q29udGFpbmVycxIlLnNoYWRvd2xheWVyLnYxLkxpc3RDb250YWluZXJzUmVxdWVzdBomLnNoYWRvd2xheWVyLnYxLkxpc3RDb250YWluZXJzUmVzcG9uc2USUQoNR2V0TGF5ZXJHcmFwaBIkLnNoYWRvd2xheWVyLnYxLkdldExheWVyR3JhcGhSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaBJPCgtXYXRjaEdyYXBocxIiLnNoYWRvd2xheWVyLnYxLldhdGNoR3JhcGhzUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQwARJTCgpMaXN0QWdlbnRzEiEuc2hhZG93bGF5ZXIudjEuTGlzdEFnZW50c1JlcXVlc3QaIi5zaGFkb3dsYXllci52MS5MaXN0QWdlbnRzUmVzcG9uc2USVgoLTGlzdFdpbmRvd3MSIi5zaGFkb3dsYXllci52MS5MaXN0V2luZG93c1JlcXVlc3QaIy5zaGFkb3dsYXllci52MS5MaXN0V2luZG93c1Jlc3BvbnNlEl8KDkxpc3REZXRlY3Rpb25zEiUuc2hhZG93bGF5ZXIudjEuTGlzdERldGVjdGlvbnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdERldGVjdGlvbnNSZXNwb25zZRJZCg5XYXRjaFRlbGVtZXRyeRIlLnNoYWRvd2xheWVyLnYxLldhdGNoVGVsZW1ldHJ5UmVxdWVzdBoeLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeUV2ZW50MAESUwoKTGlzdFNjb3JlcxIhLnNoYWRvd2xheWVyLnYxLkxpc3RTY29yZXNSZXF1ZXN0GiIuc2hhZG93bGF5ZXIudjEuTGlzdFNjb3Jlc1Jlc3BvbnNlEk8KC1dhdGNoU2NvcmVzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hTY29yZXNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuU2NvcmVFdmVudDABEk0KCEdldFZ1bG5zEh8uc2hhZG93bGF5ZXIudjEuR2V0VnVsbnNSZXF1ZXN0GiAuc2hhZG93bGF5ZXIudjEuR2V0VnVsbnNSZXNwb25zZRJZCgxHZXRJbnZlbnRvcnkSIy5zaGFkb3dsYXllci52MS5HZXRJbnZlbnRvcnlSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuR2V0SW52ZW50b3J5UmVzcG9uc2USUAoJTGlzdEZlZWRzEiAuc2hhZG93bGF5ZXIudjEuTGlzdEZlZWRzUmVxdWVzdBohLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlMuMCCgxBZG1pblNlcnZpY2USWQoMTGlzdFBvbGljaWVzEiMuc2hhZG93bGF5ZXIudjEuTGlzdFBvbGljaWVzUmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkxpc3RQb2xpY2llc1Jlc3BvbnNlEkUKCVNldFBvbGljeRIgLnNoYWRvd2xheWVyLnYxLlNldFBvbGljeVJlcXVlc3QaFi5zaGFkb3dsYXllci52MS5Qb2xpY3kSWQoMRGVsZXRlUG9saWN5EiMuc2hhZG93bGF5ZXIudjEuRGVsZXRlUG9saWN5UmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkRlbGV0ZVBvbGljeVJlc3BvbnNlElYKDFJlZnJlc2hGZWVkcxIjLnNoYWRvd2xheWVyLnYxLlJlZnJlc2hGZWVkc1JlcXVlc3QaIS5zaGFkb3dsYXllci52MS5MaXN0RmVlZHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
 
 /**
  * @generated from message shadowlayer.v1.ListContainersRequest
@@ -30,6 +30,18 @@ export type ListContainersRequest = Message<"shadowlayer.v1.ListContainersReques
    * @generated from field: string node = 1;
    */
   node: string;
+
+  /**
+   * Pages (see QueryService), by node, container name and id.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -47,6 +59,13 @@ export type ListContainersResponse = Message<"shadowlayer.v1.ListContainersRespo
    * @generated from field: repeated shadowlayer.v1.ContainerSummary containers = 1;
    */
   containers: ContainerSummary[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -203,6 +222,14 @@ export enum GraphEvent_Type {
    * @generated from enum value: TYPE_SNAPSHOT_DONE = 3;
    */
   SNAPSHOT_DONE = 3,
+
+  /**
+   * Events were dropped (this client did not read fast enough): forget what it knew; every
+   * current graph follows, then SNAPSHOT_DONE.
+   *
+   * @generated from enum value: TYPE_RESYNC = 4;
+   */
+  RESYNC = 4,
 }
 
 /**
@@ -215,6 +242,17 @@ export const GraphEvent_TypeSchema: GenEnum<GraphEvent_Type> = /*@__PURE__*/
  * @generated from message shadowlayer.v1.ListAgentsRequest
  */
 export type ListAgentsRequest = Message<"shadowlayer.v1.ListAgentsRequest"> & {
+  /**
+   * Pages (see QueryService), by node.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -232,6 +270,11 @@ export type ListAgentsResponse = Message<"shadowlayer.v1.ListAgentsResponse"> & 
    * @generated from field: repeated shadowlayer.v1.AgentSummary agents = 1;
    */
   agents: AgentSummary[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -284,6 +327,19 @@ export type AgentSummary = Message<"shadowlayer.v1.AgentSummary"> & {
    * @generated from field: uint64 detections = 8;
    */
   detections: bigint;
+
+  /**
+   * Writes of this node's agent refused because the node reached one of its caps (containers,
+   * graph bytes) since the aggregator started, and the latest reason.
+   *
+   * @generated from field: uint64 capped_writes = 20;
+   */
+  cappedWrites: bigint;
+
+  /**
+   * @generated from field: string capped_reason = 21;
+   */
+  cappedReason: string;
 };
 
 /**
@@ -315,6 +371,18 @@ export type ListWindowsRequest = Message<"shadowlayer.v1.ListWindowsRequest"> & 
    * @generated from field: uint32 limit = 3;
    */
   limit: number;
+
+  /**
+   * Pages (see QueryService) through those, oldest first.
+   *
+   * @generated from field: uint32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
 };
 
 /**
@@ -366,6 +434,11 @@ export type ListWindowsResponse = Message<"shadowlayer.v1.ListWindowsResponse"> 
    * @generated from field: repeated shadowlayer.v1.StoredWindow windows = 1;
    */
   windows: StoredWindow[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -390,9 +463,23 @@ export type ListDetectionsRequest = Message<"shadowlayer.v1.ListDetectionsReques
   container: string;
 
   /**
+   * At most this many (the newest); 0 for the default (1000).
+   *
    * @generated from field: uint32 limit = 3;
    */
   limit: number;
+
+  /**
+   * Pages (see QueryService) through those, oldest first.
+   *
+   * @generated from field: uint32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
 };
 
 /**
@@ -410,6 +497,11 @@ export type ListDetectionsResponse = Message<"shadowlayer.v1.ListDetectionsRespo
    * @generated from field: repeated shadowlayer.v1.Detection detections = 1;
    */
   detections: Detection[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -468,6 +560,15 @@ export type TelemetryEvent = Message<"shadowlayer.v1.TelemetryEvent"> & {
      */
     value: boolean;
     case: "snapshotDone";
+  } | {
+    /**
+     * Events were dropped (this client did not read fast enough): the latest windows follow
+     * again, then snapshot_done.
+     *
+     * @generated from field: bool resync = 4;
+     */
+    value: boolean;
+    case: "resync";
   } | { case: undefined; value?: undefined };
 };
 
@@ -491,6 +592,18 @@ export type ListScoresRequest = Message<"shadowlayer.v1.ListScoresRequest"> & {
    * @generated from field: string container = 2;
    */
   container: string;
+
+  /**
+   * Pages (see QueryService), by container id.
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -508,6 +621,11 @@ export type ListScoresResponse = Message<"shadowlayer.v1.ListScoresResponse"> & 
    * @generated from field: repeated shadowlayer.v1.ContainerScores containers = 1;
    */
   containers: ContainerScores[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -584,6 +702,13 @@ export enum ScoreEvent_Type {
    * @generated from enum value: TYPE_SNAPSHOT_DONE = 3;
    */
   SNAPSHOT_DONE = 3,
+
+  /**
+   * Events were dropped: every current score follows, then SNAPSHOT_DONE.
+   *
+   * @generated from enum value: TYPE_RESYNC = 4;
+   */
+  RESYNC = 4,
 }
 
 /**
@@ -600,6 +725,19 @@ export type GetVulnsRequest = Message<"shadowlayer.v1.GetVulnsRequest"> & {
    * @generated from field: string container = 1;
    */
   container: string;
+
+  /**
+   * Pages (see QueryService) through the matches, by advisory id, package and layer (rank them by
+   * threat on the client); every page carries the scores and the inventory's figures.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -645,6 +783,11 @@ export type GetVulnsResponse = Message<"shadowlayer.v1.GetVulnsResponse"> & {
    * @generated from field: string inventory_status = 6;
    */
   inventoryStatus: string;
+
+  /**
+   * @generated from field: string next_page_token = 7;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -662,6 +805,19 @@ export type GetInventoryRequest = Message<"shadowlayer.v1.GetInventoryRequest"> 
    * @generated from field: string container = 1;
    */
   container: string;
+
+  /**
+   * Pages (see QueryService) through the inventory's packages, by type, name, version, path and
+   * layer; every page carries the graph and the inventory's other fields.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -684,6 +840,11 @@ export type GetInventoryResponse = Message<"shadowlayer.v1.GetInventoryResponse"
    * @generated from field: shadowlayer.v1.ImageInventory inventory = 2;
    */
   inventory?: ImageInventory | undefined;
+
+  /**
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -697,6 +858,17 @@ export const GetInventoryResponseSchema: GenMessage<GetInventoryResponse> = /*@_
  * @generated from message shadowlayer.v1.ListFeedsRequest
  */
 export type ListFeedsRequest = Message<"shadowlayer.v1.ListFeedsRequest"> & {
+  /**
+   * Pages (see QueryService), by feed name.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -714,6 +886,13 @@ export type ListFeedsResponse = Message<"shadowlayer.v1.ListFeedsResponse"> & {
    * @generated from field: repeated shadowlayer.v1.FeedStatus feeds = 1;
    */
   feeds: FeedStatus[];
+
+  /**
+   * Empty on the last page (and always from RefreshFeeds, which lists every feed).
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -727,6 +906,17 @@ export const ListFeedsResponseSchema: GenMessage<ListFeedsResponse> = /*@__PURE_
  * @generated from message shadowlayer.v1.ListPoliciesRequest
  */
 export type ListPoliciesRequest = Message<"shadowlayer.v1.ListPoliciesRequest"> & {
+  /**
+   * Pages (see QueryService), in the order policies are tried (order, then name; the default last).
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -744,6 +934,11 @@ export type ListPoliciesResponse = Message<"shadowlayer.v1.ListPoliciesResponse"
    * @generated from field: repeated shadowlayer.v1.Policy policies = 1;
    */
   policies: Policy[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -828,6 +1023,19 @@ export const RefreshFeedsRequestSchema: GenMessage<RefreshFeedsRequest> = /*@__P
 /**
  * Read side of the aggregator, for the CLI, dashboards and other tools.
  *
+ * Pages: every List* call (and the matches of GetVulns, the packages of GetInventory) returns at most page_size items (0: the
+ * default, 1000; more than 10,000 is taken as 10,000) and never more than about 2 MiB of them,
+ * so that no reply reaches the 4 MiB message limit however many items exist. A non-empty
+ * next_page_token means there is more: send the same request again with it as page_token. Pages
+ * follow a fixed order by a unique key, so walking them lists every item that existed for the
+ * whole walk exactly once. A token is opaque and belongs to the request it came from; sent with
+ * other filters it is refused (INVALID_ARGUMENT).
+ *
+ * Watch streams: each stream may hold at most a bounded number of bytes (4 MiB) sent but not yet
+ * read by its client. A client that stops reading does not make the aggregator buffer without
+ * end: past the bound the stream drops events, and once the client reads again it receives a
+ * RESYNC marker followed by a fresh snapshot (then SNAPSHOT_DONE), from which it rebuilds its view.
+ *
  * @generated from service shadowlayer.v1.QueryService
  */
 export const QueryService: GenService<{
@@ -848,7 +1056,8 @@ export const QueryService: GenService<{
     output: typeof LayerGraphSchema;
   },
   /**
-   * Sends every current graph (then SNAPSHOT_DONE), then each change as it happens.
+   * Sends every current graph (then SNAPSHOT_DONE), then each change as it happens; RESYNC and
+   * a new snapshot after the client fell behind (see above).
    *
    * @generated from rpc shadowlayer.v1.QueryService.WatchGraphs
    */
@@ -886,7 +1095,9 @@ export const QueryService: GenService<{
     output: typeof ListDetectionsResponseSchema;
   },
   /**
-   * The latest window of each container (then SNAPSHOT_DONE), then each new window and detection.
+   * The latest window of each container (then SNAPSHOT_DONE), then each new window and detection;
+   * resync and the latest windows again after the client fell behind (detections dropped meanwhile
+   * are in ListDetections).
    *
    * @generated from rpc shadowlayer.v1.QueryService.WatchTelemetry
    */
@@ -896,7 +1107,8 @@ export const QueryService: GenService<{
     output: typeof TelemetryEventSchema;
   },
   /**
-   * Scores of every container (riskiest first), or of one.
+   * Scores of every container (by container id, so that pages are stable; sort by risk on the
+   * client), or of one.
    *
    * @generated from rpc shadowlayer.v1.QueryService.ListScores
    */
@@ -906,7 +1118,8 @@ export const QueryService: GenService<{
     output: typeof ListScoresResponseSchema;
   },
   /**
-   * Every current score (then SNAPSHOT_DONE), then each change.
+   * Every current score (then SNAPSHOT_DONE), then each change; RESYNC and a new snapshot after
+   * the client fell behind.
    *
    * @generated from rpc shadowlayer.v1.QueryService.WatchScores
    */
