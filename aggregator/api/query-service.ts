@@ -111,6 +111,7 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
             ...(st?.node !== undefined ? { nodeContext: st.node } : {}),
             windows: BigInt(c.windows),
             detections: BigInt(c.detections),
+            link: ingest.linkView(n.node),
           });
         });
       return create(ListAgentsResponseSchema, { agents });
