@@ -8,7 +8,7 @@
  * chunks (inventory-chunks.ts), and one that still does not fit is dropped and counted (a spooled
  * one is forgotten as if acked), so the link never reconnects to send the same message again.
  */
-import type * as grpc from "@grpc/grpc-js";
+import { status as GrpcStatus, type Client, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import {
@@ -61,10 +61,10 @@ const MAX_INFLIGHT = 256;
 type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
 type HeartbeatInit = Omit<MessageInitShape<typeof HeartbeatSchema>, "$typeName">;
 /** The stream carries messages encoded once, by `send`, where their size is checked. */
-type Stream = grpc.ClientDuplexStream<Uint8Array, AggregatorMessage>;
+type Stream = ClientDuplexStream<Uint8Array, AggregatorMessage>;
 
 export class AggregatorLink {
-  private client: grpc.Client | undefined;
+  private client: Client | undefined;
   private call: Stream | undefined;
   /** The current stream has had the full state written: changes may follow it. */
   private live = false;
@@ -304,7 +304,7 @@ export class AggregatorLink {
         this.onAck(msg.body.value.seq);
       } else if (msg.body.case === "command") this.onCommand(msg.body.value);
     });
-    call.on("error", (err: grpc.ServiceError) => this.lost(call, `${err.code}: ${err.details || err.message}`));
+    call.on("error", (err: ServiceError) => this.lost(call, `${GrpcStatus[err.code] ?? err.code}: ${err.details || err.message}`));
     call.on("end", () => this.lost(call, "stream ended"));
 
     this.send({ case: "hello", value: this.o.hello() }, "hello");
