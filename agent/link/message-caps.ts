@@ -21,8 +21,8 @@ export const PATH_BYTES = 1024;
 export const NAME_BYTES = 256;
 /** Free text: a history step (a whole RUN line), a label value, a reason, a command's message. */
 export const TEXT_BYTES = 2048;
-/** Processes listed in one graph (drift first): a container may fork without bound. */
-export const MAX_PROCESSES = 1000;
+/** Processes (and service names) listed in one graph, drift first: a container may fork without bound. */
+export const MAX_PROCESSES = 500;
 /** Labels kept per graph. */
 export const MAX_LABELS = 128;
 
@@ -34,7 +34,8 @@ class Cutter {
     // UTF-8 takes at most 3 bytes per UTF-16 unit: most strings need no byte count at all.
     if (s.length * 3 <= max || Buffer.byteLength(s) <= max) return s;
     this.cut = true;
-    const b = Buffer.from(s);
+    // The first `max` UTF-16 units hold at least `max` bytes: never encode more of a huge string.
+    const b = Buffer.from(s.slice(0, max));
     let end = max;
     // Back off to the start of a character.
     while (end > 0 && ((b[end] ?? 0) & 0xc0) === 0x80) end--;
@@ -131,7 +132,8 @@ export function capGraph(g: LayerGraph): LayerGraph {
   const c = new Cutter();
   const keep = keptProcesses(g);
   if (keep !== undefined) c.cut = true;
-  const layers = g.layers.map((l) => capLayer(c, l, keep));
+  const room = { services: MAX_PROCESSES };
+  const layers = g.layers.map((l) => capLayer(c, l, keep, room));
   let labels = g.labels;
   const entries = Object.entries(g.labels);
   const capped = entries.slice(0, MAX_LABELS).map(([k, v]) => [c.str(k, NAME_BYTES), c.str(v, TEXT_BYTES)] as const);
@@ -151,12 +153,14 @@ function keptProcesses(g: LayerGraph): Set<Process> | undefined {
   return new Set(ranked.slice(0, MAX_PROCESSES));
 }
 
-function capLayer(c: Cutter, l: Layer, keep: Set<Process> | undefined): Layer {
+/** A layer within the caps; `room` is what is left of the graph's service names. */
+function capLayer(c: Cutter, l: Layer, keep: Set<Process> | undefined, room: { services: number }): Layer {
   const before = c.cut;
   c.cut = false;
   const processes = (keep === undefined ? l.processes : l.processes.filter((p) => keep.has(p))).map((p) => capProcess(c, p));
-  const services = l.services.slice(0, MAX_PROCESSES).map((s) => c.str(s, NAME_BYTES));
-  if (l.services.length > MAX_PROCESSES) c.cut = true;
+  const services = l.services.slice(0, room.services).map((s) => c.str(s, NAME_BYTES));
+  if (services.length < l.services.length) c.cut = true;
+  room.services -= services.length;
   const top = c.fields(l, { name: TEXT_BYTES, createdBy: TEXT_BYTES, mountPoint: PATH_BYTES, source: PATH_BYTES });
   const changed = c.cut || processes.length !== l.processes.length;
   c.cut ||= before;
