@@ -8,10 +8,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import type * as grpc from "@grpc/grpc-js";
-import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { AgentMessageSchema, AgentService, HelloSchema, type AgentMessage, type AggregatorMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { HelloSchema } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { ImageInventorySchema, type ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { AggregatorLink } from "../../agent/link/aggregator-link.js";
@@ -19,11 +18,9 @@ import { MESSAGE_LIMIT_BYTES } from "../../agent/link/message-caps.js";
 import { AgentMetrics } from "../../agent/metrics.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { initCerts, loadTls } from "../../common/certs.js";
-import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
+import { openAgentStream, type AgentStream } from "../harness/agent-stream.js";
 import { waitFor } from "../harness/engine.js";
-
-type Body = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
 
 const IMAGE = `sha256:${"e".repeat(64)}`;
 const LAYER = `sha256:${"a".repeat(64)}`;
@@ -63,28 +60,13 @@ function bigInventory(): ImageInventory {
 describe("an inventory three times the message limit", () => {
   let dir: string;
   let agg: RunningAggregator;
-  const clients: grpc.Client[] = [];
   const links: AggregatorLink[] = [];
 
-  /** A raw agent stream: each send resolves on its ack. */
+  const streams: AgentStream[] = [];
   const stream = async (node: string) => {
-    const c = makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials(await loadTls(join(dir, "tls"), { role: "agent", node })));
-    clients.push(c);
-    const call = callBidi(c, AgentService.method.connect);
-    let seq = 0n;
-    const waiting = new Map<bigint, () => void>();
-    call.on("data", (m: AggregatorMessage) => {
-      if (m.body.case === "ack") for (const [s, w] of waiting) if (s <= m.body.value.seq) (waiting.delete(s), w());
-    });
-    call.on("error", () => undefined);
-    const send = (body: Body) =>
-      new Promise<void>((resolve) => {
-        seq++;
-        waiting.set(seq, resolve);
-        call.write(create(AgentMessageSchema, { seq, body }) as AgentMessage);
-      });
-    await send({ case: "hello", value: { node, agentVersion: "test" } });
-    return { send, close: () => call.cancel() };
+    const s = await openAgentStream(`127.0.0.1:${agg.port}`, await loadTls(join(dir, "tls"), { role: "agent", node }), node);
+    streams.push(s);
+    return s;
   };
 
   const refusedInventories = async () => {
@@ -99,7 +81,7 @@ describe("an inventory three times the message limit", () => {
   });
   after(async () => {
     for (const l of links) l.stop();
-    for (const c of clients) c.close();
+    for (const s of streams) s.close();
     await agg.stop();
     await rm(dir, { recursive: true, force: true });
   });
