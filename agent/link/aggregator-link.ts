@@ -207,7 +207,9 @@ export class AggregatorLink {
           if (this.call !== call || !this.live || items.length === 0) break;
           for (const item of items) {
             if (this.send({ case: "telemetry", value: item }, item.body.case ?? "telemetry")) this.inflight.push({ streamSeq: this.seq, spoolSeq: item.spoolSeq });
-            else this.forget(spool, item.spoolSeq);
+            // Not sent on a stream still up: it was too large, and is dropped for good.
+            else if (this.call === call) this.forget(spool, item.spoolSeq);
+            else break;
             this.sentThrough = item.spoolSeq;
           }
         }
