@@ -8,9 +8,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import type * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { HelloSchema } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { AgentService, HelloSchema } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { ImageInventorySchema, type ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { AggregatorLink } from "../../agent/link/aggregator-link.js";
@@ -18,8 +19,9 @@ import { MESSAGE_LIMIT_BYTES } from "../../agent/link/message-caps.js";
 import { AgentMetrics } from "../../agent/metrics.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { initCerts, loadTls } from "../../common/certs.js";
+import { channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
-import { openAgentStream, type AgentStream } from "../harness/agent-stream.js";
+import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
 import { waitFor } from "../harness/engine.js";
 
 const IMAGE = `sha256:${"e".repeat(64)}`;
@@ -62,9 +64,12 @@ describe("an inventory three times the message limit", () => {
   let agg: RunningAggregator;
   const links: AggregatorLink[] = [];
 
+  const clients: grpc.Client[] = [];
   const streams: AgentStream[] = [];
   const stream = async (node: string) => {
-    const s = await openAgentStream(`127.0.0.1:${agg.port}`, await loadTls(join(dir, "tls"), { role: "agent", node }), node);
+    const c = makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials(await loadTls(join(dir, "tls"), { role: "agent", node })));
+    clients.push(c);
+    const s = await connectAgent(c, node);
     streams.push(s);
     return s;
   };
@@ -82,6 +87,7 @@ describe("an inventory three times the message limit", () => {
   after(async () => {
     for (const l of links) l.stop();
     for (const s of streams) s.close();
+    for (const c of clients) c.close();
     await agg.stop();
     await rm(dir, { recursive: true, force: true });
   });

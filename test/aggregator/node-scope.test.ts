@@ -11,21 +11,29 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { create, toBinary } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { AgentMessageSchema, AgentService, type AgentMessage, type AggregatorMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { StoredWindowSchema } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { ImageInventorySchema, PackageSchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { TelemetryItemSchema, WindowSummarySchema, type WindowBatch } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { initCerts, loadTls } from "../../common/certs.js";
+import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { keys } from "../../aggregator/store/keys.js";
-import { openAgentStream, type AgentBody, type AgentStream } from "../harness/agent-stream.js";
 import { withTempLevel } from "../harness/temp-level.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
 
-type Body = AgentBody;
+type Body = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
+
+/** One agent's raw stream: each write resolves when the aggregator acks it. */
+interface AgentStream {
+  send(body: Body): Promise<void>;
+  close(): void;
+}
 
 const id = (c: string) => c.repeat(64 / c.length);
 
@@ -62,10 +70,36 @@ describe("node scope on agent writes (two agents over mTLS)", () => {
   let dir: string;
   let agg: RunningAggregator;
   const streams: AgentStream[] = [];
+  const clients: grpc.Client[] = [];
 
   const connect = async (node: string): Promise<AgentStream> => {
-    const s = await openAgentStream(`127.0.0.1:${agg.port}`, await loadTls(join(dir, "tls"), { role: "agent", node }), node);
+    const c = makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials(await loadTls(join(dir, "tls"), { role: "agent", node })));
+    clients.push(c);
+    const call = callBidi(c, AgentService.method.connect);
+    let seq = 0n;
+    let failure: Error | undefined;
+    const waiting = new Map<bigint, { resolve: () => void; reject: (e: Error) => void }>();
+    call.on("data", (m: AggregatorMessage) => {
+      if (m.body.case !== "ack") return;
+      for (const [s, w] of waiting) if (s <= m.body.value.seq) (waiting.delete(s), w.resolve());
+    });
+    call.on("error", (err: grpc.ServiceError) => {
+      failure = err;
+      for (const w of waiting.values()) w.reject(err);
+      waiting.clear();
+    });
+    const s: AgentStream = {
+      send: (body) =>
+        new Promise((resolve, reject) => {
+          if (failure !== undefined) return reject(failure);
+          seq++;
+          waiting.set(seq, { resolve, reject });
+          call.write(create(AgentMessageSchema, { seq, body }) as AgentMessage);
+        }),
+      close: () => call.cancel(),
+    };
     streams.push(s);
+    await s.send({ case: "hello", value: { node, agentVersion: "test" } });
     return s;
   };
 
@@ -84,6 +118,7 @@ describe("node scope on agent writes (two agents over mTLS)", () => {
   });
   after(async () => {
     for (const s of streams) s.close();
+    for (const c of clients) c.close();
     await agg.stop();
     await rm(dir, { recursive: true, force: true });
   });

@@ -1,23 +1,21 @@
 /**
- * A raw agent stream for aggregator tests: Hello sent, each write resolving when the aggregator
- * acks it (rejecting once the stream failed), so a test can send exactly what an agent might.
+ * One agent's raw AgentService.Connect stream, for tests that play an agent: each message
+ * resolves when the aggregator acks it and rejects when the stream ends first.
  */
 import type * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { AgentMessageSchema, AgentService, type AgentMessage, type AggregatorMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
-import type { TlsMaterial } from "../../common/certs.js";
-import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
+import { callBidi } from "../../common/grpc.js";
 
 export type AgentBody = Exclude<MessageInitShape<typeof AgentMessageSchema>["body"], undefined>;
 
 export interface AgentStream {
   send(body: AgentBody): Promise<void>;
-  /** Cancels the stream and closes its client. */
   close(): void;
 }
 
-export async function openAgentStream(address: string, tls: TlsMaterial, node: string): Promise<AgentStream> {
-  const client = makeClient(AgentService, address, channelCredentials(tls));
+/** Opens a stream on `client` (an AgentService client) and says hello as `node`. */
+export async function connectAgent(client: grpc.Client, node: string): Promise<AgentStream> {
   const call = callBidi(client, AgentService.method.connect);
   let seq = 0n;
   let failure: Error | undefined;
@@ -39,11 +37,13 @@ export async function openAgentStream(address: string, tls: TlsMaterial, node: s
         waiting.set(seq, { resolve, reject });
         call.write(create(AgentMessageSchema, { seq, body }) as AgentMessage);
       }),
-    close: () => {
-      call.cancel();
-      client.close();
-    },
+    close: () => call.cancel(),
   };
-  await s.send({ case: "hello", value: { node, agentVersion: "test" } });
+  try {
+    await s.send({ case: "hello", value: { node, agentVersion: "test" } });
+  } catch (err) {
+    s.close();
+    throw err;
+  }
   return s;
 }
