@@ -21,6 +21,7 @@ import { InventoryScanner } from "./inventory/scanner.js";
 import { LdgCollector } from "./layers/ldg-collector.js";
 import { AggregatorLink } from "./link/aggregator-link.js";
 import { Spool, type SpoolBody } from "./link/spool.js";
+import { windowBatches } from "./link/window-batches.js";
 import { AgentMetrics } from "./metrics.js";
 import { EngineWatcher } from "./runtime/engine-watcher.js";
 import { NodeFacts } from "./runtime/node-facts.js";
@@ -171,7 +172,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       },
     );
   };
-  telemetry.on("windows", (windows) => toSpool({ case: "windows", value: { windows } }));
+  telemetry.on("windows", (windows) => {
+    for (const batch of windowBatches(windows)) toSpool({ case: "windows", value: { windows: batch } });
+  });
   telemetry.on("detection", (d) => toSpool({ case: "detection", value: d }));
   collector.on("upsert", (g) => {
     link?.upsert(g);

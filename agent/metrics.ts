@@ -22,6 +22,18 @@ export class AgentMetrics {
   readonly linkConnected = new Gauge({ name: "shadowlayer_agent_link_connected", help: "1 while the stream to the aggregator is up", registers: [this.registry] });
   readonly linkReconnects = new Counter({ name: "shadowlayer_agent_link_reconnects_total", help: "Connection attempts to the aggregator after the first", registers: [this.registry] });
   readonly messagesSent = new Counter({ name: "shadowlayer_agent_messages_sent_total", help: "Messages sent to the aggregator", labelNames: ["kind"], registers: [this.registry] });
+  readonly linkTruncated = new Counter({
+    name: "shadowlayer_agent_messages_truncated_total",
+    help: "Messages sent with container-provided values cut to the caps",
+    labelNames: ["kind"],
+    registers: [this.registry],
+  });
+  readonly linkDroppedOversize = new Counter({
+    name: "shadowlayer_agent_messages_dropped_oversize_total",
+    help: "Messages dropped because they exceed the message limit even after capping",
+    labelNames: ["kind"],
+    registers: [this.registry],
+  });
   readonly commands = new Counter({ name: "shadowlayer_agent_commands_total", help: "Commands received, by result", labelNames: ["result"], registers: [this.registry] });
   readonly execSource = new Gauge({ name: "shadowlayer_agent_exec_source", help: "1 for the active exec-event source", labelNames: ["source"], registers: [this.registry] });
   readonly execEvents = new Counter({ name: "shadowlayer_agent_exec_events_total", help: "Exec events mapped to a container", labelNames: ["source"], registers: [this.registry] });

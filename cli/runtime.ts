@@ -12,6 +12,7 @@ export { policySetInput, resolveCertsConfig, resolveLimit } from "./config.js";
 export { containerJson, renderContainers } from "./containers-format.js";
 export { renderTree, toLdgJson } from "./ldg-format.js";
 export { renderTable } from "./table.js";
-export { agentJson, detectionJson, renderAgents, renderDetections, renderTop, windowJson } from "./telemetry-format.js";
+export { agentJson, renderAgents } from "./agents-format.js";
+export { detectionJson, renderDetections, renderTop, windowJson } from "./telemetry-format.js";
 export { cyclonedx } from "./sbom.js";
 export { feedJson, inventoryLine, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnsJson } from "./vulns-format.js";

@@ -3,7 +3,6 @@
  * feature vector).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { AgentSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { decodeFeatures, namedFeatures } from "../models/features.js";
 import { humanBytes, shortLayerId } from "./ldg-format.js";
@@ -104,58 +103,5 @@ export function renderDetections(ds: readonly Detection[]): string {
   return renderTable(
     ["TIME", "CONTAINER", "LAYER", "REASON", "PID", "PATH", "SOURCE"],
     ds.map((d) => [d.at ? timestampDate(d.at).toISOString().slice(0, 19) : "", d.containerName || d.containerId.slice(0, 12), shortLayerId(d.layerId), d.reason, String(d.pid), d.path, d.source]),
-  );
-}
-
-export function agentJson(a: AgentSummary): Record<string, unknown> {
-  const t = a.telemetry;
-  const n = a.nodeContext;
-  return {
-    node: a.node,
-    connected: a.connected,
-    agent_version: a.agentVersion,
-    last_seen: a.lastSeen ? timestampDate(a.lastSeen).toISOString() : null,
-    exec_source: t?.execSource ?? null,
-    exec_source_reason: t?.execSourceReason ?? null,
-    exec_events: Number(t?.execEvents ?? 0),
-    exec_events_lost: Number(t?.execEventsLost ?? 0),
-    exec_lines_malformed: Number(t?.execLinesMalformed ?? 0),
-    vanished: Number(t?.vanished ?? 0),
-    spool_pending: Number(t?.spoolPending ?? 0),
-    spool_dropped: Number(t?.spoolDropped ?? 0),
-    window_seconds: t?.windowSeconds ?? null,
-    windows: Number(a.windows),
-    detections: Number(a.detections),
-    capped_writes: Number(a.cappedWrites),
-    capped_reason: a.cappedReason || null,
-    node_context: n && {
-      load_percent: n.loadPercent,
-      load1: n.load1,
-      memory_total_bytes: Number(n.memoryTotalBytes),
-      memory_available_bytes: Number(n.memoryAvailableBytes),
-      disk_total_bytes: Number(n.diskTotalBytes),
-      disk_used_bytes: Number(n.diskUsedBytes),
-    },
-  };
-}
-
-export function renderAgents(as: readonly AgentSummary[]): string {
-  return renderTable(
-    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "WINDOWS", "DETECTIONS", "LOAD%", "MEM FREE", "CAPPED"],
-    as.map((a) => [
-      a.node,
-      a.connected ? "yes" : "no",
-      a.telemetry?.execSource ?? "?",
-      String(a.telemetry?.execEvents ?? 0),
-      String(a.telemetry?.execEventsLost ?? 0),
-      String(a.telemetry?.spoolPending ?? 0),
-      String(a.telemetry?.spoolDropped ?? 0),
-      String(a.windows),
-      String(a.detections),
-      a.nodeContext ? a.nodeContext.loadPercent.toFixed(0) : "?",
-      a.nodeContext ? humanBytes(a.nodeContext.memoryAvailableBytes) : "?",
-      // Writes refused at the node's caps; the reason is in --json and the aggregator's log.
-      String(a.cappedWrites),
-    ]),
   );
 }

@@ -1,31 +1,39 @@
 /**
  * The agent's stream to the aggregator. It never blocks the agent: while the aggregator is down
- * the agent keeps building graphs, and on each (re)connect it sends Hello, its full current state
- * and SyncComplete, so the aggregator catches up whatever it missed. Commands from the aggregator
- * go through the command journal and their results back on the stream.
+ * the agent keeps building graphs, and on each (re)connect it sends Hello, its status, its full
+ * current state and SyncComplete, so the aggregator catches up whatever it missed. Commands from
+ * the aggregator go through the command journal and their results back on the stream.
+ *
+ * No message may end the stream by its size: each is capped (message-caps.ts), inventories go in
+ * chunks (inventory-chunks.ts), and one that still does not fit is dropped and counted (a spooled
+ * one is forgotten as if acked), so the link never reconnects to send the same message again.
  */
-import type * as grpc from "@grpc/grpc-js";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { status as GrpcStatus, type Client, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import {
   AgentMessageSchema,
+  AggregatorMessageSchema,
   AgentService,
   CommandStatus,
   HeartbeatSchema,
-  type AgentMessage,
   type AggregatorMessage,
   type Command,
   type Hello,
   type Heartbeat,
 } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
+import { LinkStatusSchema, type LinkStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import type { ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Backoff } from "../../common/backoff.js";
 import type { TlsMaterial } from "../../common/certs.js";
-import { callBidi, channelCredentials, makeClient } from "../../common/grpc.js";
+import { channelCredentials, makeClient, methodPath } from "../../common/grpc.js";
 import type { Logger } from "../../common/log.js";
 import { unimplementedHandler } from "../actions/command-handler.js";
 import { CommandJournal } from "../actions/command-journal.js";
 import type { AgentMetrics } from "../metrics.js";
+import { inventoryChunks } from "./inventory-chunks.js";
+import { capMessage, MESSAGE_LIMIT_BYTES } from "./message-caps.js";
 import type { Spool } from "./spool.js";
 
 export interface AggregatorLinkOptions {
@@ -51,10 +59,13 @@ export interface AggregatorLinkOptions {
 const MAX_INFLIGHT = 256;
 
 type Body = NonNullable<MessageInitShape<typeof AgentMessageSchema>["body"]>;
+type HeartbeatInit = Omit<MessageInitShape<typeof HeartbeatSchema>, "$typeName">;
+/** The stream carries messages encoded once, by `send`, where their size is checked. */
+type Stream = ClientDuplexStream<Uint8Array, AggregatorMessage>;
 
 export class AggregatorLink {
-  private client: grpc.Client | undefined;
-  private call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage> | undefined;
+  private client: Client | undefined;
+  private call: Stream | undefined;
   /** The current stream has had the full state written: changes may follow it. */
   private live = false;
   /** The aggregator has acknowledged the full state. */
@@ -74,6 +85,12 @@ export class AggregatorLink {
   private pumping = false;
   private pumpAgain = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** The last heartbeat built, re-sent at once after each Hello. */
+  private lastHeartbeat: HeartbeatInit | undefined;
+  private lastError = "";
+  private lastErrorAt: Date | undefined;
+  private droppedOversize = 0;
+  private truncated = 0;
 
   constructor(private readonly o: AggregatorLinkOptions) {
     this.commands = o.commands ?? new CommandJournal(undefined, unimplementedHandler, { log: o.log });
@@ -124,7 +141,18 @@ export class AggregatorLink {
   }
 
   inventory(inv: ImageInventory): void {
-    if (this.live) this.send({ case: "inventory", value: inv }, "inventory");
+    if (this.live) this.sendInventory(inv);
+  }
+
+  /** How the link has fared, for the heartbeat (so `shadowlayer agents` shows it). */
+  status(): LinkStatus {
+    return create(LinkStatusSchema, {
+      reconnects: BigInt(Math.max(0, this.attempts - 1)),
+      lastError: this.lastError,
+      ...(this.lastErrorAt !== undefined ? { lastErrorAt: timestampFromDate(this.lastErrorAt) } : {}),
+      droppedOversize: BigInt(this.droppedOversize),
+      truncated: BigInt(this.truncated),
+    });
   }
 
   /** New telemetry is in the spool: send it if the stream is up. */
@@ -134,14 +162,29 @@ export class AggregatorLink {
 
   private async sendHeartbeat(): Promise<void> {
     if (!this.live || this.o.heartbeat === undefined) return;
-    let hb: Omit<MessageInitShape<typeof HeartbeatSchema>, "$typeName">;
     try {
-      hb = await this.o.heartbeat();
+      this.lastHeartbeat = await this.o.heartbeat();
     } catch (err) {
       this.o.log.debug({ err: String(err) }, "heartbeat not built");
       return;
     }
-    if (this.live) this.send({ case: "heartbeat", value: hb as Heartbeat }, "heartbeat");
+    if (this.live) this.sendStatus();
+  }
+
+  /**
+   * The last heartbeat with the spool and link as they are now. Sent right after Hello too, so
+   * the aggregator learns what waits and why the last stream ended even if the sync then fails.
+   */
+  private sendStatus(): void {
+    const hb = this.lastHeartbeat;
+    const spool = this.o.spool;
+    const telemetry = spool === undefined ? hb?.telemetry : { ...hb?.telemetry, spoolPending: BigInt(spool.pending), spoolDropped: BigInt(spool.dropped) };
+    const body = { ...hb, at: timestampNow(), link: this.status(), ...(telemetry !== undefined ? { telemetry } : {}) };
+    this.send({ case: "heartbeat", value: body as Heartbeat }, "heartbeat");
+  }
+
+  private sendInventory(inv: ImageInventory): void {
+    for (const chunk of inventoryChunks(inv)) this.send({ case: "inventory", value: chunk }, "inventory");
   }
 
   /** Writes spooled telemetry after what this stream already carries, keeping a bounded window in flight. */
@@ -163,8 +206,10 @@ export class AggregatorLink {
           const items = await spool.readAfter(this.sentThrough, room);
           if (this.call !== call || !this.live || items.length === 0) break;
           for (const item of items) {
-            this.send({ case: "telemetry", value: item }, item.body.case ?? "telemetry");
-            this.inflight.push({ streamSeq: this.seq, spoolSeq: item.spoolSeq });
+            if (this.send({ case: "telemetry", value: item }, item.body.case ?? "telemetry")) this.inflight.push({ streamSeq: this.seq, spoolSeq: item.spoolSeq });
+            // Not sent on a stream still up: it was too large, and is dropped for good.
+            else if (this.call === call) this.forget(spool, item.spoolSeq);
+            else break;
             this.sentThrough = item.spoolSeq;
           }
         }
@@ -174,6 +219,22 @@ export class AggregatorLink {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /**
+   * A spooled item that cannot be sent is done with: acked along with the item before it, or at
+   * once when nothing is in flight, so it is never read and tried again.
+   */
+  private forget(spool: Spool, spoolSeq: bigint): void {
+    const last = this.inflight[this.inflight.length - 1];
+    if (last !== undefined) {
+      this.inflight.push({ streamSeq: last.streamSeq, spoolSeq });
+      return;
+    }
+    void spool.ack(spoolSeq).then(
+      () => this.o.metrics.spoolPending.set(spool.pending),
+      (err: unknown) => this.o.log.warn({ err: String(err) }, "cannot trim the telemetry spool"),
+    );
   }
 
   private onAck(seq: bigint): void {
@@ -196,12 +257,26 @@ export class AggregatorLink {
     if (v) for (const w of this.syncWaiters.splice(0)) w();
   }
 
-  private send(body: Body, kind: string): void {
+  /** Caps, encodes and writes one message; false (counted) when it is not sent. */
+  private send(body: Body, kind: string): boolean {
     const call = this.call;
-    if (call === undefined) return;
+    if (call === undefined) return false;
+    const { message, truncated } = capMessage(create(AgentMessageSchema, { seq: this.seq + 1n, body }));
+    if (truncated) {
+      this.truncated++;
+      this.o.metrics.linkTruncated.inc({ kind });
+    }
+    const bytes = toBinary(AgentMessageSchema, message);
+    if (bytes.length > MESSAGE_LIMIT_BYTES) {
+      this.droppedOversize++;
+      this.o.metrics.linkDroppedOversize.inc({ kind });
+      this.o.log.warn({ kind, bytes: bytes.length, limit: MESSAGE_LIMIT_BYTES }, "message larger than the aggregator accepts even after capping: dropped");
+      return false;
+    }
     this.seq++;
-    call.write(create(AgentMessageSchema, { seq: this.seq, body }));
+    call.write(bytes);
     this.o.metrics.messagesSent.inc({ kind });
+    return true;
   }
 
   private connect(): void {
@@ -210,19 +285,20 @@ export class AggregatorLink {
     this.seq = 0n;
     this.inflight = [];
     this.sentThrough = 0n;
-    const call = callBidi(this.client, AgentService.method.connect);
+    const call: Stream = this.client.makeBidiStreamRequest(
+      methodPath(AgentService.method.connect),
+      (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+      (b: Buffer) => fromBinary(AggregatorMessageSchema, b),
+    );
     this.call = call;
-    let gotReply = false;
 
     call.on("data", (msg: AggregatorMessage) => {
-      if (!gotReply) {
-        gotReply = true;
-        this.backoff.reset();
-        if (this.downLogged) this.o.log.info({ aggregator: this.o.address }, "aggregator reachable again");
-        this.downLogged = false;
-      }
       if (msg.body.case === "ack") {
         if (!this.synced && this.live && msg.body.value.seq >= this.syncSeq) {
+          // Only a whole sync counts as reachable again: a stream that fails after Hello backs off.
+          this.backoff.reset();
+          if (this.downLogged) this.o.log.info({ aggregator: this.o.address }, "aggregator reachable again");
+          this.downLogged = false;
           this.setSynced(true);
           // The aggregator learns the agent's status at once, not a heartbeat period later.
           void this.sendHeartbeat();
@@ -230,21 +306,24 @@ export class AggregatorLink {
         this.onAck(msg.body.value.seq);
       } else if (msg.body.case === "command") this.onCommand(msg.body.value);
     });
-    call.on("error", (err: grpc.ServiceError) => this.lost(call, `${err.code}: ${err.details || err.message}`));
+    call.on("error", (err: ServiceError) => this.lost(call, `${GrpcStatus[err.code] ?? err.code}: ${err.details || err.message}`));
     call.on("end", () => this.lost(call, "stream ended"));
 
     this.send({ case: "hello", value: this.o.hello() }, "hello");
+    this.sendStatus();
     const graphs = this.o.snapshot();
     for (const graph of graphs) this.send({ case: "graphUpsert", value: { graph } }, "upsert");
-    for (const inv of this.o.inventories?.() ?? []) this.send({ case: "inventory", value: inv }, "inventory");
+    for (const inv of this.o.inventories?.() ?? []) this.sendInventory(inv);
     this.send({ case: "syncComplete", value: { containerIds: graphs.map((g) => g.containerId) } }, "sync");
     this.syncSeq = this.seq;
     this.live = true;
     void this.pump();
   }
 
-  private lost(call: grpc.ClientDuplexStream<AgentMessage, AggregatorMessage>, why: string): void {
+  private lost(call: Stream, why: string): void {
     if (this.call !== call) return;
+    this.lastError = why;
+    this.lastErrorAt = new Date();
     this.call = undefined;
     this.live = false;
     this.setSynced(false);

@@ -160,6 +160,7 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
           detections: BigInt(c.detections),
           cappedWrites: BigInt(capped?.count ?? 0),
           cappedReason: capped?.reason ?? "",
+          link: ingest.linkView(node),
         });
       };
       // Pages of node names; each page's summaries are made for its nodes only.

@@ -9,6 +9,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   AggregatorMessageSchema,
   CommandSchema,
@@ -27,15 +28,24 @@ import type { GraphStore } from "../store/graph-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
 import type { ScoreEngine } from "../risk/score-engine.js";
 import { NodeCaps, type NodeCapLimits } from "./node-caps.js";
+import { InventoryAssembly } from "./inventory-assembly.js";
 import { NodeScope } from "./node-scope.js";
-import type { NodeContext, TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { AgentLinkViewSchema, type AgentLinkView, type LinkStatus, type NodeContext, type TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** What the latest heartbeat of a node said. */
 export interface AgentStatus {
   telemetry: TelemetryStatus | undefined;
   node: NodeContext | undefined;
+  link: LinkStatus | undefined;
   at: Date;
 }
+
+/**
+ * A node is connected while its stream's full state has been acknowledged and the aggregator
+ * acknowledged one of its messages within this time: three heartbeat periods (10 s by default).
+ * A stream that is open but fails before or during its sync is not connected.
+ */
+export const CONNECTED_ACK_WITHIN_MS = 30_000;
 
 const CONTAINER_ID = /^[0-9a-f]{64}$/;
 
@@ -43,6 +53,9 @@ interface Session {
   node: string;
   call: grpc.ServerDuplexStream<AgentMessage | MalformedMessage, AggregatorMessage>;
   pending: Map<string, (r: CommandResult) => void>;
+  inventories: InventoryAssembly;
+  synced: boolean;
+  lastAck: Date | undefined;
 }
 
 export function validateGraph(g: LayerGraph | undefined, node: string): LayerGraph {
@@ -58,6 +71,8 @@ export function validateGraph(g: LayerGraph | undefined, node: string): LayerGra
 export class AgentIngest {
   private readonly sessions = new Map<string, Session>();
   private readonly statuses = new Map<string, AgentStatus>();
+  /** Why each node's last stream ended, and when. */
+  private readonly disconnects = new Map<string, { why: string; at: Date }>();
   private readonly scope: NodeScope;
   /** How much each node may store; ListAgents shows what each was refused. */
   readonly caps: NodeCaps;
@@ -85,8 +100,23 @@ export class AgentIngest {
     return false;
   }
 
+  /** Nodes whose stream is synced and acknowledged recently (CONNECTED_ACK_WITHIN_MS). */
   connectedNodes(): string[] {
-    return [...this.sessions.keys()];
+    const since = Date.now() - CONNECTED_ACK_WITHIN_MS;
+    return [...this.sessions.values()].filter((s) => s.synced && (s.lastAck?.getTime() ?? 0) >= since).map((s) => s.node);
+  }
+
+  /** A node's link: what its agent last said about it and what the aggregator saw. */
+  linkView(node: string): AgentLinkView {
+    const s = this.sessions.get(node);
+    const d = this.disconnects.get(node);
+    const agent = this.statuses.get(node)?.link;
+    return create(AgentLinkViewSchema, {
+      synced: s?.synced ?? false,
+      ...(agent !== undefined ? { agent } : {}),
+      ...(s?.lastAck !== undefined ? { lastAck: timestampFromDate(s.lastAck) } : {}),
+      ...(d !== undefined ? { lastDisconnect: d.why, lastDisconnectAt: timestampFromDate(d.at) } : {}),
+    });
   }
 
   status(node: string): AgentStatus | undefined {
@@ -123,6 +153,7 @@ export class AgentIngest {
       const st = toStatus(err);
       this.metrics.rejected.inc({ reason: ShadowError.from(err).code });
       this.log.warn({ node: session?.node, peer: call.getPeer(), err: st.details }, "agent stream refused");
+      closed(`refused: ${st.details ?? "unknown"}`);
       call.emit("error", st);
     };
 
@@ -147,8 +178,11 @@ export class AgentIngest {
           if (who === undefined || who.name !== node) throw new ShadowError(Code.PermissionDenied, `certificate is for node ${who?.name ?? "(none)"}, hello says ${node}`);
         }
         const old = this.sessions.get(node);
-        if (old !== undefined) old.call.end();
-        session = { node, call, pending: new Map() };
+        if (old !== undefined) {
+          this.disconnects.set(node, { why: "replaced by a new stream from the agent", at: new Date() });
+          old.call.end();
+        }
+        session = { node, call, pending: new Map(), inventories: new InventoryAssembly(), synced: false, lastAck: undefined };
         this.sessions.set(node, session);
         this.metrics.agentsConnected.set(this.sessions.size);
         const h = body.value.host;
@@ -183,6 +217,7 @@ export class AgentIngest {
           }
           case "syncComplete": {
             const removed = await this.store.retainNode(session.node, new Set(body.value.containerIds));
+            session.synced = true;
             this.log.info({ node: session.node, containers: body.value.containerIds.length, removed }, "agent state synced");
             break;
           }
@@ -193,16 +228,17 @@ export class AgentIngest {
             break;
           }
           case "heartbeat":
-            this.statuses.set(session.node, { telemetry: body.value.telemetry, node: body.value.node, at: new Date() });
+            this.statuses.set(session.node, { telemetry: body.value.telemetry, node: body.value.node, link: body.value.link, at: new Date() });
             break;
           case "inventory": {
             const inv = body.value;
             if (!/^sha256:[0-9a-f]{64}$/.test(inv.imageId)) throw new ShadowError(Code.InvalidArgument, `inventory for ${JSON.stringify(inv.imageId.slice(0, 80))}, which is not an image id`);
-            if (inv.packages.length > 200_000) throw new ShadowError(Code.InvalidArgument, `inventory of ${inv.packages.length} packages is more than any image holds`);
+            // Every chunk is checked; a refused one ends its inventory's assembly.
             const why = this.scope.refusesInventory(session.node, inv.imageId);
-            if (why === undefined) await this.scores?.putInventory(inv, session.node);
+            const got = why === undefined ? session.inventories.add(inv) : (session.inventories.abandon(), { refused: why });
+            if ("whole" in got) await this.scores?.putInventory(got.whole, session.node);
             // An agent also re-sends inventories of images whose containers are gone: not an attack.
-            else this.refused(session.node, "inventory", inv.imageId, why, true);
+            else if ("refused" in got) this.refused(session.node, "inventory", inv.imageId, got.refused, true);
             break;
           }
           case "telemetry": {
@@ -220,24 +256,27 @@ export class AgentIngest {
       }
       this.metrics.graphs.set(this.store.size);
       call.write(create(AggregatorMessageSchema, { body: { case: "ack", value: { seq: msg.seq } } }));
+      session.lastAck = new Date();
     };
 
     call.on("data", (msg: AgentMessage | MalformedMessage) => {
       // Keep the agent's order: each message is stored before the next is looked at.
       queue = queue.then(() => (failed ? undefined : handle(msg))).catch(fail);
     });
-    const closed = () => {
+    const closed = (why: string) => {
+      session?.inventories.abandon();
       if (session !== undefined && this.sessions.get(session.node) === session) {
         this.sessions.delete(session.node);
+        this.disconnects.set(session.node, { why, at: new Date() });
         this.metrics.agentsConnected.set(this.sessions.size);
-        this.log.info({ node: session.node }, "agent disconnected");
+        this.log.info({ node: session.node, why }, "agent disconnected");
       }
     };
     call.on("end", () => {
-      closed();
+      closed("the agent ended the stream");
       call.end();
     });
-    call.on("error", closed);
-    call.on("cancelled", closed);
+    call.on("error", (err: Partial<grpc.StatusObject>) => closed(`${err.code ?? "?"}: ${err.details ?? String(err)}`));
+    call.on("cancelled", () => closed("cancelled (the agent went away)"));
   };
 }

@@ -91,6 +91,7 @@ function merge(byNode: ReadonlyMap<string, ImageInventory>): ImageView {
     packages: [...packages.values()],
     partial: [...partial.values()],
     layerIds: first.layerIds,
+    truncated: invs.some((inv) => inv.truncated),
     ...(first.os !== undefined ? { os: first.os } : {}),
     ...(latest.scannedAt !== undefined ? { scannedAt: latest.scannedAt } : {}),
   });

@@ -14,7 +14,8 @@ import { ContainerScoresSchema, FeedStatusSchema, VulnMatchSchema } from "../../
 import { renderContainers } from "../../cli/containers-format.js";
 import { renderTree } from "../../cli/ldg-format.js";
 import { cellWidth, renderTable } from "../../cli/table.js";
-import { renderAgents, renderDetections, renderTop } from "../../cli/telemetry-format.js";
+import { renderAgents } from "../../cli/agents-format.js";
+import { renderDetections, renderTop } from "../../cli/telemetry-format.js";
 import { safeLine, terminalSafe } from "../../cli/terminal-safe.js";
 import { renderFeeds, renderScores, renderVulns } from "../../cli/vulns-format.js";
 

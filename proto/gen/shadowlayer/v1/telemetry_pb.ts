@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/telemetry.proto.
  */
 export const file_shadowlayer_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaGFkb3dsYXllci92MS90ZWxlbWV0cnkucHJvdG8SDnNoYWRvd2xheWVyLnYxItACCg1XaW5kb3dTdW1tYXJ5EgwKBG5vZGUYASABKAkSFAoMY29udGFpbmVyX2lkGAIgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAMgASgJEikKBXN0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXRpY2tzGAYgASgNEhcKD2ZlYXR1cmVfdmVyc2lvbhgHIAEoCRItCgZsYXllcnMYCCADKAsyHS5zaGFkb3dsYXllci52MS5MYXllckZlYXR1cmVzEi4KBmNncm91cBgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkNncm91cEZlYXR1cmVzEigKA25ldBgKIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5ldEZlYXR1cmVzIocCCg1MYXllckZlYXR1cmVzEhAKCGxheWVyX2lkGAEgASgJEhIKCmxheWVyX25hbWUYAiABKAkSFgoOZmVhdHVyZXNfZjY0bGUYAyABKAwSFgoObGlicmFyeV9sYXllcnMYBCADKAkSEwoLY3B1X3NlY29uZHMYBSABKAESEQoJcnNzX2J5dGVzGAYgASgBEhIKCnJlYWRfYnl0ZXMYByABKAESEwoLd3JpdGVfYnl0ZXMYCCABKAESEQoJcHJvY2Vzc2VzGAkgASgNEg0KBWV4ZWNzGAogASgNEhcKD25ld19jb25uZWN0aW9ucxgLIAEoDRIUCgxkcmlmdF9ldmVudHMYDCABKA0iOQoFR2F1Z2USEQoJYXZhaWxhYmxlGAEgASgIEg0KBXZhbHVlGAIgASgBEg4KBnJlYXNvbhgDIAEoCSKlAwoOQ2dyb3VwRmVhdHVyZXMSDwoHdmVyc2lvbhgBIAEoCRIqCgtjcHVfc2Vjb25kcxgCIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEjAKEXRocm90dGxlZF9wZXJpb2RzGAMgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USMAoRdGhyb3R0bGVkX3NlY29uZHMYBCABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIrCgxtZW1vcnlfYnl0ZXMYBSABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIxChJtZW1vcnlfbGltaXRfYnl0ZXMYBiABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIYChBtZW1vcnlfdW5saW1pdGVkGAcgASgIEikKCm9vbV9ldmVudHMYCCABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIoCglvb21fa2lsbHMYCSABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIjCgRwaWRzGAogASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2UiuwIKC05ldEZlYXR1cmVzEg4KBnNoYXJlZBgBIAEoCBInCghyeF9ieXRlcxgCIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEicKCHR4X2J5dGVzGAMgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USKQoKcnhfcGFja2V0cxgEIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEikKCnR4X3BhY2tldHMYBSABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRJBCgx0Y3BfYnlfc3RhdGUYBiADKAsyKy5zaGFkb3dsYXllci52MS5OZXRGZWF0dXJlcy5UY3BCeVN0YXRlRW50cnkaMQoPVGNwQnlTdGF0ZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEijAIKCURldGVjdGlvbhIKCgJpZBgBIAEoCRIMCgRub2RlGAIgASgJEhQKDGNvbnRhaW5lcl9pZBgDIAEoCRIWCg5jb250YWluZXJfbmFtZRgEIAEoCRIQCghsYXllcl9pZBgFIAEoCRIMCgRydWxlGAYgASgJEg4KBnJlYXNvbhgHIAEoCRIMCgRwYXRoGAggASgJEgsKA3BpZBgJIAEoDRIMCgRwcGlkGAogASgNEhgKEHN0YXJ0X3RpbWVfdGlja3MYCyABKAQSDAoEY29tbRgMIAEoCRImCgJhdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc291cmNlGA4gASgJIoMCCg9UZWxlbWV0cnlTdGF0dXMSEwoLZXhlY19zb3VyY2UYASABKAkSGgoSZXhlY19zb3VyY2VfcmVhc29uGAIgASgJEhMKC2V4ZWNfZXZlbnRzGAMgASgEEhgKEGV4ZWNfZXZlbnRzX2xvc3QYBCABKAQSHAoUZXhlY19saW5lc19tYWxmb3JtZWQYBSABKAQSEAoIdmFuaXNoZWQYBiABKAQSFQoNc3Bvb2xfcGVuZGluZxgHIAEoBBIVCg1zcG9vbF9kcm9wcGVkGAggASgEEhYKDndpbmRvd19zZWNvbmRzGAkgASgNEhoKEnNhbXBsZV9pbnRlcnZhbF9tcxgKIAEoDSKhAQoLTm9kZUNvbnRleHQSFAoMbG9hZF9wZXJjZW50GAEgASgBEg0KBWxvYWQxGAIgASgBEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgDIAEoBBIeChZtZW1vcnlfYXZhaWxhYmxlX2J5dGVzGAQgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBSABKAQSFwoPZGlza191c2VkX2J5dGVzGAYgASgEIj0KC1dpbmRvd0JhdGNoEi4KB3dpbmRvd3MYASADKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5IpwBCg1UZWxlbWV0cnlJdGVtEhAKCHNwb29sX2lkGAEgASgJEhEKCXNwb29sX3NlcRgCIAEoBBIuCgd3aW5kb3dzGAMgASgLMhsuc2hhZG93bGF5ZXIudjEuV2luZG93QmF0Y2hIABIuCglkZXRlY3Rpb24YBCABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IAEIGCgRib2R5YgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5zaGFkb3dsYXllci92MS90ZWxlbWV0cnkucHJvdG8SDnNoYWRvd2xheWVyLnYxIuMCCg1XaW5kb3dTdW1tYXJ5EgwKBG5vZGUYASABKAkSFAoMY29udGFpbmVyX2lkGAIgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAMgASgJEikKBXN0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXRpY2tzGAYgASgNEhcKD2ZlYXR1cmVfdmVyc2lvbhgHIAEoCRItCgZsYXllcnMYCCADKAsyHS5zaGFkb3dsYXllci52MS5MYXllckZlYXR1cmVzEi4KBmNncm91cBgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkNncm91cEZlYXR1cmVzEigKA25ldBgKIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5ldEZlYXR1cmVzEhEKCXRydW5jYXRlZBgLIAEoCCKHAgoNTGF5ZXJGZWF0dXJlcxIQCghsYXllcl9pZBgBIAEoCRISCgpsYXllcl9uYW1lGAIgASgJEhYKDmZlYXR1cmVzX2Y2NGxlGAMgASgMEhYKDmxpYnJhcnlfbGF5ZXJzGAQgAygJEhMKC2NwdV9zZWNvbmRzGAUgASgBEhEKCXJzc19ieXRlcxgGIAEoARISCgpyZWFkX2J5dGVzGAcgASgBEhMKC3dyaXRlX2J5dGVzGAggASgBEhEKCXByb2Nlc3NlcxgJIAEoDRINCgVleGVjcxgKIAEoDRIXCg9uZXdfY29ubmVjdGlvbnMYCyABKA0SFAoMZHJpZnRfZXZlbnRzGAwgASgNIjkKBUdhdWdlEhEKCWF2YWlsYWJsZRgBIAEoCBINCgV2YWx1ZRgCIAEoARIOCgZyZWFzb24YAyABKAkipQMKDkNncm91cEZlYXR1cmVzEg8KB3ZlcnNpb24YASABKAkSKgoLY3B1X3NlY29uZHMYAiABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIwChF0aHJvdHRsZWRfcGVyaW9kcxgDIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEjAKEXRocm90dGxlZF9zZWNvbmRzGAQgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USKwoMbWVtb3J5X2J5dGVzGAUgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USMQoSbWVtb3J5X2xpbWl0X2J5dGVzGAYgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USGAoQbWVtb3J5X3VubGltaXRlZBgHIAEoCBIpCgpvb21fZXZlbnRzGAggASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USKAoJb29tX2tpbGxzGAkgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USIwoEcGlkcxgKIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlIrsCCgtOZXRGZWF0dXJlcxIOCgZzaGFyZWQYASABKAgSJwoIcnhfYnl0ZXMYAiABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRInCgh0eF9ieXRlcxgDIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEikKCnJ4X3BhY2tldHMYBCABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIpCgp0eF9wYWNrZXRzGAUgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USQQoMdGNwX2J5X3N0YXRlGAYgAygLMisuc2hhZG93bGF5ZXIudjEuTmV0RmVhdHVyZXMuVGNwQnlTdGF0ZUVudHJ5GjEKD1RjcEJ5U3RhdGVFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBIp8CCglEZXRlY3Rpb24SCgoCaWQYASABKAkSDAoEbm9kZRgCIAEoCRIUCgxjb250YWluZXJfaWQYAyABKAkSFgoOY29udGFpbmVyX25hbWUYBCABKAkSEAoIbGF5ZXJfaWQYBSABKAkSDAoEcnVsZRgGIAEoCRIOCgZyZWFzb24YByABKAkSDAoEcGF0aBgIIAEoCRILCgNwaWQYCSABKA0SDAoEcHBpZBgKIAEoDRIYChBzdGFydF90aW1lX3RpY2tzGAsgASgEEgwKBGNvbW0YDCABKAkSJgoCYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnNvdXJjZRgOIAEoCRIRCgl0cnVuY2F0ZWQYDyABKAgigwIKD1RlbGVtZXRyeVN0YXR1cxITCgtleGVjX3NvdXJjZRgBIAEoCRIaChJleGVjX3NvdXJjZV9yZWFzb24YAiABKAkSEwoLZXhlY19ldmVudHMYAyABKAQSGAoQZXhlY19ldmVudHNfbG9zdBgEIAEoBBIcChRleGVjX2xpbmVzX21hbGZvcm1lZBgFIAEoBBIQCgh2YW5pc2hlZBgGIAEoBBIVCg1zcG9vbF9wZW5kaW5nGAcgASgEEhUKDXNwb29sX2Ryb3BwZWQYCCABKAQSFgoOd2luZG93X3NlY29uZHMYCSABKA0SGgoSc2FtcGxlX2ludGVydmFsX21zGAogASgNIpQBCgpMaW5rU3RhdHVzEhIKCnJlY29ubmVjdHMYASABKAQSEgoKbGFzdF9lcnJvchgCIAEoCRIxCg1sYXN0X2Vycm9yX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBkcm9wcGVkX292ZXJzaXplGAQgASgEEhEKCXRydW5jYXRlZBgFIAEoBCLJAQoNQWdlbnRMaW5rVmlldxIpCgVhZ2VudBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxpbmtTdGF0dXMSLAoIbGFzdF9hY2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnN5bmNlZBgDIAEoCBIXCg9sYXN0X2Rpc2Nvbm5lY3QYBCABKAkSNgoSbGFzdF9kaXNjb25uZWN0X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKhAQoLTm9kZUNvbnRleHQSFAoMbG9hZF9wZXJjZW50GAEgASgBEg0KBWxvYWQxGAIgASgBEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgDIAEoBBIeChZtZW1vcnlfYXZhaWxhYmxlX2J5dGVzGAQgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBSABKAQSFwoPZGlza191c2VkX2J5dGVzGAYgASgEIj0KC1dpbmRvd0JhdGNoEi4KB3dpbmRvd3MYASADKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5IpwBCg1UZWxlbWV0cnlJdGVtEhAKCHNwb29sX2lkGAEgASgJEhEKCXNwb29sX3NlcRgCIAEoBBIuCgd3aW5kb3dzGAMgASgLMhsuc2hhZG93bGF5ZXIudjEuV2luZG93QmF0Y2hIABIuCglkZXRlY3Rpb24YBCABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IAEIGCgRib2R5YgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * One container's telemetry over one window (default 10 s): a feature vector per layer that ran
@@ -73,6 +73,13 @@ export type WindowSummary = Message<"shadowlayer.v1.WindowSummary"> & {
    * @generated from field: shadowlayer.v1.NetFeatures net = 10;
    */
   net?: NetFeatures | undefined;
+
+  /**
+   * A container or layer name was cut to the agent's caps.
+   *
+   * @generated from field: bool truncated = 11;
+   */
+  truncated: boolean;
 };
 
 /**
@@ -382,6 +389,13 @@ export type Detection = Message<"shadowlayer.v1.Detection"> & {
    * @generated from field: string source = 14;
    */
   source: string;
+
+  /**
+   * path, comm or a name was cut to the agent's caps.
+   *
+   * @generated from field: bool truncated = 15;
+   */
+  truncated: boolean;
 };
 
 /**
@@ -460,6 +474,99 @@ export const TelemetryStatusSchema: GenMessage<TelemetryStatus> = /*@__PURE__*/
   messageDesc(file_shadowlayer_v1_telemetry, 6);
 
 /**
+ * The agent's link to the aggregator as the agent sees it, sent with each heartbeat (the first
+ * one right after Hello, so it arrives even when the rest of a sync does not).
+ *
+ * @generated from message shadowlayer.v1.LinkStatus
+ */
+export type LinkStatus = Message<"shadowlayer.v1.LinkStatus"> & {
+  /**
+   * Streams opened after the first.
+   *
+   * @generated from field: uint64 reconnects = 1;
+   */
+  reconnects: bigint;
+
+  /**
+   * What ended the last stream ("" when none has ended), and when.
+   *
+   * @generated from field: string last_error = 2;
+   */
+  lastError: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_error_at = 3;
+   */
+  lastErrorAt?: Timestamp | undefined;
+
+  /**
+   * Messages that did not fit in one gRPC message even after capping: dropped and never resent.
+   *
+   * @generated from field: uint64 dropped_oversize = 4;
+   */
+  droppedOversize: bigint;
+
+  /**
+   * Messages sent with container-provided values cut to the caps.
+   *
+   * @generated from field: uint64 truncated = 5;
+   */
+  truncated: bigint;
+};
+
+/**
+ * Describes the message shadowlayer.v1.LinkStatus.
+ * Use `create(LinkStatusSchema)` to create a new message.
+ */
+export const LinkStatusSchema: GenMessage<LinkStatus> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_telemetry, 7);
+
+/**
+ * An agent's link as the aggregator sees it, with what the agent last said about it.
+ *
+ * @generated from message shadowlayer.v1.AgentLinkView
+ */
+export type AgentLinkView = Message<"shadowlayer.v1.AgentLinkView"> & {
+  /**
+   * @generated from field: shadowlayer.v1.LinkStatus agent = 1;
+   */
+  agent?: LinkStatus | undefined;
+
+  /**
+   * When the aggregator last acknowledged a message of this node's current stream.
+   *
+   * @generated from field: google.protobuf.Timestamp last_ack = 2;
+   */
+  lastAck?: Timestamp | undefined;
+
+  /**
+   * The current stream's full state has been acknowledged.
+   *
+   * @generated from field: bool synced = 3;
+   */
+  synced: boolean;
+
+  /**
+   * Why this node's last stream ended, as the aggregator saw it, and when.
+   *
+   * @generated from field: string last_disconnect = 4;
+   */
+  lastDisconnect: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_disconnect_at = 5;
+   */
+  lastDisconnectAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shadowlayer.v1.AgentLinkView.
+ * Use `create(AgentLinkViewSchema)` to create a new message.
+ */
+export const AgentLinkViewSchema: GenMessage<AgentLinkView> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_telemetry, 8);
+
+/**
  * @generated from message shadowlayer.v1.NodeContext
  */
 export type NodeContext = Message<"shadowlayer.v1.NodeContext"> & {
@@ -499,7 +606,7 @@ export type NodeContext = Message<"shadowlayer.v1.NodeContext"> & {
  * Use `create(NodeContextSchema)` to create a new message.
  */
 export const NodeContextSchema: GenMessage<NodeContext> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 7);
+  messageDesc(file_shadowlayer_v1_telemetry, 9);
 
 /**
  * The windows of every container that ended at the same time: one spool item per window end.
@@ -518,7 +625,7 @@ export type WindowBatch = Message<"shadowlayer.v1.WindowBatch"> & {
  * Use `create(WindowBatchSchema)` to create a new message.
  */
 export const WindowBatchSchema: GenMessage<WindowBatch> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 8);
+  messageDesc(file_shadowlayer_v1_telemetry, 10);
 
 /**
  * What the agent spools and the aggregator stores exactly once: `spool_seq` increases by one per
@@ -560,5 +667,5 @@ export type TelemetryItem = Message<"shadowlayer.v1.TelemetryItem"> & {
  * Use `create(TelemetryItemSchema)` to create a new message.
  */
 export const TelemetryItemSchema: GenMessage<TelemetryItem> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 9);
+  messageDesc(file_shadowlayer_v1_telemetry, 11);
 
