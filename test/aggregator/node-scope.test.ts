@@ -15,7 +15,6 @@ import type * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { AgentService } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
-import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { StoredWindowSchema } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import { ImageInventorySchema, PackageSchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { TelemetryItemSchema, WindowSummarySchema, type WindowBatch } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
@@ -26,24 +25,10 @@ import { startAggregator, type RunningAggregator } from "../../aggregator/index.
 import { keys } from "../../aggregator/store/keys.js";
 import { withTempLevel } from "../harness/temp-level.js";
 import { connectAgent, type AgentBody as Body, type AgentStream } from "../harness/agent-stream.js";
+import { testGraph as graph } from "../harness/test-graphs.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
 
 const id = (c: string) => c.repeat(64 / c.length);
-
-function graph(containerId: string, node: string): LayerGraph {
-  return create(LayerGraphSchema, {
-    containerId,
-    containerName: `app-${containerId.slice(0, 4)}`,
-    node,
-    state: "running",
-    image: "example/app:1",
-    imageId: `sha256:${"e".repeat(64)}`,
-    layers: [
-      { layerId: `sha256:${"a".repeat(64)}`, name: "base", kind: LayerKind.IMAGE, index: 0 },
-      { layerId: `rw:${containerId}`, name: "rw", kind: LayerKind.WRITABLE, dependencies: [`sha256:${"a".repeat(64)}`] },
-    ],
-  });
-}
 
 const windows = (spoolId: string, spoolSeq: bigint, node: string, containerId: string): Body => ({
   case: "telemetry",
@@ -178,7 +163,7 @@ describe("node scope on agent writes (two agents over mTLS)", () => {
     const image = `sha256:${"7".repeat(64)}`;
     const victim = id("b6");
     const pkg = (name: string, version: string) => create(PackageSchema, { type: "deb", name, version, path: "/var/lib/dpkg/status", layerId: `sha256:${"a".repeat(64)}` });
-    await b.send({ case: "graphUpsert", value: { graph: create(LayerGraphSchema, { ...graph(victim, "node-b"), imageId: image }) } });
+    await b.send({ case: "graphUpsert", value: { graph: graph(victim, "node-b", { imageId: image }) } });
     await b.send({ case: "inventory", value: create(ImageInventorySchema, { imageId: image, packages: [pkg("libc6", "2.36-9"), pkg("openssl", "3.0.2-1")] }) });
     assert.equal(agg.scores.get(victim)?.caveats.some((c) => /disagree/.test(c)), false, "one node: nothing to disagree about");
     const inflated = create(ImageInventorySchema, { imageId: image, packages: [pkg("libc6", "2.36-9"), pkg("evil", "1.0")] });
@@ -186,7 +171,7 @@ describe("node scope on agent writes (two agents over mTLS)", () => {
     assert.deepEqual(agg.scores.inventory(image)?.packages.map((p) => p.name), ["libc6", "openssl"], "A runs no container of it: its report is not stored");
     assert.equal(await refusals("inventory"), 1);
     // A running the image too: its report is kept beside B's, never in its place.
-    await a.send({ case: "graphUpsert", value: { graph: create(LayerGraphSchema, { ...graph(id("a6"), "node-a"), imageId: image }) } });
+    await a.send({ case: "graphUpsert", value: { graph: graph(id("a6"), "node-a", { imageId: image }) } });
     await a.send({ case: "inventory", value: create(ImageInventorySchema, { imageId: image, packages: [pkg("libc6", "2.36-9")] }) });
     assert.deepEqual(agg.scores.inventory(image)?.packages.map((p) => p.name), ["libc6", "openssl"], "openssl is still matched");
     const caveat = agg.scores.get(victim)?.caveats.find((c) => /disagree/.test(c));
