@@ -149,8 +149,8 @@ let fdSizeWorks: boolean | undefined;
  */
 const MAX_FDS_SCANNED = 8192;
 
-/** Calls `visit` with each name in `dir`, at most MAX_FDS_SCANNED of them, until it answers false; false if `dir` cannot be opened. */
-function eachFd(dir: string, visit: (name: string) => boolean): boolean {
+/** Calls `visit` with each name in `dir`, at most `max` of them, until it answers false; false if `dir` cannot be opened. */
+function eachFd(dir: string, visit: (name: string) => boolean, max = MAX_FDS_SCANNED): boolean {
   let d: Dir;
   try {
     d = opendirSync(dir, { bufferSize: 128 });
@@ -158,7 +158,7 @@ function eachFd(dir: string, visit: (name: string) => boolean): boolean {
     return false;
   }
   try {
-    for (let i = 0; i < MAX_FDS_SCANNED; i++) {
+    for (let i = 0; i < max; i++) {
       const e = d.readSync();
       if (e === null || !visit(e.name)) break;
     }
@@ -227,9 +227,9 @@ export class ProcSampler {
 
   /**
    * Which of the socket inodes in `want` a process holds (its `socket:[N]` fd links); empty if it
-   * vanished. Stops once all are found, and after MAX_FDS_SCANNED fds.
+   * vanished. Stops once all are found, and after `maxFds` fds (8,192 unless a test says less).
    */
-  socketInodes(pid: number, want: ReadonlySet<number>): number[] {
+  socketInodes(pid: number, want: ReadonlySet<number>, maxFds = MAX_FDS_SCANNED): number[] {
     const dir = `${this.procRoot}/${pid}/fd`;
     const out: number[] = [];
     eachFd(dir, (name) => {
@@ -239,7 +239,7 @@ export class ProcSampler {
         if (want.has(inode)) out.push(inode);
       }
       return out.length < want.size;
-    });
+    }, maxFds);
     return out;
   }
 
