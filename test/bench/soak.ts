@@ -44,10 +44,16 @@ function soakMinutes(): number {
   return n;
 }
 
+/** Sleeps `ms`, or less if `signal` aborts; its abort listener goes with it (one per minute would pile up). */
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
   });
 
 interface Sample {
