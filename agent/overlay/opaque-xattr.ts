@@ -3,9 +3,8 @@
  * `user.overlay.opaque=y` for rootless overlays), read with libc's lgetxattr through koffi: no
  * process is spawned, and a read costs one system call per name.
  */
-import { createRequire } from "node:module";
-import type * as Koffi from "koffi";
 import { Code, ShadowError } from "../../common/errors.js";
+import { libcFunction } from "../runtime/libc.js";
 
 /**
  * Tells whether the directory at an absolute path is opaque. Throws FailedPrecondition when this
@@ -20,10 +19,7 @@ type Lgetxattr = (path: string, name: string, value: Buffer, size: number) => nu
 
 function loadLgetxattr(library: string): Lgetxattr | ShadowError {
   try {
-    // Loaded on first use, so a host without koffi's native part still runs everything else.
-    const koffi = createRequire(import.meta.url)("koffi") as typeof Koffi;
-    const libc = koffi.load(library);
-    return libc.func("long lgetxattr(const char *path, const char *name, _Out_ uint8_t *value, size_t size)") as Lgetxattr;
+    return libcFunction<Lgetxattr>("long lgetxattr(const char *path, const char *name, _Out_ uint8_t *value, size_t size)", library);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
     return new ShadowError(Code.FailedPrecondition, `cannot read overlay xattrs: ${library} cannot be loaded through koffi (${why})`, { cause: err });

@@ -12,8 +12,7 @@
  * time with lstat and readlink.
  */
 import { closeSync, constants, lstatSync, openSync, readlinkSync } from "node:fs";
-import { createRequire } from "node:module";
-import type * as Koffi from "koffi";
+import { libcErrno, libcFunctionOrNull } from "../runtime/libc.js";
 import { walkInRoot, type RootEntry } from "./walk-in-root.js";
 
 /** A path inside the root with every symlink resolved; `exists` is false when only its last component is missing. */
@@ -44,13 +43,8 @@ let openat2: Openat2 | null | undefined;
 
 function loadOpenat2(): Openat2 | null {
   if (!GENERIC_FCNTL.has(process.arch)) return null;
-  try {
-    const koffi = createRequire(import.meta.url)("koffi") as typeof Koffi;
-    const call = koffi.load("libc.so.6").func("long syscall(long number, ...)") as Syscall;
-    return { call, errno: () => koffi.errno() };
-  } catch {
-    return null;
-  }
+  const call = libcFunctionOrNull<Syscall>("long syscall(long number, ...)");
+  return call === null ? null : { call, errno: libcErrno };
 }
 
 /** struct open_how: flags, mode, resolve (three u64). */

@@ -4,8 +4,7 @@
  * they differ by the time the host spent suspended. An exec's time is compared with a
  * container's start only after this conversion.
  */
-import { createRequire } from "node:module";
-import type * as Koffi from "koffi";
+import { libcFunctionOrNull } from "../runtime/libc.js";
 import { readProcFile } from "../runtime/proc-files.js";
 
 /** CLOCK_BOOTTIME minus CLOCK_MONOTONIC, and how far off that can be. */
@@ -18,14 +17,7 @@ const CLOCK_BOOTTIME = 7;
 type ClockGettime = (clock: number, ts: Buffer) => number;
 let clockGettime: ClockGettime | null | undefined;
 
-function loadClockGettime(): ClockGettime | null {
-  try {
-    const koffi = createRequire(import.meta.url)("koffi") as typeof Koffi;
-    return koffi.load("libc.so.6").func("int clock_gettime(int clockid, _Out_ uint8_t *tp)") as ClockGettime;
-  } catch {
-    return null;
-  }
-}
+const loadClockGettime = () => libcFunctionOrNull<ClockGettime>("int clock_gettime(int clockid, _Out_ uint8_t *tp)");
 
 const ts = Buffer.alloc(16);
 

@@ -11,8 +11,7 @@
  * /proc/<pid>/net as before. Calls go through koffi to libc; where it cannot load, or the kernel
  * refuses, the caller falls back to /proc.
  */
-import { createRequire } from "node:module";
-import type * as Koffi from "koffi";
+import { libcFunction } from "../runtime/libc.js";
 
 /** One socket as sock_diag reports it; addresses in network byte order inside `buf`. */
 export interface DiagVisit {
@@ -56,13 +55,11 @@ let libc: Libc | null | undefined;
 
 function load(): Libc | null {
   try {
-    const koffi = createRequire(import.meta.url)("koffi") as typeof Koffi;
-    const lib = koffi.load("libc.so.6");
     return {
-      socket: lib.func("int socket(int domain, int type, int protocol)") as Libc["socket"],
-      send: lib.func("long send(int fd, const uint8_t *buf, size_t len, int flags)") as Libc["send"],
-      recv: lib.func("long recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)") as Libc["recv"],
-      close: lib.func("int close(int fd)") as Libc["close"],
+      socket: libcFunction<Libc["socket"]>("int socket(int domain, int type, int protocol)"),
+      send: libcFunction<Libc["send"]>("long send(int fd, const uint8_t *buf, size_t len, int flags)"),
+      recv: libcFunction<Libc["recv"]>("long recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)"),
+      close: libcFunction<Libc["close"]>("int close(int fd)"),
     };
   } catch {
     return null;
