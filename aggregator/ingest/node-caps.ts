@@ -45,8 +45,6 @@ export class NodeCaps {
   /** Bytes of each stored graph, by container id, to know what an update or a delete frees. */
   private readonly bytes = new Map<string, number>();
   private readonly refusals = new Map<string, CapRefusals & { cap: Cap }>();
-  /** A graph's encoded size, measured once: by the admission check, reused when the store reports it stored. */
-  private readonly sizes = new WeakMap<LayerGraph, number>();
 
   constructor(
     graphs: GraphStore,
@@ -65,15 +63,9 @@ export class NodeCaps {
     return u;
   }
 
-  private sizeOf(g: LayerGraph): number {
-    let n = this.sizes.get(g);
-    if (n === undefined) this.sizes.set(g, (n = encodedSize(LayerGraphSchema, g)));
-    return n;
-  }
-
   private stored(g: LayerGraph): void {
     const before = this.bytes.get(g.containerId);
-    const n = this.sizeOf(g);
+    const n = encodedSize(LayerGraphSchema, g);
     const u = this.usage(g.node);
     if (before === undefined) u.containers++;
     u.bytes += n - (before ?? 0);
@@ -93,7 +85,7 @@ export class NodeCaps {
   admitsGraph(node: string, g: LayerGraph): boolean {
     const u = this.usage(node);
     const before = this.bytes.get(g.containerId);
-    const n = this.sizeOf(g);
+    const n = encodedSize(LayerGraphSchema, g);
     const { maxContainers, maxGraphBytes } = this.limits;
     if (before === undefined && u.containers >= maxContainers) {
       return this.refuse(node, "containers", g, `node ${node} has ${u.containers} containers stored, its cap (--max-containers-per-node ${maxContainers})`);
