@@ -393,7 +393,12 @@ export class NetSampler {
     return s;
   }
 
-  /** Every file `sample(pid, pass)` reads (besides the ns/net link), for a benchmark baseline. */
+  /**
+   * Every file `sample(pid, pass)` reads through /proc (besides the ns/net link), for a benchmark
+   * baseline. For the agent's own namespace the sampler asks sock_diag and reads sockstat instead
+   * of the two tables; the tables stay in the baseline as the nearest file-read equivalent of that
+   * dump (both walk the kernel's whole TCP hash).
+   */
   files(pid: number): string[] {
     const base = `${this.procRoot}/${pid}/net`;
     return [`${base}/dev`, `${base}/tcp`, `${base}/tcp6`];
