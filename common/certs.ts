@@ -12,6 +12,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 import { NODE_NAME } from "./config.js";
+import { generateSigningKeys } from "./cosign.js";
 import { Code, ShadowError } from "./errors.js";
 import { writePrivateFile } from "./private-files.js";
 
@@ -59,6 +60,9 @@ export const tlsFiles = {
   roleKey: (role: ClientRole) => `${role}.key`,
   /** The pre-roles CLI pair: never written any more, reported when found. */
   legacyClientCert: "client.crt",
+  /** The aggregator's image-signing key pair (cosign layout: ECDSA P-256, PEM); agents hold the public half. */
+  signingKey: "cosign.key",
+  signingPub: "cosign.pub",
 };
 
 /** PEM material for one side of a TLS connection. */
@@ -230,6 +234,13 @@ export async function initCerts(dir: string, opts: InitCertsOptions): Promise<In
     await writeFile(p(w.certFile), got.cert);
     await writePrivateFile(p(w.keyFile), got.key);
     created.push(w.certFile);
+  }
+  if (existsSync(p(tlsFiles.signingKey)) && existsSync(p(tlsFiles.signingPub))) kept.push(tlsFiles.signingPub);
+  else {
+    const k = generateSigningKeys();
+    await writePrivateFile(p(tlsFiles.signingKey), k.privateKeyPem);
+    await writeFile(p(tlsFiles.signingPub), k.publicKeyPem);
+    created.push(tlsFiles.signingPub);
   }
   const obsolete = existsSync(p(tlsFiles.legacyClientCert)) ? [tlsFiles.legacyClientCert] : [];
   return { dir, created, kept, obsolete };

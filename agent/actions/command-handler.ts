@@ -9,6 +9,8 @@ import { CommandStatus, type PrepareShadow, type Rollback, type Switchover } fro
 export interface CommandOutcome {
   status: CommandStatus;
   message: string;
+  /** PrepareShadow: the shadow container it created (not started). */
+  shadowContainerId?: string;
 }
 
 /** One method per action; `id` is the command's id, for the handler's own logs and state. */

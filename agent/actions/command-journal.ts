@@ -223,7 +223,7 @@ export class CommandJournal implements Service {
 }
 
 function result(id: string, o: CommandOutcome): CommandResult {
-  return create(CommandResultSchema, { commandId: id, status: o.status, message: o.message });
+  return create(CommandResultSchema, { commandId: id, status: o.status, message: o.message, shadowContainerId: o.shadowContainerId ?? "" });
 }
 
 function toStored(e: JournalEntry): StoredEntry {

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/agent.proto.
  */
 export const file_shadowlayer_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9hZ2VudC5wcm90bxIOc2hhZG93bGF5ZXIudjEivgMKDEFnZW50TWVzc2FnZRILCgNzZXEYASABKAQSJgoFaGVsbG8YAiABKAsyFS5zaGFkb3dsYXllci52MS5IZWxsb0gAEjMKDGdyYXBoX3Vwc2VydBgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLkdyYXBoVXBzZXJ0SAASMwoMZ3JhcGhfZGVsZXRlGAQgASgLMhsuc2hhZG93bGF5ZXIudjEuR3JhcGhEZWxldGVIABI1Cg1zeW5jX2NvbXBsZXRlGAUgASgLMhwuc2hhZG93bGF5ZXIudjEuU3luY0NvbXBsZXRlSAASNwoOY29tbWFuZF9yZXN1bHQYBiABKAsyHS5zaGFkb3dsYXllci52MS5Db21tYW5kUmVzdWx0SAASLgoJaGVhcnRiZWF0GAcgASgLMhkuc2hhZG93bGF5ZXIudjEuSGVhcnRiZWF0SAASMgoJdGVsZW1ldHJ5GAggASgLMh0uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5SXRlbUgAEjMKCWludmVudG9yeRgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5SABCBgoEYm9keSKEAQoFSGVsbG8SDAoEbm9kZRgBIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAIgASgJEhYKDmVuZ2luZV92ZXJzaW9uGAMgASgJEhYKDnN0b3JhZ2VfZHJpdmVyGAQgASgJEiYKBGhvc3QYBSABKAsyGC5zaGFkb3dsYXllci52MS5Ib3N0SW5mbyJcCghIb3N0SW5mbxIQCghob3N0bmFtZRgBIAEoCRIKCgJvcxgCIAEoCRIOCgZrZXJuZWwYAyABKAkSDAoEY3B1cxgEIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBSABKAQiOAoLR3JhcGhVcHNlcnQSKQoFZ3JhcGgYASABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIiMKC0dyYXBoRGVsZXRlEhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIlCgxTeW5jQ29tcGxldGUSFQoNY29udGFpbmVyX2lkcxgBIAMoCSK8AQoJSGVhcnRiZWF0EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgl0ZWxlbWV0cnkYAiABKAsyHy5zaGFkb3dsYXllci52MS5UZWxlbWV0cnlTdGF0dXMSKQoEbm9kZRgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5vZGVDb250ZXh0EigKBGxpbmsYBCABKAsyGi5zaGFkb3dsYXllci52MS5MaW5rU3RhdHVzImsKEUFnZ3JlZ2F0b3JNZXNzYWdlEiIKA2FjaxgBIAEoCzITLnNoYWRvd2xheWVyLnYxLkFja0gAEioKB2NvbW1hbmQYAiABKAsyFy5zaGFkb3dsYXllci52MS5Db21tYW5kSABCBgoEYm9keSISCgNBY2sSCwoDc2VxGAEgASgEIrgBCgdDb21tYW5kEgoKAmlkGAEgASgJEjcKDnByZXBhcmVfc2hhZG93GAIgASgLMh0uc2hhZG93bGF5ZXIudjEuUHJlcGFyZVNoYWRvd0gAEjAKCnN3aXRjaG92ZXIYAyABKAsyGi5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVySAASLAoIcm9sbGJhY2sYBCABKAsyGC5zaGFkb3dsYXllci52MS5Sb2xsYmFja0gAQggKBmFjdGlvbiJeCg1QcmVwYXJlU2hhZG93EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSEQoJbGF5ZXJfaWRzGAMgAygJEg4KBnJlYXNvbhgEIAEoCSJbCgpTd2l0Y2hvdmVyEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXByb2FjdGl2ZRgEIAEoCCJFCghSb2xsYmFjaxIUCgxjb250YWluZXJfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJImMKDUNvbW1hbmRSZXN1bHQSEgoKY29tbWFuZF9pZBgBIAEoCRItCgZzdGF0dXMYAiABKA4yHS5zaGFkb3dsYXllci52MS5Db21tYW5kU3RhdHVzEg8KB21lc3NhZ2UYAyABKAkqoAEKDUNvbW1hbmRTdGF0dXMSHgoaQ09NTUFORF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFDT01NQU5EX1NUQVRVU19PSxABEhkKFUNPTU1BTkRfU1RBVFVTX0ZBSUxFRBACEiAKHENPTU1BTkRfU1RBVFVTX1VOSU1QTEVNRU5URUQQAxIbChdDT01NQU5EX1NUQVRVU19SRUpFQ1RFRBAEMl4KDEFnZW50U2VydmljZRJOCgdDb25uZWN0Ehwuc2hhZG93bGF5ZXIudjEuQWdlbnRNZXNzYWdlGiEuc2hhZG93bGF5ZXIudjEuQWdncmVnYXRvck1lc3NhZ2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9hZ2VudC5wcm90bxIOc2hhZG93bGF5ZXIudjEivgMKDEFnZW50TWVzc2FnZRILCgNzZXEYASABKAQSJgoFaGVsbG8YAiABKAsyFS5zaGFkb3dsYXllci52MS5IZWxsb0gAEjMKDGdyYXBoX3Vwc2VydBgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLkdyYXBoVXBzZXJ0SAASMwoMZ3JhcGhfZGVsZXRlGAQgASgLMhsuc2hhZG93bGF5ZXIudjEuR3JhcGhEZWxldGVIABI1Cg1zeW5jX2NvbXBsZXRlGAUgASgLMhwuc2hhZG93bGF5ZXIudjEuU3luY0NvbXBsZXRlSAASNwoOY29tbWFuZF9yZXN1bHQYBiABKAsyHS5zaGFkb3dsYXllci52MS5Db21tYW5kUmVzdWx0SAASLgoJaGVhcnRiZWF0GAcgASgLMhkuc2hhZG93bGF5ZXIudjEuSGVhcnRiZWF0SAASMgoJdGVsZW1ldHJ5GAggASgLMh0uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5SXRlbUgAEjMKCWludmVudG9yeRgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5SABCBgoEYm9keSKEAQoFSGVsbG8SDAoEbm9kZRgBIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAIgASgJEhYKDmVuZ2luZV92ZXJzaW9uGAMgASgJEhYKDnN0b3JhZ2VfZHJpdmVyGAQgASgJEiYKBGhvc3QYBSABKAsyGC5zaGFkb3dsYXllci52MS5Ib3N0SW5mbyJcCghIb3N0SW5mbxIQCghob3N0bmFtZRgBIAEoCRIKCgJvcxgCIAEoCRIOCgZrZXJuZWwYAyABKAkSDAoEY3B1cxgEIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBSABKAQiOAoLR3JhcGhVcHNlcnQSKQoFZ3JhcGgYASABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIiMKC0dyYXBoRGVsZXRlEhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIlCgxTeW5jQ29tcGxldGUSFQoNY29udGFpbmVyX2lkcxgBIAMoCSK8AQoJSGVhcnRiZWF0EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgl0ZWxlbWV0cnkYAiABKAsyHy5zaGFkb3dsYXllci52MS5UZWxlbWV0cnlTdGF0dXMSKQoEbm9kZRgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5vZGVDb250ZXh0EigKBGxpbmsYBCABKAsyGi5zaGFkb3dsYXllci52MS5MaW5rU3RhdHVzImsKEUFnZ3JlZ2F0b3JNZXNzYWdlEiIKA2FjaxgBIAEoCzITLnNoYWRvd2xheWVyLnYxLkFja0gAEioKB2NvbW1hbmQYAiABKAsyFy5zaGFkb3dsYXllci52MS5Db21tYW5kSABCBgoEYm9keSISCgNBY2sSCwoDc2VxGAEgASgEIrgBCgdDb21tYW5kEgoKAmlkGAEgASgJEjcKDnByZXBhcmVfc2hhZG93GAIgASgLMh0uc2hhZG93bGF5ZXIudjEuUHJlcGFyZVNoYWRvd0gAEjAKCnN3aXRjaG92ZXIYAyABKAsyGi5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVySAASLAoIcm9sbGJhY2sYBCABKAsyGC5zaGFkb3dsYXllci52MS5Sb2xsYmFja0gAQggKBmFjdGlvbiLbAQoNUHJlcGFyZVNoYWRvdxIUCgxjb250YWluZXJfaWQYASABKAkSFAoMc2hhZG93X2ltYWdlGAIgASgJEhEKCWxheWVyX2lkcxgDIAMoCRIOCgZyZWFzb24YBCABKAkSDgoGam9iX2lkGAUgASgJEhAKCGltYWdlX2lkGAYgASgJEhcKD21hbmlmZXN0X2RpZ2VzdBgHIAEoCRISCgpsb2NhbF9vbmx5GAggASgIEhkKEXNpZ25hdHVyZV9wYXlsb2FkGAkgASgMEhEKCXNpZ25hdHVyZRgKIAEoCSJbCgpTd2l0Y2hvdmVyEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXByb2FjdGl2ZRgEIAEoCCJFCghSb2xsYmFjaxIUCgxjb250YWluZXJfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIoABCg1Db21tYW5kUmVzdWx0EhIKCmNvbW1hbmRfaWQYASABKAkSLQoGc3RhdHVzGAIgASgOMh0uc2hhZG93bGF5ZXIudjEuQ29tbWFuZFN0YXR1cxIPCgdtZXNzYWdlGAMgASgJEhsKE3NoYWRvd19jb250YWluZXJfaWQYBCABKAkqoAEKDUNvbW1hbmRTdGF0dXMSHgoaQ09NTUFORF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFDT01NQU5EX1NUQVRVU19PSxABEhkKFUNPTU1BTkRfU1RBVFVTX0ZBSUxFRBACEiAKHENPTU1BTkRfU1RBVFVTX1VOSU1QTEVNRU5URUQQAxIbChdDT01NQU5EX1NUQVRVU19SRUpFQ1RFRBAEMl4KDEFnZW50U2VydmljZRJOCgdDb25uZWN0Ehwuc2hhZG93bGF5ZXIudjEuQWdlbnRNZXNzYWdlGiEuc2hhZG93bGF5ZXIudjEuQWdncmVnYXRvck1lc3NhZ2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
 
 /**
  * @generated from message shadowlayer.v1.AgentMessage
@@ -351,7 +351,8 @@ export type PrepareShadow = Message<"shadowlayer.v1.PrepareShadow"> & {
   containerId: string;
 
   /**
-   * Image reference (by digest) of the rebuilt shadow.
+   * Image reference (by digest) of the rebuilt shadow: registry/repo@sha256:<manifest digest>,
+   * or the image id when the shadow stays in the local engine (local_only).
    *
    * @generated from field: string shadow_image = 2;
    */
@@ -366,6 +367,45 @@ export type PrepareShadow = Message<"shadowlayer.v1.PrepareShadow"> & {
    * @generated from field: string reason = 4;
    */
   reason: string;
+
+  /**
+   * The rebuild job that made it (shown on the node; the shadow container carries it as a label).
+   *
+   * @generated from field: string job_id = 5;
+   */
+  jobId: string;
+
+  /**
+   * The image id (config digest) the pulled image must have.
+   *
+   * @generated from field: string image_id = 6;
+   */
+  imageId: string;
+
+  /**
+   * The manifest digest the signature names (empty when local_only).
+   *
+   * @generated from field: string manifest_digest = 7;
+   */
+  manifestDigest: string;
+
+  /**
+   * @generated from field: bool local_only = 8;
+   */
+  localOnly: boolean;
+
+  /**
+   * The cosign simple-signing payload and its base64 signature, as the aggregator made them. With
+   * a registry the agent reads the stored signature (tag sha256-<hex>.sig) and checks it too.
+   *
+   * @generated from field: bytes signature_payload = 9;
+   */
+  signaturePayload: Uint8Array;
+
+  /**
+   * @generated from field: string signature = 10;
+   */
+  signature: string;
 };
 
 /**
@@ -454,6 +494,13 @@ export type CommandResult = Message<"shadowlayer.v1.CommandResult"> & {
    * @generated from field: string message = 3;
    */
   message: string;
+
+  /**
+   * PrepareShadow: the created (not started) shadow container.
+   *
+   * @generated from field: string shadow_container_id = 4;
+   */
+  shadowContainerId: string;
 };
 
 /**
