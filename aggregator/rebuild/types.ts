@@ -159,3 +159,37 @@ export const SOURCE_LABELS = {
   recipeContext: "shadowlayer.recipe.context",
   recipeDockerfile: "shadowlayer.recipe.dockerfile",
 } as const;
+
+/** A builder held for one job; `lost` aborts when the builder fails its health check mid-job. */
+export interface BuilderLease {
+  readonly builder: Builder;
+  readonly lost: AbortSignal;
+  /** Gives the slot back (idempotent). */
+  release(): void;
+}
+
+/** The pool as the scheduler sees it (builder-pool.ts implements it). */
+export interface BuilderPoolApi {
+  /**
+   * A slot on a healthy builder with free concurrency, waiting for one (in call order) until
+   * `signal` aborts. `avoid`: builder names to skip when another is healthy (the one a job just failed on).
+   */
+  acquire(signal: AbortSignal, avoid?: readonly string[]): Promise<BuilderLease>;
+  /** Each builder's health, concurrency and running count. */
+  status(): import("../../proto/gen/shadowlayer/v1/rebuild_pb.js").BuilderStatus[];
+  close(): Promise<void>;
+}
+
+/** Runs one job on a leased builder (pipeline.ts implements it): the scheduler's only way to build. */
+export interface JobRunner {
+  run(
+    job: import("../../proto/gen/shadowlayer/v1/rebuild_pb.js").RebuildJob,
+    lease: BuilderLease,
+    io: {
+      signal: AbortSignal;
+      /** A step started or ended, the progress moved: the scheduler stores and announces the job. */
+      update: (patch: { steps?: import("../../proto/gen/shadowlayer/v1/rebuild_pb.js").RebuildStep[]; progress?: number; strategy?: string; strategyReason?: string }) => void;
+      log: (line: string) => void;
+    },
+  ): Promise<import("../../proto/gen/shadowlayer/v1/rebuild_pb.js").Shadow>;
+}
