@@ -14,6 +14,14 @@ export enum Code {
   FailedPrecondition = "SL_FAILED_PRECONDITION",
   Unimplemented = "SL_UNIMPLEMENTED",
   Internal = "SL_INTERNAL",
+  /** An OCI registry does not answer, or answers with an error (auth refused is Unauthenticated). */
+  RegistryUnavailable = "SL_REGISTRY_UNAVAILABLE",
+  /** No builder of the pool is healthy, or the one a job ran on went away. */
+  BuilderUnavailable = "SL_BUILDER_UNAVAILABLE",
+  /** A build or strategy step failed (its log tail is kept with the job). */
+  BuildFailed = "SL_BUILD_FAILED",
+  /** The job was cancelled (by an operator, or because its reasons went away). */
+  Cancelled = "SL_CANCELLED",
 }
 
 export class ShadowError extends Error {

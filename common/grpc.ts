@@ -58,6 +58,10 @@ const statusByCode: Record<Code, grpc.status> = {
   [Code.FailedPrecondition]: grpc.status.FAILED_PRECONDITION,
   [Code.Unimplemented]: grpc.status.UNIMPLEMENTED,
   [Code.Internal]: grpc.status.INTERNAL,
+  [Code.RegistryUnavailable]: grpc.status.UNAVAILABLE,
+  [Code.BuilderUnavailable]: grpc.status.UNAVAILABLE,
+  [Code.BuildFailed]: grpc.status.ABORTED,
+  [Code.Cancelled]: grpc.status.CANCELLED,
 };
 
 /** The one mapping from our errors to a gRPC status, used by every handler. */
