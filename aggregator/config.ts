@@ -6,7 +6,9 @@ import { z } from "zod";
 import type { AggregatorOptions } from "./server.js";
 import { parseFeedFlags } from "./feeds/feed-config.js";
 import { DEFAULT_NODE_CAPS } from "./ingest/node-caps.js";
-import { PROGRAM_SHAPE, PROGRAM_SOURCES, hostPort, httpAddress, loopbackWhenInsecure, path, programSettings, resolveSettings, wholeNumber, type Env, type ProgramSettings } from "../common/config.js";
+import { DEFAULT_SHADOWS_KEPT } from "./rebuild/shadow-gc.js";
+import { checkPackageMirror, parseBaseMap } from "./rebuild/rebuild-options.js";
+import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, programSettings, resolveSettings, wholeNumber, type Env, type ProgramSettings } from "../common/config.js";
 
 const MIB = 1024 * 1024;
 
@@ -18,12 +20,28 @@ const schema = z.object({
   policies: path.optional(),
   maxContainersPerNode: wholeNumber.min(1, { error: "expected a whole number of at least 1" }).default(DEFAULT_NODE_CAPS.maxContainers),
   maxGraphMbPerNode: wholeNumber.min(1, { error: "expected a whole number of MiB, at least 1" }).default(DEFAULT_NODE_CAPS.maxGraphBytes / MIB),
+  dockerSocket: SHARED.dockerSocket.schema,
+  rebuilds: z.enum(["on", "off"], { error: "expected on or off" }).default("on"),
+  builder: z.array(z.string()).default([]),
+  registry: z.string().min(1).optional(),
+  registryCa: path.optional(),
+  registryAuth: path.optional(),
+  recipeRoot: z.array(z.string()).default([]),
+  packageMirror: z.string().min(1).optional(),
+  baseMap: z.array(z.string()).default([]),
+  shadowsKeep: wholeNumber.min(1, { error: "expected a whole number of at least 1" }).default(DEFAULT_SHADOWS_KEPT),
+  signingKey: path.optional(),
 }).superRefine(loopbackWhenInsecure("listen", "http"));
 
 const SOURCES = {
   ...PROGRAM_SOURCES,
   maxContainersPerNode: { env: "SHADOWLAYER_MAX_CONTAINERS_PER_NODE" },
   maxGraphMbPerNode: { env: "SHADOWLAYER_MAX_GRAPH_MB_PER_NODE" },
+  dockerSocket: SHARED.dockerSocket.source,
+  registry: { env: "SHADOWLAYER_REGISTRY" },
+  registryAuth: { env: "SHADOWLAYER_REGISTRY_AUTH" },
+  registryCa: { env: "SHADOWLAYER_REGISTRY_CA" },
+  packageMirror: { env: "SHADOWLAYER_PACKAGE_MIRROR" },
 };
 
 /** The aggregator's flags as commander hands them over. */
@@ -45,6 +63,19 @@ export function resolveAggregatorConfig(flags: AggregatorFlags, env: Env): Aggre
       http: s.http,
       feeds: parseFeedFlags(s.feed),
       caps: { maxContainers: s.maxContainersPerNode, maxGraphBytes: s.maxGraphMbPerNode * MIB },
+      rebuild: {
+        enabled: s.rebuilds === "on",
+        builders: s.builder,
+        dockerSocket: s.dockerSocket,
+        ...(s.registry !== undefined ? { registry: s.registry } : {}),
+        ...(s.registryCa !== undefined ? { registryCa: s.registryCa } : {}),
+        ...(s.registryAuth !== undefined ? { registryAuth: s.registryAuth } : {}),
+        recipeRoots: s.recipeRoot,
+        ...(s.packageMirror !== undefined ? { packageMirror: checkPackageMirror(s.packageMirror) } : {}),
+        baseMap: parseBaseMap(s.baseMap),
+        keep: s.shadowsKeep,
+        ...(s.signingKey !== undefined ? { signingKey: s.signingKey } : {}),
+      },
     },
     ...(s.policies !== undefined ? { policiesFile: s.policies } : {}),
     ...programSettings(s),

@@ -31,6 +31,7 @@ import { vulnsQueryImpl } from "./api/vulns-service.js";
 import type { FeedConfig } from "./feeds/feed-config.js";
 import { FeedManager } from "./feeds/manager.js";
 import { ScoreEngine } from "./risk/score-engine.js";
+import type { RebuildOptions } from "./rebuild/rebuild-options.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -48,6 +49,8 @@ export interface AggregatorOptions {
   storeRecovery?: StoreRecoveryOptions;
   /** How much one node may store (default: DEFAULT_NODE_CAPS). */
   caps?: NodeCapLimits;
+  /** The rebuild stage (builders, registry, signing); none: no shadows are planned. */
+  rebuild?: RebuildOptions;
 }
 
 export interface RunningAggregator {

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { out, runUntilSignal } from "../action.js";
-import { agentOptions, dataDirOption, nodeCapOptions, threatOptions } from "../options.js";
+import { agentOptions, dataDirOption, nodeCapOptions, rebuildOptions, threatOptions } from "../options.js";
 import type { UpFlags } from "../run-up.js";
 
 export function registerUp(program: Command): void {
@@ -8,7 +8,7 @@ export function registerUp(program: Command): void {
     .option("--listen <host:port>", "gRPC address of the aggregator (default: 127.0.0.1:7443)")
     .option("--http <host:port>", "aggregator /metrics, /healthz, /readyz (default: 127.0.0.1:9464)")
     .option("--agent-http <host:port>", "agent /metrics, /healthz, /readyz (default: 127.0.0.1:9465)");
-  nodeCapOptions(threatOptions(agentOptions(cmd)))
+  rebuildOptions(nodeCapOptions(threatOptions(agentOptions(cmd))))
     .option("--insecure", "no TLS between agent and aggregator (loud warning; tests only)")
     .option("--json", "one JSON line per change instead of trees")
     .option("--quiet", "do not print changes")

@@ -14,7 +14,7 @@ export interface ForkingService {
 }
 
 /** One GET over a fresh connection; resolves true on a 200 reply, false on anything else. */
-function oneRequest(port: number, timeoutMs: number): Promise<boolean> {
+export function oneRequest(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     let reply = "";
     const s = connect({ host: "127.0.0.1", port }, () => s.end("GET / HTTP/1.0\r\n\r\n"));
