@@ -419,6 +419,20 @@ describe('deploy/ manifests', () => {
     assert.notEqual(get(init, 'securityContext', 'privileged'), true, 'writing one file needs no privilege');
   });
 
+  it('every Secret a manifest mounts is one the README says how to create', () => {
+    const readme = readFileSync(path.join(deployDir, 'README.md'), 'utf8');
+    const created = new Set([...readme.matchAll(/create secret generic (\S+)/g)].map((m) => String(m[1])));
+    const mounted = new Set<string>();
+    for (const { obj } of manifests) {
+      for (const v of (get(obj, 'spec', 'template', 'spec', 'volumes') ?? []) as Obj[]) {
+        const name = get(v, 'secret', 'secretName');
+        if (typeof name === 'string') mounted.add(name);
+      }
+    }
+    assert.ok(mounted.size >= 5, [...mounted].join(', '));
+    for (const name of mounted) assert.ok(created.has(name), `the README never creates Secret ${name}`);
+  });
+
   it('kustomization.yaml lists exactly the manifests present', () => {
     const [kust, ...rest] = parseFile('kustomization.yaml', '1.2');
     assert.equal(rest.length, 0);
