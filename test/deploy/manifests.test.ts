@@ -337,7 +337,11 @@ describe('deploy/ manifests', () => {
     // The registry's CA reaches the engine's certs.d.
     const init = containerNamed(pod, 'registry-ca', 'initContainers');
     assertSecretFile(pod, init, '/registry/ca.crt', 'shadowlayer-registry', 'ca.crt');
-    assert.equal(mountAt(pod, '/etc/docker/certs.d').volume['name'], 'certs-d');
+    const written = ((get(init, 'volumeMounts') ?? []) as Obj[]).find((m) => m['mountPath'] === '/certs.d');
+    assert.ok(written, 'the init container writes certs.d');
+    const read = mountAt(pod, '/etc/docker/certs.d');
+    assert.equal(read.mount['name'], written['name'], 'the engine reads the certs.d the init container wrote');
+    assert.ok(get(read.volume, 'emptyDir') !== undefined, 'the builder\'s certs.d is its own, not the node\'s');
   });
 
   it('the builders\' placement check bites', () => {
