@@ -110,6 +110,84 @@ function mountAt(podSpec: unknown, mountPath: string): { mount: Obj; volume: Obj
   return { mount, volume };
 }
 
+/** A container's command and args, as the kubelet runs them (args follow command). */
+function argv(container: unknown): string[] {
+  const out: string[] = [];
+  for (const k of ['command', 'args']) {
+    const v = get(container, k);
+    if (v === undefined) continue;
+    assert.ok(Array.isArray(v) && v.every((x) => typeof x === 'string'), `${k} must be a list of strings`);
+    out.push(...(v as string[]));
+  }
+  return out;
+}
+/** Every value given to `flag`, as `--flag value` or `--flag=value`. */
+function flagValues(args: readonly string[], flag: string): string[] {
+  const out: string[] = [];
+  args.forEach((a, i) => {
+    if (a === flag && i + 1 < args.length) out.push(String(args[i + 1]));
+    else if (a.startsWith(`${flag}=`)) out.push(a.slice(flag.length + 1));
+  });
+  return out;
+}
+function oneFlag(args: readonly string[], flag: string): string {
+  const v = flagValues(args, flag);
+  assert.equal(v.length, 1, `expected ${flag} once in ${args.join(' ')}`);
+  return String(v[0]);
+}
+function containerNamed(podSpec: unknown, name: string, list: 'containers' | 'initContainers' = 'containers'): Obj {
+  return byName(arr(podSpec, list), name);
+}
+
+/**
+ * Where a file a container is told about comes from: the Secret (and key) mounted at its
+ * directory, or a problem. A Secret volume listing `items` must list the file; one without items
+ * mounts every key, so only the directory can be checked.
+ */
+function secretFileSource(podSpec: unknown, container: unknown, file: string): { secret: string; key: string } | string {
+  const dir = path.posix.dirname(file);
+  const mounts = (get(container, 'volumeMounts') ?? []) as Obj[];
+  const mount = mounts.find((m) => m['mountPath'] === dir);
+  if (mount === undefined) return `${file}: nothing is mounted at ${dir}`;
+  const volume = ((get(podSpec, 'volumes') ?? []) as Obj[]).find((v) => v['name'] === mount['name']);
+  const secret = get(volume, 'secret', 'secretName');
+  if (typeof secret !== 'string') return `${file}: ${dir} is not a Secret volume`;
+  const base = path.posix.basename(file);
+  const items = get(volume, 'secret', 'items') as Obj[] | undefined;
+  if (items === undefined) return { secret, key: base };
+  const item = items.find((i) => i['path'] === base);
+  if (item === undefined) return `${file}: Secret ${secret} is mounted at ${dir} without ${base}`;
+  return { secret, key: String(item['key']) };
+}
+/** Asserts that `file` reaches the container as key `key` of Secret `secret`. */
+function assertSecretFile(podSpec: unknown, container: unknown, file: string, secret: string, key: string): void {
+  const src = secretFileSource(podSpec, container, file);
+  assert.deepEqual(src, { secret, key }, file);
+}
+
+const BUILDER_LABEL = 'shadowlayer.io/builder';
+
+/**
+ * Why a pod spec could run somewhere other than a dedicated build node, or reach into its node:
+ * none for the builder DaemonSet.
+ */
+function builderPlacementProblems(podSpec: unknown): string[] {
+  const problems: string[] = [];
+  if (get(podSpec, 'nodeSelector', BUILDER_LABEL) !== 'true') problems.push(`nodeSelector ${BUILDER_LABEL} must be "true"`);
+  const tolerations = (get(podSpec, 'tolerations') ?? []) as Obj[];
+  const ownTaint = (t: Obj) =>
+    t['key'] === BUILDER_LABEL &&
+    t['effect'] === 'NoSchedule' &&
+    ((t['operator'] ?? 'Equal') === 'Equal' ? t['value'] === 'true' : t['operator'] === 'Exists');
+  if (!tolerations.some(ownTaint)) problems.push(`no toleration for the ${BUILDER_LABEL}=true:NoSchedule taint`);
+  for (const t of tolerations) if (!ownTaint(t)) problems.push(`tolerates more than the build nodes' taint: ${JSON.stringify(t)}`);
+  for (const k of ['hostNetwork', 'hostPID', 'hostIPC']) if (get(podSpec, k) === true) problems.push(`${k} is set`);
+  for (const v of (get(podSpec, 'volumes') ?? []) as Obj[]) {
+    if (v['hostPath'] !== undefined) problems.push(`volume ${String(v['name'])} is a hostPath`);
+  }
+  return problems;
+}
+
 describe('deploy/ manifests', () => {
   it('finds the manifests', () => {
     assert.ok(yamlFiles.length >= 5, `only ${yamlFiles.join(', ')} in ${deployDir}`);
@@ -220,6 +298,143 @@ describe('deploy/ manifests', () => {
     for (const [k, v] of Object.entries(get(svc, 'spec', 'selector') as Obj)) {
       assert.equal(podLabels[k], v, `selector ${k}`);
     }
+  });
+
+  it('builders: a TLS-verified engine on dedicated build nodes only, its data on the node, bounded', () => {
+    const ds = find('DaemonSet', 'shadowlayer-builder');
+    const pod = get(ds, 'spec', 'template', 'spec');
+    assert.deepEqual(builderPlacementProblems(pod), []);
+    assert.equal(get(pod, 'automountServiceAccountToken'), false, 'the engine needs no API token');
+
+    const engine = containerNamed(pod, 'engine');
+    assert.match(String(engine['image']), /^docker:\d+-dind$/);
+    assert.equal(get(engine, 'securityContext', 'privileged'), true);
+    const args = argv(engine);
+    assert.equal(args[0], 'dockerd', 'starting with dockerd skips the image\'s self-made certificates');
+    assert.ok(args.includes('--tlsverify'), 'client certificates must be verified');
+    const hosts = flagValues(args, '--host');
+    assert.ok(hosts.includes('tcp://0.0.0.0:2376'), hosts.join(' '));
+    assert.ok(!hosts.some((h) => h.endsWith(':2375')), 'never the unauthenticated port');
+    for (const [flag, file] of [['--tlscacert', 'ca.pem'], ['--tlscert', 'cert.pem'], ['--tlskey', 'key.pem']] as const) {
+      assertSecretFile(pod, engine, oneFlag(args, flag), 'shadowlayer-builder-tls', file);
+    }
+    const port = byName(arr(engine, 'ports'), 'docker-tls');
+    assert.equal(port['containerPort'], 2376);
+    assert.equal(port['hostPort'], 2376, 'builders are named by their node\'s address');
+
+    // The image store is on the node's disk (an emptyDir), bounded, never the node's own engine's.
+    const data = mountAt(pod, '/var/lib/docker');
+    assert.ok(get(data.volume, 'emptyDir') !== undefined, 'the engine data is an emptyDir');
+    assert.ok(get(data.volume, 'emptyDir', 'sizeLimit') !== undefined, 'the emptyDir has a sizeLimit');
+
+    for (const kind of ['requests', 'limits']) {
+      for (const r of ['cpu', 'memory', 'ephemeral-storage']) {
+        assert.ok(get(engine, 'resources', kind, r) !== undefined, `resources.${kind}.${r}`);
+      }
+    }
+    assert.equal(get(engine, 'resources', 'requests', 'memory'), get(engine, 'resources', 'limits', 'memory'), 'memory request = limit');
+
+    // The registry's CA reaches the engine's certs.d.
+    const init = containerNamed(pod, 'registry-ca', 'initContainers');
+    assertSecretFile(pod, init, '/registry/ca.crt', 'shadowlayer-registry', 'ca.crt');
+    const written = ((get(init, 'volumeMounts') ?? []) as Obj[]).find((m) => m['mountPath'] === '/certs.d');
+    assert.ok(written, 'the init container writes certs.d');
+    const read = mountAt(pod, '/etc/docker/certs.d');
+    assert.equal(read.mount['name'], written['name'], 'the engine reads the certs.d the init container wrote');
+    assert.ok(get(read.volume, 'emptyDir') !== undefined, 'the builder\'s certs.d is its own, not the node\'s');
+  });
+
+  it('the builders\' placement check bites', () => {
+    const pod = get(find('DaemonSet', 'shadowlayer-builder'), 'spec', 'template', 'spec') as Obj;
+    const everywhere = structuredClone(pod);
+    everywhere['tolerations'] = [...arr(everywhere, 'tolerations'), { operator: 'Exists' }];
+    assert.match(builderPlacementProblems(everywhere).join('\n'), /tolerates more/);
+    const untolerated = structuredClone(pod);
+    untolerated['tolerations'] = [];
+    assert.match(builderPlacementProblems(untolerated).join('\n'), /no toleration/);
+    const unselected = structuredClone(pod);
+    delete unselected['nodeSelector'];
+    assert.match(builderPlacementProblems(unselected).join('\n'), /nodeSelector/);
+    const onHost = structuredClone(pod);
+    onHost['volumes'] = [...arr(onHost, 'volumes'), { name: 'sock', hostPath: { path: '/var/run/docker.sock' } }];
+    assert.match(builderPlacementProblems(onHost).join('\n'), /hostPath/);
+  });
+
+  it('aggregator: builders over TLS, signing key, registry flags, each file mounted', () => {
+    const dep = find('Deployment', 'shadowlayer-aggregator');
+    const pod = get(dep, 'spec', 'template', 'spec');
+    const container = containerNamed(pod, 'aggregator');
+    const args = argv(container);
+
+    const builderPort = byName(arr(find('DaemonSet', 'shadowlayer-builder'), 'spec', 'template', 'spec', 'containers', 0, 'ports'), 'docker-tls')['hostPort'];
+    const specs = flagValues(args, '--builder');
+    assert.ok(specs.length >= 1, 'at least one --builder');
+    for (const spec of specs) {
+      const [endpoint = '', ...options] = spec.split(',');
+      assert.match(endpoint, new RegExp(`^tcp://[^/:]+:${String(builderPort)}$`), spec);
+      const opts = new Map(options.map((o) => [o.slice(0, o.indexOf('=')), o.slice(o.indexOf('=') + 1)]));
+      const tls = opts.get('tls');
+      assert.ok(tls !== undefined, `${spec}: tls=DIR`);
+      for (const f of ['ca.pem', 'cert.pem', 'key.pem']) {
+        assertSecretFile(pod, container, path.posix.join(tls, f), 'shadowlayer-builder-client-tls', f);
+      }
+      assert.match(opts.get('concurrency') ?? '', /^[1-9]\d*$/, `${spec}: concurrency=N`);
+    }
+
+    assertSecretFile(pod, container, oneFlag(args, '--signing-key'), 'shadowlayer-aggregator-tls', 'cosign.key');
+    assertSecretFile(pod, container, oneFlag(args, '--registry-ca'), 'shadowlayer-registry', 'ca.crt');
+    assertSecretFile(pod, container, oneFlag(args, '--registry-auth'), 'shadowlayer-registry', 'auth');
+    // The CA key makes certificates; nothing in the cluster may hold it.
+    const tlsItems = arr(mountAt(pod, '/etc/shadowlayer/tls').volume, 'secret', 'items').map((i) => i['key']);
+    assert.ok(tlsItems.includes('cosign.key'));
+    assert.ok(!tlsItems.includes('ca.key'));
+
+    // --registry comes from the ConfigMap the container takes its environment from.
+    const ref = /^\$\(([A-Z_]+)\)$/.exec(oneFlag(args, '--registry'));
+    assert.ok(ref, '--registry refers to a variable');
+    const cmName = get(arr(container, 'envFrom')[0], 'configMapRef', 'name');
+    const registry = get(find('ConfigMap', String(cmName)), 'data', String(ref[1]));
+    assert.match(String(registry), /^[A-Za-z0-9.-]+:\d+\/[a-z0-9]+(?:[._/-][a-z0-9]+)*$/, 'HOST:PORT/REPO');
+  });
+
+  it('the file wiring check bites: a path outside every mount, or a key a Secret does not project', () => {
+    const dep = find('Deployment', 'shadowlayer-aggregator');
+    const pod = get(dep, 'spec', 'template', 'spec');
+    const container = containerNamed(pod, 'aggregator');
+    assert.match(String(secretFileSource(pod, container, '/etc/shadowlayer/elsewhere/cosign.key')), /nothing is mounted/);
+    assert.match(String(secretFileSource(pod, container, '/etc/shadowlayer/tls/ca.key')), /without ca\.key/);
+    assert.match(String(secretFileSource(pod, container, '/tmp/x')), /not a Secret/);
+  });
+
+  it('agent: cosign.pub and the registry auth and CA, the CA installed for the node\'s engine', () => {
+    const ds = find('DaemonSet', 'shadowlayer-agent');
+    const pod = get(ds, 'spec', 'template', 'spec');
+    const container = containerNamed(pod, 'agent');
+    const args = argv(container);
+    assertSecretFile(pod, container, oneFlag(args, '--signing-key-pub'), 'shadowlayer-agent-tls', 'cosign.pub');
+    assertSecretFile(pod, container, oneFlag(args, '--registry-auth'), 'shadowlayer-registry', 'auth');
+    assertSecretFile(pod, container, oneFlag(args, '--registry-ca'), 'shadowlayer-registry', 'ca.crt');
+
+    const init = containerNamed(pod, 'registry-ca', 'initContainers');
+    assertSecretFile(pod, init, '/registry/ca.crt', 'shadowlayer-registry', 'ca.crt');
+    const certsD = ((get(init, 'volumeMounts') ?? []) as Obj[]).find((m) => m['mountPath'] === '/host/etc/docker/certs.d');
+    assert.ok(certsD, 'the init container mounts the node\'s certs.d');
+    assert.equal(get(byName(arr(pod, 'volumes'), String(certsD['name'])), 'hostPath', 'path'), '/etc/docker/certs.d');
+    assert.notEqual(get(init, 'securityContext', 'privileged'), true, 'writing one file needs no privilege');
+  });
+
+  it('every Secret a manifest mounts is one the README says how to create', () => {
+    const readme = readFileSync(path.join(deployDir, 'README.md'), 'utf8');
+    const created = new Set([...readme.matchAll(/create secret generic (\S+)/g)].map((m) => String(m[1])));
+    const mounted = new Set<string>();
+    for (const { obj } of manifests) {
+      for (const v of (get(obj, 'spec', 'template', 'spec', 'volumes') ?? []) as Obj[]) {
+        const name = get(v, 'secret', 'secretName');
+        if (typeof name === 'string') mounted.add(name);
+      }
+    }
+    assert.ok(mounted.size >= 5, [...mounted].join(', '));
+    for (const name of mounted) assert.ok(created.has(name), `the README never creates Secret ${name}`);
   });
 
   it('kustomization.yaml lists exactly the manifests present', () => {
