@@ -531,8 +531,11 @@ export class RegistryClient {
       if (call.deadline === true) deadline = setTimeout(timedOut, this.timeoutMs);
       req.on("error", (err) => {
         if (err instanceof ShadowError) return done(err);
-        const code = errnoCode(err);
-        done(new ShadowError(Code.RegistryUnavailable, `${target} does not answer: ${code ?? "error"} (${err.message})`, { cause: err }));
+        const code = errnoCode(err) ?? "error";
+        if (/CERT|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ALTNAME/.test(code)) {
+          return done(new ShadowError(Code.RegistryUnavailable, `${target} presented a TLS certificate that is not trusted: ${code} (${err.message}); give the CA that signed it`, { cause: err }));
+        }
+        done(new ShadowError(Code.RegistryUnavailable, `${target} does not answer: ${code} (${err.message})`, { cause: err }));
       });
       const body = call.body?.();
       if (body === undefined) {
