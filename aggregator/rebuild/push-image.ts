@@ -66,9 +66,10 @@ async function gzipLayer(layer: SavedLayer, onBytes: (n: number) => void, signal
     await rm(path, { force: true });
     throw err instanceof ShadowError ? err : new ShadowError(Code.BuildFailed, `cannot gzip layer ${layer.diffId} (${layer.path}): ${(err as Error).message}`, { cause: err });
   }
-  if (tar.digest() !== layer.diffId) {
+  const diffId = tar.digest();
+  if (diffId !== layer.diffId) {
     await rm(path, { force: true });
-    throw new ShadowError(Code.BuildFailed, `layer tar ${layer.path} hashes to ${tar.digest()}, not its diffID ${layer.diffId}`);
+    throw new ShadowError(Code.BuildFailed, `layer tar ${layer.path} hashes to ${diffId}, not its diffID ${layer.diffId}`);
   }
   return { digest: gz.digest(), size: gz.size(), path };
 }
