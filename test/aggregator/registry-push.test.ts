@@ -23,6 +23,7 @@ import { Code, ShadowError } from "../../common/errors.js";
 import { MANIFEST_MEDIA_TYPES, RegistryClient } from "../../common/registry-client.js";
 import { fetchSignature, storeSignature } from "../../common/registry-signature.js";
 import { startRegistry, type TestRegistry } from "../harness/registry.js";
+import { rejectsWithCode } from "../harness/rejects-with-code.js";
 
 const sha256 = (b: Buffer): string => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
@@ -53,15 +54,6 @@ function imageOf(layers: SavedLayer[], cmd: string[]): SavedImage {
   return { config, configDigest: sha256(config), layers, repoTags: [] };
 }
 
-async function rejectsWith(p: Promise<unknown>, code: Code, message?: RegExp): Promise<void> {
-  const err = await p.then(
-    () => assert.fail(`expected ${code}`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ShadowError, `not a ShadowError: ${String(err)}`);
-  assert.equal(err.code, code, err.message);
-  if (message !== undefined) assert.match(err.message, message);
-}
 
 /** Counts the blobs actually uploaded (those the registry did not have). */
 class CountingClient extends RegistryClient {
@@ -150,9 +142,9 @@ describe("shadows in the registry", () => {
     const path = join(dir, "swapped.tar");
     const real = await layerTar(path, { "x/y": "one\n" });
     await writeFile(path, Buffer.alloc(real.size, 1));
-    await rejectsWith(pushImage(c, repo, imageOf([real], ["/x/y"])), Code.BuildFailed, /hashes to .*, not its diffID/);
+    await rejectsWithCode(pushImage(c, repo, imageOf([real], ["/x/y"])), Code.BuildFailed, /hashes to .*, not its diffID/);
     const listed = imageOf([image.layers[1] as SavedLayer, image.layers[0] as SavedLayer], ["/app/hello"]);
-    await rejectsWith(pushImage(c, repo, { ...listed, layers: image.layers }), Code.InvalidArgument, /diff_ids that are not its 2 layers/);
+    await rejectsWithCode(pushImage(c, repo, { ...listed, layers: image.layers }), Code.InvalidArgument, /diff_ids that are not its 2 layers/);
     assert.deepEqual((await readdir(dir)).filter((n) => n.endsWith(".gz")), []);
     assert.ok((await stat(path)).size === real.size);
   });
@@ -179,17 +171,17 @@ describe("shadows in the registry", () => {
 
     const unsigned = imageOf([image.layers[1] as SavedLayer], ["/app/hello"]);
     const u = await pushImage(c, repo, unsigned);
-    await rejectsWith(fetchSignature(c, repo, u.manifestDigest), Code.PermissionDenied, /has no signature/);
+    await rejectsWithCode(fetchSignature(c, repo, u.manifestDigest), Code.PermissionDenied, /has no signature/);
     await deleteShadow(c, repo, u.manifestDigest);
   });
 
   it("deletes a shadow and its signature, and tolerates them being gone", async () => {
     const sig = await c.getManifest(repo, signatureTag(pushed.manifestDigest));
     assert.deepEqual(await deleteShadow(c, repo, pushed.manifestDigest), { manifest: true, signature: true });
-    await rejectsWith(c.getManifest(repo, pushed.manifestDigest), Code.NotFound);
-    await rejectsWith(c.getManifest(repo, "shadow-1"), Code.NotFound);
-    await rejectsWith(c.getManifest(repo, sig.digest), Code.NotFound);
-    await rejectsWith(fetchSignature(c, repo, pushed.manifestDigest), Code.PermissionDenied);
+    await rejectsWithCode(c.getManifest(repo, pushed.manifestDigest), Code.NotFound);
+    await rejectsWithCode(c.getManifest(repo, "shadow-1"), Code.NotFound);
+    await rejectsWithCode(c.getManifest(repo, sig.digest), Code.NotFound);
+    await rejectsWithCode(fetchSignature(c, repo, pushed.manifestDigest), Code.PermissionDenied);
     assert.ok(!(await c.listTags(repo)).includes(signatureTag(pushed.manifestDigest)));
     assert.deepEqual(await deleteShadow(c, repo, pushed.manifestDigest), { manifest: false, signature: false });
   });

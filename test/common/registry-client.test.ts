@@ -14,20 +14,10 @@ import { after, before, describe, it } from "node:test";
 import { Code, ShadowError } from "../../common/errors.js";
 import { MANIFEST_MEDIA_TYPES, parseRegistryRef, readRegistryAuth, RegistryClient } from "../../common/registry-client.js";
 import { startRegistry, type TestRegistry } from "../harness/registry.js";
+import { rejectsWithCode } from "../harness/rejects-with-code.js";
 
 const digestOf = (b: Buffer): string => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
-/** Rejects with a ShadowError of `code` whose message matches `message`. */
-async function rejectsWith(p: Promise<unknown>, code: Code, message?: RegExp): Promise<ShadowError> {
-  const err = await p.then(
-    () => assert.fail(`expected ${code}`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ShadowError, `not a ShadowError: ${String(err)}`);
-  assert.equal(err.code, code, err.message);
-  if (message !== undefined) assert.match(err.message, message);
-  return err;
-}
 
 describe("registry client", () => {
   let reg: TestRegistry;
@@ -82,8 +72,8 @@ describe("registry client", () => {
     });
     assert.equal(bodies, 1, "a blob the registry has is not sent again");
     assert.deepEqual(await c.getBlobBuffer(repo, d, 1024), blob);
-    await rejectsWith(c.getBlobBuffer(repo, d, 4), Code.RegistryUnavailable, /larger than 4 bytes/);
-    await rejectsWith(c.getBlobBuffer(repo, digestOf(Buffer.from("never pushed")), 1024), Code.NotFound, /has no blob/);
+    await rejectsWithCode(c.getBlobBuffer(repo, d, 4), Code.RegistryUnavailable, /larger than 4 bytes/);
+    await rejectsWithCode(c.getBlobBuffer(repo, digestOf(Buffer.from("never pushed")), 1024), Code.NotFound, /has no blob/);
   });
 
   it("puts a manifest under a tag and its digest, gets it back, lists tags and deletes it", async () => {
@@ -96,11 +86,11 @@ describe("registry client", () => {
     assert.deepEqual((await c.getManifest(repo, digest)).body, manifest);
     assert.ok((await c.listTags(repo)).includes("v1"));
     assert.deepEqual(await c.listTags("test/no-such-repo"), []);
-    await rejectsWith(c.putManifest(repo, digestOf(Buffer.from("other")), manifest, MANIFEST_MEDIA_TYPES.ociManifest), Code.InvalidArgument, /has digest/);
+    await rejectsWithCode(c.putManifest(repo, digestOf(Buffer.from("other")), manifest, MANIFEST_MEDIA_TYPES.ociManifest), Code.InvalidArgument, /has digest/);
     await c.deleteManifest(repo, digest);
-    await rejectsWith(c.getManifest(repo, digest), Code.NotFound, /has no manifest/);
-    await rejectsWith(c.getManifest(repo, "v1"), Code.NotFound);
-    await rejectsWith(c.deleteManifest(repo, digest), Code.NotFound);
+    await rejectsWithCode(c.getManifest(repo, digest), Code.NotFound, /has no manifest/);
+    await rejectsWithCode(c.getManifest(repo, "v1"), Code.NotFound);
+    await rejectsWithCode(c.deleteManifest(repo, digest), Code.NotFound);
   });
 
   it("catches a blob and a manifest changed in the registry's storage", async () => {
@@ -114,32 +104,32 @@ describe("registry client", () => {
     const read = (async () => {
       for await (const _ of stream);
     })();
-    await rejectsWith(read, Code.RegistryUnavailable, new RegExp(`has digest ${digestOf(tampered)}, not ${d} \\(corrupted or tampered`));
+    await rejectsWithCode(read, Code.RegistryUnavailable, new RegExp(`has digest ${digestOf(tampered)}, not ${d} \\(corrupted or tampered`));
 
     const manifest = await smallImage("tampered manifest");
     const md = await c.putManifest(repo, "to-tamper", manifest, MANIFEST_MEDIA_TYPES.ociManifest);
     const stored = await readFile(blobFile(md), "utf8");
     await writeFile(blobFile(md), stored.replace('"schemaVersion":2', '"schemaVersion":2 '));
-    await rejectsWith(c.getManifest(repo, md), Code.RegistryUnavailable, /corrupted or tampered/);
-    await rejectsWith(c.getManifest(repo, "to-tamper"), Code.RegistryUnavailable, /corrupted or tampered/);
+    await rejectsWithCode(c.getManifest(repo, md), Code.RegistryUnavailable, /corrupted or tampered/);
+    await rejectsWithCode(c.getManifest(repo, "to-tamper"), Code.RegistryUnavailable, /corrupted or tampered/);
   });
 
   it("says the credentials were refused, naming the registry and the user", async () => {
     const wrong = new RegistryClient({ host: reg.host, ca: reg.ca, auth: { username: reg.auth.username, password: "not-the-password" } });
     try {
-      await rejectsWith(wrong.ping(), Code.Unauthenticated, new RegExp(`^registry ${reg.host} refused the credentials of user ${reg.auth.username} \\(HTTP 401`));
-      await rejectsWith(wrong.hasBlob(repo, digestOf(Buffer.from("x"))), Code.Unauthenticated);
+      await rejectsWithCode(wrong.ping(), Code.Unauthenticated, new RegExp(`^registry ${reg.host} refused the credentials of user ${reg.auth.username} \\(HTTP 401`));
+      await rejectsWithCode(wrong.hasBlob(repo, digestOf(Buffer.from("x"))), Code.Unauthenticated);
     } finally {
       wrong.close();
     }
     const anonymous = new RegistryClient({ host: reg.host, ca: reg.ca });
-    await rejectsWith(anonymous.ping(), Code.Unauthenticated, /requires credentials/);
+    await rejectsWithCode(anonymous.ping(), Code.Unauthenticated, /requires credentials/);
     anonymous.close();
   });
 
   it("never trusts a certificate its CA did not sign", async () => {
     const systemRoots = new RegistryClient({ host: reg.host, auth: reg.auth });
-    await rejectsWith(systemRoots.ping(), Code.RegistryUnavailable, new RegExp(`^registry ${reg.host} presented a TLS certificate that is not trusted: UNABLE_TO_VERIFY_LEAF_SIGNATURE`));
+    await rejectsWithCode(systemRoots.ping(), Code.RegistryUnavailable, new RegExp(`^registry ${reg.host} presented a TLS certificate that is not trusted: UNABLE_TO_VERIFY_LEAF_SIGNATURE`));
     systemRoots.close();
   });
 
@@ -147,16 +137,16 @@ describe("registry client", () => {
     assert.deepEqual(await readRegistryAuth(reg.authFile), reg.auth);
     const bad = join(reg.dir, "bad-auth");
     await writeFile(bad, "no colon here\n");
-    const err = await rejectsWith(readRegistryAuth(bad), Code.InvalidArgument, /expected "username:password"/);
+    const err = await rejectsWithCode(readRegistryAuth(bad), Code.InvalidArgument, /expected "username:password"/);
     assert.doesNotMatch(err.message, /no colon/, "the file's content is not echoed");
-    await rejectsWith(readRegistryAuth(join(reg.dir, "missing")), Code.InvalidArgument, /ENOENT/);
+    await rejectsWithCode(readRegistryAuth(join(reg.dir, "missing")), Code.InvalidArgument, /ENOENT/);
   });
 
   it("a stopped registry is RegistryUnavailable naming the host and errno; started again it works", async () => {
     await reg.stop();
     try {
-      await rejectsWith(c.ping(), Code.RegistryUnavailable, new RegExp(`^registry ${reg.host} does not answer: ECONNREFUSED`));
-      await rejectsWith(c.getManifest(repo, "v1"), Code.RegistryUnavailable, /ECONNREFUSED/);
+      await rejectsWithCode(c.ping(), Code.RegistryUnavailable, new RegExp(`^registry ${reg.host} does not answer: ECONNREFUSED`));
+      await rejectsWithCode(c.getManifest(repo, "v1"), Code.RegistryUnavailable, /ECONNREFUSED/);
     } finally {
       await reg.start();
     }
@@ -175,17 +165,17 @@ describe("registry client", () => {
     try {
       const good = digestOf(Buffer.from("x"));
       for (const name of ["../x", "a b", "$(id)", "A/b", "a//b", "x/../../v2", "a\nb", "", "a".repeat(256)]) {
-        await rejectsWith(trap.hasBlob(name, good), Code.InvalidArgument, /invalid repository name/);
-        await rejectsWith(trap.getManifest(name, "latest"), Code.InvalidArgument);
-        await rejectsWith(trap.listTags(name), Code.InvalidArgument);
+        await rejectsWithCode(trap.hasBlob(name, good), Code.InvalidArgument, /invalid repository name/);
+        await rejectsWithCode(trap.getManifest(name, "latest"), Code.InvalidArgument);
+        await rejectsWithCode(trap.listTags(name), Code.InvalidArgument);
       }
       for (const ref of ["../../x", "a b", "$(id)", "latest\n", ".hidden", "sha256:abc", "md5:" + "0".repeat(32), "x".repeat(129)]) {
-        await rejectsWith(trap.getManifest("ok/repo", ref), Code.InvalidArgument, /invalid tag or digest/);
-        await rejectsWith(trap.putManifest("ok/repo", ref, Buffer.from("{}"), MANIFEST_MEDIA_TYPES.ociManifest), Code.InvalidArgument);
+        await rejectsWithCode(trap.getManifest("ok/repo", ref), Code.InvalidArgument, /invalid tag or digest/);
+        await rejectsWithCode(trap.putManifest("ok/repo", ref, Buffer.from("{}"), MANIFEST_MEDIA_TYPES.ociManifest), Code.InvalidArgument);
       }
       for (const d of ["sha256:" + "A".repeat(64), "sha256:../x", "latest"]) {
-        await rejectsWith(trap.getBlob("ok/repo", d), Code.InvalidArgument, /invalid digest/);
-        await rejectsWith(trap.deleteManifest("ok/repo", d), Code.InvalidArgument);
+        await rejectsWithCode(trap.getBlob("ok/repo", d), Code.InvalidArgument, /invalid digest/);
+        await rejectsWithCode(trap.deleteManifest("ok/repo", d), Code.InvalidArgument);
       }
       assert.equal(connections, 0);
       assert.throws(() => new RegistryClient({ host: "evil.example/../x" }), /invalid registry host/);
@@ -257,7 +247,7 @@ describe("registry client", () => {
 
     it("a token service refusing the credentials is Unauthenticated", async () => {
       const b = new RegistryClient({ host: `127.0.0.1:${port}`, ca: reg.ca, auth: { username: reg.auth.username, password: "wrong" } });
-      await rejectsWith(b.listTags("team/app"), Code.Unauthenticated, new RegExp(`token service https://127.0.0.1:${port} of registry 127.0.0.1:${port} refused the credentials of user ${reg.auth.username} \\(HTTP 401: UNAUTHORIZED bad password\\)`));
+      await rejectsWithCode(b.listTags("team/app"), Code.Unauthenticated, new RegExp(`token service https://127.0.0.1:${port} of registry 127.0.0.1:${port} refused the credentials of user ${reg.auth.username} \\(HTTP 401: UNAUTHORIZED bad password\\)`));
       b.close();
     });
 
@@ -266,7 +256,7 @@ describe("registry client", () => {
       const before_ = tokenRequests.length;
       const b = new RegistryClient({ host: `127.0.0.1:${port}`, ca: reg.ca, auth: reg.auth });
       try {
-        await rejectsWith(b.listTags("team/app"), Code.RegistryUnavailable, /token realm that is not https/);
+        await rejectsWithCode(b.listTags("team/app"), Code.RegistryUnavailable, /token realm that is not https/);
       } finally {
         b.close();
         realm = `https://127.0.0.1:${port}/token`;

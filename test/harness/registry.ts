@@ -8,11 +8,11 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { RegistryAuth } from "../../common/registry-client.js";
+import { freePort } from "../bench/cli-process.js";
 
 const execFileP = promisify(execFile);
 
@@ -57,17 +57,6 @@ function ensurePackages(): Promise<void> {
   return installed;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A CA and a server certificate for IP 127.0.0.1 (P-256, two days). */
 async function makeCerts(dir: string): Promise<{ caPath: string; certPath: string; keyPath: string }> {
@@ -172,7 +161,9 @@ export async function startRegistry(opts: { username?: string; password?: string
   let stderrTail = "";
   const start = async (): Promise<void> => {
     if (entry.child !== undefined) return;
-    const child = spawn("docker-registry", ["serve", config], { stdio: ["ignore", "ignore", "pipe"] });
+    // Killed with this process even when it dies by a signal (no exit handler runs then).
+    const argv = (await has("setpriv")) ? ["setpriv", "--pdeathsig", "KILL", "docker-registry"] : ["docker-registry"];
+    const child = spawn(argv[0] as string, [...argv.slice(1), "serve", config], { stdio: ["ignore", "ignore", "pipe"] });
     child.stderr?.on("data", (d: Buffer) => {
       stderrTail = (stderrTail + d.toString("utf8")).slice(-2000);
     });
