@@ -40,6 +40,20 @@ interface Blob {
   path: string;
 }
 
+/**
+ * The gzipped blob each layer made before (gzip here is deterministic, so a diffID always gives
+ * the same blob): a layer the registry already has is then neither gzipped nor sent again, which
+ * is most of a rebase (the app layers are the source's). Bounded; oldest forgotten first.
+ */
+const knownBlobs = new Map<string, { digest: string; size: number }>();
+const KNOWN_BLOBS_MAX = 4096;
+
+function remember(diffId: string, blob: { digest: string; size: number }): void {
+  knownBlobs.delete(diffId);
+  knownBlobs.set(diffId, { digest: blob.digest, size: blob.size });
+  if (knownBlobs.size > KNOWN_BLOBS_MAX) knownBlobs.delete(knownBlobs.keys().next().value as string);
+}
+
 /** Hashes what passes through and counts it. */
 function hasher(onBytes: (n: number) => void): { stream: Transform; digest: () => string; size: () => number } {
   const h = createHash("sha256");
@@ -102,16 +116,23 @@ export async function pushImage(client: RegistryClient, repo: string, image: Sav
     opts.onProgress?.(Math.min(done, total), total);
   };
 
-  const byDiffId = new Map<string, Blob>();
+  const byDiffId = new Map<string, { digest: string; size: number }>();
   const made: string[] = [];
   try {
     for (const layer of image.layers) {
       if (byDiffId.has(layer.diffId)) continue;
       opts.signal?.throwIfAborted();
+      const known = knownBlobs.get(layer.diffId);
+      if (known !== undefined && (await client.hasBlob(repo, known.digest))) {
+        byDiffId.set(layer.diffId, known);
+        progress(layer.size);
+        continue;
+      }
       const blob = await gzipLayer(layer, progress, opts.signal);
       made.push(blob.path);
       byDiffId.set(layer.diffId, blob);
       await client.pushBlob(repo, blob.digest, blob.size, () => createReadStream(blob.path));
+      remember(layer.diffId, blob);
       await rm(blob.path, { force: true });
     }
     opts.signal?.throwIfAborted();
@@ -122,7 +143,7 @@ export async function pushImage(client: RegistryClient, repo: string, image: Sav
   }
 
   const layers = image.layers.map((l) => {
-    const b = byDiffId.get(l.diffId) as Blob;
+    const b = byDiffId.get(l.diffId) as { digest: string; size: number };
     return { mediaType: DOCKER_LAYER_MEDIA_TYPE, size: b.size, digest: b.digest };
   });
   const manifest = Buffer.from(

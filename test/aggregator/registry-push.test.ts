@@ -136,6 +136,11 @@ describe("shadows in the registry", () => {
     await pushImage(c, repo, other);
     assert.equal(c.uploads.length, 2);
     assert.ok(c.uploads.includes(other.configDigest));
+    // Another repository has none of them: gzipped again, to the same bytes.
+    c.uploads = [];
+    const elsewhere = await pushImage(c, `${repo}-copy`, image);
+    assert.equal(elsewhere.manifestDigest, pushed.manifestDigest);
+    assert.equal(c.uploads.length, 3);
   });
 
   it("refuses a layer tar that does not match its diffID, or a config that does not list the layers", async () => {
