@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { RegistryAuth } from "../../common/registry-client.js";
+import { startTokenServer, type TokenServer } from "./registry-token-server.js";
 import { freePort } from "../bench/cli-process.js";
 
 const execFileP = promisify(execFile);
@@ -30,6 +31,8 @@ export interface TestRegistry {
   stop(): Promise<void>;
   /** Again after stop(): same port and data. */
   start(): Promise<void>;
+  /** In token mode: the token service's realm and how many tokens it was asked for. */
+  token?: { realm: string; requests(): number };
   /** Stops for good: removes the data, the certificates and the engine's trust of the CA. */
   close(): Promise<void>;
 }
@@ -105,7 +108,7 @@ process.once("exit", () => {
 });
 
 /** Installs docker-registry and apache2-utils when absent, makes a CA + server cert for 127.0.0.1, an htpasswd (bcrypt), starts `docker-registry serve` on a free loopback port with delete enabled, writes /etc/docker/certs.d/127.0.0.1:PORT/ca.crt. */
-export async function startRegistry(opts: { username?: string; password?: string } = {}): Promise<TestRegistry> {
+export async function startRegistry(opts: { username?: string; password?: string; /** Bearer token auth (a token service here) instead of htpasswd. */ tokenAuth?: boolean } = {}): Promise<TestRegistry> {
   await ensurePackages();
   const dir = await mkdtemp(join(tmpdir(), "sl-registry-"));
   const auth: RegistryAuth = { username: opts.username ?? "shadow", password: opts.password ?? `pw-${process.pid}-${Date.now()}` };
@@ -123,6 +126,15 @@ export async function startRegistry(opts: { username?: string; password?: string
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   const certsD = join("/etc/docker/certs.d", host);
+  let tokenServer: TokenServer | undefined;
+  if (opts.tokenAuth === true) {
+    const [cert, key, caKey] = await Promise.all([readFile(certPath), readFile(keyPath), readFile(join(dir, "ca.key"))]);
+    tokenServer = await startTokenServer({ tls: { cert, key }, signer: { cert: ca, key: caKey }, auth, service: "shadowlayer-test", issuer: "shadowlayer-test-tokens" });
+  }
+  const authConfig =
+    tokenServer === undefined
+      ? ["auth:", "  htpasswd:", "    realm: shadowlayer-test", `    path: ${htpasswd}`]
+      : ["auth:", "  token:", `    realm: ${tokenServer.realm}`, "    service: shadowlayer-test", "    issuer: shadowlayer-test-tokens", `    rootcertbundle: ${caPath}`];
   const config = join(dir, "config.yml");
   await writeFile(
     config,
@@ -146,10 +158,7 @@ export async function startRegistry(opts: { username?: string; password?: string
       "  tls:",
       `    certificate: ${certPath}`,
       `    key: ${keyPath}`,
-      "auth:",
-      "  htpasswd:",
-      "    realm: shadowlayer-test",
-      `    path: ${htpasswd}`,
+      ...authConfig,
       "",
     ].join("\n"),
   );
@@ -189,6 +198,7 @@ export async function startRegistry(opts: { username?: string; password?: string
   };
   const close = async (): Promise<void> => {
     await stop();
+    await tokenServer?.close();
     live.delete(entry);
     await rm(certsD, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
@@ -199,5 +209,5 @@ export async function startRegistry(opts: { username?: string; password?: string
     await close();
     throw err;
   }
-  return { host, ca, caPath, auth, authFile, dir, storageDir, stop, start, close };
+  return { host, ca, caPath, auth, authFile, dir, storageDir, stop, start, close, ...(tokenServer !== undefined ? { token: tokenServer } : {}) };
 }
