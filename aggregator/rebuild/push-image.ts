@@ -78,6 +78,7 @@ async function gzipLayer(layer: SavedLayer, onBytes: (n: number) => void, signal
     await pipeline(createReadStream(layer.path), tar.stream, createGzip({ level: 6 }), gz.stream, createWriteStream(path, { mode: 0o600 }), ...(signal !== undefined ? [{ signal }] : []));
   } catch (err) {
     await rm(path, { force: true });
+    if (signal?.aborted === true) throw new ShadowError(Code.Cancelled, `push cancelled while gzipping layer ${layer.diffId}`, { cause: err });
     throw err instanceof ShadowError ? err : new ShadowError(Code.BuildFailed, `cannot gzip layer ${layer.diffId} (${layer.path}): ${(err as Error).message}`, { cause: err });
   }
   const diffId = tar.digest();
@@ -86,6 +87,10 @@ async function gzipLayer(layer: SavedLayer, onBytes: (n: number) => void, signal
     throw new ShadowError(Code.BuildFailed, `layer tar ${layer.path} hashes to ${diffId}, not its diffID ${layer.diffId}`);
   }
   return { digest: gz.digest(), size: gz.size(), path };
+}
+
+function checkCancelled(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw new ShadowError(Code.Cancelled, "push cancelled", { cause: signal.reason });
 }
 
 /** The config's rootfs.diff_ids must be the layers in order, or the engine refuses the pull. */
@@ -105,6 +110,10 @@ function checkConfig(image: SavedImage): void {
   }
 }
 
+/**
+ * Pushes config and layers (skipping blobs the registry has), then the manifest by its digest and
+ * under `tag` when given; the reference returned is what agents pull and the signature names.
+ */
 export async function pushImage(client: RegistryClient, repo: string, image: SavedImage, opts: PushOptions = {}): Promise<PushedImage> {
   assertRepository(repo);
   if (opts.tag !== undefined) assertReference(opts.tag);
@@ -121,7 +130,7 @@ export async function pushImage(client: RegistryClient, repo: string, image: Sav
   try {
     for (const layer of image.layers) {
       if (byDiffId.has(layer.diffId)) continue;
-      opts.signal?.throwIfAborted();
+      checkCancelled(opts.signal);
       const known = knownBlobs.get(layer.diffId);
       if (known !== undefined && (await client.hasBlob(repo, known.digest))) {
         byDiffId.set(layer.diffId, known);
@@ -135,7 +144,7 @@ export async function pushImage(client: RegistryClient, repo: string, image: Sav
       remember(layer.diffId, blob);
       await rm(blob.path, { force: true });
     }
-    opts.signal?.throwIfAborted();
+    checkCancelled(opts.signal);
     await client.pushBlob(repo, image.configDigest, image.config.length, () => image.config);
     progress(image.config.length);
   } finally {

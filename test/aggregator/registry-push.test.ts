@@ -143,13 +143,16 @@ describe("shadows in the registry", () => {
     assert.equal(c.uploads.length, 3);
   });
 
-  it("refuses a layer tar that does not match its diffID, or a config that does not list the layers", async () => {
+  it("refuses a layer tar that does not match its diffID or a config that does not list the layers; stops when cancelled", async () => {
     const path = join(dir, "swapped.tar");
     const real = await layerTar(path, { "x/y": "one\n" });
     await writeFile(path, Buffer.alloc(real.size, 1));
     await rejectsWithCode(pushImage(c, repo, imageOf([real], ["/x/y"])), Code.BuildFailed, /hashes to .*, not its diffID/);
     const listed = imageOf([image.layers[1] as SavedLayer, image.layers[0] as SavedLayer], ["/app/hello"]);
     await rejectsWithCode(pushImage(c, repo, { ...listed, layers: image.layers }), Code.InvalidArgument, /diff_ids that are not its 2 layers/);
+    const ac = new AbortController();
+    ac.abort();
+    await rejectsWithCode(pushImage(c, repo, image, { signal: ac.signal }), Code.Cancelled);
     assert.deepEqual((await readdir(dir)).filter((n) => n.endsWith(".gz")), []);
     assert.ok((await stat(path)).size === real.size);
   });
