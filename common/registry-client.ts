@@ -269,6 +269,7 @@ export class RegistryClient {
 
   /** Monolithic upload (POST then PUT ?digest=); skips a blob the registry has. */
   async pushBlob(repo: string, digest: string, size: number, body: () => NodeJS.ReadableStream | Buffer): Promise<void> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new ShadowError(Code.InvalidArgument, `invalid blob size ${size}`);
     if (await this.hasBlob(repo, digest)) return;
     const scope = `repository:${repo}:pull,push`;
     const start = await this.send({ method: "POST", url: `/v2/${repo}/blobs/uploads/`, scope, headers: { "content-length": "0" }, deadline: true });
@@ -299,8 +300,14 @@ export class RegistryClient {
     assertDigest(digest);
     const res = await this.send({ method: "GET", url: `/v2/${repo}/blobs/${digest}`, scope: `repository:${repo}:pull` });
     if (res.statusCode !== 200) await this.fail(res, `blob ${repo}@${digest}`);
-    const checker = digestChecker(digest, () => `blob ${repo}@${digest} from registry ${this.host}`);
-    pipeline(res, checker, () => undefined);
+    const what = `blob ${repo}@${digest} from registry ${this.host}`;
+    const checker = digestChecker(digest, () => what);
+    // A connection lost mid-blob is an outage like any other, said as one.
+    res.on("error", (err) => checker.destroy(err instanceof ShadowError ? err : new ShadowError(Code.RegistryUnavailable, `${what} broke off: ${errnoCode(err) ?? err.message}`, { cause: err })));
+    checker.on("close", () => {
+      if (!res.complete) res.destroy();
+    });
+    res.pipe(checker);
     return checker;
   }
 

@@ -144,7 +144,22 @@ describe("registry client", () => {
   });
 
   it("a stopped registry is RegistryUnavailable naming the host and errno; started again it works", async () => {
+    // Cut while a blob is being read: the stream errors, it does not just end short.
+    const big = Buffer.alloc(32 << 20, 7);
+    await c.pushBlob(repo, digestOf(big), big.length, () => big);
+    const reading = (await c.getBlob(repo, digestOf(big))) as import("node:stream").Readable;
+    const first = await new Promise<Buffer>((resolve) => reading.once("data", resolve));
+    reading.pause();
+    assert.ok(first.length < big.length);
     await reg.stop();
+    reading.resume();
+    await rejectsWithCode(
+      (async () => {
+        for await (const _ of reading);
+      })(),
+      Code.RegistryUnavailable,
+      new RegExp(`blob ${repo}@${digestOf(big)} from registry ${reg.host} (broke off|has digest)`),
+    );
     try {
       await rejectsWithCode(c.ping(), Code.RegistryUnavailable, new RegExp(`^registry ${reg.host} does not answer: ECONNREFUSED`));
       await rejectsWithCode(c.getManifest(repo, "v1"), Code.RegistryUnavailable, /ECONNREFUSED/);
