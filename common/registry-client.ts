@@ -409,8 +409,8 @@ export class RegistryClient {
       } catch (err) {
         throw new ShadowError(Code.RegistryUnavailable, `registry ${this.host} sent a tag list of ${repo} that is not JSON`, { cause: err });
       }
-      const page_ = (v as { tags?: unknown } | null)?.tags;
-      if (Array.isArray(page_)) for (const t of page_) if (typeof t === "string" && TAG_RE.test(t)) tags.push(t);
+      const listed = (v as { tags?: unknown } | null)?.tags;
+      if (Array.isArray(listed)) for (const t of listed) if (typeof t === "string" && TAG_RE.test(t)) tags.push(t);
       const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(String(res.headers.link ?? ""))?.[1];
       url = next !== undefined && new URL(next, this.base).origin === this.base.origin ? new URL(next, this.base).href : undefined;
     }
