@@ -221,8 +221,9 @@ function pullError(ref: string, err: unknown): ShadowError {
 }
 
 /**
- * Keeps one shadow container per original: the same shadow again keeps the one there; a newer one
- * replaces it. A shadow that already ran (switched over) is not replaced.
+ * Keeps one shadow container per original: the same shadow again keeps the one there; another one
+ * replaces it, unless their rebuilt-at labels say it is older. A shadow that already ran (switched
+ * over) is not replaced.
  */
 async function ensureShadowContainer(a: PrepareShadow, original: Docker.ContainerInspectInfo, shadow: ShadowImage, o: PrepareShadowOptions, log: Logger): Promise<CommandOutcome> {
   const existing = await o.shadows.list(original.Id);
@@ -232,6 +233,13 @@ async function ensureShadowContainer(a: PrepareShadow, original: Docker.Containe
   }
   const ran = existing.find((s) => s.state !== "created");
   if (ran !== undefined) return rejected(`shadow container ${ran.name} (${ran.id.slice(0, 12)}) has run (${ran.state}); not replaced`);
+  const incoming = await rebuiltAt(o.docker, shadow.image);
+  for (const s of existing) {
+    const prepared = await rebuiltAt(o.docker, s.imageId);
+    if (incoming !== undefined && prepared !== undefined && prepared > incoming) {
+      return rejected(`shadow ${shadow.reference.slice(0, 200)} (rebuilt at ${new Date(incoming).toISOString()}) is older than the prepared ${s.name} (rebuilt at ${new Date(prepared).toISOString()}); kept`);
+    }
+  }
   for (const s of existing) await o.shadows.remove(s, `replaced by ${shadow.reference}`);
   const created = await o.shadows.create(original, { image: shadow.image, reference: shadow.reference, job: a.jobId });
   log.info({ shadow: created.id, name: created.name, image: shadow.reference, pulled: shadow.pulled, replaced: existing.length }, "shadow prepared");
@@ -240,6 +248,19 @@ async function ensureShadowContainer(a: PrepareShadow, original: Docker.Containe
     message: `shadow container ${created.name} (${created.id.slice(0, 12)}) created from ${shadow.reference.slice(0, 200)}, not started${existing.length > 0 ? `; replaced ${existing.map((s) => s.name).join(", ")}` : ""}`,
     shadowContainerId: created.id,
   };
+}
+
+/** The label a rebuilt image carries (aggregator/rebuild/types.ts SHADOW_LABELS.rebuiltAt; the agent does not import the aggregator). */
+export const REBUILT_AT_LABEL = "shadowlayer.rebuilt-at";
+
+/** When an image was rebuilt (ms since the epoch), from its label; undefined when it has no readable one. */
+async function rebuiltAt(docker: Docker, ref: string): Promise<number | undefined> {
+  const info = await docker
+    .getImage(ref)
+    .inspect()
+    .catch(() => undefined);
+  const t = Date.parse(info?.Config?.Labels?.[REBUILT_AT_LABEL] ?? "");
+  return Number.isFinite(t) ? t : undefined;
 }
 
 /** The id of an image in the engine, undefined when it has none by that reference (or the reference is malformed). */

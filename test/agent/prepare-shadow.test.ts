@@ -16,7 +16,7 @@ import * as tar from "tar-stream";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { AgentCommands } from "../../agent/actions/agent-commands.js";
 import { CommandJournal } from "../../agent/actions/command-journal.js";
-import { LOCAL_REFERENCE, parseDigestReference, verifyShadowSignature } from "../../agent/actions/prepare-shadow.js";
+import { LOCAL_REFERENCE, parseDigestReference, REBUILT_AT_LABEL, verifyShadowSignature } from "../../agent/actions/prepare-shadow.js";
 import { SHADOW_CONTAINER_LABELS, shadowName } from "../../agent/actions/shadow-containers.js";
 import { AgentState } from "../../agent/state/agent-state.js";
 import { generateSigningKeys, signingPayload, signPayload } from "../../common/cosign.js";
@@ -32,13 +32,16 @@ const tmp = tempDir("sl-shadow-");
 let docker: Docker;
 let app: string;
 /** Two shadow images: the app with one label more, each run's own (so removing them touches nobody else's). */
-const shadowTags = [`shadowlayer-test/shadow:${process.pid}-a`, `shadowlayer-test/shadow:${process.pid}-b`];
+const shadowTags = ["a", "b", "newer", "older"].map((t) => `shadowlayer-test/shadow:${process.pid}-${t}`);
 const shadowIds: string[] = [];
 let keyFile: string;
+const namedVolume = `sl-shadow-test-${process.pid}`;
+/** Volumes the tests made, removed after their containers. */
+const volumes = new Set<string>([namedVolume]);
 
-async function buildShadow(tag: string, mark: string): Promise<string> {
+async function buildShadow(tag: string, mark: string, rebuiltAt?: string): Promise<string> {
   const p = tar.pack();
-  p.entry({ name: "Dockerfile" }, `FROM ${app}\nLABEL org.shadowlayer.test-shadow=${mark}\n`);
+  p.entry({ name: "Dockerfile" }, `FROM ${app}\nLABEL org.shadowlayer.test-shadow=${mark}${rebuiltAt ? ` ${REBUILT_AT_LABEL}=${rebuiltAt}` : ""}\n`);
   p.finalize();
   const stream = await docker.buildImage(Readable.from(p as AsyncIterable<Buffer>), { t: tag, networkmode: "host", rm: true, forcerm: true });
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
@@ -46,9 +49,10 @@ async function buildShadow(tag: string, mark: string): Promise<string> {
 }
 
 /** An original with settings worth copying; running, host network, labelled for cleanup. */
-async function startOriginal(name: string): Promise<Docker.ContainerInspectInfo> {
+async function startOriginal(name: string, volumes = false): Promise<Docker.ContainerInspectInfo> {
   const c = await docker.createContainer({
     name,
+    ...(volumes ? { Volumes: { "/anon": {} } } : {}),
     Image: app,
     Cmd: ["/opt/app/bin/busybox", "sleep", "3600"],
     Env: ["APP_FLAVOUR=blue", "APP_MODE=prod"],
@@ -56,7 +60,14 @@ async function startOriginal(name: string): Promise<Docker.ContainerInspectInfo>
     Labels: { "app.role": "web", [TEST_LABEL]: String(process.pid), [DEMO_LABEL]: "test" },
     Healthcheck: { Test: ["CMD", "/bin/true"], Interval: 30_000_000_000, Timeout: 5_000_000_000, Retries: 3 },
     StopSignal: "SIGINT",
-    HostConfig: { NetworkMode: "host", Binds: [`${tmp.path}:/data:ro`], RestartPolicy: { Name: "on-failure", MaximumRetryCount: 2 }, Memory: 64 * 1024 * 1024, CapDrop: ["NET_RAW"] },
+    HostConfig: {
+      NetworkMode: "host",
+      Binds: [`${tmp.path}:/data:ro`],
+      ...(volumes ? { Mounts: [{ Type: "volume" as const, Source: namedVolume, Target: "/named" }] } : {}),
+      RestartPolicy: { Name: "on-failure", MaximumRetryCount: 2 },
+      Memory: 64 * 1024 * 1024,
+      CapDrop: ["NET_RAW"],
+    },
   });
   await c.start();
   return c.inspect();
@@ -92,7 +103,12 @@ const flipByte = (b64: string): string => {
 
 before(async () => {
   ({ docker, app } = await testEngine());
-  shadowIds.push(await buildShadow(shadowTags[0] ?? "", `a-${process.pid}`), await buildShadow(shadowTags[1] ?? "", `b-${process.pid}`));
+  shadowIds.push(
+    await buildShadow(shadowTags[0] ?? "", `a-${process.pid}`),
+    await buildShadow(shadowTags[1] ?? "", `b-${process.pid}`),
+    await buildShadow(shadowTags[2] ?? "", `n-${process.pid}`, "2026-11-02T00:00:00Z"),
+    await buildShadow(shadowTags[3] ?? "", `o-${process.pid}`, "2026-11-01T00:00:00Z"),
+  );
   keyFile = join(tmp.path, "cosign.pub");
   await writeFile(keyFile, keys.publicKeyPem);
 });
@@ -100,6 +116,7 @@ before(async () => {
 after(async () => {
   await cleanupContainers(docker);
   for (const t of shadowTags) await docker.getImage(t).remove().catch(() => undefined);
+  for (const v of volumes) await docker.getVolume(v).remove().catch(() => undefined);
 });
 
 describe("PrepareShadow through the journal (local shadows)", () => {
@@ -121,7 +138,9 @@ describe("PrepareShadow through the journal (local shadows)", () => {
   });
 
   it("creates, without starting, a shadow with the original's configuration; a repeat is answered from the journal", async () => {
-    const original = await startOriginal(`sl-web-${suffix}`);
+    const original = await startOriginal(`sl-web-${suffix}`, true);
+    const anonymous = original.Mounts.find((m) => m.Destination === "/anon")?.Name ?? "";
+    volumes.add(anonymous);
     const [shadowA] = shadowIds as [string];
     const r = await journal.run(localCommand("prep-1", original.Id, shadowA));
     assert.equal(r.status, CommandStatus.OK, r.message);
@@ -134,7 +153,12 @@ describe("PrepareShadow through the journal (local shadows)", () => {
     assert.deepEqual(s.Config.Cmd, original.Config.Cmd);
     assert.equal(s.Config.WorkingDir, "/srv/www");
     for (const e of ["APP_FLAVOUR=blue", "APP_MODE=prod"]) assert.ok(s.Config.Env.includes(e), `env ${e}`);
-    assert.deepEqual(s.HostConfig.Binds, original.HostConfig.Binds);
+    assert.deepEqual(s.HostConfig.Binds, [...(original.HostConfig.Binds ?? []), `${anonymous}:/anon`], "the anonymous volume is shared by name");
+    assert.deepEqual(
+      s.Mounts.filter((m) => m.Type === "volume").map((m) => [m.Name, m.Destination]).sort(),
+      [[anonymous, "/anon"], [namedVolume, "/named"]],
+      "volumes keep their names",
+    );
     assert.deepEqual(s.HostConfig.RestartPolicy, original.HostConfig.RestartPolicy);
     assert.equal(s.HostConfig.Memory, 64 * 1024 * 1024);
     assert.deepEqual(s.HostConfig.CapDrop, ["NET_RAW"]);
@@ -162,6 +186,17 @@ describe("PrepareShadow through the journal (local shadows)", () => {
     assert.deepEqual(list.map((c) => c.Id), [newer.shadowContainerId], "the older shadow is gone");
     const n = await docker.getContainer(newer.shadowContainerId).inspect();
     assert.deepEqual([n.Image, n.State.Status, n.Name, n.Config.Labels[SHADOW_CONTAINER_LABELS.job]], [shadowIds[1], "created", `/sl-web-${suffix}-shadow`, "job-2"]);
+  });
+
+  it("keeps a prepared shadow over one its rebuilt-at label says is older", async () => {
+    const original = await startOriginal(`sl-order-${suffix}`);
+    const [, , newer, older] = shadowIds as [string, string, string, string];
+    const first = await journal.run(localCommand("order-1", original.Id, newer));
+    assert.equal(first.status, CommandStatus.OK, first.message);
+    const stale = await journal.run(localCommand("order-2", original.Id, older));
+    assert.equal(stale.status, CommandStatus.REJECTED, stale.message);
+    assert.match(stale.message, /rebuilt at 2026-11-01T00:00:00.000Z\) is older than the prepared .*2026-11-02/);
+    assert.deepEqual((await shadowsOf(original.Id)).map((c) => c.Id), [first.shadowContainerId]);
   });
 
   it("refuses a tampered signature, a payload naming another digest, a wrong or absent image, and leaves no container", async () => {
