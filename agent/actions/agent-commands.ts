@@ -8,7 +8,6 @@ import type Docker from "dockerode";
 import { CommandStatus, type PrepareShadow } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { isEngineNotFound } from "../../common/engine.js";
 import { Code, ShadowError } from "../../common/errors.js";
-import type { Logger } from "../../common/log.js";
 import { unimplemented, type CommandHandler, type CommandOutcome } from "./command-handler.js";
 import { prepareShadow, type PrepareShadowOptions, type RegistryCredentials } from "./prepare-shadow.js";
 import { ShadowContainers } from "./shadow-containers.js";
@@ -16,7 +15,7 @@ import { ShadowContainers } from "./shadow-containers.js";
 /** A container's id, id prefix or name, as the engine's API takes it in a path. */
 const CONTAINER_REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$/;
 
-export type AgentCommandsOptions = Omit<PrepareShadowOptions, "shadows"> & { docker: Docker; log: Logger };
+export type AgentCommandsOptions = Omit<PrepareShadowOptions, "shadows">;
 
 export class AgentCommands implements CommandHandler {
   readonly shadows: ShadowContainers;
