@@ -107,7 +107,10 @@ interface ShadowImage {
 /** Runs one PrepareShadow; never throws for bad input (REJECTED), only for an engine failure. */
 export async function prepareShadow(a: PrepareShadow, commandId: string, o: PrepareShadowOptions, original: Docker.ContainerInspectInfo): Promise<CommandOutcome> {
   const log = o.log.child({ command: commandId, container: original.Id, job: a.jobId });
-  if (original.Config.Labels?.[SHADOW_CONTAINER_LABELS.shadowOf] !== undefined) return rejected(`container ${original.Id.slice(0, 12)} is itself a shadow`);
+  // A shadow that a switchover started serves now and may get a shadow of its own; one never started may not.
+  if (original.Config.Labels?.[SHADOW_CONTAINER_LABELS.shadowOf] !== undefined && original.State.Status === "created") {
+    return rejected(`container ${original.Id.slice(0, 12)} is itself a shadow, not started`);
+  }
   if (!DIGEST.test(a.imageId)) return rejected(`image id ${JSON.stringify(a.imageId.slice(0, 100))} is not sha256:<hex>`);
   if (o.signingKeyPub === undefined) return rejected(`shadow refused: ${o.noKeyReason ?? "no signing public key configured (--signing-key-pub)"}`);
   let key: string;

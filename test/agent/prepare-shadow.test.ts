@@ -186,6 +186,9 @@ describe("PrepareShadow through the journal (local shadows)", () => {
     assert.deepEqual(list.map((c) => c.Id), [newer.shadowContainerId], "the older shadow is gone");
     const n = await docker.getContainer(newer.shadowContainerId).inspect();
     assert.deepEqual([n.Image, n.State.Status, n.Name, n.Config.Labels[SHADOW_CONTAINER_LABELS.job]], [shadowIds[1], "created", `/sl-web-${suffix}-shadow`, "job-2"]);
+    const ofShadow = await journal.run(localCommand("prep-4", newer.shadowContainerId, shadowA));
+    assert.equal(ofShadow.status, CommandStatus.REJECTED);
+    assert.match(ofShadow.message, /is itself a shadow, not started/);
   });
 
   it("keeps a prepared shadow over one its rebuilt-at label says is older", async () => {
