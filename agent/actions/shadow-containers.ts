@@ -135,6 +135,8 @@ export function shadowCreateOptions(original: Docker.ContainerInspectInfo, origi
     const v = from[k];
     if (v !== undefined && v !== null) (host as Record<string, unknown>)[k] = v;
   }
+  // Inspect shows a legacy link as "/target:/original/alias"; create takes "target:alias".
+  if (Array.isArray(host.Links)) host.Links = (host.Links as unknown[]).filter((l): l is string => typeof l === "string").map((l) => l.replace(/^\/([^:]+):\/[^/]+\/(.+)$/, "$1:$2"));
   const anonymous = anonymousVolumes(original);
   if (anonymous.length > 0) host.Binds = [...(host.Binds ?? []), ...anonymous];
 

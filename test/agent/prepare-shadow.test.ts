@@ -17,7 +17,7 @@ import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { AgentCommands } from "../../agent/actions/agent-commands.js";
 import { CommandJournal } from "../../agent/actions/command-journal.js";
 import { LOCAL_REFERENCE, parseDigestReference, REBUILT_AT_LABEL, verifyShadowSignature } from "../../agent/actions/prepare-shadow.js";
-import { SHADOW_CONTAINER_LABELS, shadowName } from "../../agent/actions/shadow-containers.js";
+import { SHADOW_CONTAINER_LABELS, shadowCreateOptions, shadowName } from "../../agent/actions/shadow-containers.js";
 import { AgentState } from "../../agent/state/agent-state.js";
 import { generateSigningKeys, signingPayload, signPayload } from "../../common/cosign.js";
 import { silentLogger } from "../../common/log.js";
@@ -170,6 +170,9 @@ describe("PrepareShadow through the journal (local shadows)", () => {
     assert.equal(s.Config.Labels[SHADOW_CONTAINER_LABELS.job], "job-1");
     assert.equal(s.Config.Labels[SHADOW_CONTAINER_LABELS.shadowImage], shadowA);
     assert.equal(s.Config.Labels["org.shadowlayer.test-shadow"], `a-${process.pid}`, "the shadow image's own labels show through");
+
+    const linked = shadowCreateOptions({ ...original, HostConfig: { ...original.HostConfig, Links: ["/db-1:/sl-web/db"] } }, undefined, { image: shadowA, reference: shadowA, job: "j" });
+    assert.deepEqual(linked.HostConfig?.Links, ["db-1:db"], "a legacy link in the form create takes");
 
     const repeat = await journal.run(localCommand("prep-1", original.Id, shadowIds[1] ?? ""));
     assert.deepEqual([repeat.status, repeat.message, repeat.shadowContainerId], [r.status, r.message, r.shadowContainerId], "the first answer, from the journal");
