@@ -14,8 +14,10 @@ import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js
 import { refuseInsecureListen } from "../common/listen-address.js";
 import type { Logger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
-import { unimplementedHandler, type CommandHandler } from "./actions/command-handler.js";
+import { AgentCommands, readRegistryFiles } from "./actions/agent-commands.js";
+import type { CommandHandler } from "./actions/command-handler.js";
 import { CommandJournal } from "./actions/command-journal.js";
+import type { StoredSignatureReader } from "./actions/prepare-shadow.js";
 import type { InventoryBudget } from "./inventory/inventory-budget.js";
 import { InventoryScanner } from "./inventory/scanner.js";
 import { LdgCollector } from "./layers/ldg-collector.js";
@@ -61,8 +63,17 @@ export interface AgentOptions {
   inventoryBudget?: Partial<InventoryBudget>;
   /** Cgroup filesystem of the host (a DaemonSet mounts it at /host/sys/fs/cgroup). */
   cgroupRoot?: string;
-  /** What the agent does for commands from the aggregator (default: answers UNIMPLEMENTED). */
+  /** What the agent does for commands from the aggregator (default: AgentCommands, shadows prepared here). */
   commandHandler?: CommandHandler;
+  /** The aggregator's image-signing public key (PEM file); without one every shadow is refused. */
+  signingKeyPub?: string;
+  /** Registry credentials file (username:password) and CA file, for pulling shadows and reading their signatures. */
+  registryAuth?: string;
+  registryCa?: string;
+  /** Reads a shadow's stored signature from its registry; without one, registry shadows are refused. */
+  storedSignatures?: StoredSignatureReader;
+  /** A shadow pull's bound (ms), default 10 minutes. */
+  pullTimeoutMs?: number;
   log: Logger;
 }
 
@@ -76,6 +87,8 @@ export interface RunningAgent {
   link: AggregatorLink | undefined;
   /** Commands received and their results (in level when `dataDir` is set, else in memory). */
   journal: CommandJournal;
+  /** The agent's own command handler (shadow containers), whichever handler the journal uses. */
+  commands: AgentCommands;
   metrics: AgentMetrics;
   httpPort: number | undefined;
   stop(): Promise<void>;
@@ -136,7 +149,19 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       storageDriver: info.driver,
       host: create(HostInfoSchema, facts.host),
     });
-  const journal = new CommandJournal(state?.commands, o.commandHandler ?? unimplementedHandler, { log });
+  const registry = await readRegistryFiles(o.registryAuth, o.registryCa);
+  // Also with another handler: shadows of removed originals are removed all the same.
+  const commands = new AgentCommands({
+    docker,
+    log,
+    ...(o.signingKeyPub !== undefined ? { signingKeyPub: o.signingKeyPub } : {}),
+    noKeyReason: (o.tls ?? "insecure") === "insecure" ? "the agent runs without TLS and no --signing-key-pub: shadows are never used unsigned" : "no signing public key configured (--signing-key-pub)",
+    ...(registry.auth !== undefined ? { registryAuth: registry.auth } : {}),
+    ...(registry.ca !== undefined ? { registryCa: registry.ca } : {}),
+    ...(o.storedSignatures !== undefined ? { storedSignatures: o.storedSignatures } : {}),
+    ...(o.pullTimeoutMs !== undefined ? { pullTimeoutMs: o.pullTimeoutMs } : {}),
+  });
+  const journal = new CommandJournal(state?.commands, o.commandHandler ?? commands, { log });
   const newLink = (aggregator: string) =>
     new AggregatorLink({
       address: aggregator,
@@ -182,7 +207,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     if (image !== undefined) scanner?.want(image);
   });
   scanner?.on("inventory", (inv) => link?.inventory(inv));
-  collector.on("delete", (id) => link?.delete(id));
+  collector.on("delete", (id) => {
+    link?.delete(id);
+    void commands.originalGone(id);
+  });
 
   // In start order; stopped in reverse, so the state database is the last thing closed.
   const services: Service[] = [
@@ -195,6 +223,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       () => spool?.close(),
     ),
     journal,
+    service("shadows", () => commands.sweep()),
     service("inventory", () => undefined, () => scanner?.close()),
     service("node-facts", () => facts.start()),
     // The exec-event source is chosen first: with --exec-source ebpf and no eBPF, nothing starts.
@@ -235,6 +264,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     spool,
     link,
     journal,
+    commands,
     metrics,
     httpPort: http?.port,
     stop: () => running.stop(),

@@ -2,6 +2,7 @@
  * The agent program's configuration (`shadowlayer agent`, and the agent half of `up`): flags →
  * environment → defaults, merged and checked here and nowhere else. Imports no agent runtime.
  */
+import { join } from "node:path";
 import { z } from "zod";
 import type { AgentOptions } from "./agent.js";
 import { DEFAULT_INVENTORY_BUDGET } from "./inventory/inventory-budget.js";
@@ -27,6 +28,9 @@ const schema = z.object({
   inventoryBudgetMs: positiveNumber.default(DEFAULT_INVENTORY_BUDGET.maxMs),
   inventoryBudgetEntries: positiveNumber.default(DEFAULT_INVENTORY_BUDGET.maxEntries),
   inventoryBudgetMb: positiveNumber.default(DEFAULT_INVENTORY_BUDGET.maxBytes / (1024 * 1024)),
+  signingKeyPub: path.optional(),
+  registryAuth: path.optional(),
+  registryCa: path.optional(),
 }).superRefine(loopbackWhenInsecure("http"));
 
 type Key = keyof z.input<typeof schema>;
@@ -53,6 +57,9 @@ export interface AgentConfig extends ProgramSettings {
  */
 export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<Record<Key, Source>> = {}): AgentConfig {
   const s = resolveSettings(schema, flags, env, { ...SOURCES, ...rename });
+  const program = programSettings(s);
+  // The aggregator's public key beside the certificates (common/certs.ts tlsFiles.signingPub); none when insecure.
+  const signingKeyPub = s.signingKeyPub ?? (s.insecure ? undefined : join(program.tlsDir, "cosign.pub"));
   return {
     agent: {
       node: s.node,
@@ -70,7 +77,10 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
       ...(s.aggregator !== undefined ? { aggregator: s.aggregator } : {}),
       ...(s.dockerRoot !== undefined ? { dockerRoot: s.dockerRoot } : {}),
       ...(s.bpftrace !== undefined ? { bpftrace: s.bpftrace } : {}),
+      ...(signingKeyPub !== undefined ? { signingKeyPub } : {}),
+      ...(s.registryAuth !== undefined ? { registryAuth: s.registryAuth } : {}),
+      ...(s.registryCa !== undefined ? { registryCa: s.registryCa } : {}),
     },
-    ...programSettings(s),
+    ...program,
   };
 }

@@ -4,5 +4,6 @@
 export { defaultNodeName, startAgent, type AgentOptions, type RunningAgent } from "./agent.js";
 export type { ExecSourceChoice } from "./telemetry/telemetry.js";
 export type { CommandHandler, CommandOutcome } from "./actions/command-handler.js";
+export type { StoredSignatureReader, SignatureLocation, RegistryCredentials } from "./actions/prepare-shadow.js";
 // The agent program's configuration (flags → environment → defaults), for the CLI.
 export { resolveAgentConfig, type AgentConfig, type AgentFlags } from "./config.js";

@@ -72,7 +72,10 @@ export function agentOptions(cmd: Command): Command {
     .option("--spool-max <items>", "telemetry items kept while the aggregator is unreachable, oldest dropped first (default: 100000)")
     .option("--inventory-budget-ms <ms>", "time one image's package inventory may take; past it the inventory is sent partial (default: 60000)")
     .option("--inventory-budget-entries <n>", "directory entries one image's inventory may read, all layers together (default: 1000000)")
-    .option("--inventory-budget-mb <mb>", "package database bytes one image's inventory may read, in MiB (default: 256)");
+    .option("--inventory-budget-mb <mb>", "package database bytes one image's inventory may read, in MiB (default: 256)")
+    .option("--signing-key-pub <file>", "the aggregator's image-signing public key; shadows are verified with it before use (default: <tls-dir>/cosign.pub; with --insecure and none given, shadows are refused)")
+    .option("--registry-auth <file>", "username:password on the first line, for pulling shadows and reading their signatures from the registry")
+    .option("--registry-ca <file>", "CA certificate (PEM) the registry's TLS certificate is checked against when reading signatures (the engine's pulls trust /etc/docker/certs.d)");
 }
 
 /** Which containers a client command is about. */

@@ -42,6 +42,7 @@ describe("agent configuration", () => {
         execSource: "auto",
         spoolMax: 100_000,
         inventoryBudget: { maxMs: 60_000, maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024 },
+        signingKeyPub: join(homedir(), ".shadowlayer", "tls", "cosign.pub"),
       },
       tlsDir: join(homedir(), ".shadowlayer", "tls"),
       insecure: false,
@@ -84,6 +85,14 @@ describe("agent configuration", () => {
     assert.equal(c.agent.dockerRoot, "/host/docker");
     const b = resolveAgentConfig({ inventoryBudgetMs: "500", inventoryBudgetEntries: "1e4", inventoryBudgetMb: "1.5" }, {}).agent.inventoryBudget;
     assert.deepEqual(b, { maxMs: 500, maxEntries: 10_000, maxBytes: 1.5 * 1024 * 1024 });
+  });
+
+  it("finds the signing public key beside the certificates, none when insecure unless given; registry files as given", () => {
+    assert.equal(resolveAgentConfig({ tlsDir: "/certs" }, {}).agent.signingKeyPub, "/certs/cosign.pub");
+    assert.equal(resolveAgentConfig({ insecure: true }, {}).agent.signingKeyPub, undefined);
+    const c = resolveAgentConfig({ insecure: true, signingKeyPub: "/keys/agg.pub", registryAuth: "/etc/reg.auth", registryCa: "/etc/reg-ca.crt" }, {});
+    assert.deepEqual([c.agent.signingKeyPub, c.agent.registryAuth, c.agent.registryCa], ["/keys/agg.pub", "/etc/reg.auth", "/etc/reg-ca.crt"]);
+    refuses(() => resolveAgentConfig({ registryAuth: "" }, {}), '--registry-auth: expected a path, got ""');
   });
 
   it("refuses each invalid flag, naming it", () => {

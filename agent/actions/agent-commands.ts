@@ -1,0 +1,102 @@
+/**
+ * The agent's real command handler: PrepareShadow creates shadow containers; Switchover and
+ * Rollback are answered UNIMPLEMENTED until the switchover work lands. Work on one original is
+ * serialised (a prepare and the original's removal never interleave).
+ */
+import { readFile } from "node:fs/promises";
+import type Docker from "dockerode";
+import { CommandStatus, type PrepareShadow } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { isEngineNotFound } from "../../common/engine.js";
+import { Code, ShadowError } from "../../common/errors.js";
+import { unimplemented, type CommandHandler, type CommandOutcome } from "./command-handler.js";
+import { prepareShadow, type PrepareShadowOptions, type RegistryCredentials } from "./prepare-shadow.js";
+import { ShadowContainers } from "./shadow-containers.js";
+
+/** A container's id, id prefix or name, as the engine's API takes it in a path. */
+const CONTAINER_REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$/;
+
+export type AgentCommandsOptions = Omit<PrepareShadowOptions, "shadows">;
+
+export class AgentCommands implements CommandHandler {
+  readonly shadows: ShadowContainers;
+  private readonly o: PrepareShadowOptions;
+  /** The tail of the work queued per original container id. */
+  private readonly queues = new Map<string, Promise<unknown>>();
+
+  constructor(o: AgentCommandsOptions) {
+    this.shadows = new ShadowContainers(o.docker, o.log);
+    this.o = { ...o, shadows: this.shadows };
+  }
+
+  async prepareShadow(action: PrepareShadow, id: string): Promise<CommandOutcome> {
+    const none: CommandOutcome = { status: CommandStatus.REJECTED, message: `no container ${JSON.stringify(action.containerId.slice(0, 100))} on this node` };
+    if (!CONTAINER_REF.test(action.containerId)) return none;
+    let original: Docker.ContainerInspectInfo;
+    try {
+      original = await this.o.docker.getContainer(action.containerId).inspect();
+    } catch (err) {
+      if (isEngineNotFound(err)) return none;
+      throw err;
+    }
+    return this.serial(original.Id, () => prepareShadow(action, id, this.o, original));
+  }
+
+  switchover(): Promise<CommandOutcome> {
+    return Promise.resolve(unimplemented("switchover"));
+  }
+
+  rollback(): Promise<CommandOutcome> {
+    return Promise.resolve(unimplemented("rollback"));
+  }
+
+  /** A container was removed from the engine: the shadows it had go too (never rejects). */
+  originalGone(id: string): Promise<void> {
+    return this.serial(id, () => this.shadows.originalGone(id)).then(
+      () => undefined,
+      (err: unknown) => this.o.log.warn({ container: id, err: String(err) }, "cannot remove the shadows of a removed container"),
+    );
+  }
+
+  /** At agent start: shadows whose original went away meanwhile are removed (never rejects). */
+  async sweep(): Promise<void> {
+    try {
+      const n = await this.shadows.sweep();
+      if (n > 0) this.o.log.info({ removed: n }, "shadow containers of removed originals removed");
+    } catch (err) {
+      this.o.log.warn({ err: String(err) }, "cannot check the shadow containers");
+    }
+  }
+
+  private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const next = (this.queues.get(key) ?? Promise.resolve()).then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.queues.set(key, tail);
+    void tail.then(() => {
+      if (this.queues.get(key) === tail) this.queues.delete(key);
+    });
+    return next;
+  }
+}
+
+/**
+ * The registry files the agent is given: credentials (`username:password` on the first line) and
+ * a CA to trust; read once at start, so a bad file stops the agent with its name.
+ */
+export async function readRegistryFiles(authFile: string | undefined, caFile: string | undefined): Promise<{ auth?: RegistryCredentials; ca?: Buffer }> {
+  const read = async (path: string, what: string) => {
+    try {
+      return await readFile(path);
+    } catch (err) {
+      throw new ShadowError(Code.InvalidArgument, `cannot read the ${what} ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  };
+  let auth: RegistryCredentials | undefined;
+  if (authFile !== undefined) {
+    const line = (await read(authFile, "registry credentials")).toString("utf8").split(/\r?\n/)[0] ?? "";
+    const colon = line.indexOf(":");
+    if (colon <= 0) throw new ShadowError(Code.InvalidArgument, `the registry credentials ${authFile} do not start with a username:password line`);
+    auth = { username: line.slice(0, colon), password: line.slice(colon + 1) };
+  }
+  const ca = caFile === undefined ? undefined : await read(caFile, "registry CA");
+  return { ...(auth !== undefined ? { auth } : {}), ...(ca !== undefined ? { ca } : {}) };
+}
