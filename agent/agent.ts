@@ -14,7 +14,7 @@ import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js
 import { refuseInsecureListen } from "../common/listen-address.js";
 import type { Logger } from "../common/log.js";
 import { VERSION } from "../common/version.js";
-import { AgentCommands, readRegistryFiles } from "./actions/agent-commands.js";
+import { AgentCommands, readRegistryFiles, registrySignatures } from "./actions/agent-commands.js";
 import type { CommandHandler } from "./actions/command-handler.js";
 import { CommandJournal } from "./actions/command-journal.js";
 import type { StoredSignatureReader } from "./actions/prepare-shadow.js";
@@ -158,7 +158,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     noKeyReason: (o.tls ?? "insecure") === "insecure" ? "the agent runs without TLS and no --signing-key-pub: shadows are never used unsigned" : "no signing public key configured (--signing-key-pub)",
     ...(registry.auth !== undefined ? { registryAuth: registry.auth } : {}),
     ...(registry.ca !== undefined ? { registryCa: registry.ca } : {}),
-    ...(o.storedSignatures !== undefined ? { storedSignatures: o.storedSignatures } : {}),
+    storedSignatures: o.storedSignatures ?? registrySignatures,
     ...(o.pullTimeoutMs !== undefined ? { pullTimeoutMs: o.pullTimeoutMs } : {}),
   });
   const journal = new CommandJournal(state?.commands, o.commandHandler ?? commands, { log });

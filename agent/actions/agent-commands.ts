@@ -4,12 +4,14 @@
  * serialised (a prepare and the original's removal never interleave).
  */
 import { readFile } from "node:fs/promises";
+import { readRegistryAuth, RegistryClient } from "../../common/registry-client.js";
+import { fetchSignature } from "../../common/registry-signature.js";
 import type Docker from "dockerode";
 import { CommandStatus, type PrepareShadow } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { isEngineNotFound } from "../../common/engine.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { unimplemented, type CommandHandler, type CommandOutcome } from "./command-handler.js";
-import { prepareShadow, type PrepareShadowOptions, type RegistryCredentials } from "./prepare-shadow.js";
+import { prepareShadow, type PrepareShadowOptions, type RegistryCredentials, type StoredSignatureReader } from "./prepare-shadow.js";
 import { ShadowContainers } from "./shadow-containers.js";
 
 /** A container's id, id prefix or name, as the engine's API takes it in a path. */
@@ -83,20 +85,24 @@ export class AgentCommands implements CommandHandler {
  * a CA to trust; read once at start, so a bad file stops the agent with its name.
  */
 export async function readRegistryFiles(authFile: string | undefined, caFile: string | undefined): Promise<{ auth?: RegistryCredentials; ca?: Buffer }> {
-  const read = async (path: string, what: string) => {
+  let ca: Buffer | undefined;
+  if (caFile !== undefined) {
     try {
-      return await readFile(path);
+      ca = await readFile(caFile);
     } catch (err) {
-      throw new ShadowError(Code.InvalidArgument, `cannot read the ${what} ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new ShadowError(Code.InvalidArgument, `cannot read the registry CA ${caFile}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
-  };
-  let auth: RegistryCredentials | undefined;
-  if (authFile !== undefined) {
-    const line = (await read(authFile, "registry credentials")).toString("utf8").split(/\r?\n/)[0] ?? "";
-    const colon = line.indexOf(":");
-    if (colon <= 0) throw new ShadowError(Code.InvalidArgument, `the registry credentials ${authFile} do not start with a username:password line`);
-    auth = { username: line.slice(0, colon), password: line.slice(colon + 1) };
   }
-  const ca = caFile === undefined ? undefined : await read(caFile, "registry CA");
+  const auth = authFile === undefined ? undefined : await readRegistryAuth(authFile);
   return { ...(auth !== undefined ? { auth } : {}), ...(ca !== undefined ? { ca } : {}) };
 }
+
+/** Reads a shadow's stored signature from its registry (cosign layout), one short-lived client per read. */
+export const registrySignatures: StoredSignatureReader = async (at, manifestDigest) => {
+  const c = new RegistryClient({ host: at.host, ...(at.ca !== undefined ? { ca: at.ca } : {}), ...(at.auth !== undefined ? { auth: at.auth } : {}) });
+  try {
+    return await fetchSignature(c, at.repository, manifestDigest);
+  } finally {
+    c.close();
+  }
+};

@@ -13,8 +13,11 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import type Docker from "dockerode";
 import * as tar from "tar-stream";
-import { AgentCommands } from "../../agent/actions/agent-commands.js";
-import type { RegistryCredentials, StoredSignatureReader } from "../../agent/actions/prepare-shadow.js";
+import { AgentCommands, registrySignatures } from "../../agent/actions/agent-commands.js";
+import { RegistryClient } from "../../common/registry-client.js";
+import { storeSignature } from "../../common/registry-signature.js";
+import { startRegistry, type TestRegistry } from "../harness/registry.js";
+import type { StoredSignatureReader } from "../../agent/actions/prepare-shadow.js";
 import { SHADOW_CONTAINER_LABELS } from "../../agent/actions/shadow-containers.js";
 import { generateSigningKeys, signingPayload, signPayload } from "../../common/cosign.js";
 import { silentLogger } from "../../common/log.js";
@@ -23,51 +26,21 @@ import { DEMO_LABEL } from "../../cli/demo-images.js";
 import { cleanupContainers, TEST_LABEL, testEngine } from "../harness/engine.js";
 import { tempDir } from "../harness/temp-dir.js";
 
-/** The parts of common/registry-client.ts, common/registry-signature.ts and test/harness/registry.ts used here. */
-interface RegistryClientLike {
-  close(): void;
-  getManifest(repo: string, reference: string): Promise<{ digest: string }>;
-}
-interface RegistryParts {
-  RegistryClient: new (e: { host: string; ca?: Buffer; auth?: RegistryCredentials }) => RegistryClientLike;
-  storeSignature(c: RegistryClientLike, repo: string, digest: string, payload: Uint8Array, signature: string): Promise<string>;
-  fetchSignature(c: RegistryClientLike, repo: string, digest: string): Promise<{ payload: Buffer; signature: string }>;
-  startRegistry(): Promise<{ host: string; ca: Buffer; auth: RegistryCredentials; close(): Promise<void> }>;
-}
-
-// Module names in variables: the compiler does not look for them, and their absence skips the suite.
-const modules = ["../../common/registry-client.js", "../../common/registry-signature.js", "../harness/registry.js"];
-const parts = await Promise.all(modules.map((m) => import(m) as Promise<Record<string, unknown>>)).then(
-  (ms) => Object.assign({}, ...ms) as RegistryParts,
-  (err: unknown) => {
-    if ((err as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND") return undefined;
-    throw err;
-  },
-);
-
 const log = silentLogger();
 const keys = generateSigningKeys();
 const tmp = tempDir("sl-shadow-reg-");
 const REPO = "shadows/app";
 
-describe("PrepareShadow from a registry", { skip: parts === undefined ? "the registry client is not in the tree yet" : false }, () => {
-  const p = parts as RegistryParts;
+describe("PrepareShadow from a registry", () => {
   let docker: Docker;
-  let registry: Awaited<ReturnType<RegistryParts["startRegistry"]>>;
+  let registry: TestRegistry;
   let keyFile: string;
   const local = [`shadowlayer-test/reg-shadow:${process.pid}-a`, `shadowlayer-test/reg-shadow:${process.pid}-b`];
   const ids: string[] = [];
   const pushed: Array<{ ref: string; digest: string }> = [];
 
-  /** The engine's reader of stored signatures, as the agent is wired with it. */
-  const reader: StoredSignatureReader = async (at, digest) => {
-    const c = new p.RegistryClient({ host: at.host, ...(at.ca ? { ca: at.ca } : {}), ...(at.auth ? { auth: at.auth } : {}) });
-    try {
-      return await p.fetchSignature(c, at.repository, digest);
-    } finally {
-      c.close();
-    }
-  };
+  /** The agent's own reader of stored signatures. */
+  const reader: StoredSignatureReader = registrySignatures;
 
   async function follow(stream: NodeJS.ReadableStream): Promise<void> {
     await new Promise<void>((resolve, reject) =>
@@ -83,10 +56,10 @@ describe("PrepareShadow from a registry", { skip: parts === undefined ? "the reg
   before(async () => {
     const e = await testEngine();
     docker = e.docker;
-    registry = await p.startRegistry();
+    registry = await startRegistry();
     keyFile = join(tmp.path, "cosign.pub");
     await writeFile(keyFile, keys.publicKeyPem);
-    const client = new p.RegistryClient({ host: registry.host, ca: registry.ca, auth: registry.auth });
+    const client = new RegistryClient({ host: registry.host, ca: registry.ca, auth: registry.auth });
     try {
       for (const [i, tag] of local.entries()) {
         const pk = tar.pack();
@@ -104,11 +77,11 @@ describe("PrepareShadow from a registry", { skip: parts === undefined ? "the reg
       }
       const [a] = pushed as [{ ref: string; digest: string }];
       const payload = signingPayload({ dockerReference: `${registry.host}/${REPO}`, digest: a.digest });
-      await p.storeSignature(client, REPO, a.digest, payload, signPayload(payload, keys.privateKeyPem));
+      await storeSignature(client, REPO, a.digest, payload, signPayload(payload, keys.privateKeyPem));
       // The second shadow's stored signature is made with another key.
       const [, b] = pushed as [unknown, { ref: string; digest: string }];
       const other = signingPayload({ dockerReference: `${registry.host}/${REPO}`, digest: b.digest });
-      await p.storeSignature(client, REPO, b.digest, other, signPayload(other, generateSigningKeys().privateKeyPem));
+      await storeSignature(client, REPO, b.digest, other, signPayload(other, generateSigningKeys().privateKeyPem));
     } finally {
       client.close();
     }
