@@ -137,7 +137,10 @@ describe("patch strategy on a debootstrapped Debian bookworm", { timeout: 1_800_
           const [c] = await docker.listContainers({ all: true, filters: { name: [patchHelperPrefix(ctx.jobId)] } });
           if (c !== undefined) helperHost = (await docker.getContainer(c.Id).inspect()).HostConfig;
         }
-        return fn();
+        const t0 = Date.now();
+        const out = await fn();
+        console.log(`# step ${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        return out;
       },
     });
     const result = await patchStrategy.run(ctx);

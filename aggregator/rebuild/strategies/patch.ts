@@ -32,6 +32,8 @@ import type { Builder, ImageFacts, Strategy, StrategyContext, StrategyResult, Vu
 const NOT_ADVISORIES = new Set(["drift", "performance-anomaly"]);
 /** Lines of helper output kept for a failure's message. */
 const TAIL_LINES = 30;
+/** Output without a newline is cut into lines of this many characters. */
+const MAX_LINE = 4096;
 /** An installed-package database bigger than this is not read (a real one is a few MiB). */
 const MAX_DATABASE_BYTES = 64 * 1024 * 1024;
 /** Marks helper volumes, so an operator can tell what left them (containers carry it in their name: a label would be committed). */
@@ -138,6 +140,10 @@ function lineSink(log: (line: string) => void, tail: string[]): PassThrough {
   sink.on("data", (c: Buffer) => {
     const lines = (rest + c.toString("utf8")).split(/\r?\n|\r/);
     rest = lines.pop() ?? "";
+    if (rest.length > MAX_LINE) {
+      lines.push(rest.slice(0, MAX_LINE));
+      rest = "";
+    }
     lines.forEach(emit);
   });
   sink.on("end", () => emit(rest));
@@ -182,9 +188,14 @@ async function runToEnd(container: Docker.Container, what: string, ctx: Strategy
     stream.on("end", resolve);
     stream.on("close", resolve);
   });
+  ctx.signal.throwIfAborted();
   await container.start();
   const result = (await container.wait()) as { StatusCode?: number };
-  await Promise.race([ended, new Promise((r) => setTimeout(r, 2000))]);
+  // The output stream ends just after the exit; do not wait forever on an engine that keeps it open.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, 2000)))]);
+  clearTimeout(timer);
+  stream.destroy();
   out.end();
   ctx.signal.throwIfAborted();
   if (result.StatusCode !== 0) {
@@ -243,7 +254,7 @@ async function patch(ctx: StrategyContext): Promise<StrategyResult> {
   if (refusal !== undefined) throw new ShadowError(Code.FailedPrecondition, `patch: ${refusal}`);
   const mirror = ctx.packageMirror ?? "";
   const { family, packages } = packagesToPatch(ctx.vulnerable, ctx.log);
-  ctx.signal.throwIfAborted();
+  if (ctx.signal.aborted) throw new ShadowError(Code.Cancelled, "patch: cancelled");
 
   const docker = ctx.builder.docker;
   const helpers = new Helpers(docker);
