@@ -200,6 +200,7 @@ export function aptScratchEntries(mirror: string): Array<{ path: string; content
   return [
     { path: "shadowlayer/" },
     { path: "shadowlayer/sources.list.d/" },
+    { path: "shadowlayer/apt.conf.d/" },
     { path: "shadowlayer/lists/" },
     { path: "shadowlayer/lists/partial/" },
     { path: "shadowlayer/archives/" },
@@ -218,11 +219,18 @@ export function aptSourcesList(mirror: string): string {
   return `deb ${isLoopback(mirror) ? "[trusted=yes] " : ""}${base} ./\n`;
 }
 
-/** Options that point apt at the scratch volume only: the image's own sources are never read. */
+/**
+ * Options that point apt at the scratch volume only: the image's own sources and apt.conf.d
+ * (proxies, hooks, other repositories) are never read, and no proxy from the environment is used,
+ * so apt talks to the mirror and nothing else.
+ */
 function aptOptions(): string[] {
   return [
     "-o", `Dir::Etc::SourceList=${APT_OWN}/sources.list`,
     "-o", `Dir::Etc::SourceParts=${APT_OWN}/sources.list.d/`,
+    "-o", `Dir::Etc::Parts=${APT_OWN}/apt.conf.d/`,
+    "-o", "Acquire::http::Proxy=DIRECT",
+    "-o", "Acquire::https::Proxy=DIRECT",
     "-o", `Dir::State::Lists=${APT_OWN}/lists/`,
     "-o", `Dir::Cache::Archives=${APT_OWN}/archives/`,
     "-o", "Dir::Cache::pkgcache=",

@@ -182,12 +182,13 @@ describe("the mirror and the argv", () => {
     assert.deepEqual(entries.filter((e) => e.content !== undefined), [{ path: "shadowlayer/sources.list", content: "deb [trusted=yes] http://127.0.0.1:1/ ./\n" }]);
   });
 
-  it("points apt at the scratch volume only: sources, parts, lists and archives", () => {
+  it("points apt at the scratch volume only (sources, configuration parts, lists, archives), with no proxy", () => {
     const argv = aptUpdateArgv();
     assert.deepEqual(argv.slice(0, 4), ["env", "DEBIAN_FRONTEND=noninteractive", "APT_LISTCHANGES_FRONTEND=none", "apt-get"]);
     assert.equal(argv.at(-1), "update");
     const opts = argv.filter((_, i) => argv[i - 1] === "-o");
-    for (const key of ["Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::State::Lists", "Dir::Cache::Archives"]) {
+    assert.ok(opts.includes("Acquire::http::Proxy=DIRECT") && opts.includes("Acquire::https::Proxy=DIRECT"));
+    for (const key of ["Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::Etc::Parts", "Dir::State::Lists", "Dir::Cache::Archives"]) {
       const o = opts.find((x) => x.startsWith(`${key}=`));
       assert.ok(o?.startsWith(`${key}=${APT_SCRATCH}/shadowlayer/`), `${key}: ${String(o)}`);
     }

@@ -14,7 +14,9 @@ import { promisify } from "node:util";
 import type Docker from "dockerode";
 import { Code, ShadowError } from "../../common/errors.js";
 import { connectEngine } from "../../common/engine.js";
-import { parseOsvRecord } from "../../aggregator/feeds/parse/osv.js";
+import { parseOsvRecord, type OsvAffected } from "../../aggregator/feeds/parse/osv.js";
+import { compileAffected, isAffected } from "../../aggregator/vulns/osv-eval.js";
+import { dpkgScheme } from "../../aggregator/vulns/versions/index.js";
 import { patchHelperPrefix, patchRefusal, patchStrategy } from "../../aggregator/rebuild/strategies/patch.js";
 import { SHADOW_LABELS, type Builder, type ImageFacts, type StrategyContext, type VulnerablePackage } from "../../aggregator/rebuild/types.js";
 import { downloadDebs, startPackageMirror, type PackageMirror } from "../harness/package-mirror.js";
@@ -27,14 +29,14 @@ const SOURCE_TAG = "shadowlayer-e2e/bookworm:minbase";
 const HELPER_LABEL = "shadowlayer.rebuild-helper";
 
 /** The fixture's fixed version of perl in Debian 12, read through the feed parser. */
-async function advisory(): Promise<{ id: string; source: string; fixed: string }> {
+async function advisory(): Promise<{ id: string; source: string; fixed: string; affected: OsvAffected }> {
   const json: unknown = JSON.parse(await readFile(join(ROOT, "test/fixtures/feeds/osv-dir-patch/debian/DEBIAN-CVE-2026-8376.json"), "utf8"));
   const item = parseOsvRecord(json);
   assert.ok(item.ok);
   const affected = item.record.affected.find((a) => a.ecosystem === "Debian:12");
   const fixed = affected?.ranges.flatMap((r) => r.events).find((e) => e.fixed !== undefined)?.fixed;
   assert.ok(affected !== undefined && fixed !== undefined);
-  return { id: item.record.aliases[0] ?? item.record.id, source: affected.name, fixed };
+  return { id: item.record.aliases[0] ?? item.record.id, source: affected.name, fixed, affected };
 }
 
 async function factsOf(docker: Docker, image: string): Promise<ImageFacts> {
@@ -69,7 +71,7 @@ describe("patch strategy on a debootstrapped Debian bookworm", { timeout: 1_800_
   let builder: Builder;
   let facts: ImageFacts;
   let mirror: PackageMirror;
-  let adv: { id: string; source: string; fixed: string };
+  let adv: Awaited<ReturnType<typeof advisory>>;
   const made: string[] = [];
   let jobs = 0;
 
@@ -165,7 +167,13 @@ describe("patch strategy on a debootstrapped Debian bookworm", { timeout: 1_800_
     assert.equal(shadow.Config.WorkingDir, source.Config.WorkingDir);
     assert.equal(shadow.Config.User, source.Config.User);
 
-    assert.equal(await inImage(result.imageId, ["dpkg-query", "-W", "-f=${Version}", "perl-base"]), adv.fixed);
+    const before = await inImage(SOURCE_TAG, ["dpkg-query", "-W", "-f=${Source} ${Version}", "perl-base"]);
+    const after = await inImage(result.imageId, ["dpkg-query", "-W", "-f=${Source} ${Version}", "perl-base"]);
+    assert.equal(after, `perl ${adv.fixed}`);
+    // The advisory, evaluated as the matcher does, holds for the source's perl and not for the shadow's.
+    const { compiled } = compileAffected(adv.affected, dpkgScheme);
+    assert.equal(isAffected(compiled, before.split(" ")[1] ?? ""), true);
+    assert.equal(isAffected(compiled, after.split(" ")[1] ?? ""), false);
     // The mirror's sources, lists and downloads lived in the scratch volume, not in the layer.
     assert.equal(await inImage(result.imageId, ["cat", "/etc/apt/sources.list"]), await inImage(SOURCE_TAG, ["cat", "/etc/apt/sources.list"]));
     const aptDirs = ["find", "/var/cache/apt", "/var/lib/apt/lists"];
