@@ -29,5 +29,10 @@ if [ ! -s "$tarball" ]; then
   mv "$tarball.part" "$tarball"
 fi
 
-docker import --change 'CMD ["bash"]' "$tarball" "$tag" >&2
+# Import again only when the tarball changed: every import makes a new image id (its creation time).
+stamp="$(basename "$tarball")-$(stat -c '%s-%Y' "$tarball")"
+label=org.shadowlayer.test.rootfs
+if [ "$(docker image inspect --format "{{index .Config.Labels \"$label\"}}" "$tag" 2>/dev/null || true)" != "$stamp" ]; then
+  docker import --change 'CMD ["bash"]' --change "LABEL $label=$stamp" "$tarball" "$tag" >&2
+fi
 docker image inspect --format '{{.Id}}' "$tag"
