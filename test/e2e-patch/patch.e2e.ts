@@ -161,6 +161,7 @@ describe("patch strategy on a debootstrapped Debian bookworm", { timeout: 1_800_
     assert.equal(shadow.Config.Labels?.[SHADOW_LABELS.reason], adv.id);
     assert.equal(shadow.Config.Labels?.[SHADOW_LABELS.sourceImage], facts.imageId);
     assert.equal(shadow.Config.Labels?.[HELPER_LABEL], undefined);
+    assert.ok(source.Config.Labels?.["org.shadowlayer.test.rootfs"] !== undefined);
     assert.equal(shadow.Config.Labels?.["org.shadowlayer.test.rootfs"], source.Config.Labels?.["org.shadowlayer.test.rootfs"]);
     assert.deepEqual(shadow.Config.Cmd, source.Config.Cmd);
     assert.deepEqual(shadow.Config.Entrypoint ?? [], source.Config.Entrypoint ?? []);

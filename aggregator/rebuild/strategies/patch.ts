@@ -314,15 +314,15 @@ async function patch(ctx: StrategyContext): Promise<StrategyResult> {
     });
 
     const shadow = await docker.getImage(imageId).inspect();
-    const drift = configDrift(source, shadow, ctx.labels);
-    if (drift.length > 0) {
-      await docker.getImage(imageId).remove({ force: true }).catch(() => undefined);
-      throw new ShadowError(Code.BuildFailed, `patch: the committed image's config is not the source's: ${drift.join("; ")}`);
-    }
     const layerIds = shadow.RootFS.Layers ?? [];
     const sourceLayers = source.RootFS.Layers ?? [];
+    const wrong = configDrift(source, shadow, ctx.labels);
     if (layerIds.length !== sourceLayers.length + 1 || sourceLayers.some((d, i) => layerIds[i] !== d)) {
-      throw new ShadowError(Code.BuildFailed, `patch: the commit did not add exactly one layer on the source's ${sourceLayers.length}`);
+      wrong.push(`the commit did not add exactly one layer on the source's ${sourceLayers.length}`);
+    }
+    if (wrong.length > 0) {
+      await docker.getImage(imageId).remove({ force: true }).catch(() => undefined);
+      throw new ShadowError(Code.BuildFailed, `patch: the committed image is not the source plus one layer: ${wrong.join("; ")}`);
     }
     return {
       imageId,
