@@ -83,6 +83,9 @@ export const keys = {
       { gt: cur.lt, lt: all.lt },
     ];
   },
+  /** A feed added at run time (AdminService.AddFeed), kept so a restart reads it again (JSON; feeds/added-feeds.ts). */
+  feedConfig: (feed: string) => `feedcfg!${feed}`,
+  feedConfigRange: under("feedcfg!"),
   /** Store schema version, for future migrations. */
   schema: "meta!schema",
 } as const;
