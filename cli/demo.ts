@@ -67,18 +67,19 @@ async function feedLines(flags: ClientFlags): Promise<string[]> {
   const { DEMO_FEEDS, loadDemoFeed } = await import("./demo-feed.js");
   const names = `${DEMO_FEEDS.osv} and ${DEMO_FEEDS.kev}`;
   try {
-    const feeds = await loadDemoFeed(flags);
+    const { feeds, policy } = await loadDemoFeed(flags);
     const counts = feeds.map((f) => `${f.name} ${f.records} record(s)`).join(", ");
     return [
       `loaded the demo feeds (${counts}): ${DEMO_ADVISORY} and the KEV entry of ${DEMO_CVE}, real published records (a frozen copy), shown as (demo) in \`shadowlayer feeds\``,
       `${APP_IMAGE} is built on ${BASE_IMAGE} (libc6 ${VULNERABLE_LIBC}, affected by ${DEMO_CVE}); ${FIXED_BASE_IMAGE} has Debian's fix (${FIXED_LIBC})`,
-      "within about a minute: `shadowlayer scores` shows the risk of shadowlayer-demo-web and shadowlayer-demo-worker past their policy's rebuild threshold,",
+      `policy ${policy.name} set for the demo's containers: rebuild at risk ${policy.rebuildThreshold} (the record has no CVSS score: an assumed 5.0 x KEV gives 45)`,
+      `within about a minute: \`shadowlayer scores\` shows the risk of shadowlayer-demo-web and shadowlayer-demo-worker past ${policy.rebuildThreshold},`,
       `  and \`shadowlayer rebuilds\` a \`rebase\` shadow of ${APP_IMAGE} onto ${FIXED_BASE_IMAGE} built, signed and prepared`,
     ];
   } catch (err) {
     return [
-      `the demo feeds (${names}) could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
-      "  the containers run all the same; to load the feeds, start `shadowlayer up` (on this host, with the same --data-dir) and run `shadowlayer demo` again",
+      `the demo feeds (${names}) and policy could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
+      "  the containers run all the same; to load them, start `shadowlayer up` (on this host, with the same --data-dir) and run `shadowlayer demo` again",
     ];
   }
 }

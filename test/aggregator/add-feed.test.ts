@@ -22,7 +22,8 @@ import { silentLogger } from "../../common/log.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
 import { startAggregator, type FeedConfig, type RunningAggregator } from "../../aggregator/index.js";
 import { keys } from "../../aggregator/store/keys.js";
-import { DEMO_FEEDS, writeDemoFeed, type DemoFeedFiles } from "../../cli/demo-feed.js";
+import { DEMO_FEEDS, DEMO_POLICY, writeDemoFeed, type DemoFeedFiles } from "../../cli/demo-feed.js";
+import { DEMO_LABEL } from "../../cli/demo-images.js";
 
 const NODE = "node-a";
 const CONTAINER = "f".repeat(64);
@@ -80,7 +81,7 @@ describe("AdminService.AddFeed", () => {
     await start();
     // A container on an image whose inventory lists the glibc the advisory affects, as the agent reports it.
     await agg.store.putGraph(
-      create(LayerGraphSchema, { containerId: CONTAINER, containerName: "libc-app", node: NODE, state: "running", image: "example/libc:1", imageId: IMAGE, layers: [{ layerId: LAYER, name: "base", kind: LayerKind.IMAGE, index: 0 }] }),
+      create(LayerGraphSchema, { containerId: CONTAINER, containerName: "libc-app", node: NODE, state: "running", image: "example/libc:1", imageId: IMAGE, labels: { [DEMO_LABEL]: "demo" }, layers: [{ layerId: LAYER, name: "base", kind: LayerKind.IMAGE, index: 0 }] }),
     );
     await agg.scores.putInventory(
       create(ImageInventorySchema, {
@@ -113,7 +114,7 @@ describe("AdminService.AddFeed", () => {
     assert.deepEqual(after.layers[0]?.reasons.map((x) => x.id), ["DEBIAN-CVE-2023-4911"]);
   });
 
-  it("adds the KEV entry beside the configured KEV feed, and the threat rises", async () => {
+  it("adds the KEV entry beside the configured KEV feed, and the threat rises past the demo policy's rebuild threshold", async () => {
     const without = (await scores()).threat;
     const r = await addFeed({ name: DEMO_FEEDS.kev, kind: "kev", source: files.kev, demo: true });
     assert.equal(feed(r.feeds, DEMO_FEEDS.kev)?.records, 1n);
@@ -122,6 +123,13 @@ describe("AdminService.AddFeed", () => {
     assert.ok(agg.feeds.index.kev.has(OTHER_CVE), "the configured KEV feed's entry stays");
     const withKev = (await scores()).threat;
     assert.ok(withKev > without, `a known exploited vulnerability weighs more: ${withKev} > ${without}`);
+    // What the demo sets next: its containers' policy, under which this risk asks for a rebuild.
+    assert.equal((await scores()).rebuild, false, "the default policy (60) does not rebuild at this risk");
+    await callUnary(client(AdminService, "admin"), AdminService.method.setPolicy, { policy: { ...DEMO_POLICY, labels: { ...DEMO_POLICY.labels } } });
+    const s = await scores();
+    assert.equal(s.policy?.name, DEMO_POLICY.name);
+    assert.ok(s.risk >= DEMO_POLICY.rebuildThreshold, `risk ${s.risk} reaches ${DEMO_POLICY.rebuildThreshold}`);
+    assert.equal(s.rebuild, true);
   });
 
   it("refuses a reader certificate, and adds nothing", async () => {

@@ -53,7 +53,9 @@ describe("shadowlayer demo", () => {
     const { stdout } = await cli("demo", "--port", String(port), "--aggregator", m.address, "--tls-dir", m.tlsDir);
     assert.match(stdout, /started shadowlayer-demo-web/);
     assert.match(stdout, /loaded the demo feeds \(demo-osv 1 record\(s\), demo-kev 1 record\(s\)\): DEBIAN-CVE-2023-4911/);
+    assert.match(stdout, /policy shadowlayer-demo set for the demo's containers: rebuild at risk 40/);
     assert.match(stdout, /`shadowlayer scores`/);
+    assert.equal(m.agg.scores.listPolicies().find((p) => p.name === "shadowlayer-demo")?.labels[DEMO_LABEL], "demo");
     assert.match(stdout, /`shadowlayer rebuilds` a `rebase` shadow of shadowlayer-demo\/app:1 onto shadowlayer-demo\/base:2/);
     assert.deepEqual(await demoContainers(), ["/shadowlayer-demo-data", "/shadowlayer-demo-web", "/shadowlayer-demo-worker"]);
     const osv = m.agg.feeds.states().find((f) => f.config.name === DEMO_FEEDS.osv);
@@ -70,8 +72,8 @@ describe("shadowlayer demo", () => {
     // The data dir has no endpoint file: no `up` runs there.
     const { stdout } = await cli("demo", "--port", String(port));
     assert.match(stdout, /started shadowlayer-demo-worker/);
-    assert.match(stdout, /the demo feeds \(demo-osv and demo-kev\) could not be loaded: no running shadowlayer found/);
-    assert.match(stdout, /to load the feeds, start `shadowlayer up`.* and run `shadowlayer demo` again/);
+    assert.match(stdout, /the demo feeds \(demo-osv and demo-kev\) and policy could not be loaded: no running shadowlayer found/);
+    assert.match(stdout, /to load them, start `shadowlayer up`.* and run `shadowlayer demo` again/);
     assert.equal((await demoContainers()).length, 3);
     const down = await cli("demo", "--down");
     assert.match(down.stdout, /removed 3 demo containers/);
