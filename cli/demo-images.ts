@@ -182,6 +182,8 @@ export async function ensureDemoImages(docker: Docker, log: (msg: string) => voi
   const found = await Promise.all([BASE_IMAGE, FIXED_BASE_IMAGE, APP_IMAGE].map((ref) => recipeOf(docker, ref)));
   if (found.every((r) => r === recipe)) return images;
   log(`building ${BASE_IMAGE} (libc6 ${VULNERABLE_LIBC}) and ${FIXED_BASE_IMAGE} (libc6 ${FIXED_LIBC}) from busybox-static`);
+  // The successor is named on the app, not on base:1: every image built FROM base:1 (test images
+  // too) would inherit a label there.
   await importBase(docker, BASE_IMAGE, baseRoot(busybox, VULNERABLE_LIBC), recipe);
   await importBase(docker, FIXED_BASE_IMAGE, baseRoot(busybox, FIXED_LIBC), recipe);
   log(`building ${APP_IMAGE} (4 layers)`);

@@ -80,8 +80,6 @@ export interface FeedState {
   meta: Meta;
   /** Fixture records (`shadowlayer demo`'s), added with demo=true. */
   demo: boolean;
-  /** Added at run time and kept in level, rather than named by a flag. */
-  added: boolean;
 }
 
 const enc = new TextEncoder();
@@ -177,18 +175,18 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
    */
   static async open(db: Level<string, Uint8Array>, configs: readonly FeedConfig[], log: Logger, index = new VulnIndex()): Promise<FeedManager> {
     const m = new FeedManager(db, index, log);
-    const all: Array<{ added: AddedFeed; byFlag: boolean }> = configs.map((config) => ({ added: { config, demo: false }, byFlag: true }));
+    const all: AddedFeed[] = configs.map((config) => ({ config, demo: false }));
     for (const a of await readAddedFeeds(db, (key, why) => log.warn({ key, err: why }, "a kept feed config does not parse; skipped"))) {
       if (configs.some((c) => c.name === a.config.name)) {
         log.warn({ feed: a.config.name, source: a.config.source }, "a feed added at run time has the name of a configured one: the configured one is read");
         await db.del(keys.feedConfig(a.config.name));
         continue;
       }
-      all.push({ added: a, byFlag: false });
+      all.push(a);
     }
-    for (const { added: { config: c, demo }, byFlag } of all) {
+    for (const { config: c, demo } of all) {
       const meta = await m.storedMeta(c.name);
-      m.feeds.set(c.name, { config: c, meta, demo, added: !byFlag });
+      m.feeds.set(c.name, { config: c, meta, demo });
       for (const range of keys.feedOrphans(c.name, meta.gen)) await db.clear(range);
       if (meta.gen > 0) await m.loadStored(c, meta.gen);
     }
@@ -254,14 +252,14 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     const candidate: FeedState = {
       config: a.config,
       demo: a.demo,
-      added: true,
       meta: { ...emptyMeta(), gen: old?.meta.gen ?? 0, lastGen, records: old?.meta.records ?? 0 },
     };
     const taken = await this.ingest(candidate, { force: true, acceptShrink: true }, { ops: [addedFeedPut(a)], replaces: old });
     if (!taken) {
-      // Nothing replaced: the old status goes back (with the generation id the read used).
+      // Nothing replaced: the old status goes back (with the generation id the read used); a new
+      // name leaves nothing (its generations are cleared before any add of it).
       if (old !== undefined) await this.saveMeta(name, { ...old.meta, lastGen: candidate.meta.lastGen });
-      else await this.saveMeta(name, { ...emptyMeta(), lastGen: candidate.meta.lastGen });
+      else await this.db.del(keys.feedMeta(name));
       throw new ShadowError(Code.FailedPrecondition, `feed ${name} (${a.config.kind} ${a.config.source}) was not added: ${candidate.meta.error}`);
     }
     if (this.started) this.schedule(a.config);

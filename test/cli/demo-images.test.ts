@@ -84,6 +84,7 @@ describe("demo images", () => {
     assert.notEqual(fixed.RootFS.Layers[0], base.RootFS.Layers[0], "base:2 is another layer");
     assert.equal(app.Config.Labels?.[SOURCE_LABELS.baseName], BASE_IMAGE);
     assert.equal(app.Config.Labels?.[BASE_SUCCESSOR_LABEL], FIXED_BASE_IMAGE);
+    assert.equal(base.Config.Labels?.[BASE_SUCCESSOR_LABEL], undefined, "not on the base: images built FROM it would inherit it");
     const appInv = await inventory(APP_IMAGE);
     assert.equal(appInv.packages.find((p) => p.name === "libc6")?.layerId, base.RootFS.Layers[0], "libc6 belongs to the base layer");
   });
