@@ -143,6 +143,7 @@ export function feedJson(f: FeedStatus): Record<string, unknown> {
     dropped_by_reason: Object.fromEntries(Object.entries(f.droppedByReason).map(([k, v]) => [k, Number(v)])),
     age_seconds: f.ageSeconds < 0 ? null : Math.round(f.ageSeconds),
     stale: f.stale,
+    demo: f.demo,
   };
 }
 
@@ -160,12 +161,15 @@ function why(f: FeedStatus): string {
   return [...rejected, ...dropped].join(", ");
 }
 
+/** Said under the table when a demo feed is listed, so its records are not taken for a live source. */
+const DEMO_FEED_NOTE = "(demo): fixture records `shadowlayer demo` loaded, a frozen copy of real published advisories, not a live source";
+
 export function renderFeeds(list: readonly FeedStatus[]): string {
-  if (list.length === 0) return "no feeds configured (start the aggregator with --feed osv=PATH|URL, --feed kev=…, --feed epss=…, --feed nvd=…)";
-  return renderTable(
+  if (list.length === 0) return "no feeds configured (start the aggregator with --feed osv=PATH|URL, --feed kev=…, --feed epss=…, --feed nvd=…; `shadowlayer demo` adds its own)";
+  const table = renderTable(
     ["FEED", "KIND", "STATE", "RECORDS", "ACCEPTED", "REJECTED", "AGE", "STALE", "SOURCE", "WHY"],
     list.map((f) => [
-      f.name,
+      f.demo ? `${f.name} (demo)` : f.name,
       f.kind,
       f.state,
       String(f.records),
@@ -177,4 +181,5 @@ export function renderFeeds(list: readonly FeedStatus[]): string {
       f.error !== "" ? f.error.slice(0, 80) : why(f),
     ]),
   );
+  return list.some((f) => f.demo) ? `${table}\n${DEMO_FEED_NOTE}` : table;
 }

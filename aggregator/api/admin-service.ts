@@ -1,5 +1,5 @@
 /**
- * AdminService: policies and feed refreshes. Only an admin certificate reaches these handlers
+ * AdminService: policies, feed refreshes and feeds added at run time. Only an admin certificate reaches these handlers
  * (authorize.ts): an agent publishes its node's state, a reader reads, neither changes how the
  * aggregator decides.
  */
@@ -10,6 +10,7 @@ import { PolicySchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { encodedSize } from "../../common/encoded-size.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { unaryHandler } from "../../common/grpc.js";
+import { addedFeedOf } from "../feeds/added-feeds.js";
 import type { FeedManager } from "../feeds/manager.js";
 import { DEFAULT_POLICY } from "../risk/policies.js";
 import type { ScoreEngine } from "../risk/score-engine.js";
@@ -39,6 +40,10 @@ export function adminImpl({ scores, feeds }: AdminDeps): grpc.UntypedServiceImpl
     }),
     refreshFeeds: unaryHandler(m.refreshFeeds, async (req) => {
       await feeds.refresh(req.name, { acceptShrink: req.acceptShrink });
+      return create(ListFeedsResponseSchema, { feeds: feedStatuses(feeds) });
+    }),
+    addFeed: unaryHandler(m.addFeed, async (req) => {
+      await feeds.add(addedFeedOf(req));
       return create(ListFeedsResponseSchema, { feeds: feedStatuses(feeds) });
     }),
   };

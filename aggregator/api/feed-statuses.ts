@@ -11,7 +11,7 @@ import type { FeedManager } from "../feeds/manager.js";
 const DEFAULT_MAX_AGE_MS = 86_400_000;
 
 export function feedStatuses(feeds: FeedManager, now = Date.now()): FeedStatus[] {
-  return feeds.states().map(({ config, meta }) => {
+  return feeds.states().map(({ config, meta, demo }) => {
     const last = meta.lastSuccess === "" ? undefined : new Date(meta.lastSuccess);
     const maxAge = config.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
     const age = last === undefined ? -1 : (now - last.getTime()) / 1000;
@@ -33,6 +33,7 @@ export function feedStatuses(feeds: FeedManager, now = Date.now()): FeedStatus[]
       stale: last === undefined || age * 1000 > maxAge,
       etag: meta.etag,
       samples: meta.samples,
+      demo,
     });
   });
 }

@@ -6,7 +6,7 @@ import { Code, ShadowError } from "../../common/errors.js";
 import { isLoopbackHost } from "../../common/listen-address.js";
 
 export type FeedKind = "osv" | "kev" | "epss" | "nvd";
-const KINDS: readonly FeedKind[] = ["osv", "kev", "epss", "nvd"];
+export const KINDS: readonly FeedKind[] = ["osv", "kev", "epss", "nvd"];
 
 export interface FeedConfig {
   name: string;

@@ -9,6 +9,10 @@
  * Generations survive a crash at any point: each ingest writes under an id never used before
  * (reserved in the meta before the first chunk), the meta's one put makes it current, and every
  * other generation's chunks are removed when the feeds are opened.
+ *
+ * Feeds come from the flags, or are added at run time (`add`, AdminService.AddFeed): an added
+ * feed replaces one of the same name only once its source has been read and kept records, and is
+ * kept in level (feeds/added-feeds.ts) so that a restart reads it again.
  */
 import { EventEmitter } from "node:events";
 import type { Readable } from "node:stream";
@@ -17,7 +21,8 @@ import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { keys } from "../store/keys.js";
 import { ChunkWriter, readChunk, RECORDS_PER_CHUNK } from "./chunk-store.js";
-import { isUrl, type FeedConfig } from "./feed-config.js";
+import { addedFeedPut, readAddedFeeds, type AddedFeed } from "./added-feeds.js";
+import { isUrl, type FeedConfig, type FeedKind } from "./feed-config.js";
 import { openFeedSource, type OpenedSource, type SourceHint } from "./feed-source.js";
 import type { FeedStream } from "./parse/types.js";
 import { parseEpss } from "./parse/epss.js";
@@ -73,6 +78,8 @@ const emptyMeta = (): Meta => ({
 export interface FeedState {
   config: FeedConfig;
   meta: Meta;
+  /** Fixture records (`shadowlayer demo`'s), added with demo=true. */
+  demo: boolean;
 }
 
 const enc = new TextEncoder();
@@ -129,10 +136,28 @@ export interface FeedManagerEvents {
   changed: [string];
 }
 
+/** What a read must do besides making its generation current, in the same batch. */
+interface Commit {
+  ops: Array<{ type: "put"; key: string; value: Uint8Array }>;
+  /** The feed the read replaces (its data leaves the index when the new one comes in). */
+  replaces: FeedState | undefined;
+}
+
+/** One map per key of several feeds' maps; a later feed's entry wins. */
+function mergeMaps<V>(parts: ReadonlyArray<Map<string, V>>): Map<string, V> {
+  if (parts.length === 1 && parts[0] !== undefined) return parts[0];
+  const out = new Map<string, V>();
+  for (const p of parts) for (const [k, v] of p) out.set(k, v);
+  return out;
+}
+
 export class FeedManager extends EventEmitter<FeedManagerEvents> {
   private readonly feeds = new Map<string, FeedState>();
-  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private started = false;
   private readonly running = new Map<string, Promise<void>>();
+  /** KEV, EPSS and NVD data per feed: the index holds one map per kind, merged from these. */
+  private readonly byFeed = new Map<string, { kind: Exclude<FeedKind, "osv">; maps: RecordMaps }>();
 
   private constructor(
     private readonly db: Level<string, Uint8Array>,
@@ -143,34 +168,103 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   }
 
   /**
-   * Opens the feeds: removes what an interrupted ingest or replacement left (every generation but
-   * the current one), then loads each feed's current data from level into the index.
+   * Opens the feeds (those configured, then those added at run time before): removes what an
+   * interrupted ingest or replacement left (every generation but the current one), then loads
+   * each feed's current data from level into the index. A configured feed wins over an added one
+   * of the same name, whose kept config is dropped: the flags say what this start reads.
    */
   static async open(db: Level<string, Uint8Array>, configs: readonly FeedConfig[], log: Logger, index = new VulnIndex()): Promise<FeedManager> {
     const m = new FeedManager(db, index, log);
-    for (const c of configs) {
-      const raw = await db.get(keys.feedMeta(c.name));
-      const meta = raw === undefined ? emptyMeta() : { ...emptyMeta(), ...(JSON.parse(dec.decode(raw)) as Partial<Meta>) };
-      m.feeds.set(c.name, { config: c, meta });
+    const all: AddedFeed[] = configs.map((config) => ({ config, demo: false }));
+    for (const a of await readAddedFeeds(db, (key, why) => log.warn({ key, err: why }, "a kept feed config does not parse; skipped"))) {
+      if (configs.some((c) => c.name === a.config.name)) {
+        log.warn({ feed: a.config.name, source: a.config.source }, "a feed added at run time has the name of a configured one: the configured one is read");
+        await db.del(keys.feedConfig(a.config.name));
+        continue;
+      }
+      all.push(a);
+    }
+    for (const { config: c, demo } of all) {
+      const meta = await m.storedMeta(c.name);
+      m.feeds.set(c.name, { config: c, meta, demo });
       for (const range of keys.feedOrphans(c.name, meta.gen)) await db.clear(range);
       if (meta.gen > 0) await m.loadStored(c, meta.gen);
     }
     return m;
   }
 
+  private async storedMeta(name: string): Promise<Meta> {
+    const raw = await this.db.get(keys.feedMeta(name));
+    return raw === undefined ? emptyMeta() : { ...emptyMeta(), ...(JSON.parse(dec.decode(raw)) as Partial<Meta>) };
+  }
+
   /** Checks every feed now, then on its schedule. */
   start(): void {
+    this.started = true;
     for (const f of this.feeds.values()) {
       void this.refreshOne(f.config.name);
-      const every = f.config.refreshMs ?? (isUrl(f.config.source) ? 6 * 3_600_000 : 60_000);
-      const t = setInterval(() => void this.refreshOne(f.config.name), every);
-      t.unref();
-      this.timers.push(t);
+      this.schedule(f.config);
     }
   }
 
+  private schedule(c: FeedConfig): void {
+    clearInterval(this.timers.get(c.name));
+    const every = c.refreshMs ?? (isUrl(c.source) ? 6 * 3_600_000 : 60_000);
+    const t = setInterval(() => void this.refreshOne(c.name), every);
+    t.unref();
+    this.timers.set(c.name, t);
+  }
+
   stop(): void {
-    for (const t of this.timers.splice(0)) clearInterval(t);
+    this.started = false;
+    for (const t of this.timers.values()) clearInterval(t);
+    this.timers.clear();
+  }
+
+  /**
+   * Adds a feed at run time, or replaces the one of the same name (AdminService.AddFeed). Its
+   * source is read at once; only a read that keeps records replaces anything, and it is taken
+   * whatever the old feed held (a new source is not a shrink of the old one). A source that
+   * cannot be read, or yields nothing usable, changes nothing: FailedPrecondition says why.
+   */
+  async add(a: AddedFeed): Promise<FeedState> {
+    const { name } = a.config;
+    // One change of a feed at a time: a refresh or add in progress finishes first.
+    for (let r = this.running.get(name); r !== undefined; r = this.running.get(name)) await r.catch(() => undefined);
+    const p = this.replace(a);
+    this.running.set(
+      name,
+      p.then(
+        () => undefined,
+        () => undefined,
+      ).finally(() => this.running.delete(name)),
+    );
+    return p;
+  }
+
+  private async replace(a: AddedFeed): Promise<FeedState> {
+    const { name } = a.config;
+    const old = this.feeds.get(name);
+    const stored = old?.meta ?? (await this.storedMeta(name));
+    // A name not in use may still have data in level (a feed configured on an earlier start): it goes.
+    if (old === undefined) for (const range of keys.feedOrphans(name, 0)) await this.db.clear(range);
+    const lastGen = Math.max(stored.gen, stored.lastGen);
+    const candidate: FeedState = {
+      config: a.config,
+      demo: a.demo,
+      meta: { ...emptyMeta(), gen: old?.meta.gen ?? 0, lastGen, records: old?.meta.records ?? 0 },
+    };
+    const taken = await this.ingest(candidate, { force: true, acceptShrink: true }, { ops: [addedFeedPut(a)], replaces: old });
+    if (!taken) {
+      // Nothing replaced: the old status goes back (with the generation id the read used); a new
+      // name leaves nothing (its generations are cleared before any add of it).
+      if (old !== undefined) await this.saveMeta(name, { ...old.meta, lastGen: candidate.meta.lastGen });
+      else await this.db.del(keys.feedMeta(name));
+      throw new ShadowError(Code.FailedPrecondition, `feed ${name} (${a.config.kind} ${a.config.source}) was not added: ${candidate.meta.error}`);
+    }
+    if (this.started) this.schedule(a.config);
+    this.log.info({ feed: name, kind: a.config.kind, source: a.config.source, demo: a.demo, replaced: old !== undefined }, "feed added");
+    return candidate;
   }
 
   /** Waits for any refresh in progress. */
@@ -206,10 +300,20 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
     await this.db.put(keys.feedMeta(name), enc.encode(JSON.stringify(meta)));
   }
 
-  private async doRefresh(name: string, { force = false, acceptShrink = false }: RefreshOptions): Promise<void> {
+  private async doRefresh(name: string, opts: RefreshOptions): Promise<void> {
     const f = this.feeds.get(name);
-    if (f === undefined) return;
+    if (f !== undefined) await this.ingest(f, opts);
+  }
+
+  /**
+   * Reads `f`'s source into a new generation and makes it current when the read may replace the
+   * current data; `f.meta` says how it went either way. With `commit` (an add), `f` is not yet in
+   * the feeds: it takes its name's place in the same step as its data becomes current.
+   * Resolves to whether the source's data is in effect.
+   */
+  private async ingest(f: FeedState, { force = false, acceptShrink = false }: RefreshOptions, commit?: Commit): Promise<boolean> {
     const { config } = f;
+    const { name } = config;
     const meta = { ...f.meta, lastAttempt: new Date().toISOString() };
     let opened: OpenedSource | "unchanged";
     try {
@@ -220,13 +324,13 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       f.meta = meta;
       await this.saveMeta(name, meta);
       this.log.warn({ feed: name, source: config.source, err: meta.error }, "feed refresh failed; keeping the last good data");
-      return;
+      return false;
     }
     if (opened === "unchanged") {
       Object.assign(meta, { state: "ok", error: "", lastSuccess: new Date().toISOString() });
       f.meta = meta;
       await this.saveMeta(name, meta);
-      return;
+      return true;
     }
     // A fresh id, reserved before the first chunk: chunks a crash leaves under it are never read
     // as part of a later generation (they are removed at the next open).
@@ -282,7 +386,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
         f.meta = meta;
         await this.saveMeta(name, meta);
         this.log.warn({ feed: name, accepted, rejected, reasons, records, current: meta.records }, "feed read refused; keeping the last good data");
-        return;
+        return false;
       }
       // Everything parsed: the new generation takes over (one put of the meta), the old one goes.
       const old = meta.gen;
@@ -303,11 +407,16 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
         records,
       });
       f.meta = meta;
-      await this.saveMeta(name, meta);
+      await this.db.batch([{ type: "put", key: keys.feedMeta(name), value: enc.encode(JSON.stringify(meta)) }, ...(commit?.ops ?? [])]);
       if (old > 0) await this.db.clear(keys.feedGeneration(name, old));
+      if (commit !== undefined) {
+        if (commit.replaces !== undefined && commit.replaces.config.kind !== config.kind) this.uninstall(commit.replaces.config);
+        this.feeds.set(name, f);
+      }
       this.install(config, maps);
       this.log.info({ feed: name, accepted, rejected, reasons, dropped, ms: Date.now() - started }, "feed loaded");
       this.emit("changed", name);
+      return true;
     } catch (err) {
       opened.stream.destroy();
       await this.db.clear(keys.feedGeneration(name, gen)).catch(() => undefined);
@@ -316,6 +425,7 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
       f.meta = meta;
       await this.saveMeta(name, meta);
       this.log.warn({ feed: name, err: meta.error }, "feed could not be read; keeping the last good data");
+      return false;
     }
   }
 
@@ -354,18 +464,31 @@ export class FeedManager extends EventEmitter<FeedManagerEvents> {
   }
 
   private install(c: FeedConfig, m: RecordMaps): void {
-    switch (c.kind) {
-      case "osv":
-        this.index.replaceOsvFeed(c.name, m.osv);
-        break;
+    if (c.kind === "osv") this.index.replaceOsvFeed(c.name, m.osv);
+    else {
+      this.byFeed.set(c.name, { kind: c.kind, maps: m });
+      this.installKind(c.kind);
+    }
+  }
+
+  /** Takes a replaced feed's data out of the index. */
+  private uninstall(c: FeedConfig): void {
+    if (c.kind === "osv") this.index.replaceOsvFeed(c.name, new Map());
+    else if (this.byFeed.delete(c.name)) this.installKind(c.kind);
+  }
+
+  /** One kind's data in the index: every feed of that kind merged (a demo KEV beside the real one). */
+  private installKind(kind: Exclude<FeedKind, "osv">): void {
+    const of = [...this.byFeed.values()].filter((f) => f.kind === kind).map((f) => f.maps);
+    switch (kind) {
       case "kev":
-        this.index.setKev(m.kev);
+        this.index.setKev(mergeMaps(of.map((m) => m.kev)));
         break;
       case "epss":
-        this.index.setEpss(m.epss);
+        this.index.setEpss(mergeMaps(of.map((m) => m.epss)));
         break;
       case "nvd":
-        this.index.setNvd(m.nvd);
+        this.index.setNvd(mergeMaps(of.map((m) => m.nvd)));
         break;
     }
   }

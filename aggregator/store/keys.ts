@@ -66,6 +66,9 @@ export const keys = {
   policyRange: under("policy!"),
   /** A feed's status and current generation (JSON). */
   feedMeta: (feed: string) => `feed!${feed}!meta`,
+  /** A feed added at run time (AdminService.AddFeed), kept so a restart reads it again (JSON; feeds/added-feeds.ts). */
+  feedConfig: (feed: string) => `feedcfg!${feed}`,
+  feedConfigRange: under("feedcfg!"),
   /** One chunk of a feed generation's records (its value's format: feeds/chunk-store.ts). */
   feedChunk: (feed: string, gen: number, chunk: number) => `${feedGen(feed, gen)}${hex(chunk, 8)}`,
   /** All chunks of one generation of a feed. */
