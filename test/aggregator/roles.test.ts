@@ -170,7 +170,10 @@ describe("certificate roles", () => {
     it("certs init writes a reader and an admin certificate, keys 0600, and keeps what exists", async () => {
       const fresh = join(dir, "fresh-tls");
       const made = JSON.parse(await certsInit(fresh, "--node", "node-z", "--json")) as { created: string[]; obsolete: string[] };
-      assert.deepEqual(made.created.sort(), ["admin.crt", "agent-node-z.crt", "aggregator.crt", "ca.crt", "reader.crt"]);
+      assert.deepEqual(made.created.sort(), ["admin.crt", "agent-node-z.crt", "aggregator.crt", "ca.crt", "cosign.pub", "reader.crt"]);
+      // The image-signing key pair: the private half as private as the TLS keys.
+      assert.equal((await stat(join(fresh, "cosign.key"))).mode & 0o777, 0o600);
+      assert.match(await readFile(join(fresh, "cosign.pub"), "utf8"), /^-----BEGIN PUBLIC KEY-----/);
       for (const role of ["reader", "admin"]) {
         assert.match(new X509Certificate(await readFile(join(fresh, `${role}.crt`))).subject, new RegExp(`^OU=${role}$`, "m"));
         assert.equal((await stat(join(fresh, `${role}.key`))).mode & 0o777, 0o600);
@@ -178,7 +181,7 @@ describe("certificate roles", () => {
       // The directory of an older `certs init` (with its client pair): everything is kept, and the client pair is named as unused.
       const again = await certsInit(tlsDir, "--node", "node-a");
       assert.match(again, /created: -\n/);
-      assert.match(again, /kept: +ca\.crt, aggregator\.crt, reader\.crt, admin\.crt, agent-node-a\.crt\n/);
+      assert.match(again, /kept: +ca\.crt, aggregator\.crt, reader\.crt, admin\.crt, agent-node-a\.crt, cosign\.pub\n/);
       assert.match(again, /no longer used by the CLI: client\.crt \(an older all-purpose certificate, now admitted as a reader only/);
     });
 
