@@ -31,6 +31,8 @@ import { vulnsQueryImpl } from "./api/vulns-service.js";
 import type { FeedConfig } from "./feeds/feed-config.js";
 import { FeedManager } from "./feeds/manager.js";
 import { ScoreEngine } from "./risk/score-engine.js";
+import { rebuildAdminImpl, rebuildQueryImpl } from "./api/rebuild-service.js";
+import { RebuildScheduler, type RebuildSchedulerOptions } from "./rebuild/scheduler.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -48,6 +50,8 @@ export interface AggregatorOptions {
   storeRecovery?: StoreRecoveryOptions;
   /** How much one node may store (default: DEFAULT_NODE_CAPS). */
   caps?: NodeCapLimits;
+  /** The rebuild stage (the builder pool and the job runner, which its owner closes); no rebuild calls without it. */
+  rebuild?: Omit<RebuildSchedulerOptions, "db" | "log" | "scores" | "graphs">;
 }
 
 export interface RunningAggregator {
@@ -59,6 +63,7 @@ export interface RunningAggregator {
   scores: ScoreEngine;
   ingest: AgentIngest;
   metrics: AggregatorMetrics;
+  rebuilds: RebuildScheduler | undefined;
   stop(): Promise<void>;
 }
 
@@ -86,13 +91,14 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   store.on("delete", (id) => telemetry.forgetContainer(id));
   const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
   const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
+  const rebuilds = o.rebuild === undefined ? undefined : await RebuildScheduler.open({ ...o.rebuild, db: store.db, log, scores, graphs: store });
   const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores, o.caps);
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   const guard = serviceGuard(log, o.tls !== "insecure");
   server.addService(serviceDefinition(AgentService), guard(AgentService, { connect: ingest.handler }));
   const vulnDeps = { store, scores, feeds, metrics };
-  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps) }));
-  server.addService(serviceDefinition(AdminService), guard(AdminService, adminImpl(vulnDeps)));
+  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildQueryImpl({ scheduler: rebuilds, metrics }) : {}) }));
+  server.addService(serviceDefinition(AdminService), guard(AdminService, { ...adminImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildAdminImpl({ scheduler: rebuilds }) : {}) }));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",
@@ -115,6 +121,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   try {
     port = await bindServer(server, o.listen, serverCredentials(o.tls));
   } catch (err) {
+    await rebuilds?.close();
     await store.close();
     throw err;
   }
@@ -137,6 +144,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     scores,
     ingest,
     metrics,
+    rebuilds,
     async stop() {
       health.setStatus("", "NOT_SERVING");
       feeds.stop();
@@ -152,6 +160,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
         });
       });
       await http?.close();
+      await rebuilds?.close();
       await feeds.idle().catch(() => undefined);
       await store.close();
     },
