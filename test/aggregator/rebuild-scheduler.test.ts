@@ -462,7 +462,8 @@ describe("rebuild scheduler", () => {
     s.on("delete", (id) => deleted.push(id));
     const first = planned(img("1"), ["CVE-1"], 10);
     await s.applyPlan([first]);
-    await waitFor("first ready", () => (state(s, first.id) === RebuildState.READY ? true : undefined));
+    // Ready, and its build's slot given back (a job still winding down is not pruned).
+    await waitFor("first ready", () => (state(s, first.id) === RebuildState.READY && h.pool.status()[0]?.running === 0 ? true : undefined));
     const more = [2, 3, 4].map((n) => planned(img(String(n)), [`CVE-${n}`], n * 10));
     await s.applyPlan(more);
     assert.equal(s.all().length, 3);

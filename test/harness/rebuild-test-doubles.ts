@@ -181,7 +181,7 @@ export class TestJobRunner implements JobRunner {
 
   /** The next build to start (one already started and not yet taken, or the next one). */
   private taken = 0;
-  next(timeoutMs = 5000): Promise<TestBuild> {
+  next(timeoutMs = 15_000): Promise<TestBuild> {
     const ready = this.builds[this.taken];
     if (ready !== undefined) {
       this.taken++;
