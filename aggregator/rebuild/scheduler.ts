@@ -567,13 +567,14 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     return hits[0] as RebuildJob;
   }
 
-  /** Cancels a queued or running job (a running build is stopped). */
+  /** Cancels a queued or running job (a running build is stopped); the job as the cancel left it. */
   async cancel(ref: string): Promise<RebuildJob> {
     const j = this.find(ref);
     if (j.state !== RebuildState.QUEUED && j.state !== RebuildState.RUNNING) throw new ShadowError(Code.FailedPrecondition, `job ${j.id} is ${stateName(j.state)}: only a queued or running job can be cancelled`);
     this.cancelJob(j, CANCELLED_BY_OPERATOR, new Date());
+    const answer = clone(RebuildJobSchema, j);
     await this.save([j]);
-    return j;
+    return answer;
   }
 
   /** Runs a finished, failed or cancelled job again from the start (an operator's: kept whatever the plan says). */
@@ -583,9 +584,10 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     reset(j);
     j.forced = true;
     j.updatedAt = timestampFromDate(new Date());
+    const answer = clone(RebuildJobSchema, j);
     await this.save([j]);
     this.poke();
-    return j;
+    return answer;
   }
 
   /**
@@ -616,9 +618,10 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     j.updatedAt = timestampFromDate(new Date());
     const { keep } = this.store.get(j.id) === undefined ? this.bound([j]) : { keep: [j] };
     if (keep.length === 0) throw new ShadowError(Code.FailedPrecondition, `the rebuild queue holds ${this.maxJobs} active jobs; cancel some first`);
+    const answer = clone(RebuildJobSchema, j);
     await this.save(keep);
     this.poke();
-    return j;
+    return answer;
   }
 
   /** The job the plan has (or would have) for an image named by id, id prefix or name. */
