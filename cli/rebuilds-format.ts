@@ -159,7 +159,7 @@ export function renderRebuildJob(j: RebuildJob, now = Date.now()): string {
     );
   lines.push("", `log tail (${j.logTail.length} lines):`);
   for (const l of j.logTail) lines.push(safeLine`  | ${l}`);
-  return lines.join("\n");
+  return lines.map((l) => l.trimEnd()).join("\n");
 }
 
 /** `--json`: the protobuf JSON form (field names in lowerCamelCase, as every protobuf tool reads them). */
