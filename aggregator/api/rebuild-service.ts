@@ -43,16 +43,11 @@ export function rebuildQueryImpl({ scheduler, metrics }: { scheduler: RebuildSch
         kind: "rebuilds",
         metrics,
         size: (e) => 40 + (e.job !== undefined ? jobSize(e.job) : 0),
-        subscribe: (send) => {
-          const onUpsert = (j: RebuildJob) => send(upsert(j));
-          const onDelete = (id: string) => send(create(RebuildEventSchema, { type: RebuildEvent_Type.DELETE, jobId: id }));
-          scheduler.on("upsert", onUpsert);
-          scheduler.on("delete", onDelete);
-          return () => {
-            scheduler.off("upsert", onUpsert);
-            scheduler.off("delete", onDelete);
-          };
-        },
+        subscribe: (send) =>
+          scheduler.follow(
+            (j) => send(upsert(j)),
+            (id) => send(create(RebuildEventSchema, { type: RebuildEvent_Type.DELETE, jobId: id })),
+          ),
         snapshot: () =>
           scheduler.all().map((j) => () => {
             const now = scheduler.get(j.id);

@@ -540,6 +540,16 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     return [...this.store.all()];
   }
 
+  /** Hears every change (`upsert`, `delete`) until the returned function is called. */
+  follow(upsert: (j: RebuildJob) => void, remove: (id: string) => void): () => void {
+    this.on("upsert", upsert);
+    this.on("delete", remove);
+    return () => {
+      this.off("upsert", upsert);
+      this.off("delete", remove);
+    };
+  }
+
   builders(): BuilderStatus[] {
     return this.o.pool.status();
   }

@@ -146,10 +146,14 @@ describe("rebuild scheduler", () => {
   afterEach(async () => {
     await h.dispose();
   });
+  /** A scheduler on one builder of concurrency 1. */
+  const openOneBuilder = (extra: Partial<RebuildSchedulerOptions> = {}) => {
+    h = new Harness(new TestBuilderPool([{ name: "b1", concurrency: 1 }]), new TestJobRunner(), extra);
+    return h.open();
+  };
 
   it("dedupes: the same image and reasons planned twice (and twice in one plan) are one job", async () => {
-    h = new Harness(new TestBuilderPool([{ name: "b1", concurrency: 1 }]), new TestJobRunner());
-    const s = await h.open();
+    const s = await openOneBuilder();
     const p = planned(img("1"), ["CVE-1"], 70);
     await s.applyPlan([p, { ...p, risk: 75, containers: [cid(2)] }]);
     await s.applyPlan([{ ...p, risk: 75, containers: [cid(1), cid(2)] }]);
@@ -307,8 +311,7 @@ describe("rebuild scheduler", () => {
   });
 
   it("cancels what the plan no longer asks for (stopping a running build), keeps forced jobs, and brings a job back when it is planned again", async () => {
-    h = new Harness(new TestBuilderPool([{ name: "b1", concurrency: 1 }]), new TestJobRunner());
-    const s = await h.open();
+    const s = await openOneBuilder();
     const a = planned(img("1"), ["CVE-1"], 90);
     const b = planned(img("2"), ["CVE-2"], 50);
     const c = planned(img("3"), ["CVE-3"], 40);
