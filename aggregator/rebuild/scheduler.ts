@@ -414,12 +414,15 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     this.log.info({ job: job.id, image: job.image, builder: job.builder, attempt: job.attempts }, "rebuild started");
     if (lease.lost.aborted) onLost();
     else lease.lost.addEventListener("abort", onLost, { once: true });
-    r.done = this.run(job, r).finally(() => {
-      lease.lost.removeEventListener("abort", onLost);
-      lease.release();
-      this.running.delete(job.id);
-      this.poke();
-    });
+    r.done = this.run(job, r)
+      // Only storing the outcome can fail here (the store is failing): the job stays as level last had it.
+      .catch((err: unknown) => this.log.error({ err, job: job.id }, "cannot store a rebuild job's outcome"))
+      .finally(() => {
+        lease.lost.removeEventListener("abort", onLost);
+        lease.release();
+        this.running.delete(job.id);
+        this.poke();
+      });
   }
 
   private async run(job: RebuildJob, r: Running): Promise<void> {

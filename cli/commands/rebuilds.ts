@@ -20,9 +20,11 @@ export function registerRebuilds(program: Command): void {
     .option("--image <ref>", "plan (or run now) the job of this image (id, id prefix or name)")
     .option("--strategy <name>", "rebase | recipe | restore | patch instead of the one the runner would choose")
     .action(
-      action(async (job: string | undefined, f: { image?: string; strategy?: string }, cmd: Command) =>
-        admin(cmd, "forced", (r, o) => r.query(o, r.AdminService.method.forceRebuild, { job: job ?? "", image: f.image ?? "", strategy: f.strategy ?? "" })),
-      ),
+      action(async (job: string | undefined, _f: unknown, cmd: Command) => {
+        // `rebuilds` has an --image of its own, which commander gives it: read both levels.
+        const f = cmd.optsWithGlobals<{ image?: string; strategy?: string }>();
+        await admin(cmd, "forced", (r, o) => r.query(o, r.AdminService.method.forceRebuild, { job: job ?? "", image: f.image ?? "", strategy: f.strategy ?? "" }));
+      }),
     );
   clientOptions(rebuilds.command("rerun").argument("<job>", "job id or unique prefix").description("run a finished, failed or cancelled job again from the start; needs the admin certificate")).action(
     action(async (job: string, _o: ClientFlags, cmd: Command) => admin(cmd, "queued again", (r, o) => r.query(o, r.AdminService.method.rerunRebuild, { job }))),

@@ -134,7 +134,10 @@ describe("rebuild API over gRPC", () => {
   });
 
   it("`rebuilds` prints the table, the builders and the destination; --job the detail; --json the protobuf JSON; cancel through the CLI", async () => {
-    const hostile = await callUnary(admin, AdminService.method.forceRebuild, { image: HOSTILE_IMAGE, strategy: "restore" });
+    const forced = await cli("rebuilds", "force", "--image", HOSTILE_IMAGE, "--strategy", "restore");
+    const hostile = (await callUnary(query, QueryService.method.listRebuilds, { image: HOSTILE_IMAGE })).jobs[0];
+    assert.ok(hostile !== undefined);
+    assert.match(forced, new RegExp(`^job ${hostile.id} forced: evil\\\\x1b`));
     const table = await cli("rebuilds");
     assert.match(table, /^JOB\s+IMAGE\s+STRATEGY\s+STATE/m);
     assert.match(table, /evil\\x1b\]0;pwned\\x07:1/, "the hostile image name is escaped");
