@@ -219,6 +219,7 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
   async applyPlan(plans: readonly PlannedRebuild[]): Promise<void> {
     if (this.closed) return;
     const now = new Date();
+    const stamp = timestampFromDate(now);
     const merged = new Map<string, PlannedRebuild>();
     for (const p of plans) {
       const m = merged.get(p.id);
@@ -242,7 +243,7 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     for (const p of merged.values()) {
       const j = this.store.get(p.id);
       if (j === undefined) {
-        created.push(newJob(p, now));
+        created.push(newJob(p, stamp));
         continue;
       }
       let touched = refresh(j, p);
@@ -251,7 +252,7 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
         touched = true;
       }
       if (touched) {
-        j.updatedAt = timestampFromDate(now);
+        j.updatedAt = stamp;
         put.push(j);
       }
     }
@@ -645,7 +646,7 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     const id = jobIdOf(imageId, reasons);
     const known = this.store.get(id);
     if (known !== undefined) return known;
-    if (p !== undefined) return newJob(p, new Date());
+    if (p !== undefined) return newJob(p, timestampFromDate(new Date()));
     const graphs = (this.o.graphs?.all() ?? []).filter((g) => g.imageId === imageId);
     const fromJob = [...this.store.all()].find((j) => j.imageId === imageId);
     const image = graphs.map((g) => g.image).filter((n) => n !== "").sort()[0] ?? fromJob?.image ?? imageId;
@@ -661,7 +662,7 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
         containers: graphs.map((g) => g.containerId).sort().slice(0, MAX_PLAN_CONTAINERS),
         nodes: [...new Set(graphs.map((g) => g.node).filter((n) => n !== ""))].sort(),
       },
-      new Date(),
+      timestampFromDate(new Date()),
     );
   }
 
@@ -705,8 +706,8 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
   }
 }
 
-function newJob(p: PlannedRebuild, now: Date): RebuildJob {
-  const ts = timestampFromDate(now);
+/** `ts` may be shared by many jobs: timestamps are replaced, never changed in place. */
+function newJob(p: PlannedRebuild, ts: Timestamp): RebuildJob {
   return create(RebuildJobSchema, {
     id: p.id,
     imageId: p.imageId,
