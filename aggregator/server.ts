@@ -50,8 +50,11 @@ export interface AggregatorOptions {
   storeRecovery?: StoreRecoveryOptions;
   /** How much one node may store (default: DEFAULT_NODE_CAPS). */
   caps?: NodeCapLimits;
-  /** The rebuild stage (the builder pool and the job runner, which its owner closes); no rebuild calls without it. */
-  rebuild?: Omit<RebuildSchedulerOptions, "db" | "log" | "scores" | "graphs">;
+  /**
+   * A rebuild scheduler over this pool and runner (which their owner closes), planning from the
+   * scores; without one (or a rebuild stage that opens its own) the rebuild calls answer UNIMPLEMENTED.
+   */
+  rebuildScheduler?: Omit<RebuildSchedulerOptions, "db" | "log" | "scores" | "graphs">;
 }
 
 export interface RunningAggregator {
@@ -91,7 +94,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   store.on("delete", (id) => telemetry.forgetContainer(id));
   const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
   const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
-  const rebuilds = o.rebuild === undefined ? undefined : await RebuildScheduler.open({ ...o.rebuild, db: store.db, log, scores, graphs: store });
+  const rebuilds = o.rebuildScheduler === undefined ? undefined : await RebuildScheduler.open({ ...o.rebuildScheduler, db: store.db, log, scores, graphs: store });
   const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores, o.caps);
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   const guard = serviceGuard(log, o.tls !== "insecure");

@@ -17,7 +17,7 @@ import { EventEmitter } from "node:events";
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Level } from "level";
-import { RebuildJobSchema, RebuildState, RebuildStepSchema, type BuilderStatus, type RebuildJob, type Shadow } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
+import { RebuildJobSchema, RebuildState, RebuildStepSchema, ShadowSchema, type BuilderStatus, type RebuildJob, type Shadow, type ShadowPreparation } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
 import { Backoff } from "../../common/backoff.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
@@ -552,6 +552,30 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
       this.off("upsert", upsert);
       this.off("delete", remove);
     };
+  }
+
+  /** Stores a node's answer to PrepareShadow with the job (one entry per node and container). */
+  async notePreparation(jobId: string, p: ShadowPreparation): Promise<void> {
+    const j = this.store.get(jobId);
+    if (j === undefined) return;
+    const i = j.preparations.findIndex((x) => x.node === p.node && x.containerId === p.containerId);
+    if (i >= 0) j.preparations[i] = p;
+    else j.preparations.push(p);
+    if (j.preparations.length > MAX_PLAN_CONTAINERS) j.preparations.splice(0, j.preparations.length - MAX_PLAN_CONTAINERS);
+    j.updatedAt = timestampFromDate(new Date());
+    await this.save([j]);
+  }
+
+  /** Marks a job's shadow as deleted by garbage collection: its reference cleared, `note` at the end of its log tail. */
+  async noteCollected(jobId: string, note: string): Promise<void> {
+    const j = this.store.get(jobId);
+    if (j?.shadow === undefined) return;
+    j.shadow = { ...clone(ShadowSchema, j.shadow), reference: "" };
+    const tail = new LogTail();
+    for (const l of [...j.logTail, note]) tail.push(l);
+    j.logTail = tail.get();
+    j.updatedAt = timestampFromDate(new Date());
+    await this.save([j]);
   }
 
   builders(): BuilderStatus[] {

@@ -43,7 +43,7 @@ describe("rebuild API over gRPC", () => {
   const cli = async (...args: string[]) => (await execFileP(process.execPath, [CLI, ...args, "--aggregator", address, "--insecure"], { timeout: 60_000 })).stdout;
 
   before(async () => {
-    agg = await startAggregator({ dataDir: join(dir.path, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger(), rebuild: { pool, runner, startupGraceMs: 0, retryMinMs: 60_000 } });
+    agg = await startAggregator({ dataDir: join(dir.path, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger(), rebuildScheduler: { pool, runner, startupGraceMs: 0, retryMinMs: 60_000 } });
     address = `127.0.0.1:${agg.port}`;
     query = makeClient(QueryService, address, channelCredentials("insecure"));
     admin = makeClient(AdminService, address, channelCredentials("insecure"));

@@ -15,7 +15,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Level } from "level";
 import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
-import { RebuildState, type RebuildJob } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
+import { RebuildState, ShadowPreparationSchema, type RebuildJob } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
 import { TelemetryItemSchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { ContainerScoresSchema, PolicySchema, type ContainerScores } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
@@ -455,6 +455,26 @@ describe("rebuild scheduler", () => {
     for (const j of s.all()) prefixes.set(j.id[0] ?? "", (prefixes.get(j.id[0] ?? "") ?? 0) + 1);
     const shared = [...prefixes].find(([, n]) => n > 1)?.[0] ?? "";
     await assert.rejects(s.cancel(shared), isCode(Code.InvalidArgument));
+  });
+
+  it("keeps each node's preparation answer with the job (one per container) and a collected shadow's note, across a restart", async () => {
+    h = new Harness(new TestBuilderPool([{ name: "b1", concurrency: 1 }]), new TestJobRunner());
+    h.runner.auto = (b) => b.succeed();
+    let s = await h.open();
+    const p = planned(img("1"), ["CVE-1"], 50);
+    await s.applyPlan([p]);
+    await waitFor("ready", () => (state(s, p.id) === RebuildState.READY ? true : undefined));
+    const prep = (st: string) => create(ShadowPreparationSchema, { node: "n1", containerId: cid(1), state: st, at: timestampFromDate(new Date()) });
+    await s.notePreparation(p.id, prep("pending"));
+    await s.notePreparation(p.id, prep("prepared"));
+    await s.notePreparation("no-such-job", prep("prepared"));
+    await s.noteCollected(p.id, "removed sha256:shadow from b1's engine");
+    await h.close();
+    s = await h.open();
+    const j = s.get(p.id) as RebuildJob;
+    assert.deepEqual(j.preparations.map((x) => [x.node, x.containerId, x.state]), [["n1", cid(1), "prepared"]]);
+    assert.equal(j.shadow?.reference, "", "the collected shadow's reference is cleared");
+    assert.equal(j.logTail.at(-1), "removed sha256:shadow from b1's engine");
   });
 
   it("keeps at most maxJobs, pruning the oldest finished first", async () => {
