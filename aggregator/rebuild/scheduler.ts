@@ -406,7 +406,7 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
     job.error = "";
     job.logTail = [];
     job.nextAttemptAt = undefined;
-    if (job.strategyReason !== STRATEGY_BY_OPERATOR) {
+    if (!byOperator(job)) {
       job.strategy = "";
       job.strategyReason = "";
     }
@@ -439,7 +439,8 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
           if (patch.steps !== undefined) job.steps = patch.steps.map((s) => clone(RebuildStepSchema, s));
           if (patch.progress !== undefined) job.progress = Math.max(0, Math.min(100, Math.round(patch.progress)));
           if (patch.strategy !== undefined) job.strategy = patch.strategy;
-          if (patch.strategyReason !== undefined) job.strategyReason = patch.strategyReason;
+          // An operator's choice stays marked as such (retries and reruns keep it), with the runner's words after it.
+          if (patch.strategyReason !== undefined) job.strategyReason = byOperator(job) && !patch.strategyReason.startsWith(STRATEGY_BY_OPERATOR) ? `${STRATEGY_BY_OPERATOR}: ${patch.strategyReason}` : patch.strategyReason;
           job.logTail = tail.get();
           job.updatedAt = timestampFromDate(new Date());
           this.saveSoon(job);
@@ -784,10 +785,15 @@ function reset(j: RebuildJob): void {
   j.shadow = undefined;
   j.preparations = [];
   j.builder = "";
-  if (j.strategyReason !== STRATEGY_BY_OPERATOR) {
+  if (!byOperator(j)) {
     j.strategy = "";
     j.strategyReason = "";
   }
+}
+
+/** Whether an operator chose the job's strategy (ForceRebuild with a strategy). */
+function byOperator(j: RebuildJob): boolean {
+  return j.strategy !== "" && j.strategyReason.startsWith(STRATEGY_BY_OPERATOR);
 }
 
 function endRunningSteps(j: RebuildJob, now: Date, state: "failed"): void {

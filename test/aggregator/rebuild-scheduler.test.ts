@@ -438,6 +438,12 @@ describe("rebuild scheduler", () => {
     fRun.succeed();
     await waitFor("b ready again", () => (state(s, b.id) === RebuildState.READY ? true : undefined));
     assert.equal(s.get(b.id)?.strategy, "recipe");
+    assert.equal(s.get(b.id)?.strategyReason, `${STRATEGY_BY_OPERATOR}: test double`, "the runner's words follow the operator's mark");
+    await s.rerun(b.id);
+    const rerun = await h.runner.next();
+    assert.equal(rerun.job.strategy, "recipe", "a rerun keeps the operator's strategy");
+    rerun.succeed();
+    await waitFor("b ready a third time", () => (state(s, b.id) === RebuildState.READY ? true : undefined));
 
     // A second READY shadow of image 3 (other reasons) supersedes the first.
     const c2 = planned(img("3"), ["CVE-3", "CVE-33"], 10, "third:1");

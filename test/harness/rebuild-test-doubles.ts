@@ -150,7 +150,7 @@ export class TestJobRunner implements JobRunner {
     return new Promise<Shadow>((resolve, reject) => {
       const started = new Date();
       const step = create(RebuildStepSchema, { name: "build", state: "running", startedAt: timestampFromDate(started) });
-      io.update({ steps: [create(RebuildStepSchema, { name: "plan", state: "ok", startedAt: timestampFromDate(started), durationMs: 1, detail: "test double" }), step], progress: 25, strategy: job.strategy || "rebase", strategyReason: job.strategyReason || "test double" });
+      io.update({ steps: [create(RebuildStepSchema, { name: "plan", state: "ok", startedAt: timestampFromDate(started), durationMs: 1, detail: "test double" }), step], progress: 25, strategy: job.strategy || "rebase", strategyReason: "test double" });
       const end = () => io.signal.removeEventListener("abort", onAbort);
       const onAbort = () => {
         end();
