@@ -2,7 +2,9 @@
  * The aggregator program's configuration (`shadowlayer aggregator`, and the aggregator half of
  * `up`): flags → environment → defaults, merged and checked here and nowhere else.
  */
+import { join } from "node:path";
 import { z } from "zod";
+import { tlsFiles } from "../common/certs.js";
 import type { AggregatorOptions } from "./server.js";
 import { parseFeedFlags } from "./feeds/feed-config.js";
 import { DEFAULT_NODE_CAPS } from "./ingest/node-caps.js";
@@ -56,6 +58,10 @@ export interface AggregatorConfig extends ProgramSettings {
 
 export function resolveAggregatorConfig(flags: AggregatorFlags, env: Env): AggregatorConfig {
   const s = resolveSettings(schema, flags, env, SOURCES);
+  const program = programSettings(s);
+  // Shadows are signed with the key `certs init` keeps beside the TLS material; without TLS the
+  // rebuild stage makes one in the data dir.
+  const signingKey = s.signingKey ?? (program.insecure ? undefined : join(program.tlsDir, tlsFiles.signingKey));
   return {
     aggregator: {
       dataDir: s.dataDir,
@@ -74,10 +80,10 @@ export function resolveAggregatorConfig(flags: AggregatorFlags, env: Env): Aggre
         ...(s.packageMirror !== undefined ? { packageMirror: checkPackageMirror(s.packageMirror) } : {}),
         baseMap: parseBaseMap(s.baseMap),
         keep: s.shadowsKeep,
-        ...(s.signingKey !== undefined ? { signingKey: s.signingKey } : {}),
+        ...(signingKey !== undefined ? { signingKey } : {}),
       },
     },
     ...(s.policies !== undefined ? { policiesFile: s.policies } : {}),
-    ...programSettings(s),
+    ...program,
   };
 }

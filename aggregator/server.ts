@@ -32,6 +32,9 @@ import type { FeedConfig } from "./feeds/feed-config.js";
 import { FeedManager } from "./feeds/manager.js";
 import { ScoreEngine } from "./risk/score-engine.js";
 import type { RebuildOptions } from "./rebuild/rebuild-options.js";
+import { startRebuildStage, type RebuildStage } from "./rebuild/rebuild-stage.js";
+import { rebuildAdminImpl, rebuildQueryImpl } from "./api/rebuild-service.js";
+import { RebuildScheduler, type RebuildSchedulerOptions } from "./rebuild/scheduler.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -51,6 +54,11 @@ export interface AggregatorOptions {
   caps?: NodeCapLimits;
   /** The rebuild stage (builders, registry, signing); none: no shadows are planned. */
   rebuild?: RebuildOptions;
+  /**
+   * A rebuild scheduler over this pool and runner (which their owner closes), planning from the
+   * scores; without one (or a rebuild stage that opens its own) the rebuild calls answer UNIMPLEMENTED.
+   */
+  rebuildScheduler?: Omit<RebuildSchedulerOptions, "db" | "log" | "scores" | "graphs">;
 }
 
 export interface RunningAggregator {
@@ -62,6 +70,9 @@ export interface RunningAggregator {
   scores: ScoreEngine;
   ingest: AgentIngest;
   metrics: AggregatorMetrics;
+  rebuilds: RebuildScheduler | undefined;
+  /** The whole stage (pool, pipeline, dispatch, GC) when `rebuild` options started it. */
+  rebuildStage: RebuildStage | undefined;
   stop(): Promise<void>;
 }
 
@@ -90,12 +101,20 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
   const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
   const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores, o.caps);
+  let stage: RebuildStage | undefined;
+  try {
+    stage = o.rebuildScheduler === undefined && o.rebuild !== undefined ? await startRebuildStage(o.rebuild, { db: store.db, dataDir: o.dataDir, graphs: store, scores, feeds, ingest, log }) : undefined;
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const rebuilds = stage?.scheduler ?? (o.rebuildScheduler === undefined ? undefined : await RebuildScheduler.open({ ...o.rebuildScheduler, db: store.db, log, scores, graphs: store }));
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   const guard = serviceGuard(log, o.tls !== "insecure");
   server.addService(serviceDefinition(AgentService), guard(AgentService, { connect: ingest.handler }));
   const vulnDeps = { store, scores, feeds, metrics };
-  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps) }));
-  server.addService(serviceDefinition(AdminService), guard(AdminService, adminImpl(vulnDeps)));
+  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildQueryImpl({ scheduler: rebuilds, metrics }) : {}) }));
+  server.addService(serviceDefinition(AdminService), guard(AdminService, { ...adminImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildAdminImpl({ scheduler: rebuilds }) : {}) }));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",
@@ -118,6 +137,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   try {
     port = await bindServer(server, o.listen, serverCredentials(o.tls));
   } catch (err) {
+    await (stage?.stop() ?? rebuilds?.close());
     await store.close();
     throw err;
   }
@@ -140,6 +160,8 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     scores,
     ingest,
     metrics,
+    rebuilds,
+    rebuildStage: stage,
     async stop() {
       health.setStatus("", "NOT_SERVING");
       feeds.stop();
@@ -155,6 +177,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
         });
       });
       await http?.close();
+      await (stage?.stop() ?? rebuilds?.close());
       await feeds.idle().catch(() => undefined);
       await store.close();
     },

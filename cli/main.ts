@@ -18,6 +18,7 @@ import { registerFeeds } from "./commands/feeds.js";
 import { registerGraph } from "./commands/graph.js";
 import { registerPolicy } from "./commands/policy.js";
 import { registerSbom } from "./commands/sbom.js";
+import { registerRebuilds } from "./commands/rebuilds.js";
 import { registerScores } from "./commands/scores.js";
 import { registerTop } from "./commands/top.js";
 import { registerUp } from "./commands/up.js";
@@ -31,7 +32,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // In the order `--help` lists them.
-for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerPolicy, registerCerts, registerDemo]) {
+for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerPolicy, registerCerts, registerDemo]) {
   register(program);
 }
 

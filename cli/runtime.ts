@@ -15,4 +15,7 @@ export { renderTable } from "./table.js";
 export { agentJson, renderAgents } from "./agents-format.js";
 export { detectionJson, renderDetections, renderTop, windowJson } from "./telemetry-format.js";
 export { cyclonedx } from "./sbom.js";
+export { RebuildEvent_Type } from "../proto/gen/shadowlayer/v1/rebuild_pb.js";
+export { Code, ShadowError } from "../common/errors.js";
+export { rebuildEventJson, rebuildJobJson, rebuildsJson, renderRebuildJob, renderRebuilds, renderRebuildsView, stateLabel } from "./rebuilds-format.js";
 export { feedJson, inventoryLine, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnsJson } from "./vulns-format.js";

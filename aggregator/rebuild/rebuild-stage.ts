@@ -43,8 +43,6 @@ export interface RebuildStage {
 export interface RebuildStageDeps {
   db: Level<string, Uint8Array>;
   dataDir: string;
-  /** The TLS directory (cosign.key), or undefined with --insecure (a key is made in the data dir). */
-  tlsDir: string | undefined;
   graphs: GraphStore;
   scores: ScoreEngine;
   feeds: FeedManager;
@@ -52,12 +50,15 @@ export interface RebuildStageDeps {
   log: Logger;
 }
 
-/** The signing key: --signing-key, else cosign.key in the TLS directory, else (insecure) one made in the data dir. */
+/**
+ * The signing key: --signing-key (or cosign.key in the TLS directory, which the configuration
+ * names unless --insecure), else, without TLS, one made once in the data dir.
+ */
 async function signingKey(o: RebuildOptions, d: RebuildStageDeps): Promise<string> {
-  const path = o.signingKey ?? (d.tlsDir !== undefined ? join(d.tlsDir, tlsFiles.signingKey) : join(d.dataDir, "signing", tlsFiles.signingKey));
+  const path = o.signingKey ?? join(d.dataDir, "signing", tlsFiles.signingKey);
   if (!existsSync(path)) {
-    if (o.signingKey !== undefined || d.tlsDir !== undefined) {
-      throw new ShadowError(Code.FailedPrecondition, `no signing key at ${path}: run \`shadowlayer certs init\` (it makes cosign.key and cosign.pub) or pass --signing-key`);
+    if (o.signingKey !== undefined) {
+      throw new ShadowError(Code.FailedPrecondition, `no signing key at ${path}: run \`shadowlayer certs init\` (it makes cosign.key and cosign.pub, keeping what exists) or pass --signing-key`);
     }
     await mkdir(join(d.dataDir, "signing"), { recursive: true, mode: 0o700 });
     const k = generateSigningKeys();

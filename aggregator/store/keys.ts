@@ -86,6 +86,9 @@ export const keys = {
       { gt: cur.lt, lt: all.lt },
     ];
   },
+  /** RebuildJob (protobuf binary) by job id (rebuild/job-key.ts: hex, no "!"). */
+  rebuild: (jobId: string) => `rebuild!${jobId}`,
+  rebuildRange: under("rebuild!"),
   /** Store schema version, for future migrations. */
   schema: "meta!schema",
 } as const;

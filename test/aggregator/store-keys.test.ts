@@ -31,6 +31,8 @@ describe("store keys", () => {
     assert.equal(keys.feedMeta("osv-2"), "feed!osv-2!meta");
     assert.equal(keys.feedChunk("osv", 10, 300), "feed!osv!g0000000a!0000012c");
     assert.deepEqual(keys.feedGeneration("osv", 10), { gt: "feed!osv!g0000000a!", lt: "feed!osv!g0000000a!\xff" });
+    assert.equal(keys.rebuild("0123abcd"), "rebuild!0123abcd");
+    assert.deepEqual(keys.rebuildRange, { gt: "rebuild!", lt: "rebuild!\xff" });
     assert.equal(keys.schema, "meta!schema");
     assert.equal(SCHEMA_VERSION, "1");
   });
