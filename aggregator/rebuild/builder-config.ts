@@ -25,9 +25,12 @@ const MIN_MEMORY = 6 * MIB;
 const MAX_CONCURRENCY = 64;
 
 /**
- * The share of one CPU a default build may use. Measured on a 2-core host (README, "Builder
- * pool"): a loopback-served container's p99 stayed within 1.2× of its unloaded value with the
- * build pinned to the last CPU at 50% of it; the whole last CPU (100%) did not.
+ * The share of one CPU a default build may use, on the last CPU: the served containers keep the
+ * other CPUs whole and most of the last one. Measured on a 2-core host, a busybox httpd on
+ * loopback at 50 req/s beside a CPU-bound step toggled on and off in 2 s windows: an unpinned
+ * step multiplied its median latency ~35x, the whole last CPU ~2x, half of it ~1.5x, a quarter
+ * ~1.4x; a quarter buys little more and doubles build times, so half. (The host was loaded by
+ * other work at the time, so p99s were noise; `bench:rebuild` measures the p99 ratio.)
  */
 export const DEFAULT_CPU_FRACTION = 0.5;
 /** cpushares of a default build: a quarter of a normal container's 1024. */
