@@ -22,6 +22,8 @@ export interface BuilderPoolOptions {
   checkIntervalMs?: number;
   /** A check that has not answered by then fails (default 3 s). */
   checkTimeoutMs?: number;
+  /** A builder last checked longer ago is checked again before a lease is handed out (default two intervals). */
+  recheckAfterMs?: number;
 }
 
 const DEFAULT_INTERVAL_MS = 5000;
@@ -73,6 +75,7 @@ export class BuilderPool implements BuilderPoolApi {
   private readonly waiters: Waiter[] = [];
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
+  private readonly recheckAfterMs: number;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
@@ -80,6 +83,7 @@ export class BuilderPool implements BuilderPoolApi {
     if (opts.builders.length === 0) throw new ShadowError(Code.InvalidArgument, "the builder pool needs at least one builder");
     this.intervalMs = opts.checkIntervalMs ?? DEFAULT_INTERVAL_MS;
     this.timeoutMs = opts.checkTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.recheckAfterMs = opts.recheckAfterMs ?? 2 * this.intervalMs;
     this.members = opts.builders.map((config) => ({
       config,
       docker: dockerFor(config),
@@ -180,7 +184,7 @@ export class BuilderPool implements BuilderPoolApi {
     const candidates = others.length > 0 ? others : healthy;
     for (const m of candidates) {
       if (m.slots.size >= m.config.concurrency) continue;
-      if (m.lastCheck === undefined || Date.now() - m.lastCheck.getTime() > 2 * this.intervalMs) {
+      if (m.lastCheck === undefined || Date.now() - m.lastCheck.getTime() > this.recheckAfterMs) {
         // Not checked recently (a timer held up, a long idle): check before handing it out.
         void this.check(m);
         continue;

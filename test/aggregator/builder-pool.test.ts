@@ -5,9 +5,10 @@
  * builder used again once it answers. And the --builder specs, good and bad.
  */
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { initCerts, tlsFiles } from "../../common/certs.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger } from "../../common/log.js";
 import { builderWarnings, defaultBuilder, defaultLimits, describeLimits, parseBuilderFlags, parseBuilderSpec } from "../../aggregator/rebuild/builder-config.js";
@@ -187,6 +188,79 @@ describe("builder pool over tcp", () => {
     assert.equal(statusOf(pool, "remote").running, 2);
     l1.release();
     l2.release();
+  });
+});
+
+describe("builder pool, checks at acquire time", () => {
+  const dir = tempDir("sl-pool-recheck-");
+  let relay: SocketRelay;
+  let pool: BuilderPool;
+  after(async () => {
+    await pool?.close();
+    await relay?.down();
+  });
+
+  it("checks a builder not checked recently before leasing it, and skips it if it went away", async () => {
+    relay = new SocketRelay(join(dir.path, "docker.sock"));
+    await relay.up();
+    // The timer alone would not see the cut for a minute.
+    pool = startBuilderPool({
+      builders: [parseBuilderSpec("unix:///var/run/docker.sock,name=local"), parseBuilderSpec(`${relay.endpoint},name=relay`)],
+      log: silentLogger(),
+      checkIntervalMs: 60_000,
+      recheckAfterMs: 100,
+    });
+    await pool.ready();
+    await relay.down();
+    await new Promise((r) => setTimeout(r, 150));
+    const l = await pool.acquire(never, ["local"]);
+    assert.equal(l.builder.name, "local", "the relay failed its acquire-time check");
+    assert.equal(statusOf(pool, "relay").healthy, false);
+    l.release();
+  });
+});
+
+describe("builder pool over tcp with TLS", () => {
+  const dir = tempDir("sl-pool-tls-");
+  let relay: SocketRelay;
+  let pool: BuilderPool;
+  after(async () => {
+    await pool?.close();
+    await relay?.down();
+  });
+
+  /** A --builder tls= directory from a certs directory's admin pair. */
+  async function clientDir(certs: string, name: string): Promise<string> {
+    const out = join(dir.path, name);
+    await mkdir(out);
+    await copyFile(join(certs, tlsFiles.caCert), join(out, "ca.pem"));
+    await copyFile(join(certs, tlsFiles.roleCert("admin")), join(out, "cert.pem"));
+    await copyFile(join(certs, tlsFiles.roleKey("admin")), join(out, "key.pem"));
+    return out;
+  }
+
+  it("reaches an engine that requires client certificates, and not with certificates of another CA", async () => {
+    const server = join(dir.path, "server");
+    const other = join(dir.path, "other");
+    await initCerts(server, { nodes: [] });
+    await initCerts(other, { nodes: [] });
+    const read = (f: string) => readFile(join(server, f));
+    relay = new SocketRelay("tcp", "/var/run/docker.sock", { ca: await read(tlsFiles.caCert), cert: await read(tlsFiles.aggregatorCert), key: await read(tlsFiles.aggregatorKey) });
+    await relay.up();
+    pool = startBuilderPool({
+      builders: [parseBuilderSpec(`${relay.endpoint},name=good,tls=${await clientDir(server, "good")}`), parseBuilderSpec(`${relay.endpoint},name=stranger,tls=${await clientDir(other, "stranger")}`)],
+      log: silentLogger(),
+      checkIntervalMs: INTERVAL_MS,
+    });
+    await pool.ready();
+    assert.equal(statusOf(pool, "good").healthy, true, statusOf(pool, "good").error);
+    assert.match(statusOf(pool, "good").engineVersion, /^\d+\./);
+    const st = statusOf(pool, "stranger");
+    assert.equal(st.healthy, false);
+    assert.match(st.error, /^tcp:\/\/127\.0\.0\.1:\d+: /);
+    const l = await pool.acquire(never);
+    assert.equal(l.builder.name, "good");
+    l.release();
   });
 });
 

@@ -2,10 +2,12 @@
  * A relay to the real engine's unix socket that a test can cut (the listener closed and every
  * open connection destroyed, so clients see the engine go away mid-request) and restore. It
  * listens on a unix socket path, or on loopback TCP when `path` is "tcp" (a stand-in for a
- * tcp:// builder; port 0 picks one, kept across a cut).
+ * tcp:// builder; port 0 picks one, kept across a cut), with TLS and client certificates
+ * required when `tls` is given (as a `dockerd --tlsverify` would).
  */
 import { rm } from "node:fs/promises";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
 
 export class SocketRelay {
   private server: Server | undefined;
@@ -14,6 +16,7 @@ export class SocketRelay {
   constructor(
     readonly path: string,
     private readonly target = "/var/run/docker.sock",
+    private readonly tls?: { ca: Buffer | string; cert: Buffer | string; key: Buffer | string },
   ) {}
 
   private port = 0;
@@ -31,7 +34,7 @@ export class SocketRelay {
   async up(): Promise<void> {
     if (this.server !== undefined) return;
     if (this.path !== "tcp") await rm(this.path, { force: true });
-    const server = createServer((client) => {
+    const relay = (client: Socket) => {
       const upstream = connect(this.target);
       this.open.add(client).add(upstream);
       const close = () => {
@@ -43,7 +46,8 @@ export class SocketRelay {
       client.pipe(upstream).pipe(client);
       client.on("error", close).on("close", close);
       upstream.on("error", close).on("close", close);
-    });
+    };
+    const server = this.tls === undefined ? createServer(relay) : createTlsServer({ ...this.tls, requestCert: true, rejectUnauthorized: true }, relay);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       if (this.path === "tcp") server.listen(this.port, "127.0.0.1", () => resolve());
