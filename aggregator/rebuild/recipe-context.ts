@@ -5,7 +5,7 @@
  * directory, and the tar is bounded in entries and bytes before anything is sent.
  */
 import { constants, realpathSync, statSync } from "node:fs";
-import { lstat, open, readdir, readlink } from "node:fs/promises";
+import { lstat, open, readdir, readFile, readlink } from "node:fs/promises";
 import { isAbsolute, join, posix, relative, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
 import * as tar from "tar-stream";
@@ -105,19 +105,93 @@ export interface ContextEntry {
   linkname?: string;
 }
 
+/** One .dockerignore line as a matcher of context paths. */
+interface IgnoreRule {
+  re: RegExp;
+  /** A `!` line: re-includes what an earlier line excluded. */
+  include: boolean;
+}
+
+const literal = (c: string) => c.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+
+/** A .dockerignore pattern (Go filepath.Match syntax plus `**`) as a regular expression of posix paths. */
+function ignorePattern(pattern: string): RegExp {
+  let re = "";
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i] as string;
+    if (c === "*" && pattern[i + 1] === "*") {
+      i++;
+      if (pattern[i + 1] === "/") {
+        i++;
+        re += "(?:.*/)?";
+      } else re += ".*";
+    } else if (c === "*") re += "[^/]*";
+    else if (c === "?") re += "[^/]";
+    else if (c === "[") {
+      const end = pattern.indexOf("]", i + 1);
+      if (end < 0) re += "\\[";
+      else {
+        re += `[${pattern.slice(i + 1, end).replace(/\\/g, "\\\\")}]`;
+        i = end;
+      }
+    } else if (c === "\\" && i + 1 < pattern.length) re += literal(pattern[++i] as string);
+    else re += literal(c);
+  }
+  // A pattern that names a directory excludes everything below it.
+  return new RegExp(`^${re}(?:/.*)?$`);
+}
+
+/** The rules of the context's .dockerignore, as the docker CLI reads them (comments, `!` exceptions, cleaned paths). */
+async function readIgnore(dir: string): Promise<IgnoreRule[]> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, ".dockerignore"), "utf8");
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
+    throw err;
+  }
+  const rules: IgnoreRule[] = [];
+  for (const raw of text.split(/\r?\n/)) {
+    let line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const include = line.startsWith("!");
+    if (include) line = line.slice(1).trim();
+    line = posix.normalize(line).replace(/^\/+/, "").replace(/\/+$/, "");
+    if (line === "" || line === ".") continue;
+    rules.push({ re: ignorePattern(line), include });
+  }
+  return rules;
+}
+
+/** Whether the last rule matching `name` excludes it. */
+function ignored(rules: readonly IgnoreRule[], name: string): boolean {
+  let out = false;
+  for (const r of rules) if (r.re.test(name)) out = !r.include;
+  return out;
+}
+
 /**
- * Every file, directory and symlink under `dir` (symlinks listed as links, never followed; sockets,
- * fifos and devices left out), refused as soon as a bound is passed.
+ * Every file, directory and symlink under `dir` that its .dockerignore keeps (symlinks listed as
+ * links, never followed; sockets, fifos and devices left out), refused as soon as a bound is
+ * passed. `keep` (the Dockerfile, .dockerignore) is sent even when ignored, as the docker CLI does.
  */
-export async function listContext(dir: string, bounds: ContextBounds = DEFAULT_CONTEXT_BOUNDS): Promise<{ entries: ContextEntry[]; bytes: number; skipped: number }> {
+export async function listContext(dir: string, bounds: ContextBounds = DEFAULT_CONTEXT_BOUNDS, keep: readonly string[] = []): Promise<{ entries: ContextEntry[]; bytes: number; skipped: number }> {
   const entries: ContextEntry[] = [];
   let bytes = 0;
   let skipped = 0;
+  const rules = await readIgnore(dir);
+  // An ignored directory is not entered unless an exception could re-include something below it.
+  const exceptions = rules.some((r) => r.include);
+  const always = new Set([...keep, ".dockerignore"]);
   const walk = async (rel: string): Promise<void> => {
     const names = (await readdir(join(dir, rel))).sort();
     for (const n of names) {
       const name = rel === "" ? n : `${rel}/${n}`;
       const st = await lstat(join(dir, name));
+      if (!always.has(name) && ignored(rules, name)) {
+        if (st.isDirectory() && exceptions) await walk(name);
+        continue;
+      }
       const base = { name, mode: st.mode & 0o7777, mtime: st.mtime, size: 0 };
       if (st.isSymbolicLink()) entries.push({ ...base, type: "symlink", linkname: await readlink(join(dir, name)) });
       else if (st.isDirectory()) entries.push({ ...base, type: "directory" });

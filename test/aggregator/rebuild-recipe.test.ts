@@ -165,6 +165,27 @@ describe("recipe strategy", () => {
     await assert.rejects(recipeStrategy({ roots: [root], bounds: { maxEntries: 100, maxBytes: 50 } }).run(context(facts)), /more than 50 bytes of files \(bound: bytes\)/);
   });
 
+  it("sends what the context's .dockerignore keeps, and the Dockerfile always", async () => {
+    const dir = await recipeDir("ignoring", `FROM ${eng.base}\n`, {
+      ".dockerignore": "# build output\nDockerfile\n/node_modules\n*.log\n!keep.log\n**/secret\nweird[0-9].txt\n",
+      "a.log": "",
+      "keep.log": "",
+      "weird1.txt": "",
+      "weirdx.txt": "",
+      "app.js": "",
+    });
+    await mkdir(join(dir, "node_modules", "m"), { recursive: true });
+    await writeFile(join(dir, "node_modules", "m", "index.js"), "");
+    await mkdir(join(dir, "src", "deep"), { recursive: true });
+    await writeFile(join(dir, "src", "deep", "secret"), "");
+    await writeFile(join(dir, "src", "main.js"), "");
+    const listed = await listContext(dir, undefined, ["Dockerfile"]);
+    assert.deepEqual(
+      listed.entries.map((e) => e.name),
+      [".dockerignore", "Dockerfile", "app.js", "keep.log", "src", "src/deep", "src/main.js", "weirdx.txt"],
+    );
+  });
+
   it("fails a build whose step fails, with the step's error in the log tail, leaving no image of its steps", async () => {
     await recipeDir("fails", `FROM ${eng.base}\nRUN echo step-one > /one\nRUN echo about to fail && exit 3\n`);
     const ctx = context(labelled({ [SOURCE_LABELS.recipeContext]: "fails" }));

@@ -6,7 +6,8 @@
  * No build cache at all (nocache): the risky layer may be any step, and a cache hit from it up
  * would bring it back; a fresh build is the simple way to be sure. Bases named with a registry
  * host (`registry.example/base:2`, `127.0.0.1:5000/base`) are pulled fresh first; a bare name is
- * used as the builder has it (it may be local-only, and a pull would then fail the build).
+ * used as the builder has it (it may be local-only, and a pull would then fail the build). The
+ * context is sent as the docker CLI would send it (its .dockerignore applied).
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -58,7 +59,7 @@ async function runRecipe(ctx: StrategyContext, roots: readonly string[], bounds:
   const { docker, limits } = ctx.builder;
   const { loc, listed, bases } = await ctx.step("context", async () => {
     const loc = resolveRecipe(ctx.facts.labels, roots);
-    const listed = await listContext(loc.contextDir, bounds);
+    const listed = await listContext(loc.contextDir, bounds, [loc.dockerfile]);
     const text = await readFile(join(loc.contextDir, loc.dockerfile)).then((b) => {
       if (b.length > MAX_DOCKERFILE) throw new ShadowError(Code.FailedPrecondition, `${loc.dockerfile} is larger than ${MAX_DOCKERFILE} bytes`);
       return b.toString("utf8");
