@@ -32,6 +32,16 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
+/** What a describe block's test starts, stopped after its tests. */
+function stoppedAfter(): { pool?: BuilderPool; relay?: SocketRelay } {
+  const held: { pool?: BuilderPool; relay?: SocketRelay } = {};
+  after(async () => {
+    await held.pool?.close();
+    await held.relay?.down();
+  });
+  return held;
+}
+
 function statusOf(pool: BuilderPool, name: string) {
   const s = pool.status().find((b) => b.name === name);
   assert.ok(s, `status of ${name}`);
@@ -165,21 +175,14 @@ describe("builder pool", () => {
 });
 
 describe("builder pool over tcp", () => {
-  let relay: SocketRelay;
-  let pool: BuilderPool;
-  before(async () => {
-    relay = new SocketRelay("tcp");
-    await relay.up();
-  });
-  after(async () => {
-    await pool?.close();
-    await relay.down();
-  });
+  const held = stoppedAfter();
 
   it("reaches a loopback tcp:// engine (no data root: not this host's disk as far as the pool knows)", async () => {
+    const relay = (held.relay = new SocketRelay("tcp"));
+    await relay.up();
     const config = parseBuilderSpec(`${relay.endpoint},name=remote,concurrency=2`);
     assert.deepEqual(config.limits, {}, "a tcp:// builder has only the limits its spec sets");
-    pool = startBuilderPool({ builders: [config], log: silentLogger(), checkIntervalMs: INTERVAL_MS });
+    const pool = (held.pool = startBuilderPool({ builders: [config], log: silentLogger(), checkIntervalMs: INTERVAL_MS }));
     await pool.ready();
     assert.equal(statusOf(pool, "remote").healthy, true, statusOf(pool, "remote").error);
     const [l1, l2] = [await pool.acquire(never), await pool.acquire(never)];
@@ -193,23 +196,18 @@ describe("builder pool over tcp", () => {
 
 describe("builder pool, checks at acquire time", () => {
   const dir = tempDir("sl-pool-recheck-");
-  let relay: SocketRelay;
-  let pool: BuilderPool;
-  after(async () => {
-    await pool?.close();
-    await relay?.down();
-  });
+  const held = stoppedAfter();
 
   it("checks a builder not checked recently before leasing it, and skips it if it went away", async () => {
-    relay = new SocketRelay(join(dir.path, "docker.sock"));
+    const relay = (held.relay = new SocketRelay(join(dir.path, "docker.sock")));
     await relay.up();
     // The timer alone would not see the cut for a minute.
-    pool = startBuilderPool({
+    const pool = (held.pool = startBuilderPool({
       builders: [parseBuilderSpec("unix:///var/run/docker.sock,name=local"), parseBuilderSpec(`${relay.endpoint},name=relay`)],
       log: silentLogger(),
       checkIntervalMs: 60_000,
       recheckAfterMs: 100,
-    });
+    }));
     await pool.ready();
     await relay.down();
     await new Promise((r) => setTimeout(r, 150));
@@ -222,12 +220,7 @@ describe("builder pool, checks at acquire time", () => {
 
 describe("builder pool over tcp with TLS", () => {
   const dir = tempDir("sl-pool-tls-");
-  let relay: SocketRelay;
-  let pool: BuilderPool;
-  after(async () => {
-    await pool?.close();
-    await relay?.down();
-  });
+  const held = stoppedAfter();
 
   /** A --builder tls= directory from a certs directory's admin pair. */
   async function clientDir(certs: string, name: string): Promise<string> {
@@ -245,13 +238,13 @@ describe("builder pool over tcp with TLS", () => {
     await initCerts(server, { nodes: [] });
     await initCerts(other, { nodes: [] });
     const read = (f: string) => readFile(join(server, f));
-    relay = new SocketRelay("tcp", "/var/run/docker.sock", { ca: await read(tlsFiles.caCert), cert: await read(tlsFiles.aggregatorCert), key: await read(tlsFiles.aggregatorKey) });
+    const relay = (held.relay = new SocketRelay("tcp", "/var/run/docker.sock", { ca: await read(tlsFiles.caCert), cert: await read(tlsFiles.aggregatorCert), key: await read(tlsFiles.aggregatorKey) }));
     await relay.up();
-    pool = startBuilderPool({
+    const pool = (held.pool = startBuilderPool({
       builders: [parseBuilderSpec(`${relay.endpoint},name=good,tls=${await clientDir(server, "good")}`), parseBuilderSpec(`${relay.endpoint},name=stranger,tls=${await clientDir(other, "stranger")}`)],
       log: silentLogger(),
       checkIntervalMs: INTERVAL_MS,
-    });
+    }));
     await pool.ready();
     assert.equal(statusOf(pool, "good").healthy, true, statusOf(pool, "good").error);
     assert.match(statusOf(pool, "good").engineVersion, /^\d+\./);
