@@ -26,11 +26,13 @@ const MAX_CONCURRENCY = 64;
 
 /**
  * The share of one CPU a default build may use, on the last CPU: the served containers keep the
- * other CPUs whole and most of the last one. Measured on a 2-core host, a busybox httpd on
- * loopback at 50 req/s beside a CPU-bound step toggled on and off in 2 s windows: an unpinned
- * step multiplied its median latency ~35x, the whole last CPU ~2x, half of it ~1.5x, a quarter
- * ~1.4x; a quarter buys little more and doubles build times, so half. (The host was loaded by
- * other work at the time, so p99s were noise; `bench:rebuild` measures the p99 ratio.)
+ * other CPUs whole and at least half of the last one. Measured on a 2-core host (a busybox httpd
+ * on loopback at 50 req/s beside a CPU-bound step, switched on and off in 2 s windows, interleaved):
+ * unpinned, the step multiplied the served p99 by 8-18 and the median by 2.4-3; pinned to the last
+ * CPU at 100%, 50% or 25% of it, the median moved by 1.1-1.3x and the p99 ratio scattered between
+ * 0.9 and 1.9 from run to run under other load on the host, with no order between the three. The
+ * pinning is what counts; half a CPU keeps the build's own pace reasonable. `bench:rebuild`
+ * reports the p99 ratio during a real recipe build.
  */
 export const DEFAULT_CPU_FRACTION = 0.5;
 /** cpushares of a default build: a quarter of a normal container's 1024. */

@@ -67,8 +67,8 @@ async function runRecipe(ctx: StrategyContext, roots: readonly string[], bounds:
     ctx.log(`context ${loc.contextDir}: ${listed.entries.length} entries, ${listed.bytes} bytes${listed.skipped > 0 ? `, ${listed.skipped} special files left out` : ""}`);
     return { loc, listed, bases: baseImages(text) };
   });
-  const pulled = bases.filter(isRegistryReference);
-  if (pulled.length > 0) await ctx.step("pull base", () => pullFresh(docker, pulled, ctx));
+  const registryBases = bases.filter(isRegistryReference);
+  const pulled = registryBases.length > 0 ? await ctx.step("pull base", () => pullFresh(docker, registryBases, ctx)) : [];
   const imageId = await ctx.step("build", () => build(docker, packContext(loc.contextDir, listed.entries), loc.dockerfile, limits, ctx));
   const info = (await docker.getImage(imageId).inspect()) as { RootFS?: { Layers?: unknown } };
   const layerIds = Array.isArray(info.RootFS?.Layers) ? (info.RootFS.Layers as unknown[]).filter((l): l is string => typeof l === "string") : [];
@@ -78,7 +78,7 @@ async function runRecipe(ctx: StrategyContext, roots: readonly string[], bounds:
     imageId,
     layerIds,
     layersReused,
-    detail: `recipe ${loc.contextDir} (${loc.dockerfile}), no cache${pulled.length > 0 ? `, pulled ${pulled.join(", ")}` : ""}; ${layersReused} of ${layerIds.length} layers as before`,
+    detail: `recipe ${loc.contextDir} (${loc.dockerfile}), no cache${pulled.length > 0 ? `, pulled ${pulled.join(", ")}` : ""}${registryBases.length > pulled.length ? ", a base not pulled (see the log)" : ""}; ${layersReused} of ${layerIds.length} layers as before`,
   };
 }
 
@@ -111,7 +111,9 @@ export function isRegistryReference(image: string): boolean {
   return host.includes(".") || host.includes(":") || host === "localhost";
 }
 
-async function pullFresh(docker: Docker, images: readonly string[], ctx: StrategyContext): Promise<void> {
+/** Pulls each image; the ones pulled (a failed pull with a local copy is logged and built on). */
+async function pullFresh(docker: Docker, images: readonly string[], ctx: StrategyContext): Promise<string[]> {
+  const pulled: string[] = [];
   for (const image of images) {
     try {
       const stream = (await docker.pull(image, { abortSignal: ctx.signal })) as NodeJS.ReadableStream;
@@ -120,6 +122,7 @@ async function pullFresh(docker: Docker, images: readonly string[], ctx: Strateg
         if (err !== undefined) throw new Error(err);
         if (typeof msg["status"] === "string") ctx.log(`pull ${image}: ${msg["status"]}${typeof msg["id"] === "string" ? ` ${msg["id"]}` : ""}`);
       }
+      pulled.push(image);
     } catch (err) {
       if (ctx.signal.aborted) throw cancelled(ctx.signal);
       const why = err instanceof Error ? err.message : String(err);
@@ -128,6 +131,7 @@ async function pullFresh(docker: Docker, images: readonly string[], ctx: Strateg
       ctx.log(`pull ${image} failed (${why}); building on the builder's copy`);
     }
   }
+  return pulled;
 }
 
 /** Runs the build, its progress lines to ctx.log; the new image's id. A build that fails leaves no image of its steps behind. */
