@@ -5,54 +5,24 @@
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { silentLogger } from "../../common/log.js";
 import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
-
-class Relay {
-  private server: Server | undefined;
-  private readonly open = new Set<Socket>();
-  constructor(readonly path: string, private readonly target: string) {}
-
-  async up(): Promise<void> {
-    this.server = createServer((client) => {
-      const upstream = connect(this.target);
-      this.open.add(client).add(upstream);
-      const close = () => {
-        client.destroy();
-        upstream.destroy();
-        this.open.delete(client);
-        this.open.delete(upstream);
-      };
-      client.pipe(upstream).pipe(client);
-      client.on("error", close).on("close", close);
-      upstream.on("error", close).on("close", close);
-    });
-    await new Promise<void>((r) => this.server?.listen(this.path, r));
-  }
-
-  async down(): Promise<void> {
-    for (const s of this.open) s.destroy();
-    this.open.clear();
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    this.server = undefined;
-  }
-}
+import { SocketRelay } from "../harness/socket-relay.js";
 
 describe("engine restart", () => {
   let eng: TestEngine;
   let dir: string;
-  let relay: Relay;
+  let relay: SocketRelay;
   let agent: RunningAgent;
 
   before(async () => {
     eng = await testEngine();
     dir = await mkdtemp(join(tmpdir(), "sl-relay-"));
-    relay = new Relay(join(dir, "docker.sock"), "/var/run/docker.sock");
+    relay = new SocketRelay(join(dir, "docker.sock"), "/var/run/docker.sock");
     await relay.up();
     agent = await startAgent({ node: "relay-node", dockerSocket: relay.path, refreshMs: 500, log: silentLogger() });
   });
