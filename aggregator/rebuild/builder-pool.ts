@@ -108,6 +108,11 @@ export class BuilderPool implements BuilderPoolApi {
     await Promise.all(this.members.map((m) => m.checking ?? this.check(m)));
   }
 
+  /** A builder's engine by name (garbage collection removes local shadows there), healthy or not. */
+  docker(name: string): Docker | undefined {
+    return this.members.find((m) => m.config.name === name)?.docker;
+  }
+
   acquire(signal: AbortSignal, avoid: readonly string[] = []): Promise<BuilderLease> {
     if (this.closed) return Promise.reject(new ShadowError(Code.BuilderUnavailable, "the builder pool is closed"));
     if (signal.aborted) return Promise.reject(cancelled(signal));
