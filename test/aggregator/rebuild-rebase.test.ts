@@ -1,0 +1,108 @@
+/**
+ * `rebase` on a real engine: an app image on base v1 (libc6 2.36-9+deb12u1, vulnerable to the
+ * real DEBIAN-CVE-2023-4911 record) rebased onto v2 (deb12u3): the app layers' diffIDs are the
+ * same, v2's are at the bottom, the labels say so, and the re-scan (in place and from a saved
+ * archive, as for a remote builder) finds the fixed version, which the matcher no longer flags.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parseOsvRecord } from "../../aggregator/feeds/parse/osv.js";
+import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
+import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
+import { rebaseStrategy } from "../../aggregator/rebuild/strategies/rebase.js";
+import { SHADOW_LABELS, SOURCE_LABELS, type Builder } from "../../aggregator/rebuild/types.js";
+import { VulnIndex } from "../../aggregator/vulns/index.js";
+import { matchInventory } from "../../aggregator/vulns/matcher.js";
+import { PACKAGE_ROOT } from "../../common/paths.js";
+import type { ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { testEngine } from "../harness/engine.js";
+import { buildRebuildImages, FIXED_GLIBC, strategyContext, VULNERABLE_GLIBC, type RebuildImages } from "../harness/rebuild-images.js";
+import { tempDir } from "../harness/temp-dir.js";
+
+const ADVISORY = "DEBIAN-CVE-2023-4911";
+
+function fixtureIndex(): VulnIndex {
+  const item = parseOsvRecord(JSON.parse(readFileSync(join(PACKAGE_ROOT, "test/fixtures/feeds/osv-dir/debian", `${ADVISORY}.json`), "utf8")));
+  assert.ok(item.ok);
+  const index = new VulnIndex();
+  index.replaceOsvFeed("osv", new Map([[item.record.id, VulnIndex.compile(item.record)]]));
+  return index;
+}
+
+const libc = (inv: ImageInventory) => inv.packages.filter((p) => p.name === "libc6").map((p) => `${p.name} ${p.version} (${p.sourceName})`);
+
+describe("rebuild strategy: rebase", () => {
+  const work = tempDir("sl-rebase-");
+  let images: RebuildImages;
+  let builder: Builder;
+  const made: string[] = [];
+
+  before(async () => {
+    const eng = await testEngine();
+    images = await buildRebuildImages(eng.docker);
+    builder = { name: "local", docker: eng.docker, limits: {}, localRoot: eng.info.rootDir };
+  });
+  after(async () => {
+    for (const id of made) await images.docker.getImage(id).remove({ force: true }).catch(() => undefined);
+    await images?.cleanup();
+  });
+
+  it("rebases the app onto the fixed base: app layers byte for byte, the advisory gone in the re-scan", async () => {
+    const src = await imageFacts(builder.docker, images.app);
+    const v1 = await imageFacts(builder.docker, images.baseV1);
+    const v2 = await imageFacts(builder.docker, images.baseV2);
+    assert.equal(src.diffIds.length, v1.diffIds.length + 3, "the app has three layers above its base");
+    const baseMap = { [images.baseV1]: images.baseV2 };
+    const why = rebaseStrategy.applies(src, [ADVISORY], { baseMap });
+    assert.match(why ?? "", new RegExp(`${SOURCE_LABELS.baseName.replace(/\./g, "\\.")}=.*base:1.*base:2`));
+    assert.equal(rebaseStrategy.applies(src, ["drift"], { baseMap }), undefined, "a rebase keeps tampered layers: not for drift");
+    assert.equal(rebaseStrategy.applies(src, [ADVISORY], { baseMap: {} }), undefined);
+
+    const started = performance.now();
+    const r = await rebaseStrategy.run(strategyContext(builder, src, join(work.path, "run"), { baseMap }));
+    const seconds = (performance.now() - started) / 1000;
+    made.push(r.imageId);
+    console.log(`rebase of the 3-layer app: ${seconds.toFixed(2)} s`);
+
+    const out = await imageFacts(builder.docker, r.imageId);
+    const appLayers = src.diffIds.slice(v1.diffIds.length);
+    assert.deepEqual(out.diffIds, [...v2.diffIds, ...appLayers]);
+    assert.deepEqual(r.layerIds, out.diffIds);
+    assert.equal(r.layersReused, 3);
+    assert.equal(out.labels[SOURCE_LABELS.baseName], images.baseV2);
+    assert.equal(out.labels[SHADOW_LABELS.strategy], "test");
+    assert.equal(out.labels[SOURCE_LABELS.recipeDockerfile], "Dockerfile", "the source's own labels are kept");
+    assert.equal(out.history.length, v2.history.length + (src.history.length - v1.history.length));
+
+    const index = fixtureIndex();
+    const before = await rescanImage(builder, src.imageId, join(work.path, "scan-src"));
+    assert.deepEqual(libc(before), [`libc6 ${VULNERABLE_GLIBC} (glibc)`]);
+    assert.deepEqual(matchInventory(index, before).map((m) => m.id), [ADVISORY], "the source is vulnerable");
+    const inPlace = await rescanImage(builder, r.imageId, join(work.path, "scan-local"));
+    const { localRoot: _root, ...remote } = builder;
+    const fromArchive = await rescanImage(remote, r.imageId, join(work.path, "scan-remote"));
+    for (const inv of [inPlace, fromArchive]) {
+      assert.equal(inv.os?.id, "debian");
+      assert.deepEqual(libc(inv), [`libc6 ${FIXED_GLIBC} (glibc)`]);
+      assert.deepEqual(inv.layerIds, out.diffIds);
+      assert.equal(inv.packages.find((p) => p.name === "libc6")?.layerId, v2.diffIds[0]);
+      assert.deepEqual(matchInventory(index, inv), [], "the rebased image no longer matches the advisory");
+    }
+  });
+
+  it("refuses an image that is not built on the base it names", async () => {
+    const src = await imageFacts(builder.docker, images.app);
+    const lying = { ...src, labels: { ...src.labels, [SOURCE_LABELS.baseName]: images.baseV2 } };
+    await assert.rejects(rebaseStrategy.run(strategyContext(builder, lying, join(work.path, "lie"), { baseMap: { [images.baseV2]: images.baseV1 } })), (err: Error) => {
+      assert.match(err.message, /is not built on .*base:2/);
+      return true;
+    });
+  });
+
+  it("fails clearly when no newer base is known", async () => {
+    const src = await imageFacts(builder.docker, images.app);
+    await assert.rejects(rebaseStrategy.run(strategyContext(builder, src, join(work.path, "none"))), /no newer base for .*base:1/);
+  });
+});
