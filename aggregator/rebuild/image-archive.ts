@@ -15,6 +15,7 @@ import { pipeline } from "node:stream/promises";
 import type Docker from "dockerode";
 import * as tar from "tar-stream";
 import { Code, ShadowError } from "../../common/errors.js";
+import { copyIntoEntry } from "./tar-copy.js";
 import { MAX_CONFIG_BYTES, parseImageConfig } from "./image-config.js";
 import type { SavedImage, SavedLayer } from "./types.js";
 
@@ -151,27 +152,13 @@ export async function unpackImageArchive(source: NodeJS.ReadableStream, dir: str
   return { config, configDigest: configFile.sha256, layers, repoTags: manifest.repoTags };
 }
 
-/** Copies a file into a tar entry (a streamx writable), respecting its back-pressure. */
-async function fileInto(entry: Writable, path: string): Promise<void> {
-  const done = new Promise<void>((resolve, reject) => {
-    entry.once("error", reject);
-    entry.once("finish", () => resolve());
-    entry.once("close", () => resolve());
-  });
-  for await (const chunk of createReadStream(path)) {
-    if (!entry.write(chunk)) await new Promise((r) => entry.once("drain", r));
-  }
-  entry.end();
-  await done;
-}
-
 /** The docker-archive tar of one image: layer files, then the config, then manifest.json. */
 async function packArchive(p: tar.Pack, image: { config: Buffer; layers: SavedLayer[] }, configName: string, tag: string | undefined): Promise<void> {
   const names: string[] = [];
   for (const [i, l] of image.layers.entries()) {
     const name = `layers/${i}.tar`;
     const size = (await stat(l.path)).size;
-    await fileInto(p.entry({ name, size, mode: 0o644, mtime: new Date(0) }) as unknown as Writable, l.path);
+    await copyIntoEntry(p.entry({ name, size, mode: 0o644, mtime: new Date(0) }) as unknown as Writable, createReadStream(l.path));
     names.push(name);
   }
   p.entry({ name: configName, mode: 0o644, mtime: new Date(0) }, image.config);

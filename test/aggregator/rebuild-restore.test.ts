@@ -1,0 +1,151 @@
+/**
+ * `restore` on a real engine: a file changed by hand in a lower layer's directory on disk (found
+ * through layerdb's cache-id) is detected and named, the layers below it are kept byte for byte,
+ * the layers from it up are re-made from the image's recipe and squashed into one new layer, and
+ * a fresh container of the shadow reads the original content. Squashing applies whiteouts and
+ * opaque directories as the engine does.
+ */
+import assert from "node:assert/strict";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { createWriteStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
+import { after, before, describe, it } from "node:test";
+import * as tar from "tar-stream";
+import { chainIds } from "../../agent/layers/chain-id.js";
+import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
+import { verifyLayers } from "../../aggregator/rebuild/layer-verify.js";
+import { squashLayers } from "../../aggregator/rebuild/squash-layers.js";
+import { restoreFromRecipe } from "../../aggregator/rebuild/strategies/restore.js";
+import { SOURCE_LABELS, type Builder } from "../../aggregator/rebuild/types.js";
+import { testEngine } from "../harness/engine.js";
+import { APP_MESSAGE, APP_MESSAGE_PATH, buildRebuildImages, readInFreshContainer, strategyContext, type RebuildImages } from "../harness/rebuild-images.js";
+import { tempDir } from "../harness/temp-dir.js";
+
+async function writeTar(path: string, entries: Array<{ name: string; type?: "directory" | "file"; data?: string }>): Promise<string> {
+  const p = tar.pack();
+  for (const e of entries) {
+    if (e.type === "directory") p.entry({ name: e.name, type: "directory", mode: 0o755 });
+    else p.entry({ name: e.name, mode: 0o644 }, Buffer.from(e.data ?? ""));
+  }
+  p.finalize();
+  await pipeline(Readable.from(p as AsyncIterable<Buffer>), createWriteStream(path));
+  return path;
+}
+
+async function listTar(path: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const extract = tar.extract();
+  const feed = pipeline((await import("node:fs")).createReadStream(path), extract as unknown as NodeJS.WritableStream);
+  for await (const e of extract) {
+    const chunks: Buffer[] = [];
+    for await (const c of e as AsyncIterable<Buffer>) chunks.push(c);
+    out[e.header.name] = e.header.type === "directory" ? "<dir>" : Buffer.concat(chunks).toString();
+  }
+  await feed;
+  return out;
+}
+
+describe("rebuild strategy: restore", () => {
+  const work = tempDir("sl-restore-");
+  let images: RebuildImages;
+  let builder: Builder;
+  const made: string[] = [];
+
+  before(async () => {
+    const eng = await testEngine();
+    images = await buildRebuildImages(eng.docker);
+    builder = { name: "local", docker: eng.docker, limits: {}, localRoot: eng.info.rootDir };
+  });
+  after(async () => {
+    for (const id of made) await images.docker.getImage(id).remove({ force: true }).catch(() => undefined);
+    await images?.cleanup();
+  });
+
+  it("names the tampered layer and file, and a fresh container of the shadow reads the original", async () => {
+    const root = builder.localRoot ?? "";
+    const src = await imageFacts(builder.docker, images.app);
+    assert.equal(src.diffIds.length, 4, "base + RUN + COPY + RUN");
+    assert.match(restoreFromRecipe.applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
+    assert.equal(restoreFromRecipe.applies(src, ["CVE-2023-4911"], { baseMap: {} }), undefined);
+    assert.deepEqual((await verifyLayers(root, src.diffIds)).map((c) => c.ok), [true, true, true, true]);
+
+    // Layer 1 (the RUN that wrote the message): its directory, through layerdb, changed by hand.
+    const chain = chainIds(src.diffIds)[1]?.replace(/^sha256:/, "") ?? "";
+    const cacheId = (await readFile(join(root, "image/overlay2/layerdb/sha256", chain, "cache-id"), "utf8")).trim();
+    await writeFile(join(root, "overlay2", cacheId, "diff", APP_MESSAGE_PATH), "tampered on the node\n");
+    assert.equal(await readInFreshContainer(builder.docker, images.app, `/${APP_MESSAGE_PATH}`), "tampered on the node\n");
+
+    const checks = await verifyLayers(root, src.diffIds);
+    assert.deepEqual(checks.map((c) => c.ok), [true, false, true, true]);
+    assert.deepEqual(checks[1]?.changed, [{ path: `/${APP_MESSAGE_PATH}`, reason: "content" }]);
+
+    const lines: string[] = [];
+    const started = performance.now();
+    const r = await restoreFromRecipe.run(strategyContext(builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
+    console.log(`restore of the 3-layer app: ${((performance.now() - started) / 1000).toFixed(2)} s`);
+    made.push(r.imageId);
+    assert.match(r.detail, new RegExp(`layer 1 \\(${src.diffIds[1]}\\) does not match .*changed: /${APP_MESSAGE_PATH} \\(content\\)`));
+    assert.ok(lines.some((l) => l.includes(`/${APP_MESSAGE_PATH}`)), "the job's log names the file");
+
+    const out = await imageFacts(builder.docker, r.imageId);
+    assert.deepEqual(out.diffIds.slice(0, 1), src.diffIds.slice(0, 1), "the layer below is kept byte for byte");
+    assert.equal(out.diffIds.length, 2, "layers 1-3 squashed into one");
+    assert.ok(!src.diffIds.includes(out.diffIds[1] ?? ""), "the squashed layer is new");
+    assert.deepEqual(r.layerIds, out.diffIds);
+    assert.equal(r.layersReused, 1);
+    assert.equal(out.labels[SOURCE_LABELS.baseName], images.baseV1, "the source's labels are kept");
+    assert.equal(out.labels["shadowlayer.strategy"], "test");
+    assert.deepEqual((await verifyLayers(root, out.diffIds)).map((c) => c.ok), [true, true]);
+
+    assert.equal(await readInFreshContainer(builder.docker, r.imageId, `/${APP_MESSAGE_PATH}`), APP_MESSAGE);
+    assert.equal(await readInFreshContainer(builder.docker, r.imageId, "/etc/app.conf"), "threads=2\n");
+    assert.equal(await readInFreshContainer(builder.docker, r.imageId, "/srv/app/build.txt"), "build=1\n");
+  });
+
+  it("fails clearly when there is no good source", async () => {
+    const src = await imageFacts(builder.docker, images.app);
+    const bare = { ...src, labels: {}, repoDigests: [] };
+    await assert.rejects(restoreFromRecipe.run(strategyContext(builder, bare, join(work.path, "bare"), { reasons: ["drift"] })), /no good source for layer 1 \(sha256:[0-9a-f]+\) does not match its diffID.*no registry copy \(repo digest\) and no recipe label/);
+  });
+
+  it("squashes layers with whiteouts and opaque directories as the engine applies them", async () => {
+    const d = work.path;
+    const l0 = await writeTar(join(d, "s0.tar"), [
+      { name: "a/", type: "directory" },
+      { name: "a/keep", data: "0" },
+      { name: "a/gone", data: "0" },
+      { name: "o/", type: "directory" },
+      { name: "o/old", data: "0" },
+      { name: "r/", type: "directory" },
+      { name: "r/lower", data: "0" },
+    ]);
+    const l1 = await writeTar(join(d, "s1.tar"), [
+      { name: "a/.wh.gone", data: "" },
+      { name: "o/", type: "directory" },
+      { name: "o/.wh..wh..opq", data: "" },
+      { name: "o/new", data: "1" },
+      { name: ".wh.r", data: "" },
+      { name: "below/.wh.x", data: "" },
+    ]);
+    const l2 = await writeTar(join(d, "s2.tar"), [
+      { name: "r/", type: "directory" },
+      { name: "a/keep", data: "2" },
+    ]);
+    const s = await squashLayers([l0, l1, l2], join(d, "squashed.tar"));
+    assert.deepEqual(await listTar(s.path), {
+      "a/": "<dir>",
+      "a/keep": "2",
+      "a/.wh.gone": "",
+      "o/": "<dir>",
+      "o/.wh..wh..opq": "",
+      "o/new": "1",
+      "below/.wh.x": "",
+      "r/": "<dir>",
+      "r/.wh..wh..opq": "",
+    });
+    const marked = await squashLayers([l0, l1, l2], join(d, "marked.tar"), { marker: "job-1" });
+    assert.notEqual(marked.diffId, s.diffId, "the marker makes the bytes new");
+  });
+});
