@@ -16,6 +16,8 @@ import type Docker from "dockerode";
 import * as tar from "tar-stream";
 import { Code, ShadowError } from "../../common/errors.js";
 import { copyIntoEntry } from "./tar-copy.js";
+import { digestTap } from "./digest-tap.js";
+import { followEngine } from "./engine-progress.js";
 import { MAX_CONFIG_BYTES, parseImageConfig } from "./image-config.js";
 import type { SavedImage, SavedLayer } from "./types.js";
 
@@ -40,18 +42,9 @@ interface StoredEntry {
 
 /** Writes one entry's bytes to `path`, hashing them; at most `max` bytes. */
 async function storeEntry(entry: AsyncIterable<Buffer>, path: string, max: number, name: string): Promise<StoredEntry> {
-  const h = createHash("sha256");
-  let size = 0;
-  const tap = async function* (src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    for await (const chunk of src) {
-      size += chunk.length;
-      if (size > max) throw new ShadowError(Code.InvalidArgument, `archive entry ${name} is larger than ${max} bytes`);
-      h.update(chunk);
-      yield chunk;
-    }
-  };
-  await pipeline(entry, tap, createWriteStream(path));
-  return { path, size, sha256: `sha256:${h.digest("hex")}` };
+  const d = digestTap(max, (m) => new ShadowError(Code.InvalidArgument, `archive entry ${name} is larger than ${m} bytes`));
+  await pipeline(entry, d.tap, createWriteStream(path));
+  return { path, size: d.size(), sha256: d.digest() };
 }
 
 function manifestOf(buf: Buffer): { config: string; layers: string[]; repoTags: string[] } {
@@ -167,17 +160,6 @@ async function packArchive(p: tar.Pack, image: { config: Buffer; layers: SavedLa
   p.finalize();
 }
 
-async function followLoad(docker: Docker, stream: NodeJS.ReadableStream): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(stream, (err: Error | null, out: Array<{ error?: string; errorDetail?: { message?: string } }>) => {
-      const bad = out?.find((o) => o.error !== undefined || o.errorDetail !== undefined);
-      if (err !== null) reject(new ShadowError(Code.BuildFailed, `docker load failed: ${err.message}`, { cause: err }));
-      else if (bad !== undefined) reject(new ShadowError(Code.BuildFailed, `docker load failed: ${bad.error ?? bad.errorDetail?.message ?? "unknown"}`));
-      else resolve();
-    });
-  });
-}
-
 /**
  * Loads an image made of `config` and the layer tars (bottom first, matching its diff_ids) into
  * the engine, tagged `tag` if given; returns its id (the config's digest), checked with the engine.
@@ -195,7 +177,7 @@ export async function loadImage(docker: Docker, image: { config: Buffer; layers:
   });
   const body = Readable.from(p as AsyncIterable<Buffer>);
   try {
-    await followLoad(docker, await docker.loadImage(body, { quiet: true }));
+    await followEngine(docker, await docker.loadImage(body, { quiet: true }), "docker load", Code.BuildFailed);
     await packing;
   } catch (err) {
     await packing.catch(() => undefined);

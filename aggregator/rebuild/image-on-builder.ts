@@ -6,6 +6,7 @@
  */
 import type Docker from "dockerode";
 import { Code, ShadowError } from "../../common/errors.js";
+import { followEngine } from "./engine-progress.js";
 import { imageFacts } from "./image-facts.js";
 import type { ImageFacts } from "./types.js";
 
@@ -22,14 +23,7 @@ async function pull(docker: Docker, ref: string, signal: AbortSignal): Promise<v
   const onAbort = (): void => (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
   signal.addEventListener("abort", onAbort, { once: true });
   try {
-    await new Promise<void>((resolve, reject) => {
-      docker.modem.followProgress(stream, (err: Error | null, out: Array<{ error?: string; errorDetail?: { message?: string } }>) => {
-        const bad = out?.find((o) => o.error !== undefined || o.errorDetail !== undefined);
-        if (err !== null) reject(err);
-        else if (bad !== undefined) reject(new Error(bad.error ?? bad.errorDetail?.message ?? "unknown"));
-        else resolve();
-      });
-    });
+    await followEngine(docker, stream, `pull of ${ref}`, Code.RegistryUnavailable);
   } catch (err) {
     throw new ShadowError(Code.RegistryUnavailable, `cannot pull ${ref} onto the builder: ${ShadowError.from(err).message}`, { cause: err });
   } finally {

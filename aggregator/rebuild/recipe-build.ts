@@ -8,6 +8,7 @@
 import { lstat, readdir } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { Code, ShadowError } from "../../common/errors.js";
+import { followEngine } from "./engine-progress.js";
 import { SOURCE_LABELS, type Builder, type ImageFacts } from "./types.js";
 
 export interface Recipe {
@@ -48,20 +49,10 @@ export async function buildRecipe(builder: Builder, recipe: Recipe, signal: Abor
       abortSignal: signal,
   };
   const stream: NodeJS.ReadableStream = await builder.docker.buildImage({ context: recipe.context, src }, options as object);
-  return new Promise<string>((resolve, reject) => {
-    builder.docker.modem.followProgress(
-      stream,
-      (err: Error | null, out: Array<{ error?: string; errorDetail?: { message?: string }; aux?: { ID?: string } }>) => {
-        const bad = out?.find((o) => o.error !== undefined || o.errorDetail !== undefined);
-        const id = out?.map((o) => o.aux?.ID).find((x): x is string => typeof x === "string");
-        if (err !== null) reject(new ShadowError(Code.BuildFailed, `recipe build failed: ${err.message}`, { cause: err }));
-        else if (bad !== undefined) reject(new ShadowError(Code.BuildFailed, `recipe build failed: ${bad.error ?? bad.errorDetail?.message ?? "unknown"}`));
-        else if (id === undefined) reject(new ShadowError(Code.BuildFailed, "recipe build gave no image id"));
-        else resolve(id);
-      },
-      (e: { stream?: string }) => {
-        if (typeof e.stream === "string" && e.stream.trim() !== "") log(e.stream.trim());
-      },
-    );
+  const out = await followEngine(builder.docker, stream, "recipe build", Code.BuildFailed, (e) => {
+    if (typeof e.stream === "string" && e.stream.trim() !== "") log(e.stream.trim());
   });
+  const id = out.map((o) => o.aux?.ID).find((x): x is string => typeof x === "string");
+  if (id === undefined) throw new ShadowError(Code.BuildFailed, "recipe build gave no image id");
+  return id;
 }

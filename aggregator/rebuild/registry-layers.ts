@@ -8,7 +8,6 @@
  * The client is anything with the two calls of common/registry-client.ts's RegistryClient used
  * here; gzip and uncompressed layers are read (zstd is refused by name: Node has no zstd).
  */
-import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -16,6 +15,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { Code, ShadowError } from "../../common/errors.js";
+import { digestTap } from "./digest-tap.js";
 import { parseImageConfig } from "./image-config.js";
 import type { SavedLayer } from "./types.js";
 
@@ -99,21 +99,13 @@ export async function registryLayers(copy: RegistryCopy, platform: { os: string;
     if (d.mediaType.includes("zstd")) throw new ShadowError(Code.Unimplemented, `layer ${i} of ${repository} is zstd-compressed, which cannot be read here`);
     const gzip = d.mediaType.endsWith("gzip") || d.mediaType.endsWith(".gzip");
     const path = join(dir, `${i}.tar`);
-    const h = createHash("sha256");
-    let size = 0;
-    const tap = async function* (src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-      for await (const c of src) {
-        h.update(c);
-        size += c.length;
-        yield c;
-      }
-    };
+    const hashed = digestTap();
     const blob = Readable.from(await client.getBlob(repository, d.digest));
-    if (gzip) await pipeline(blob, createGunzip(), tap, createWriteStream(path));
-    else await pipeline(blob, tap, createWriteStream(path));
-    const got = `sha256:${h.digest("hex")}`;
+    if (gzip) await pipeline(blob, createGunzip(), hashed.tap, createWriteStream(path));
+    else await pipeline(blob, hashed.tap, createWriteStream(path));
+    const got = hashed.digest();
     if (got !== diffId) throw new ShadowError(Code.FailedPrecondition, `layer ${i} from ${repository} hashes to ${got}, not its diffID ${diffId}`);
-    out.push({ diffId, path, size });
+    out.push({ diffId, path, size: hashed.size() });
   }
   return out;
 }

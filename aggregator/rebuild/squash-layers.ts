@@ -14,7 +14,6 @@
  * `marker` adds a PAX record to the first entry: the squashed layer's bytes then differ from any
  * layer made before (its diffID is new, and so is the directory the engine unpacks it into).
  */
-import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { posix } from "node:path";
 import { Writable } from "node:stream";
@@ -22,6 +21,7 @@ import { pipeline } from "node:stream/promises";
 import * as tar from "tar-stream";
 import { Code, ShadowError } from "../../common/errors.js";
 import { safeArchiveName } from "./image-archive.js";
+import { digestTap } from "./digest-tap.js";
 import { copyIntoEntry } from "./tar-copy.js";
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -104,16 +104,8 @@ export async function squashLayers(layers: readonly string[], out: string, opts:
   if (layers.length === 0) throw new ShadowError(Code.Internal, "nothing to squash");
   const { winners, synthetic } = await plan(layers);
   const pack = tar.pack();
-  const hash = createHash("sha256");
-  let size = 0;
-  const tap = async function* (src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    for await (const chunk of src) {
-      hash.update(chunk);
-      size += chunk.length;
-      yield chunk;
-    }
-  };
-  const written = pipeline(pack as unknown as AsyncIterable<Buffer>, tap, createWriteStream(out));
+  const d = digestTap();
+  const written = pipeline(pack as unknown as AsyncIterable<Buffer>, d.tap, createWriteStream(out));
   written.catch(() => undefined);
   let entries = 0;
   try {
@@ -142,5 +134,5 @@ export async function squashLayers(layers: readonly string[], out: string, opts:
     pack.destroy();
     throw ShadowError.from(err, Code.BuildFailed);
   }
-  return { path: out, diffId: `sha256:${hash.digest("hex")}`, size, entries };
+  return { path: out, diffId: d.digest(), size: d.size(), entries };
 }

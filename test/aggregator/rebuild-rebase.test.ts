@@ -7,18 +7,17 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { parseOsvRecord } from "../../aggregator/feeds/parse/osv.js";
 import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
 import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
 import { rebaseStrategy } from "../../aggregator/rebuild/strategies/rebase.js";
-import { SHADOW_LABELS, SOURCE_LABELS, type Builder } from "../../aggregator/rebuild/types.js";
+import { SHADOW_LABELS, SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
 import { VulnIndex } from "../../aggregator/vulns/index.js";
 import { matchInventory } from "../../aggregator/vulns/matcher.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
 import type { ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { testEngine } from "../harness/engine.js";
-import { buildRebuildImages, FIXED_GLIBC, strategyContext, VULNERABLE_GLIBC, type RebuildImages } from "../harness/rebuild-images.js";
+import { FIXED_GLIBC, strategyContext, useRebuildImages, VULNERABLE_GLIBC } from "../harness/rebuild-images.js";
 import { tempDir } from "../harness/temp-dir.js";
 
 const ADVISORY = "DEBIAN-CVE-2023-4911";
@@ -35,74 +34,62 @@ const libc = (inv: ImageInventory) => inv.packages.filter((p) => p.name === "lib
 
 describe("rebuild strategy: rebase", () => {
   const work = tempDir("sl-rebase-");
-  let images: RebuildImages;
-  let builder: Builder;
-  const made: string[] = [];
-
-  before(async () => {
-    const eng = await testEngine();
-    images = await buildRebuildImages(eng.docker);
-    builder = { name: "local", docker: eng.docker, limits: {}, localRoot: eng.info.rootDir };
-  });
-  after(async () => {
-    for (const id of made) await images.docker.getImage(id).remove({ force: true }).catch(() => undefined);
-    await images?.cleanup();
-  });
+  const fx = useRebuildImages();
 
   it("rebases the app onto the fixed base: app layers byte for byte, the advisory gone in the re-scan", async () => {
-    const src = await imageFacts(builder.docker, images.app);
-    const v1 = await imageFacts(builder.docker, images.baseV1);
-    const v2 = await imageFacts(builder.docker, images.baseV2);
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    const v1 = await imageFacts(fx.builder.docker, fx.images.baseV1);
+    const v2 = await imageFacts(fx.builder.docker, fx.images.baseV2);
     assert.equal(src.diffIds.length, v1.diffIds.length + 3, "the app has three layers above its base");
-    const baseMap = { [images.baseV1]: images.baseV2 };
+    const baseMap = { [fx.images.baseV1]: fx.images.baseV2 };
     const why = rebaseStrategy.applies(src, [ADVISORY], { baseMap });
     assert.match(why ?? "", new RegExp(`${SOURCE_LABELS.baseName.replace(/\./g, "\\.")}=.*base:1.*base:2`));
     assert.equal(rebaseStrategy.applies(src, ["drift"], { baseMap }), undefined, "a rebase keeps tampered layers: not for drift");
     assert.equal(rebaseStrategy.applies(src, [ADVISORY], { baseMap: {} }), undefined);
 
     const started = performance.now();
-    const r = await rebaseStrategy.run(strategyContext(builder, src, join(work.path, "run"), { baseMap }));
+    const r = await rebaseStrategy.run(strategyContext(fx.builder, src, join(work.path, "run"), { baseMap }));
     const seconds = (performance.now() - started) / 1000;
-    made.push(r.imageId);
+    fx.made.push(r.imageId);
     console.log(`rebase of the 3-layer app: ${seconds.toFixed(2)} s`);
 
-    const out = await imageFacts(builder.docker, r.imageId);
+    const out = await imageFacts(fx.builder.docker, r.imageId);
     const appLayers = src.diffIds.slice(v1.diffIds.length);
     assert.deepEqual(out.diffIds, [...v2.diffIds, ...appLayers]);
     assert.deepEqual(r.layerIds, out.diffIds);
     assert.equal(r.layersReused, 3);
-    assert.equal(out.labels[SOURCE_LABELS.baseName], images.baseV2);
+    assert.equal(out.labels[SOURCE_LABELS.baseName], fx.images.baseV2);
     assert.equal(out.labels[SHADOW_LABELS.strategy], "test");
     assert.equal(out.labels[SOURCE_LABELS.recipeDockerfile], "Dockerfile", "the source's own labels are kept");
     assert.equal(out.history.length, v2.history.length + (src.history.length - v1.history.length));
 
     const index = fixtureIndex();
-    const before = await rescanImage(builder, src.imageId, join(work.path, "scan-src"));
+    const before = await rescanImage(fx.builder, src.imageId, join(work.path, "scan-src"));
     assert.deepEqual(libc(before), [`libc6 ${VULNERABLE_GLIBC} (glibc)`]);
     assert.deepEqual(matchInventory(index, before).map((m) => m.id), [ADVISORY], "the source is vulnerable");
-    const inPlace = await rescanImage(builder, r.imageId, join(work.path, "scan-local"));
-    const { localRoot: _root, ...remote } = builder;
+    const inPlace = await rescanImage(fx.builder, r.imageId, join(work.path, "scan-local"));
+    const { localRoot: _root, ...remote } = fx.builder;
     const fromArchive = await rescanImage(remote, r.imageId, join(work.path, "scan-remote"));
     for (const inv of [inPlace, fromArchive]) {
       assert.equal(inv.os?.id, "debian");
       assert.deepEqual(libc(inv), [`libc6 ${FIXED_GLIBC} (glibc)`]);
       assert.deepEqual(inv.layerIds, out.diffIds);
-      assert.equal(inv.packages.find((p) => p.name === "libc6")?.layerId, v2.diffIds[0]);
+      assert.equal(inv.packages.find((p) => p.name === "libc6")?.layerId, v2.diffIds.at(-1), "libc6 comes from the new base's top layer");
       assert.deepEqual(matchInventory(index, inv), [], "the rebased image no longer matches the advisory");
     }
   });
 
   it("refuses an image that is not built on the base it names", async () => {
-    const src = await imageFacts(builder.docker, images.app);
-    const lying = { ...src, labels: { ...src.labels, [SOURCE_LABELS.baseName]: images.baseV2 } };
-    await assert.rejects(rebaseStrategy.run(strategyContext(builder, lying, join(work.path, "lie"), { baseMap: { [images.baseV2]: images.baseV1 } })), (err: Error) => {
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    const lying = { ...src, labels: { ...src.labels, [SOURCE_LABELS.baseName]: fx.images.baseV2 } };
+    await assert.rejects(rebaseStrategy.run(strategyContext(fx.builder, lying, join(work.path, "lie"), { baseMap: { [fx.images.baseV2]: fx.images.baseV1 } })), (err: Error) => {
       assert.match(err.message, /is not built on .*base:2/);
       return true;
     });
   });
 
   it("fails clearly when no newer base is known", async () => {
-    const src = await imageFacts(builder.docker, images.app);
-    await assert.rejects(rebaseStrategy.run(strategyContext(builder, src, join(work.path, "none"))), /no newer base for .*base:1/);
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    await assert.rejects(rebaseStrategy.run(strategyContext(fx.builder, src, join(work.path, "none"))), /no newer base for .*base:1/);
   });
 });

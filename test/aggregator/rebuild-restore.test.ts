@@ -11,16 +11,15 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import * as tar from "tar-stream";
 import { chainIds } from "../../agent/layers/chain-id.js";
 import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
 import { verifyLayers } from "../../aggregator/rebuild/layer-verify.js";
 import { squashLayers } from "../../aggregator/rebuild/squash-layers.js";
 import { restoreFromRecipe } from "../../aggregator/rebuild/strategies/restore.js";
-import { SOURCE_LABELS, type Builder } from "../../aggregator/rebuild/types.js";
-import { testEngine } from "../harness/engine.js";
-import { APP_MESSAGE, APP_MESSAGE_PATH, buildRebuildImages, readInFreshContainer, strategyContext, type RebuildImages } from "../harness/rebuild-images.js";
+import { SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
+import { APP_MESSAGE, APP_MESSAGE_PATH, readInFreshContainer, strategyContext, useRebuildImages } from "../harness/rebuild-images.js";
 import { tempDir } from "../harness/temp-dir.js";
 
 async function writeTar(path: string, entries: Array<{ name: string; type?: "directory" | "file"; data?: string }>): Promise<string> {
@@ -49,65 +48,56 @@ async function listTar(path: string): Promise<Record<string, string>> {
 
 describe("rebuild strategy: restore", () => {
   const work = tempDir("sl-restore-");
-  let images: RebuildImages;
-  let builder: Builder;
-  const made: string[] = [];
-
-  before(async () => {
-    const eng = await testEngine();
-    images = await buildRebuildImages(eng.docker);
-    builder = { name: "local", docker: eng.docker, limits: {}, localRoot: eng.info.rootDir };
-  });
-  after(async () => {
-    for (const id of made) await images.docker.getImage(id).remove({ force: true }).catch(() => undefined);
-    await images?.cleanup();
-  });
+  const fx = useRebuildImages();
 
   it("names the tampered layer and file, and a fresh container of the shadow reads the original", async () => {
-    const root = builder.localRoot ?? "";
-    const src = await imageFacts(builder.docker, images.app);
-    assert.equal(src.diffIds.length, 4, "base + RUN + COPY + RUN");
+    const root = fx.builder.localRoot ?? "";
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    // k: the base's layers; the app's are k (RUN, the message), k+1 (COPY), k+2 (RUN).
+    const k = (await imageFacts(fx.builder.docker, fx.images.baseV1)).diffIds.length;
+    const ok = (n: number) => new Array<boolean>(n).fill(true);
+    assert.equal(src.diffIds.length, k + 3);
     assert.match(restoreFromRecipe.applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
     assert.equal(restoreFromRecipe.applies(src, ["CVE-2023-4911"], { baseMap: {} }), undefined);
-    assert.deepEqual((await verifyLayers(root, src.diffIds)).map((c) => c.ok), [true, true, true, true]);
+    assert.deepEqual((await verifyLayers(root, src.diffIds)).map((c) => c.ok), ok(k + 3));
 
-    // Layer 1 (the RUN that wrote the message): its directory, through layerdb, changed by hand.
-    const chain = chainIds(src.diffIds)[1]?.replace(/^sha256:/, "") ?? "";
+    // Layer k (the RUN that wrote the message): its directory, through layerdb, changed by hand.
+    const chain = chainIds(src.diffIds)[k]?.replace(/^sha256:/, "") ?? "";
     const cacheId = (await readFile(join(root, "image/overlay2/layerdb/sha256", chain, "cache-id"), "utf8")).trim();
     await writeFile(join(root, "overlay2", cacheId, "diff", APP_MESSAGE_PATH), "tampered on the node\n");
-    assert.equal(await readInFreshContainer(builder.docker, images.app, `/${APP_MESSAGE_PATH}`), "tampered on the node\n");
+    assert.equal(await readInFreshContainer(fx.builder.docker, fx.images.app, `/${APP_MESSAGE_PATH}`), "tampered on the node\n");
 
     const checks = await verifyLayers(root, src.diffIds);
-    assert.deepEqual(checks.map((c) => c.ok), [true, false, true, true]);
-    assert.deepEqual(checks[1]?.changed, [{ path: `/${APP_MESSAGE_PATH}`, reason: "content" }]);
+    assert.deepEqual(checks.map((c) => c.ok), [...ok(k), false, true, true]);
+    assert.deepEqual(checks[k]?.changed, [{ path: `/${APP_MESSAGE_PATH}`, reason: "content" }]);
 
     const lines: string[] = [];
     const started = performance.now();
-    const r = await restoreFromRecipe.run(strategyContext(builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
+    const r = await restoreFromRecipe.run(strategyContext(fx.builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
     console.log(`restore of the 3-layer app: ${((performance.now() - started) / 1000).toFixed(2)} s`);
-    made.push(r.imageId);
-    assert.match(r.detail, new RegExp(`layer 1 \\(${src.diffIds[1]}\\) does not match .*changed: /${APP_MESSAGE_PATH} \\(content\\)`));
+    fx.made.push(r.imageId);
+    assert.match(r.detail, new RegExp(`layer ${k} \\(${src.diffIds[k]}\\) does not match .*changed: /${APP_MESSAGE_PATH} \\(content\\)`));
     assert.ok(lines.some((l) => l.includes(`/${APP_MESSAGE_PATH}`)), "the job's log names the file");
 
-    const out = await imageFacts(builder.docker, r.imageId);
-    assert.deepEqual(out.diffIds.slice(0, 1), src.diffIds.slice(0, 1), "the layer below is kept byte for byte");
-    assert.equal(out.diffIds.length, 2, "layers 1-3 squashed into one");
-    assert.ok(!src.diffIds.includes(out.diffIds[1] ?? ""), "the squashed layer is new");
+    const out = await imageFacts(fx.builder.docker, r.imageId);
+    assert.deepEqual(out.diffIds.slice(0, k), src.diffIds.slice(0, k), "the layers below are kept byte for byte");
+    assert.equal(out.diffIds.length, k + 1, "the three app layers squashed into one");
+    assert.ok(!src.diffIds.includes(out.diffIds[k] ?? ""), "the squashed layer is new");
     assert.deepEqual(r.layerIds, out.diffIds);
-    assert.equal(r.layersReused, 1);
-    assert.equal(out.labels[SOURCE_LABELS.baseName], images.baseV1, "the source's labels are kept");
+    assert.equal(r.layersReused, k);
+    assert.equal(out.labels[SOURCE_LABELS.baseName], fx.images.baseV1, "the source's labels are kept");
     assert.equal(out.labels["shadowlayer.strategy"], "test");
-    assert.deepEqual((await verifyLayers(root, out.diffIds)).map((c) => c.ok), [true, true]);
+    assert.deepEqual((await verifyLayers(root, out.diffIds)).map((c) => c.ok), ok(k + 1));
 
-    assert.equal(await readInFreshContainer(builder.docker, r.imageId, `/${APP_MESSAGE_PATH}`), APP_MESSAGE);
-    assert.equal(await readInFreshContainer(builder.docker, r.imageId, "/etc/app.conf"), "threads=2\n");
-    assert.equal(await readInFreshContainer(builder.docker, r.imageId, "/srv/app/build.txt"), "build=1\n");
+    assert.equal(await readInFreshContainer(fx.builder.docker, r.imageId, `/${APP_MESSAGE_PATH}`), APP_MESSAGE);
+    assert.equal(await readInFreshContainer(fx.builder.docker, r.imageId, "/etc/app.conf"), "threads=2\n");
+    assert.equal(await readInFreshContainer(fx.builder.docker, r.imageId, "/srv/app/build.txt"), "build=1\n");
   });
 
   it("fails clearly when there is no good source", async () => {
-    const src = await imageFacts(builder.docker, images.app);
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
     const bare = { ...src, labels: {}, repoDigests: [] };
-    await assert.rejects(restoreFromRecipe.run(strategyContext(builder, bare, join(work.path, "bare"), { reasons: ["drift"] })), /no good source for layer 1 \(sha256:[0-9a-f]+\) does not match its diffID.*no registry copy \(repo digest\) and no recipe label/);
+    await assert.rejects(restoreFromRecipe.run(strategyContext(fx.builder, bare, join(work.path, "bare"), { reasons: ["drift"] })), /no good source for layer \d+ \(sha256:[0-9a-f]+\) does not match its diffID.*no registry copy \(repo digest\) and no recipe label/);
   });
 
   it("squashes layers with whiteouts and opaque directories as the engine applies them", async () => {

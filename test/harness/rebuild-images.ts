@@ -6,26 +6,26 @@
  *   base v2  the same with 2.36-9+deb12u3 (the fixed version)
  *   app      FROM base v1, three layers (RUN, COPY, RUN), labelled with its base's name and its
  *            recipe: a context directory this helper writes and its Dockerfile
- * `cleanup()` removes the three images, the containers made from them and the context directory.
+ * `cleanup()` removes the three images, the containers made from them and the context directories.
+ * The bases are built FROM the demo base image (busybox-static, cli/demo-images.ts).
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { after, before } from "node:test";
 import type Docker from "dockerode";
-import * as tar from "tar-stream";
-import { findBusybox } from "../../cli/demo-images.js";
-import { Code, ShadowError } from "../../common/errors.js";
+import { ensureDemoImages } from "../../cli/demo-images.js";
+import { Code } from "../../common/errors.js";
+import { followEngine } from "../../aggregator/rebuild/engine-progress.js";
 import { SHADOW_LABELS, SOURCE_LABELS, type Builder, type ImageFacts, type StrategyContext } from "../../aggregator/rebuild/types.js";
+import { testEngine } from "./engine.js";
 
 export const VULNERABLE_GLIBC = "2.36-9+deb12u1";
 export const FIXED_GLIBC = "2.36-9+deb12u3";
 /** What the app's first layer writes, and the file it is in (restore's test changes it on disk). */
 export const APP_MESSAGE_PATH = "srv/app/message.txt";
 export const APP_MESSAGE = "the original message\n";
-
-const APPLETS = ["sh", "cat", "echo", "mkdir", "sleep", "ls", "rm", "printf", "true"];
 
 const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -69,57 +69,27 @@ export interface RebuildImages {
   cleanup(): Promise<void>;
 }
 
-function packEntries(entries: Array<{ name: string; type?: "directory" | "symlink" | "file"; linkname?: string; data?: Buffer; mode?: number }>): Readable {
-  const p = tar.pack();
-  for (const e of entries) {
-    const type = e.type ?? "file";
-    if (type === "file") p.entry({ name: e.name, mode: e.mode ?? 0o644, mtime: new Date(0) }, e.data ?? Buffer.alloc(0));
-    else if (type === "symlink") p.entry({ name: e.name, type, linkname: e.linkname ?? "", mtime: new Date(0) });
-    else p.entry({ name: e.name, type, mode: 0o755, mtime: new Date(0) });
+/** `docker build` of a context directory holding `files` (Dockerfile among them). */
+async function buildDir(docker: Docker, dir: string, files: Record<string, string>, tag: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const [name, text] of Object.entries(files)) {
+    await mkdir(join(dir, name, ".."), { recursive: true });
+    await writeFile(join(dir, name), text);
   }
-  p.finalize();
-  return Readable.from(p as AsyncIterable<Buffer>);
-}
-
-async function follow(docker: Docker, stream: NodeJS.ReadableStream, what: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(stream, (err: Error | null, out: Array<{ error?: string; errorDetail?: { message?: string } }>) => {
-      const bad = out?.find((o) => o.error !== undefined || o.errorDetail !== undefined);
-      if (err !== null) reject(new ShadowError(Code.Internal, `${what} failed: ${err.message}`, { cause: err }));
-      else if (bad !== undefined) reject(new ShadowError(Code.Internal, `${what} failed: ${bad.error ?? bad.errorDetail?.message ?? "unknown"}`));
-      else resolve();
-    });
-  });
-}
-
-async function importBase(docker: Docker, ref: string, busybox: Buffer, glibc: string): Promise<void> {
-  const root = packEntries([
-    { name: "bin", type: "directory" },
-    { name: "etc", type: "directory" },
-    { name: "tmp", type: "directory" },
-    { name: "srv", type: "directory" },
-    { name: "var", type: "directory" },
-    { name: "var/lib", type: "directory" },
-    { name: "var/lib/dpkg", type: "directory" },
-    { name: "bin/busybox", data: busybox, mode: 0o755 },
-    ...APPLETS.map((a) => ({ name: `bin/${a}`, type: "symlink" as const, linkname: "busybox" })),
-    { name: "etc/passwd", data: Buffer.from("root:x:0:0:root:/root:/bin/sh\n") },
-    { name: "etc/os-release", data: Buffer.from(OS_RELEASE) },
-    { name: "var/lib/dpkg/status", data: Buffer.from(dpkgStatus(glibc)) },
-  ]);
-  const i = ref.lastIndexOf(":");
-  await follow(docker, (await docker.importImage(root, { repo: ref.slice(0, i), tag: ref.slice(i + 1), changes: ['CMD ["/bin/sh"]'] } as object)) as NodeJS.ReadableStream, `import of ${ref}`);
+  const stream = await docker.buildImage({ context: dir, src: Object.keys(files) }, { t: tag, networkmode: "host", rm: true, forcerm: true });
+  await followEngine(docker, stream, `build of ${tag}`, Code.Internal);
 }
 
 /** Builds base v1, base v2 and the app on v1 under fresh names. */
 export async function buildRebuildImages(docker: Docker): Promise<RebuildImages> {
-  const busybox = findBusybox();
+  const { base: demoBase } = await ensureDemoImages(docker);
   const run = `${process.pid}-${randomBytes(4).toString("hex")}`;
   const repo = `shadowlayer-test/rebuild-${run}`;
   const baseV1 = `${repo}-base:1`;
   const baseV2 = `${repo}-base:2`;
   const app = `${repo}-app:1`;
-  const contextDir = await mkdtemp(join(tmpdir(), "sl-recipe-"));
+  const dir = await mkdtemp(join(tmpdir(), "sl-recipe-"));
+  const contextDir = join(dir, "app");
   const made: string[] = [];
   const cleanup = async (): Promise<void> => {
     for (const ref of [app, ...made.filter((r) => r !== app)]) {
@@ -127,25 +97,23 @@ export async function buildRebuildImages(docker: Docker): Promise<RebuildImages>
       for (const c of users) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
       await docker.getImage(ref).remove({ force: true }).catch(() => undefined);
     }
-    await rm(contextDir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
   };
   try {
-    await importBase(docker, baseV1, busybox, VULNERABLE_GLIBC);
-    made.push(baseV1);
-    await importBase(docker, baseV2, busybox, FIXED_GLIBC);
-    made.push(baseV2);
+    for (const [ref, glibc] of [[baseV1, VULNERABLE_GLIBC], [baseV2, FIXED_GLIBC]] as const) {
+      made.push(ref);
+      const files = { Dockerfile: `FROM ${demoBase}\nCOPY root/ /\n`, "root/etc/os-release": OS_RELEASE, "root/var/lib/dpkg/status": dpkgStatus(glibc) };
+      await buildDir(docker, join(dir, `base-${glibc}`), files, ref);
+    }
     const dockerfile = `FROM ${baseV1}
-RUN mkdir -p /srv/app && printf '${APP_MESSAGE.replace(/\n/g, "\\n")}' > /${APP_MESSAGE_PATH}
+RUN mkdir -p /srv/app && echo '${APP_MESSAGE.trim()}' > /${APP_MESSAGE_PATH}
 COPY app.conf /etc/app.conf
 RUN echo 'build=1' > /srv/app/build.txt
 LABEL ${SOURCE_LABELS.baseName}="${baseV1}" ${SOURCE_LABELS.recipeContext}="${contextDir}" ${SOURCE_LABELS.recipeDockerfile}="Dockerfile"
 CMD ["/bin/cat", "/${APP_MESSAGE_PATH}"]
 `;
-    await writeFile(join(contextDir, "Dockerfile"), dockerfile);
-    await mkdir(contextDir, { recursive: true });
-    await writeFile(join(contextDir, "app.conf"), "threads=2\n");
     made.push(app);
-    await follow(docker, await docker.buildImage({ context: contextDir, src: ["Dockerfile", "app.conf"] }, { t: app, networkmode: "host", rm: true, forcerm: true }), `build of ${app}`);
+    await buildDir(docker, contextDir, { Dockerfile: dockerfile, "app.conf": "threads=2\n" }, app);
     return { baseV1, baseV2, app, contextDir, dockerfile, docker, cleanup };
   } catch (err) {
     await cleanup();
@@ -189,5 +157,36 @@ export function strategyContext(builder: Builder, facts: ImageFacts, workDir: st
     step: (_name, fn) => fn(),
     signal: new AbortController().signal,
     ...extra,
+  };
+}
+
+/**
+ * For a describe block: the test images built before its tests on the local engine (as a builder
+ * with its data root), and everything removed after them, with the images whose ids the tests
+ * push to `made`.
+ */
+export function useRebuildImages(): { readonly images: RebuildImages; readonly builder: Builder; made: string[] } {
+  let images: RebuildImages | undefined;
+  let builder: Builder | undefined;
+  const made: string[] = [];
+  before(async () => {
+    const eng = await testEngine();
+    images = await buildRebuildImages(eng.docker);
+    builder = { name: "local", docker: eng.docker, limits: {}, localRoot: eng.info.rootDir };
+  });
+  after(async () => {
+    for (const id of made) await images?.docker.getImage(id).remove({ force: true }).catch(() => undefined);
+    await images?.cleanup();
+  });
+  return {
+    get images(): RebuildImages {
+      if (images === undefined) throw new Error("rebuild images used outside their tests");
+      return images;
+    },
+    get builder(): Builder {
+      if (builder === undefined) throw new Error("rebuild builder used outside its tests");
+      return builder;
+    },
+    made,
   };
 }
