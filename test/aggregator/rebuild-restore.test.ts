@@ -50,6 +50,20 @@ describe("rebuild strategy: restore", () => {
   const work = tempDir("sl-restore-");
   const fx = useRebuildImages();
 
+  it("with nothing changed on disk, re-makes the top layer from the verified tars into a fresh one", async () => {
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    const n = src.diffIds.length;
+    const r = await restoreFromRecipe.run(strategyContext(fx.builder, { ...src, labels: {} }, join(work.path, "clean"), { reasons: ["performance-anomaly"], sourceLayer: "rw:0123456789ab" }));
+    fx.made.push(r.imageId);
+    const out = await imageFacts(fx.builder.docker, r.imageId);
+    assert.deepEqual(out.diffIds.slice(0, n - 1), src.diffIds.slice(0, n - 1));
+    assert.equal(out.diffIds.length, n);
+    assert.notEqual(out.diffIds[n - 1], src.diffIds[n - 1], "a new diffID: a new directory");
+    assert.equal(r.layersReused, n - 1);
+    assert.match(r.detail, /no layer changed on disk; .* from the layers verified on disk/);
+    assert.equal(await readInFreshContainer(fx.builder.docker, r.imageId, "/srv/app/build.txt"), "build=1\n");
+  });
+
   it("names the tampered layer and file, and a fresh container of the shadow reads the original", async () => {
     const root = fx.builder.localRoot ?? "";
     const src = await imageFacts(fx.builder.docker, fx.images.app);
@@ -59,6 +73,7 @@ describe("rebuild strategy: restore", () => {
     assert.equal(src.diffIds.length, k + 3);
     assert.match(restoreFromRecipe.applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
     assert.equal(restoreFromRecipe.applies(src, ["CVE-2023-4911"], { baseMap: {} }), undefined);
+    assert.match(restoreFromRecipe.applies({ ...src, labels: {} }, ["drift"], { baseMap: {} }) ?? "", /no registry copy or recipe/);
     assert.deepEqual((await verifyLayers(root, src.diffIds)).map((c) => c.ok), ok(k + 3));
 
     // Layer k (the RUN that wrote the message): its directory, through layerdb, changed by hand.

@@ -10,8 +10,9 @@
  *
  * When every layer matches (the drift was in the container's writable layer, or the anomaly had
  * no trace on disk) a shadow is still made, so that the switch lands on directories no process of
- * the suspect container ever had: re-made from the layer the job's reasons name (its source
- * layer) when that is an image layer, else from the top layer.
+ * the suspect container ever had: the layers from the one the job's reasons name (its source
+ * layer, when that is an image layer; else the top layer) up are squashed from the tars just
+ * verified, which are the image's own content byte for byte.
  *
  * No good source (no registry copy, no recipe, or neither can give the layers) fails the job with
  * what was tried. The verification reads this host's disk: a remote builder cannot restore.
@@ -89,7 +90,7 @@ export function restoreStrategy(opts: RestoreOptions = {}): Strategy {
     return undefined;
   }
 
-  async function fromRecipe(ctx: StrategyContext, from: number, tampered: boolean, tried: string[]): Promise<GoodLayers | undefined> {
+  async function fromRecipe(ctx: StrategyContext, from: number, tried: string[]): Promise<GoodLayers | undefined> {
     let recipe;
     try {
       recipe = recipeOf(ctx.facts);
@@ -110,7 +111,7 @@ export function restoreStrategy(opts: RestoreOptions = {}): Strategy {
       if (src.slice(0, from).some((d, i) => rebuilt.diffIds[i] !== d) || rebuilt.diffIds.length <= from) {
         throw new ShadowError(Code.FailedPrecondition, `the recipe does not rebuild the layers below layer ${from} as they are`);
       }
-      if (tampered && chainIds(rebuilt.diffIds)[from] === chainIds(src)[from]) {
+      if (chainIds(rebuilt.diffIds)[from] === chainIds(src)[from]) {
         throw new ShadowError(Code.FailedPrecondition, `the recipe makes layer ${from} byte for byte again, so the engine maps it onto the tampered directory; a registry copy is needed`);
       }
       const saved = await saveImage(docker, id, join(ctx.workDir, "recipe"));
@@ -135,8 +136,8 @@ export function restoreStrategy(opts: RestoreOptions = {}): Strategy {
         recipe = undefined;
       }
       const sources = [...(copies(facts).length > 0 ? ["the registry copy"] : []), ...(recipe !== undefined ? [`the recipe ${recipe.context}`] : [])];
-      if (sources.length === 0) return undefined;
-      return `${why.join(", ")}: layers verified against their diffIDs on the builder; changed ones re-made from ${sources.join(" or ")}`;
+      const remade = sources.length > 0 ? `changed ones re-made from ${sources.join(" or ")}` : "no registry copy or recipe to re-make a changed one from";
+      return `${why.join(", ")}: layers verified against their diffIDs on the builder; ${remade}`;
     },
 
     async run(ctx: StrategyContext): Promise<StrategyResult> {
@@ -157,10 +158,15 @@ export function restoreStrategy(opts: RestoreOptions = {}): Strategy {
         ctx.log(`every layer matches its diffID; re-making layer ${from} up for a fresh directory`);
       }
       const tried: string[] = [];
-      const good = await ctx.step("re-materialise", async () => (await fromRegistry(ctx, from, tried)) ?? (await fromRecipe(ctx, from, bad !== undefined, tried)));
+      const verified: GoodLayers = {
+        layers: checks.slice(from).map((c) => ({ diffId: c.diffId, path: c.tarPath ?? "", size: c.size })),
+        source: "the layers verified on disk",
+        dispose: async () => undefined,
+      };
+      const good =
+        bad === undefined ? verified : await ctx.step("re-materialise", async () => (await fromRegistry(ctx, from, tried)) ?? (await fromRecipe(ctx, from, tried)));
       if (good === undefined) {
-        const what = bad !== undefined ? describeTamper(bad) : `layer ${from} of ${src.name}`;
-        throw new ShadowError(Code.FailedPrecondition, `no good source for ${what}: ${tried.length > 0 ? tried.join("; ") : "no registry copy (repo digest) and no recipe label"}`);
+        throw new ShadowError(Code.FailedPrecondition, `no good source for ${bad !== undefined ? describeTamper(bad) : src.name}: ${tried.length > 0 ? tried.join("; ") : "no registry copy (repo digest) and no recipe label"}`);
       }
       try {
         const squashed = await ctx.step("squash", () => squashLayers(good.layers.map((l) => l.path), join(ctx.workDir, "squashed.tar"), { marker: `${ctx.jobId} ${new Date().toISOString()}` }));
