@@ -1,8 +1,9 @@
 /**
  * An image a strategy needs on its builder, by name: inspected there, and pulled through the
- * builder's engine when it is absent and its name is a registry reference (a first component
- * with a dot, a port or `localhost`). A plain name that is not there is an error, never a pull
- * from Docker Hub.
+ * builder's engine when it is absent, the caller allows it (a name the operator configured, never
+ * one an image's label supplied) and its name is a registry reference (a first component with a
+ * dot, a port or `localhost`). A plain name that is not there is an error, never a pull from
+ * Docker Hub.
  */
 import type Docker from "dockerode";
 import { Code, ShadowError } from "../../common/errors.js";
@@ -31,12 +32,13 @@ async function pull(docker: Docker, ref: string, signal: AbortSignal): Promise<v
   }
 }
 
-/** The facts of `ref` on the builder, pulled first when it is an absent registry reference. */
-export async function imageOnBuilder(docker: Docker, ref: string, signal: AbortSignal, log: (line: string) => void): Promise<ImageFacts> {
+/** The facts of `ref` on the builder, pulled first (when `mayPull`) if it is an absent registry reference. */
+export async function imageOnBuilder(docker: Docker, ref: string, mayPull: boolean, signal: AbortSignal, log: (line: string) => void): Promise<ImageFacts> {
   try {
     return await imageFacts(docker, ref);
   } catch (err) {
     if (!(err instanceof ShadowError) || err.code !== Code.NotFound) throw err;
+    if (!mayPull) throw new ShadowError(Code.NotFound, `image ${ref} is not on the builder (only names the policy configures are pulled)`, { cause: err });
     if (!isRegistryRef(ref)) throw new ShadowError(Code.NotFound, `image ${ref} is not on the builder (and is not a registry reference to pull)`, { cause: err });
   }
   log(`pulling ${ref}`);

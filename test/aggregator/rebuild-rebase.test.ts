@@ -46,6 +46,8 @@ describe("rebuild strategy: rebase", () => {
     assert.match(why ?? "", new RegExp(`${SOURCE_LABELS.baseName.replace(/\./g, "\\.")}=.*base:1.*base:2`));
     assert.equal(rebaseStrategy.applies(src, ["drift"], { baseMap }), undefined, "a rebase keeps tampered layers: not for drift");
     assert.equal(rebaseStrategy.applies(src, [ADVISORY], { baseMap: {} }), undefined);
+    const hostile = { ...src, labels: { ...src.labels, [SOURCE_LABELS.baseName]: "__proto__" } };
+    assert.equal(rebaseStrategy.applies(hostile, [ADVISORY], { baseMap }), undefined, "a label is a name, not a key into the mapping's prototype");
 
     const started = performance.now();
     const r = await rebaseStrategy.run(strategyContext(fx.builder, src, join(work.path, "run"), { baseMap }));
@@ -86,6 +88,13 @@ describe("rebuild strategy: rebase", () => {
       assert.match(err.message, /is not built on .*base:2/);
       return true;
     });
+  });
+
+  it("never pulls a base a label names: a successor from a label must already be on the builder", async () => {
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    const remote = "127.0.0.1:9/nowhere/base:2";
+    const viaLabel = { ...src, labels: { ...src.labels, [SOURCE_LABELS.baseName]: remote } };
+    await assert.rejects(rebaseStrategy.run(strategyContext(fx.builder, viaLabel, join(work.path, "pull"))), /127\.0\.0\.1:9\/nowhere\/base:2 is not on the builder \(only names the policy configures are pulled\)/);
   });
 
   it("fails clearly when no newer base is known", async () => {

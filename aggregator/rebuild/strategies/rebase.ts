@@ -13,7 +13,8 @@
  * operator's word and is what `applies()` accepts. Without a mapping entry, `run()` (a forced job)
  * also takes the successor the old base itself declares in its `shadowlayer.base.successor`
  * label. The newer base is looked up on the builder by name and pulled there when absent and a
- * registry reference; it must be a different image for the same OS and architecture.
+ * registry reference named by the mapping (a name from a label is never pulled); it must be a
+ * different image for the same OS and architecture.
  *
  * "Not safe in general" (crane's words) because the app layers were built against the old base;
  * the pipeline's re-scan of the whole result is what says whether the shadow is any better.
@@ -32,6 +33,12 @@ export const BASE_SUCCESSOR_LABEL = "shadowlayer.base.successor";
 const NOT_FOR_REBASE = new Set(["drift", "performance-anomaly"]);
 /** Mapping keys tried as bases when the source has no base label. */
 const MAX_MAPPING_PROBES = 64;
+
+/** The mapping's entry for `key`: own string entries only (a label reading `__proto__` is just a name). */
+function mappedBase(baseMap: Record<string, string>, key: string): string | undefined {
+  const v = Object.hasOwn(baseMap, key) ? baseMap[key] : undefined;
+  return typeof v === "string" && v !== "" ? v : undefined;
+}
 
 function isPrefix(base: readonly string[], of: readonly string[]): boolean {
   return base.length > 0 && base.length < of.length && base.every((d, i) => of[i] === d);
@@ -54,7 +61,7 @@ export const rebaseStrategy: Strategy = {
     if (!reasons.some((r) => !NOT_FOR_REBASE.has(r))) return undefined;
     const base = declaredBase(facts);
     if (base === undefined) return undefined;
-    const newer = ctx.baseMap[base.name];
+    const newer = mappedBase(ctx.baseMap, base.name);
     if (newer === undefined || newer === base.name) return undefined;
     return `base label ${SOURCE_LABELS.baseName}=${base.name} and a newer base ${newer} (policy mapping)`;
   },
@@ -64,11 +71,13 @@ export const rebaseStrategy: Strategy = {
     const src = ctx.facts;
     const found = await ctx.step("find bases", async () => {
       const old = await oldBase(ctx);
-      const newName = ctx.baseMap[old.name] ?? ctx.baseMap[old.facts.imageId] ?? old.facts.labels[BASE_SUCCESSOR_LABEL];
+      const mapped = mappedBase(ctx.baseMap, old.name) ?? mappedBase(ctx.baseMap, old.facts.imageId);
+      const newName = mapped ?? old.facts.labels[BASE_SUCCESSOR_LABEL];
       if (newName === undefined || newName === "") {
         throw new ShadowError(Code.FailedPrecondition, `no newer base for ${old.name}: the policy's base mapping has none and the base has no ${BASE_SUCCESSOR_LABEL} label`);
       }
-      const next = await imageOnBuilder(docker, newName, ctx.signal, ctx.log);
+      // A successor named by a label must already be on the builder: labels never make the engine pull.
+      const next = await imageOnBuilder(docker, newName, mapped !== undefined, ctx.signal, ctx.log);
       if (next.imageId === old.facts.imageId) throw new ShadowError(Code.FailedPrecondition, `the newer base ${newName} is the image ${src.name} is already built on`);
       if (next.os !== src.os || next.architecture !== src.architecture) {
         throw new ShadowError(Code.FailedPrecondition, `the newer base ${newName} is ${next.os}/${next.architecture}, the image ${src.os}/${src.architecture}`);
@@ -112,7 +121,7 @@ async function oldBase(ctx: StrategyContext): Promise<{ name: string; facts: Ima
     let last: ImageFacts | undefined;
     for (const ref of declared.refs) {
       try {
-        last = await imageOnBuilder(ctx.builder.docker, ref, ctx.signal, ctx.log);
+        last = await imageOnBuilder(ctx.builder.docker, ref, mappedBase(ctx.baseMap, declared.name) !== undefined, ctx.signal, ctx.log);
       } catch (err) {
         if (ref === declared.refs.at(-1)) throw err;
         continue;
