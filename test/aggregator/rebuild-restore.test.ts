@@ -3,7 +3,7 @@
  * through layerdb's cache-id) is detected and named, the layers below it are kept byte for byte,
  * the layers from it up are re-made from the image's recipe and squashed into one new layer, and
  * a fresh container of the shadow reads the original content. Squashing applies whiteouts and
- * opaque directories as the engine does.
+ * opaque directories as the engine does (a real image squashed installs the same packages).
  */
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
@@ -14,12 +14,16 @@ import { pipeline } from "node:stream/promises";
 import { describe, it } from "node:test";
 import * as tar from "tar-stream";
 import { chainIds } from "../../agent/layers/chain-id.js";
+import { loadImage, saveImage } from "../../aggregator/rebuild/image-archive.js";
+import { composeConfig, parseImageConfig } from "../../aggregator/rebuild/image-config.js";
 import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
+import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
 import { verifyLayers } from "../../aggregator/rebuild/layer-verify.js";
 import { squashLayers } from "../../aggregator/rebuild/squash-layers.js";
 import { restoreFromRecipe } from "../../aggregator/rebuild/strategies/restore.js";
 import { SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
 import { APP_MESSAGE, APP_MESSAGE_PATH, readInFreshContainer, strategyContext, useRebuildImages } from "../harness/rebuild-images.js";
+import { ensureInventoryImage } from "../harness/inventory-images.js";
 import { tempDir } from "../harness/temp-dir.js";
 
 async function writeTar(path: string, entries: Array<{ name: string; type?: "directory" | "file"; data?: string }>): Promise<string> {
@@ -113,6 +117,19 @@ describe("rebuild strategy: restore", () => {
     const src = await imageFacts(fx.builder.docker, fx.images.app);
     const bare = { ...src, labels: {}, repoDigests: [] };
     await assert.rejects(restoreFromRecipe.run(strategyContext(fx.builder, bare, join(work.path, "bare"), { reasons: ["drift"] })), /no good source for layer \d+ \(sha256:[0-9a-f]+\) does not match its diffID.*no registry copy \(repo digest\) and no recipe label/);
+  });
+
+  it("squashes a real image's layers into one that installs the same packages (a whiteout and an opaque directory in them)", async () => {
+    const { image } = await ensureInventoryImage(fx.builder.docker);
+    const saved = await saveImage(fx.builder.docker, image, join(work.path, "inv"));
+    const q = await squashLayers(saved.layers.map((l) => l.path), join(work.path, "inv.tar"));
+    const config = composeConfig(parseImageConfig(saved.config), { diffIds: [q.diffId], history: [{ created_by: "squashed" }] });
+    const id = await loadImage(fx.builder.docker, { config, layers: [{ diffId: q.diffId, path: q.path, size: q.size }] });
+    fx.made.push(id);
+    const pkgs = async (ref: string, d: string) => (await rescanImage(fx.builder, ref, join(work.path, d))).packages.map((p) => `${p.type}:${p.name}@${p.version}`).sort();
+    const before = await pkgs(image, "scan-a");
+    assert.ok(before.includes("pypi:idna@3.4") && !before.some((p) => p.startsWith("pypi:six") || p.startsWith("npm:left-pad")));
+    assert.deepEqual(await pkgs(id, "scan-b"), before);
   });
 
   it("squashes layers with whiteouts and opaque directories as the engine applies them", async () => {
