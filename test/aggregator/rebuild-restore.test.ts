@@ -11,7 +11,9 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { describe, it } from "node:test";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer, type AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
 import * as tar from "tar-stream";
 import { chainIds } from "../../agent/layers/chain-id.js";
 import { loadImage, saveImage } from "../../aggregator/rebuild/image-archive.js";
@@ -20,7 +22,11 @@ import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
 import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
 import { verifyLayers } from "../../aggregator/rebuild/layer-verify.js";
 import { squashLayers } from "../../aggregator/rebuild/squash-layers.js";
-import { restoreFromRecipe } from "../../aggregator/rebuild/strategies/restore.js";
+import { restoreFromRecipe, restoreStrategy } from "../../aggregator/rebuild/strategies/restore.js";
+import { followEngine } from "../../aggregator/rebuild/engine-progress.js";
+import type { LayerBlobSource } from "../../aggregator/rebuild/registry-layers.js";
+import { Code } from "../../common/errors.js";
+import { waitFor } from "../harness/engine.js";
 import { SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
 import { APP_MESSAGE, APP_MESSAGE_PATH, readInFreshContainer, strategyContext, useRebuildImages } from "../harness/rebuild-images.js";
 import { ensureInventoryImage } from "../harness/inventory-images.js";
@@ -169,5 +175,82 @@ describe("rebuild strategy: restore", () => {
     });
     const marked = await squashLayers([l0, l1, l2], join(d, "marked.tar"), { marker: "job-1" });
     assert.notEqual(marked.diffId, s.diffId, "the marker makes the bytes new");
+  });
+});
+
+/** The two registry calls restore makes, over plain HTTP to a loopback registry (the engine trusts 127.0.0.0/8 without TLS). */
+function loopbackRegistry(host: string): LayerBlobSource {
+  const accept = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+  ].join(", ");
+  return {
+    async getManifest(repo, reference) {
+      const res = await fetch(`http://${host}/v2/${repo}/manifests/${reference}`, { headers: { accept } });
+      assert.equal(res.status, 200, `manifest ${reference}`);
+      return { body: Buffer.from(await res.arrayBuffer()), mediaType: res.headers.get("content-type") ?? "", digest: res.headers.get("docker-content-digest") ?? "" };
+    },
+    async getBlob(repo, digest) {
+      const res = await fetch(`http://${host}/v2/${repo}/blobs/${digest}`);
+      assert.equal(res.status, 200, `blob ${digest}`);
+      return Readable.fromWeb(res.body as import("node:stream/web").ReadableStream<Uint8Array>);
+    },
+  };
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe("rebuild strategy: restore from the registry the image was pushed to", () => {
+  const work = tempDir("sl-restore-reg-");
+  const fx = useRebuildImages();
+  let registry: ChildProcess | undefined;
+  let host = "";
+  let pushed = "";
+
+  before(async () => {
+    const port = await freePort();
+    host = `127.0.0.1:${port}`;
+    const config = join(work.path, "registry.yml");
+    await writeFile(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${join(work.path, "data")}\nhttp:\n  addr: ${host}\n`);
+    registry = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+    await waitFor("the registry", async () => (await fetch(`http://${host}/v2/`).then((r) => r.status === 200).catch(() => false)) || undefined, 20_000, 100);
+    pushed = `${host}/rebuild/app`;
+    await fx.images.docker.getImage(fx.images.app).tag({ repo: pushed, tag: "1" });
+    await followEngine(fx.images.docker, await fx.images.docker.getImage(`${pushed}:1`).push({ authconfig: { serveraddress: host } }), "push", Code.Internal);
+  });
+  after(async () => {
+    await fx.images?.docker.getImage(`${pushed}:1`).remove({ noprune: true }).catch(() => undefined);
+    if (registry?.pid !== undefined) process.kill(registry.pid);
+  });
+
+  it("re-makes the tampered layer from the registry's blobs", async () => {
+    const root = fx.builder.localRoot ?? "";
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    const digest = src.repoDigests.find((d) => d.startsWith(`${pushed}@`))?.slice(pushed.length + 1) ?? "";
+    assert.match(digest, /^sha256:[0-9a-f]{64}$/);
+    const k = (await imageFacts(fx.builder.docker, fx.images.baseV1)).diffIds.length;
+    const cacheId = (await readFile(join(root, "image/overlay2/layerdb/sha256", chainIds(src.diffIds)[k]?.replace(/^sha256:/, "") ?? "", "cache-id"), "utf8")).trim();
+    await writeFile(join(root, "overlay2", cacheId, "diff", APP_MESSAGE_PATH), "tampered again\n");
+
+    const restore = restoreStrategy({ registryFor: (d) => (d.startsWith(`${pushed}@`) ? { client: loopbackRegistry(host), repository: "rebuild/app", digest } : undefined) });
+    // No recipe: the registry is the only good source.
+    const facts = { ...src, labels: {} };
+    assert.match(restore.applies(facts, ["drift"], { baseMap: {} }) ?? "", /re-made from the registry copy/);
+    const r = await restore.run(strategyContext(fx.builder, facts, join(work.path, "run"), { reasons: ["drift"] }));
+    fx.made.push(r.imageId);
+    assert.match(r.detail, new RegExp(`changed: /${APP_MESSAGE_PATH} \\(content\\); layers ${k}-${k + 2} re-made from registry rebuild/app@${digest}`));
+    const out = await imageFacts(fx.builder.docker, r.imageId);
+    assert.deepEqual(out.diffIds.slice(0, k), src.diffIds.slice(0, k));
+    assert.equal(out.diffIds.length, k + 1);
+    assert.equal(await readInFreshContainer(fx.builder.docker, r.imageId, `/${APP_MESSAGE_PATH}`), APP_MESSAGE);
+    assert.equal(await readInFreshContainer(fx.builder.docker, r.imageId, "/srv/app/build.txt"), "build=1\n");
   });
 });
