@@ -227,7 +227,7 @@ describe("rebuild strategy: restore from the registry the image was pushed to", 
     await followEngine(fx.images.docker, await fx.images.docker.getImage(`${pushed}:1`).push({ authconfig: { serveraddress: host } }), "push", Code.Internal);
   });
   after(async () => {
-    await fx.images?.docker.getImage(`${pushed}:1`).remove({ noprune: true }).catch(() => undefined);
+    await fx.images?.docker.getImage(`${pushed}:1`).remove().catch(() => undefined);
     if (registry?.pid !== undefined) process.kill(registry.pid);
   });
 

@@ -76,7 +76,8 @@ async function buildDir(docker: Docker, dir: string, files: Record<string, strin
     await mkdir(join(dir, name, ".."), { recursive: true });
     await writeFile(join(dir, name), text);
   }
-  const stream = await docker.buildImage({ context: dir, src: Object.keys(files) }, { t: tag, networkmode: "host", rm: true, forcerm: true });
+  // No cache: the restore test changes a layer on disk, which a later build must never reuse.
+  const stream = await docker.buildImage({ context: dir, src: Object.keys(files) }, { t: tag, networkmode: "host", rm: true, forcerm: true, nocache: true });
   await followEngine(docker, stream, `build of ${tag}`, Code.Internal);
 }
 
