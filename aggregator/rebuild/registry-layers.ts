@@ -40,6 +40,19 @@ interface Descriptor {
 }
 
 const MAX_CONFIG_BLOB = 8 * 1024 * 1024;
+const REPO_DIGEST = /^([^/]+)\/([a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)@(sha256:[0-9a-f]{64})$/;
+
+/**
+ * For restore's `registryFor`: the copy of an image in the registry at `host`, from one of the
+ * image's repo digests (`host/repo@sha256:…`); undefined for a digest of another registry.
+ */
+export function registryCopyFor(client: LayerBlobSource, host: string): (repoDigest: string) => RegistryCopy | undefined {
+  return (repoDigest) => {
+    const m = REPO_DIGEST.exec(repoDigest);
+    if (m === null || m[1] !== host || m[2] === undefined || m[3] === undefined) return undefined;
+    return { client, repository: m[2], digest: m[3] };
+  };
+}
 
 function descriptors(v: unknown): Descriptor[] {
   if (!Array.isArray(v)) return [];

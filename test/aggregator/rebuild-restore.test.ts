@@ -22,9 +22,9 @@ import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
 import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
 import { verifyLayers } from "../../aggregator/rebuild/layer-verify.js";
 import { squashLayers } from "../../aggregator/rebuild/squash-layers.js";
-import { restoreFromRecipe, restoreStrategy } from "../../aggregator/rebuild/strategies/restore.js";
+import { restoreStrategy, restoreWith } from "../../aggregator/rebuild/strategies/restore.js";
 import { followEngine } from "../../aggregator/rebuild/engine-progress.js";
-import type { LayerBlobSource } from "../../aggregator/rebuild/registry-layers.js";
+import { registryCopyFor, type LayerBlobSource } from "../../aggregator/rebuild/registry-layers.js";
 import { Code } from "../../common/errors.js";
 import { waitFor } from "../harness/engine.js";
 import { SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
@@ -63,7 +63,7 @@ describe("rebuild strategy: restore", () => {
   it("with nothing changed on disk, re-makes the top layer from the verified tars into a fresh one", async () => {
     const src = await imageFacts(fx.builder.docker, fx.images.app);
     const n = src.diffIds.length;
-    const r = await restoreFromRecipe.run(strategyContext(fx.builder, { ...src, labels: {} }, join(work.path, "clean"), { reasons: ["performance-anomaly"], sourceLayer: "rw:0123456789ab" }));
+    const r = await restoreStrategy.run(strategyContext(fx.builder, { ...src, labels: {} }, join(work.path, "clean"), { reasons: ["performance-anomaly"], sourceLayer: "rw:0123456789ab" }));
     fx.made.push(r.imageId);
     const out = await imageFacts(fx.builder.docker, r.imageId);
     assert.deepEqual(out.diffIds.slice(0, n - 1), src.diffIds.slice(0, n - 1));
@@ -81,9 +81,9 @@ describe("rebuild strategy: restore", () => {
     const k = (await imageFacts(fx.builder.docker, fx.images.baseV1)).diffIds.length;
     const ok = (n: number) => new Array<boolean>(n).fill(true);
     assert.equal(src.diffIds.length, k + 3);
-    assert.match(restoreFromRecipe.applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
-    assert.equal(restoreFromRecipe.applies(src, ["CVE-2023-4911"], { baseMap: {} }), undefined);
-    assert.match(restoreFromRecipe.applies({ ...src, labels: {} }, ["drift"], { baseMap: {} }) ?? "", /no registry copy or recipe/);
+    assert.match(restoreStrategy.applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
+    assert.equal(restoreStrategy.applies(src, ["CVE-2023-4911"], { baseMap: {} }), undefined);
+    assert.match(restoreStrategy.applies({ ...src, labels: {} }, ["drift"], { baseMap: {} }) ?? "", /no registry copy or recipe/);
     assert.deepEqual((await verifyLayers(root, src.diffIds)).map((c) => c.ok), ok(k + 3));
 
     // Layer k (the RUN that wrote the message): its directory, through layerdb, changed by hand.
@@ -98,7 +98,7 @@ describe("rebuild strategy: restore", () => {
 
     const lines: string[] = [];
     const started = performance.now();
-    const r = await restoreFromRecipe.run(strategyContext(fx.builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
+    const r = await restoreStrategy.run(strategyContext(fx.builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
     console.log(`restore of the 3-layer app: ${((performance.now() - started) / 1000).toFixed(2)} s`);
     fx.made.push(r.imageId);
     assert.match(r.detail, new RegExp(`layer ${k} \\(${src.diffIds[k]}\\) does not match .*changed: /${APP_MESSAGE_PATH} \\(content\\)`));
@@ -122,7 +122,7 @@ describe("rebuild strategy: restore", () => {
   it("fails clearly when there is no good source", async () => {
     const src = await imageFacts(fx.builder.docker, fx.images.app);
     const bare = { ...src, labels: {}, repoDigests: [] };
-    await assert.rejects(restoreFromRecipe.run(strategyContext(fx.builder, bare, join(work.path, "bare"), { reasons: ["drift"] })), /no good source for layer \d+ \(sha256:[0-9a-f]+\) does not match its diffID.*no registry copy \(repo digest\) and no recipe label/);
+    await assert.rejects(restoreStrategy.run(strategyContext(fx.builder, bare, join(work.path, "bare"), { reasons: ["drift"] })), /no good source for layer \d+ \(sha256:[0-9a-f]+\) does not match its diffID.*no registry copy \(repo digest\) and no recipe label/);
   });
 
   it("squashes a real image's layers into one that installs the same packages (a whiteout and an opaque directory in them)", async () => {
@@ -240,7 +240,8 @@ describe("rebuild strategy: restore from the registry the image was pushed to", 
     const cacheId = (await readFile(join(root, "image/overlay2/layerdb/sha256", chainIds(src.diffIds)[k]?.replace(/^sha256:/, "") ?? "", "cache-id"), "utf8")).trim();
     await writeFile(join(root, "overlay2", cacheId, "diff", APP_MESSAGE_PATH), "tampered again\n");
 
-    const restore = restoreStrategy({ registryFor: (d) => (d.startsWith(`${pushed}@`) ? { client: loopbackRegistry(host), repository: "rebuild/app", digest } : undefined) });
+    const restore = restoreWith({ registryFor: registryCopyFor(loopbackRegistry(host), host) });
+    assert.deepEqual(registryCopyFor(loopbackRegistry(host), "other.example:5000")(`${pushed}@${digest}`), undefined, "another registry's digest is not this one's");
     // No recipe: the registry is the only good source.
     const facts = { ...src, labels: {} };
     assert.match(restore.applies(facts, ["drift"], { baseMap: {} }) ?? "", /re-made from the registry copy/);

@@ -74,7 +74,8 @@ function restoredHistory(history: readonly HistoryEntry[], layers: number, from:
   return [...kept, { created: new Date().toISOString(), created_by: what, comment: "shadowlayer restore" }];
 }
 
-export function restoreStrategy(opts: RestoreOptions = {}): Strategy {
+/** A restore strategy; with `registryFor`, registry copies of source images are a good source too. */
+export function restoreWith(opts: RestoreOptions = {}): Strategy {
   const copies = (facts: ImageFacts): RegistryCopy[] =>
     opts.registryFor === undefined ? [] : facts.repoDigests.map((d) => opts.registryFor?.(d)).filter((c): c is RegistryCopy => c !== undefined);
 
@@ -193,5 +194,5 @@ export function restoreStrategy(opts: RestoreOptions = {}): Strategy {
   };
 }
 
-/** The restore strategy with no registry (recipes only). */
-export const restoreFromRecipe = restoreStrategy();
+/** Restore with recipes and the verified layers only (`restoreWith` adds a registry). */
+export const restoreStrategy: Strategy = restoreWith();
