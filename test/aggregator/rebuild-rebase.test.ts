@@ -11,7 +11,7 @@ import { describe, it } from "node:test";
 import { parseOsvRecord } from "../../aggregator/feeds/parse/osv.js";
 import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
 import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
-import { rebaseStrategy } from "../../aggregator/rebuild/strategies/rebase.js";
+import { BASE_SUCCESSOR_LABEL, rebaseStrategy } from "../../aggregator/rebuild/strategies/rebase.js";
 import { SHADOW_LABELS, SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
 import { VulnIndex } from "../../aggregator/vulns/index.js";
 import { matchInventory } from "../../aggregator/vulns/matcher.js";
@@ -79,6 +79,19 @@ describe("rebuild strategy: rebase", () => {
       assert.equal(inv.packages.find((p) => p.name === "libc6")?.layerId, v2.diffIds.at(-1), "libc6 comes from the new base's top layer");
       assert.deepEqual(matchInventory(index, inv), [], "the rebased image no longer matches the advisory");
     }
+  });
+
+  it("takes the newer base from the image's successor label when the policy maps none", async () => {
+    const src = await imageFacts(fx.builder.docker, fx.images.app);
+    const v2 = await imageFacts(fx.builder.docker, fx.images.baseV2);
+    const labelled = { ...src, labels: { ...src.labels, [BASE_SUCCESSOR_LABEL]: fx.images.baseV2 } };
+    assert.match(rebaseStrategy.applies(labelled, [ADVISORY], { baseMap: {} }) ?? "", /base:2 \(label shadowlayer\.base\.successor\)/);
+    const r = await rebaseStrategy.run(strategyContext(fx.builder, labelled, join(work.path, "successor")));
+    fx.made.push(r.imageId);
+    assert.deepEqual(r.layerIds.slice(0, v2.diffIds.length), v2.diffIds);
+    assert.deepEqual(r.layerIds.slice(v2.diffIds.length), src.diffIds.slice(-3));
+    const onV2 = { ...labelled, labels: { ...labelled.labels, [SOURCE_LABELS.baseName]: fx.images.baseV2 } };
+    assert.equal(rebaseStrategy.applies(onV2, [ADVISORY], { baseMap: {} }), undefined, "already on the base its label names");
   });
 
   it("refuses an image that is not built on the base it names", async () => {

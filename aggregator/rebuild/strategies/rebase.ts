@@ -9,12 +9,12 @@
  * is a prefix of the source. The old base's diffIDs must be a prefix of the source's, else the
  * image is not built on it and nothing is rebased.
  *
- * What "newer" means: the policy mapping (old base name or image id → new base name) is the
- * operator's word and is what `applies()` accepts. Without a mapping entry, `run()` (a forced job)
- * also takes the successor the old base itself declares in its `shadowlayer.base.successor`
- * label. The newer base is looked up on the builder by name and pulled there when absent and a
- * registry reference named by the mapping (a name from a label is never pulled); it must be a
- * different image for the same OS and architecture.
+ * What "newer" means: the base that the policy mapping (old base name or image id → new base
+ * name) names, the operator's word; else the one the image's `shadowlayer.base.successor` label
+ * names (the image's author's word: set on the app, or on the base and inherited by every image
+ * built FROM it), else the old base's own label. The newer base is looked up on the builder by
+ * name and pulled there when absent and a registry reference named by the mapping (a name from a
+ * label is never pulled); it must be a different image for the same OS and architecture.
  *
  * "Not safe in general" (crane's words) because the app layers were built against the old base;
  * the pipeline's re-scan of the whole result is what says whether the shadow is any better.
@@ -61,9 +61,10 @@ export const rebaseStrategy: Strategy = {
     if (!reasons.some((r) => !NOT_FOR_REBASE.has(r))) return undefined;
     const base = declaredBase(facts);
     if (base === undefined) return undefined;
-    const newer = mappedBase(ctx.baseMap, base.name);
-    if (newer === undefined || newer === base.name) return undefined;
-    return `base label ${SOURCE_LABELS.baseName}=${base.name} and a newer base ${newer} (policy mapping)`;
+    const mapped = mappedBase(ctx.baseMap, base.name);
+    const newer = mapped ?? facts.labels[BASE_SUCCESSOR_LABEL];
+    if (newer === undefined || newer === "" || newer === base.name) return undefined;
+    return `base label ${SOURCE_LABELS.baseName}=${base.name} and a newer base ${newer} (${mapped !== undefined ? "policy mapping" : `label ${BASE_SUCCESSOR_LABEL}`})`;
   },
 
   async run(ctx: StrategyContext): Promise<StrategyResult> {
@@ -72,9 +73,10 @@ export const rebaseStrategy: Strategy = {
     const found = await ctx.step("find bases", async () => {
       const old = await oldBase(ctx);
       const mapped = mappedBase(ctx.baseMap, old.name) ?? mappedBase(ctx.baseMap, old.facts.imageId);
-      const newName = mapped ?? old.facts.labels[BASE_SUCCESSOR_LABEL];
-      if (newName === undefined || newName === "") {
-        throw new ShadowError(Code.FailedPrecondition, `no newer base for ${old.name}: the policy's base mapping has none and the base has no ${BASE_SUCCESSOR_LABEL} label`);
+      const labelled = [src.labels[BASE_SUCCESSOR_LABEL], old.facts.labels[BASE_SUCCESSOR_LABEL]].find((l) => l !== undefined && l !== "" && l !== old.name);
+      const newName = mapped ?? labelled;
+      if (newName === undefined) {
+        throw new ShadowError(Code.FailedPrecondition, `no newer base for ${old.name}: the policy's base mapping has none and neither the image nor its base has a ${BASE_SUCCESSOR_LABEL} label`);
       }
       // A successor named by a label must already be on the builder: labels never make the engine pull.
       const next = await imageOnBuilder(docker, newName, mapped !== undefined, ctx.signal, ctx.log);
