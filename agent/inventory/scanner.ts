@@ -8,18 +8,12 @@
  * its budget is sent partial, the reason in its `partial`, and is not read again.
  */
 import { EventEmitter } from "node:events";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
-import {
-  ImageInventorySchema,
-  InventoryProblemSchema,
-  OsReleaseSchema,
-  PackageSchema,
-  type ImageInventory,
-} from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ImageInventorySchema, type ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import type { Logger } from "../../common/log.js";
 import type { ResolvedImage } from "../layers/image-layers.js";
 import type { StateSublevel } from "../state/state-sublevel.js";
+import { inventoryMessage } from "./inventory-message.js";
 import { inventoryOf, type InventoryLayer, type InventoryOptions, type ImageInventory as LayerInventory } from "./layer-inventory.js";
 import type { InventoryBudget } from "./inventory-budget.js";
 
@@ -99,26 +93,7 @@ export class InventoryScanner extends EventEmitter<InventoryScannerEvents> {
       const r = await read(layers, { signal: this.stopping.signal, ...(this.options.budget !== undefined ? { budget: this.options.budget } : {}) });
       if (this.stopping.signal.aborted) return;
       if (r.overBudget !== undefined) this.stats.overBudget++;
-      const inv = create(ImageInventorySchema, {
-        imageId: image.id,
-        packages: r.packages.map((p) =>
-          create(PackageSchema, {
-            type: p.type,
-            name: p.name,
-            version: p.version,
-            sourceName: p.sourceName ?? "",
-            sourceVersion: p.sourceVersion ?? "",
-            path: p.path,
-            layerId: p.layerId,
-          }),
-        ),
-        ...(r.os !== undefined
-          ? { os: create(OsReleaseSchema, { id: r.os.id, versionId: r.os.versionId, codename: r.os.versionCodename ?? "", prettyName: r.os.prettyName ?? "" }) }
-          : {}),
-        partial: r.partial.map((x) => create(InventoryProblemSchema, { layerId: x.layerId, path: x.path, reason: x.reason })),
-        scannedAt: timestampNow(),
-        layerIds: image.layers.map((l) => l.diffId),
-      });
+      const inv = inventoryMessage(image.id, image.layers.map((l) => l.diffId), r);
       await this.db?.put(key, toBinary(ImageInventorySchema, inv));
       this.stats.scanned++;
       this.done.set(image.id, inv);
