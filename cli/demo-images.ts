@@ -21,7 +21,7 @@ export const BASE_IMAGE = "shadowlayer-demo/base:1";
 export const FIXED_BASE_IMAGE = "shadowlayer-demo/base:2";
 export const APP_IMAGE = "shadowlayer-demo/app:1";
 /** The label naming the base image that replaces an image's base (what `rebase` moves it onto). */
-export const BASE_SUCCESSOR_LABEL = "shadowlayer.base.successor";
+export const BASE_SUCCESSOR_LABEL = SOURCE_LABELS.baseSuccessor;
 /** The glibc versions of the two bases, as Debian published them. */
 export const VULNERABLE_LIBC = "2.36-9+deb12u1";
 export const FIXED_LIBC = "2.36-9+deb12u3";

@@ -6,7 +6,8 @@
 import { mkdir } from "node:fs/promises";
 import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { initCerts, loadTls } from "../common/certs.js";
+import { join } from "node:path";
+import { initCerts, loadTls, tlsFiles } from "../common/certs.js";
 import type { Env } from "../common/config.js";
 import { dialAddress } from "../common/listen-address.js";
 import { createLogger } from "../common/log.js";
@@ -104,6 +105,8 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
   try {
     agent = await startAgent({
       ...c.agent.agent,
+      // Without TLS the aggregator beside it made its signing key in the data dir: trust its public half.
+      ...(c.agent.agent.signingKeyPub === undefined && c.aggregator.insecure ? { signingKeyPub: join(paths.dir, "signing", tlsFiles.signingPub) } : {}),
       dataDir: paths.dir,
       aggregator: address,
       tls: c.agent.insecure ? "insecure" : await loadTls(c.agent.tlsDir, { role: "agent", node }),

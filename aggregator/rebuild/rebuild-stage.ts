@@ -28,7 +28,8 @@ import { ShadowGc } from "./shadow-gc.js";
 import { patchStrategy } from "./strategies/patch.js";
 import { rebaseStrategy } from "./strategies/rebase.js";
 import { recipeStrategy } from "./strategies/recipe.js";
-import { restoreStrategy } from "./strategies/restore.js";
+import { restoreStrategy, restoreWith } from "./strategies/restore.js";
+import { registryCopyFor } from "./registry-layers.js";
 import type { Strategy } from "./types.js";
 
 export interface RebuildStage {
@@ -89,7 +90,9 @@ export async function startRebuildStage(o: RebuildOptions, d: RebuildStageDeps):
     await registry.client.ping().catch((err: unknown) => log.warn({ registry: registry.host, err: String(err) }, "registry not usable yet; pushes will retry"));
   }
   const pool = startBuilderPool({ builders: parseBuilderFlags(o.builders, o.dockerSocket), log });
-  const strategies: Strategy[] = [rebaseStrategy, restoreStrategy, recipeStrategy({ roots: o.recipeRoots }), patchStrategy];
+  // Restore re-makes tampered layers from the registry's copy of the source when there is one.
+  const restore = registry !== undefined ? restoreWith({ registryFor: registryCopyFor(registry.client, registry.host) }) : restoreStrategy;
+  const strategies: Strategy[] = [rebaseStrategy, restore, recipeStrategy({ roots: o.recipeRoots }), patchStrategy];
   const workRoot = join(d.dataDir, "rebuild-work");
   await mkdir(workRoot, { recursive: true, mode: 0o700 });
   const pipeline = new RebuildPipeline({

@@ -155,6 +155,8 @@ export const SOURCE_LABELS = {
   /** OCI: the base image's name (repo:tag) and digest. */
   baseName: "org.opencontainers.image.base.name",
   baseDigest: "org.opencontainers.image.base.digest",
+  /** The newer base an image (or its base) names for `rebase` when no --base-map entry does. */
+  baseSuccessor: "shadowlayer.base.successor",
   /** A build context directory on the builder's host and the Dockerfile in it (recipe). */
   recipeContext: "shadowlayer.recipe.context",
   recipeDockerfile: "shadowlayer.recipe.dockerfile",

@@ -28,7 +28,7 @@ import { imageOnBuilder } from "../image-on-builder.js";
 import { SOURCE_LABELS, type ImageFacts, type Strategy, type StrategyContext, type StrategyResult } from "../types.js";
 
 /** A label on a base image naming the base that replaces it. */
-export const BASE_SUCCESSOR_LABEL = "shadowlayer.base.successor";
+export const BASE_SUCCESSOR_LABEL = SOURCE_LABELS.baseSuccessor;
 /** Reasons a rebase cannot help with: the layers above the base would be kept as they are. */
 const NOT_FOR_REBASE = new Set(["drift", "performance-anomaly"]);
 /** Mapping keys tried as bases when the source has no base label. */
