@@ -9,7 +9,7 @@ import type { AggregatorOptions } from "./server.js";
 import { parseFeedFlags } from "./feeds/feed-config.js";
 import { DEFAULT_NODE_CAPS } from "./ingest/node-caps.js";
 import { DEFAULT_SHADOWS_KEPT } from "./rebuild/shadow-gc.js";
-import { checkPackageMirror, parseBaseMap } from "./rebuild/rebuild-options.js";
+import { checkPackageMirror, checkRegistry, parseBaseMap } from "./rebuild/rebuild-options.js";
 import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, programSettings, resolveSettings, wholeNumber, type Env, type ProgramSettings } from "../common/config.js";
 
 const MIB = 1024 * 1024;
@@ -73,7 +73,7 @@ export function resolveAggregatorConfig(flags: AggregatorFlags, env: Env): Aggre
         enabled: s.rebuilds === "on",
         builders: s.builder,
         dockerSocket: s.dockerSocket,
-        ...(s.registry !== undefined ? { registry: s.registry } : {}),
+        ...(s.registry !== undefined ? { registry: checkRegistry(s.registry) } : {}),
         ...(s.registryCa !== undefined ? { registryCa: s.registryCa } : {}),
         ...(s.registryAuth !== undefined ? { registryAuth: s.registryAuth } : {}),
         recipeRoots: s.recipeRoot,

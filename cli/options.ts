@@ -43,13 +43,18 @@ export function rebuildOptions(cmd: Command): Command {
       "a builder engine: unix:///path or tcp://host:port[,name=N][,concurrency=N][,cpuset=CPUS][,cpus=X][,shares=N][,memory=SIZE][,tls=DIR]; repeatable (default: the local engine, concurrency 1, pinned to the last CPU)",
     )
     .option("--registry <host:port/repo>", "push shadows by digest to this OCI registry over TLS (env SHADOWLAYER_REGISTRY; default: keep them in the local engine)")
-    .option("--registry-ca <file>", "CA certificate (PEM) the registry's TLS certificate is checked against (env SHADOWLAYER_REGISTRY_CA)")
-    .option("--registry-auth <file>", "a file holding username:password for the registry (env SHADOWLAYER_REGISTRY_AUTH)")
     .option("--recipe-root <dir...>", "directories recipe build contexts may live in (an image's shadowlayer.recipe.context label must point inside one); repeatable")
     .option("--package-mirror <url>", "apt/apk mirror the patch strategy upgrades packages from (env SHADOWLAYER_PACKAGE_MIRROR)")
     .option("--base-map <OLD=NEW...>", "rebase mapping: images on base OLD are rebased onto NEW; repeatable")
     .option("--shadows-keep <n>", "shadows kept per source image; older ones are deleted (default: 3)")
     .option("--signing-key <file>", "the key shadows are signed with (default: cosign.key in the TLS directory)");
+}
+
+/** The registry's CA and credentials, for the aggregator alone (`up` and `agent` have them from agentOptions). */
+export function registryAccessOptions(cmd: Command): Command {
+  return cmd
+    .option("--registry-ca <file>", "CA certificate (PEM) the registry's TLS certificate is checked against (env SHADOWLAYER_REGISTRY_CA)")
+    .option("--registry-auth <file>", "a file holding username:password for the registry (env SHADOWLAYER_REGISTRY_AUTH)");
 }
 
 /** How much one node may store at the aggregator, shared by `up` and `aggregator`. */

@@ -125,7 +125,8 @@ export class RebuildPipeline implements JobRunner {
       [SHADOW_LABELS.rebuiltAt]: now.toISOString(),
       [SHADOW_LABELS.reason]: job.reasons.join(";"),
       [SHADOW_LABELS.sourceImage]: job.imageId,
-      [SHADOW_LABELS.sourceLayer]: job.sourceLayer,
+      // A job an operator forced for an image names no layer: say so rather than leave the label empty.
+      [SHADOW_LABELS.sourceLayer]: job.sourceLayer !== "" ? job.sourceLayer : "none (forced by an operator)",
       [SHADOW_LABELS.strategy]: choice.strategy.name,
       [SHADOW_LABELS.risk]: String(Math.round(job.risk * 10) / 10),
       [SHADOW_LABELS.job]: job.id,

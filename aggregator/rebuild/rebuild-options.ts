@@ -3,6 +3,7 @@
  * --package-mirror, --base-map, --shadows-keep, --rebuilds flags), checked before anything starts.
  */
 import { Code, ShadowError } from "../../common/errors.js";
+import { parseRegistryRef } from "../../common/registry-client.js";
 
 export interface RebuildOptions {
   /** False: no job is planned (scores still say `rebuild`). */
@@ -51,4 +52,14 @@ export function checkPackageMirror(url: string): string {
   }
   if (u.protocol !== "http:" && u.protocol !== "https:") throw new ShadowError(Code.InvalidArgument, `--package-mirror ${url}: expected an http:// or https:// URL`);
   return url;
+}
+
+/** `--registry HOST:PORT/REPO`, checked now so a typo stops the start with the flag named. */
+export function checkRegistry(ref: string): string {
+  try {
+    parseRegistryRef(ref);
+  } catch (err) {
+    throw new ShadowError(Code.InvalidArgument, `--registry ${JSON.stringify(ref)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  return ref;
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import type { AggregatorFlags } from "../../aggregator/index.js";
 import { runUntilSignal } from "../action.js";
-import { dataDirOption, nodeCapOptions, rebuildOptions, threatOptions } from "../options.js";
+import { dataDirOption, nodeCapOptions, rebuildOptions, registryAccessOptions, threatOptions } from "../options.js";
 
 export function registerAggregator(program: Command): void {
   const cmd = dataDirOption(program.command("aggregator").description("run the aggregator alone (the Kubernetes Deployment)"))
@@ -10,5 +10,5 @@ export function registerAggregator(program: Command): void {
     .option("--tls-dir <dir>", "ca.crt, aggregator.crt, aggregator.key (default: <data-dir>/tls)")
     .option("--insecure", "no TLS (loud warning; tests only)")
     .option("--docker-socket <path>", "the local engine, the default builder (env DOCKER_HOST; default: /var/run/docker.sock)");
-  rebuildOptions(nodeCapOptions(threatOptions(cmd))).action(runUntilSignal(async (o: AggregatorFlags) => (await import("../run-aggregator.js")).runAggregator(o)));
+  registryAccessOptions(rebuildOptions(nodeCapOptions(threatOptions(cmd)))).action(runUntilSignal(async (o: AggregatorFlags) => (await import("../run-aggregator.js")).runAggregator(o)));
 }

@@ -130,10 +130,29 @@ describe("agent configuration", () => {
 });
 
 describe("aggregator configuration", () => {
+  it("refuses bad rebuild settings, naming the flag", () => {
+    assert.throws(() => resolveAggregatorConfig({ baseMap: ["debian:12"] }, {}), /--base-map "debian:12": expected OLD=NEW/);
+    assert.throws(() => resolveAggregatorConfig({ baseMap: ["a=$(id)"] }, {}), /--base-map "a=\$\(id\)": expected OLD=NEW/);
+    assert.throws(() => resolveAggregatorConfig({ packageMirror: "ftp://mirror" }, {}), /--package-mirror ftp:\/\/mirror: expected an http:\/\/ or https:\/\/ URL/);
+    assert.throws(() => resolveAggregatorConfig({ registry: "https://r.example/x" }, {}), /--registry "https:\/\/r\.example\/x"/);
+    assert.throws(() => resolveAggregatorConfig({ shadowsKeep: "0" }, {}), /--shadows-keep: expected a whole number of at least 1/);
+    const c = resolveAggregatorConfig({ baseMap: ["debian:12.1=debian:12.9"], registry: "127.0.0.1:5000/shadows/app", insecure: true, listen: "127.0.0.1:1", http: "127.0.0.1:2" }, {});
+    assert.deepEqual(c.aggregator.rebuild?.baseMap, { "debian:12.1": "debian:12.9" });
+    assert.equal(c.aggregator.rebuild?.signingKey, undefined, "without TLS the stage makes its key in the data dir");
+  });
+
   it("defaults to the README's Configuration table", () => {
     const c = resolveAggregatorConfig({}, {});
     assert.deepEqual(c, {
-      aggregator: { dataDir: join(homedir(), ".shadowlayer"), listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [], caps: { maxContainers: 5000, maxGraphBytes: 64 * 1024 * 1024 } },
+      aggregator: {
+        dataDir: join(homedir(), ".shadowlayer"),
+        listen: "0.0.0.0:7443",
+        http: "0.0.0.0:9464",
+        feeds: [],
+        caps: { maxContainers: 5000, maxGraphBytes: 64 * 1024 * 1024 },
+        // The README's rebuild rows: on, the local engine as the one builder, shadows kept in it, three per image.
+        rebuild: { enabled: true, builders: [], dockerSocket: "/var/run/docker.sock", recipeRoots: [], baseMap: {}, keep: 3, signingKey: join(homedir(), ".shadowlayer", "tls", "cosign.key") },
+      },
       tlsDir: join(homedir(), ".shadowlayer", "tls"),
       insecure: false,
       logLevel: "info",

@@ -36,9 +36,15 @@ function environment(env: Array<{ name: string; value?: string }>, known: Record
   return out;
 }
 
-/** `--flag value` pairs (or a lone `--switch`) as commander hands them over, camelCased. */
-function flags(args: string[]): Record<string, string | boolean> {
-  const out: Record<string, string | boolean> = {};
+/** The options commander collects into arrays (declared `<x...>`): repeated, they add up. */
+const REPEATABLE = new Set(["feed", "builder", "recipeRoot", "baseMap"]);
+
+/**
+ * `--flag value` pairs (or a lone `--switch`) as commander hands them over, camelCased, with the
+ * kubelet's $(VAR) expansion of command arguments from the container's environment.
+ */
+function flags(args: string[], env: Record<string, string> = {}): Record<string, string | boolean | string[]> {
+  const out: Record<string, string | boolean | string[]> = {};
   for (let i = 0; i < args.length; i++) {
     const a = args[i] ?? "";
     assert.match(a, /^--[a-z-]+$/, `unexpected argument ${a}`);
@@ -46,7 +52,8 @@ function flags(args: string[]): Record<string, string | boolean> {
     const next = args[i + 1];
     if (next === undefined || next.startsWith("--")) out[key] = true;
     else {
-      out[key] = next;
+      const value = next.replace(/\$\(([A-Z_]+)\)/g, (_, v: string) => env[v] ?? `$(${v})`);
+      out[key] = REPEATABLE.has(key) ? [...((out[key] as string[] | undefined) ?? []), value] : value;
       i++;
     }
   }
@@ -77,8 +84,16 @@ describe("deploy/ against the programs' configurations", () => {
     const { command, env } = container("aggregator.yaml", "Deployment");
     assert.deepEqual(command.slice(0, 2), ["shadowlayer", "aggregator"]);
     await assertFlagsKnown("aggregator", command.slice(2));
-    const c = resolveAggregatorConfig(flags(command.slice(2)) as AggregatorFlags, environment(env, {}));
-    assert.deepEqual(c.aggregator, { dataDir: "/var/lib/shadowlayer", listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [], caps: { maxContainers: 5000, maxGraphBytes: 64 * 1024 * 1024 } });
+    const e = environment(env, {});
+    const c = resolveAggregatorConfig(flags(command.slice(2), e) as AggregatorFlags, e);
+    const { rebuild, ...rest } = c.aggregator;
+    assert.deepEqual(rest, { dataDir: "/var/lib/shadowlayer", listen: "0.0.0.0:7443", http: "0.0.0.0:9464", feeds: [], caps: { maxContainers: 5000, maxGraphBytes: 64 * 1024 * 1024 } });
+    // Shadows are built on the dedicated build nodes over TLS, pushed to the configured registry and signed with the mounted key.
+    assert.ok(rebuild !== undefined);
+    assert.ok(rebuild.builders.length > 0 && rebuild.builders.every((b) => b.startsWith("tcp://") && b.includes(",tls=")), rebuild.builders.join(" "));
+    assert.equal(rebuild.registry, e["SHADOWLAYER_REGISTRY"]);
+    assert.equal(rebuild.signingKey, "/etc/shadowlayer/tls/cosign.key");
+    assert.equal(rebuild.enabled, true);
     assert.equal(c.tlsDir, "/etc/shadowlayer/tls");
     assert.equal(c.logLevel, "info");
   });
