@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes this host ready for shadowlayer: a Docker engine answering on its socket (installed and
-# started with no bridge network if absent), busybox-static for the test images, and bpftrace with
+# started with no bridge network if absent), busybox-static for the test images, docker-registry
+# and apache2-utils for the registry tests, and bpftrace with
 # tracefs mounted for eBPF exec events (the agent falls back to /proc polling without them).
 # Idempotent: reuses a running engine. Needs root only when something must be installed or started.
 set -euo pipefail
@@ -29,6 +30,9 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
 command -v bpftrace >/dev/null 2>&1 || apt_install bpftrace
 # setfattr: the overlay tests make opaque directories with real xattrs (the agent reads them through libc).
 command -v getfattr >/dev/null 2>&1 || apt_install attr
+# docker-registry and htpasswd: the rebuild tests push shadows to a real TLS registry with basic auth.
+command -v docker-registry >/dev/null 2>&1 || apt_install docker-registry
+command -v htpasswd >/dev/null 2>&1 || apt_install apache2-utils
 if [ ! -e /sys/kernel/tracing/events/sched/sched_process_exec ] && [ ! -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]; then
   if [ "$(id -u)" = 0 ]; then
     say "mounting tracefs at /sys/kernel/tracing"
