@@ -62,7 +62,15 @@ export function resolveRecipe(labels: Readonly<Record<string, string>>, roots: r
     throw new ShadowError(Code.FailedPrecondition, `the image names a recipe (${SOURCE_LABELS.recipeContext}) but no --recipe-root is configured, so no recipe is followed`);
   }
   if (ctxLabel.length > MAX_LABEL || ctxLabel.includes("\0")) throw new ShadowError(Code.InvalidArgument, `${SOURCE_LABELS.recipeContext} is not a usable path`);
-  const realRoots = roots.map((r) => realOrThrow(resolve(r), "recipe root"));
+  // A root that does not exist (yet) is skipped, so one missing mount does not disable the others.
+  const realRoots = roots.flatMap((r) => {
+    try {
+      return [realOrThrow(resolve(r), "recipe root")];
+    } catch {
+      return [];
+    }
+  });
+  if (realRoots.length === 0) throw new ShadowError(Code.FailedPrecondition, `no recipe root exists (--recipe-root ${roots.join(", ")}), so no recipe is followed`);
   const candidates = isAbsolute(ctxLabel) ? [ctxLabel] : realRoots.map((r) => join(r, ctxLabel));
   let contextDir: string | undefined;
   let lastErr: unknown;

@@ -32,7 +32,7 @@ export function chooseStrategy(
     const s = byName.get(forced as StrategyName);
     if (s === undefined) throw new ShadowError(Code.InvalidArgument, `unknown strategy ${JSON.stringify(forced)} (known: ${[...byName.keys()].join(", ")})`);
     const why = s.applies(facts, reasons, ctx);
-    if (why === undefined) throw new ShadowError(Code.FailedPrecondition, `strategy ${forced} does not apply to ${facts.name}`);
+    if (why === undefined) throw new ShadowError(Code.FailedPrecondition, `strategy ${forced} does not apply to ${facts.name}${whyNot(s, facts)}`);
     return { strategy: s, reason: `forced: ${why}` };
   }
   const behaviour = reasons.some((r) => BEHAVIOUR_REASONS.has(r));
@@ -52,4 +52,12 @@ export function chooseStrategy(
     `no strategy can rebuild ${facts.name}: tried ${tried.join(", ") || "none"}. Give the image a base label (org.opencontainers.image.base.name) with a newer base, ` +
       "a recipe (shadowlayer.recipe.context under a --recipe-root), or configure --package-mirror for patch",
   );
+}
+
+/** A strategy that can say why it does not apply (recipe's `explain`), as a suffix for the message. */
+function whyNot(s: Strategy, facts: ImageFacts): string {
+  const explain = (s as Strategy & { explain?: (f: ImageFacts) => { applies: boolean; reason: string } }).explain;
+  if (typeof explain !== "function") return "";
+  const v = explain(facts);
+  return v.applies ? "" : `: ${v.reason}`;
 }

@@ -5,7 +5,8 @@
  *   rebase_s   a `rebase` job through the pipeline: plan, build, re-scan, push by digest, sign
  *   recipe_s   a `recipe` job likewise (the base tag moved to the fixed build first, as upstream
  *              moves `debian:12`)
- *   restore_s  a `restore` job after a file of a layer was changed on disk
+ *   restore_s  a `restore` job after a file of the app's first layer was changed on disk (re-made
+ *              from the recipe, the base layers kept)
  *   queue_10k_ms  10,000 rebuild requests planned, deduped and stored
  *   served_p99_ratio_during_build  p99 of a busybox httpd under a bounded loopback load during a
  *              CPU-heavy recipe build on the default builder limits, over the same without a
@@ -13,7 +14,8 @@
  *   shadow_added_bytes  bytes the rebase shadow adds beyond its source (shared layers once)
  * Last line: one JSON object with those keys and a few more.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chainIds } from "../../agent/layers/chain-id.js";
 import { availableParallelism, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -32,7 +34,7 @@ import { restoreStrategy } from "../../aggregator/rebuild/strategies/restore.js"
 import { SOURCE_LABELS, type Builder, type BuilderLease, type JobRunner } from "../../aggregator/rebuild/types.js";
 import { FeedManager } from "../../aggregator/feeds/manager.js";
 import { matchInventory } from "../../aggregator/vulns/matcher.js";
-import { buildRebuildImages, type RebuildImages } from "../harness/rebuild-images.js";
+import { APP_MESSAGE_PATH, buildRebuildImages, type RebuildImages } from "../harness/rebuild-images.js";
 import { startRegistry, type TestRegistry } from "../harness/registry.js";
 import { testEngine } from "../harness/engine.js";
 import { startForkingService } from "./forking-service.js";
@@ -54,12 +56,13 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ s: number; value: T }> 
   return { s: Math.round((performance.now() - t0) / 10) / 100, value };
 }
 
-/** A file of the app's top layer changed on disk (what restore must notice and re-make). */
-async function tamperTopLayer(images: RebuildImages, root: string): Promise<void> {
-  const info = (await images.docker.getImage(images.app).inspect()) as { GraphDriver?: { Data?: { UpperDir?: string } } };
-  const upper = info.GraphDriver?.Data?.UpperDir;
-  if (upper === undefined) throw new Error(`no upper dir for ${images.app} under ${root}`);
-  await writeFile(join(upper, "srv", "app", "build.txt"), "build=tampered\n");
+/** The app's first own layer (the one writing its message file) changed on disk, found through layerdb's cache-id. */
+async function tamperAppLayer(images: RebuildImages, root: string): Promise<void> {
+  const facts = await imageFacts(images.docker, images.app);
+  const k = facts.diffIds.length - 3;
+  const chain = chainIds(facts.diffIds)[k]?.replace(/^sha256:/, "") ?? "";
+  const cacheId = (await readFile(join(root, "image/overlay2/layerdb/sha256", chain, "cache-id"), "utf8")).trim();
+  await writeFile(join(root, "overlay2", cacheId, "diff", APP_MESSAGE_PATH), "tampered on the node\n");
 }
 
 async function main(): Promise<void> {
@@ -102,16 +105,16 @@ async function main(): Promise<void> {
     const rebase = await timed(() => pipeline.run(job("bench-rebase-0000000000000000", "rebase"), lease(builder), io));
     keep(rebase.value);
 
+    await tamperAppLayer(images, eng.info.rootDir);
+    process.stderr.write("restore (layers verified on disk, the changed one re-made)\n");
+    const restore = await timed(() => pipeline.run(job("bench-restore-000000000000000", "restore", ["drift"]), lease(builder), io));
+    keep(restore.value);
+
     // Upstream moved: the base tag now names the fixed build, and the recipe builds FROM it afresh.
     await eng.docker.getImage(images.baseV2).tag({ repo: images.baseV1.split(":")[0] ?? "", tag: images.baseV1.split(":")[1] ?? "" });
     process.stderr.write("recipe (no cache, base as tagged now)\n");
     const recipe = await timed(() => pipeline.run(job("bench-recipe-0000000000000000", "recipe"), lease(builder), io));
     keep(recipe.value);
-
-    await tamperTopLayer(images, eng.info.rootDir);
-    process.stderr.write("restore (layers verified on disk, the changed one re-made)\n");
-    const restore = await timed(() => pipeline.run(job("bench-restore-000000000000000", "restore", ["drift"]), lease(builder), io));
-    keep(restore.value);
 
     process.stderr.write("queue: 10,000 requests\n");
     const queueMs = await measureQueue10k();
@@ -133,6 +136,10 @@ async function main(): Promise<void> {
     const recipeS = recipeStrategy({ roots: [join(work, "recipes")] });
     const svc = await startForkingService(eng, 600, `sl-bench-served-${process.pid}`);
     let builds = 0;
+    /** Rounds whose build was seen running its CPU-bound step before the requests began. */
+    let confirmed = 0;
+    /** Rounds whose build ended (or failed) before its phase's requests were done: the phase was not all under load. */
+    let endedEarly = 0;
     const served = await interleavedP99(svc.port, { rounds: 4, requests: 400, concurrency: 2 }, async () => {
       const ac = new AbortController();
       let started!: () => void;
@@ -156,11 +163,14 @@ async function main(): Promise<void> {
         })
         .then((r) => made.push(r.imageId))
         .catch(() => undefined);
-      await Promise.race([running, new Promise((r) => setTimeout(r, 5_000))]);
+      let ended = false;
+      void build.finally(() => (ended = true));
+      if (await Promise.race([running.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000))])) confirmed++;
       // Let the step's container get going before the phase's requests.
       await new Promise((r) => setTimeout(r, 500));
       return {
         stop: async () => {
+          if (ended) endedEarly++;
           ac.abort();
           await build;
         },
@@ -178,6 +188,9 @@ async function main(): Promise<void> {
       served_quiet_p99_ms: served.quiet_p99_ms,
       served_build_p99_ms: served.busy_p99_ms,
       served_requests_failed: served.failed,
+      served_rounds: served.rounds,
+      served_builds_confirmed_running: confirmed,
+      served_builds_ended_early: endedEarly,
       rebase_layers_reused: rebase.value.layersReused,
       vulns_before: rebase.value.vulnsBefore,
       vulns_after: rebase.value.vulnsAfter,
