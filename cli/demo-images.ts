@@ -41,7 +41,7 @@ CMD ["/opt/app/bin/busybox", "sleep", "3600"]
 `;
 
 /** Debian 12's /etc/os-release, as the distribution ships it. */
-const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+export const DEBIAN_12_OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
 VERSION_ID="12"
 VERSION="12 (bookworm)"
@@ -153,7 +153,7 @@ function baseRoot(busybox: Buffer, libc: string): Readable {
     ...APPLETS.map((a) => ({ name: `bin/${a}`, type: "symlink" as const, linkname: "busybox" })),
     { name: "etc/passwd", data: Buffer.from("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n") },
     { name: "etc/group", data: Buffer.from("root:x:0:\nnogroup:x:65534:\n") },
-    { name: "etc/os-release", data: Buffer.from(OS_RELEASE) },
+    { name: "etc/os-release", data: Buffer.from(DEBIAN_12_OS_RELEASE) },
     { name: "var/lib/dpkg/status", data: Buffer.from(dpkgStatus(libc)) },
   ]);
 }
@@ -175,7 +175,7 @@ export interface DemoImages {
 /** Builds the three images unless images from the same recipe are already there. */
 export async function ensureDemoImages(docker: Docker, log: (msg: string) => void = () => {}, busyboxPath?: string): Promise<DemoImages> {
   const busybox = findBusybox(busyboxPath);
-  const h = createHash("sha256").update(busybox).update(APP_DOCKERFILE).update(APPLETS.join()).update(OS_RELEASE);
+  const h = createHash("sha256").update(busybox).update(APP_DOCKERFILE).update(APPLETS.join()).update(DEBIAN_12_OS_RELEASE);
   for (const v of [VULNERABLE_LIBC, FIXED_LIBC]) h.update(dpkgStatus(v));
   const recipe = h.digest("hex").slice(0, 16);
   const images: DemoImages = { base: BASE_IMAGE, fixedBase: FIXED_BASE_IMAGE, app: APP_IMAGE, built: false };

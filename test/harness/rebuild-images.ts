@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before } from "node:test";
 import type Docker from "dockerode";
-import { ensureDemoImages } from "../../cli/demo-images.js";
+import { DEBIAN_12_OS_RELEASE, dpkgStatus, ensureDemoImages } from "../../cli/demo-images.js";
 import { Code } from "../../common/errors.js";
 import { followEngine } from "../../aggregator/rebuild/engine-progress.js";
 import { SHADOW_LABELS, SOURCE_LABELS, type Builder, type ImageFacts, type StrategyContext } from "../../aggregator/rebuild/types.js";
@@ -26,36 +26,6 @@ export const FIXED_GLIBC = "2.36-9+deb12u3";
 /** What the app's first layer writes, and the file it is in (restore's test changes it on disk). */
 export const APP_MESSAGE_PATH = "srv/app/message.txt";
 export const APP_MESSAGE = "the original message\n";
-
-const OS_RELEASE = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
-NAME="Debian GNU/Linux"
-VERSION_ID="12"
-VERSION="12 (bookworm)"
-VERSION_CODENAME=bookworm
-ID=debian
-`;
-
-function dpkgStatus(glibc: string): string {
-  return `Package: libc6
-Status: install ok installed
-Priority: optional
-Section: libs
-Installed-Size: 12986
-Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
-Architecture: amd64
-Multi-Arch: same
-Source: glibc
-Version: ${glibc}
-Description: GNU C Library: Shared libraries
-
-Package: busybox
-Status: install ok installed
-Architecture: amd64
-Version: 1:1.35.0-4
-Description: Tiny utilities for small and embedded systems
-
-`;
-}
 
 export interface RebuildImages {
   baseV1: string;
@@ -103,7 +73,7 @@ export async function buildRebuildImages(docker: Docker): Promise<RebuildImages>
   try {
     for (const [ref, glibc] of [[baseV1, VULNERABLE_GLIBC], [baseV2, FIXED_GLIBC]] as const) {
       made.push(ref);
-      const files = { Dockerfile: `FROM ${demoBase}\nCOPY root/ /\n`, "root/etc/os-release": OS_RELEASE, "root/var/lib/dpkg/status": dpkgStatus(glibc) };
+      const files = { Dockerfile: `FROM ${demoBase}\nCOPY root/ /\n`, "root/etc/os-release": DEBIAN_12_OS_RELEASE, "root/var/lib/dpkg/status": dpkgStatus(glibc) };
       await buildDir(docker, join(dir, `base-${glibc}`), files, ref);
     }
     const dockerfile = `FROM ${baseV1}
