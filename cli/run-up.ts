@@ -5,6 +5,7 @@
  */
 import { mkdir } from "node:fs/promises";
 import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
+import { RebuildState } from "../proto/gen/shadowlayer/v1/rebuild_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { join } from "node:path";
 import { initCerts, loadTls, tlsFiles } from "../common/certs.js";
@@ -100,6 +101,23 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
     );
   });
   aggregator.store.on("delete", onDelete);
+  // Rebuild jobs as they move: one line per state (and per node that prepared the shadow), not per step.
+  const lastSeen = new Map<string, string>();
+  aggregator.rebuilds?.on("upsert", (j) => {
+    if (c.quiet) return;
+    const prepared = j.preparations.filter((p) => p.state === "prepared").length;
+    const key = `${j.state}/${prepared}`;
+    if (lastSeen.get(j.id) === key) return;
+    lastSeen.set(j.id, key);
+    const state = RebuildState[j.state]?.toLowerCase() ?? "unknown";
+    if (c.json) {
+      out(JSON.stringify({ event: "rebuild", job: j.id, image: j.image, state, strategy: j.strategy, reasons: j.reasons, shadow: j.shadow?.reference ?? "", prepared, error: j.error }));
+      return;
+    }
+    const why = j.state === RebuildState.FAILED || (j.state === RebuildState.QUEUED && j.error !== "") ? `: ${j.error}` : "";
+    const shadow = j.state === RebuildState.READY && j.shadow !== undefined ? ` -> ${j.shadow.reference.slice(0, 80)}${prepared > 0 ? `, prepared for ${prepared} container(s)` : ""}` : "";
+    out(safeLine`${stamp()} * rebuild ${j.id.slice(0, 12)} ${j.image} (${j.reasons.slice(0, 3).join(", ")}): ${state}${j.strategy !== "" ? ` (${j.strategy})` : ""}${shadow}${why.slice(0, 200)}`);
+  });
 
   let agent;
   try {
