@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import type Docker from "dockerode";
 import * as tar from "tar-stream";
+import { followEngine } from "../common/engine-progress.js";
 import { Code, ShadowError } from "../common/errors.js";
 import { SOURCE_LABELS } from "../aggregator/rebuild/types.js";
 
@@ -121,14 +122,7 @@ function pack(entries: Array<{ name: string; type?: "directory" | "symlink" | "f
 }
 
 async function follow(docker: Docker, stream: NodeJS.ReadableStream, what: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(stream, (err: Error | null, out: Array<{ error?: string; errorDetail?: { message?: string } }>) => {
-      const bad = out?.find((o) => o.error !== undefined || o.errorDetail !== undefined);
-      if (err !== null) reject(new ShadowError(Code.Internal, `${what} failed: ${err.message}`, { cause: err }));
-      else if (bad !== undefined) reject(new ShadowError(Code.Internal, `${what} failed: ${bad.error ?? bad.errorDetail?.message ?? "unknown"}`));
-      else resolve();
-    });
-  });
+  await followEngine(docker, stream, what, Code.Internal);
 }
 
 async function recipeOf(docker: Docker, ref: string): Promise<string | undefined> {

@@ -17,7 +17,7 @@ import * as tar from "tar-stream";
 import { Code, ShadowError } from "../../common/errors.js";
 import { copyIntoEntry } from "./tar-copy.js";
 import { digestTap } from "./digest-tap.js";
-import { followEngine } from "./engine-progress.js";
+import { followEngine } from "../../common/engine-progress.js";
 import { MAX_CONFIG_BYTES, parseImageConfig } from "./image-config.js";
 import type { SavedImage, SavedLayer } from "./types.js";
 

@@ -7,7 +7,7 @@
  */
 import type Docker from "dockerode";
 import { Code, ShadowError } from "../../common/errors.js";
-import { followEngine } from "./engine-progress.js";
+import { followEngine } from "../../common/engine-progress.js";
 import { imageFacts } from "./image-facts.js";
 import type { ImageFacts } from "./types.js";
 

@@ -5,13 +5,12 @@
  * the builder's engine), and the signature. A shadow whose re-scan does not reduce the matched
  * vulnerabilities is failed, not ready.
  */
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
-import type Docker from "dockerode";
 import { RebuildStepSchema, ShadowSchema, type RebuildJob, type RebuildStep, type Shadow } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
-import type { ImageInventory, VulnMatch } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import type { VulnMatch } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { signPayload, signingPayload } from "../../common/cosign.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
@@ -19,6 +18,7 @@ import type { RegistryClient } from "../../common/registry-client.js";
 import { storeSignature } from "../../common/registry-signature.js";
 import type { VulnIndex } from "../vulns/index.js";
 import { matchInventory } from "../vulns/matcher.js";
+import { chainIds } from "../../agent/layers/chain-id.js";
 import { imageFacts } from "./image-facts.js";
 import { saveImage } from "./image-archive.js";
 import { rescanImage } from "./image-rescan.js";
@@ -41,8 +41,7 @@ export interface PipelineOptions {
   registry?: ShadowRegistry;
   /** The aggregator's image-signing key (PEM). */
   signingKeyPem: string;
-  /** The source image's inventory and matches as scored (from the nodes' reports). */
-  inventory: (imageId: string) => ImageInventory | undefined;
+  /** The source image's matches as scored (from the nodes' inventories). */
   matches: (imageId: string) => VulnMatch[];
   /** The live advisory index, for the re-scan. */
   index: VulnIndex;
@@ -162,7 +161,7 @@ export class RebuildPipeline implements JobRunner {
       return matchInventory(this.o.index, inv);
     });
     shadow.vulnsAfter = after.length;
-    const sizes = await layerSizes(builder.docker, result.imageId);
+    const sizes = await layerSizes(builder, result.imageId, result.layerIds);
     shadow.totalBytes = BigInt(sizes.reduce((a, l) => a + l.size, 0));
     shadow.addedBytes = BigInt(addedBytes(facts.diffIds, sizes));
     const fixedNow = verdict(job.reasons, before, after);
@@ -241,16 +240,25 @@ export function verdict(reasons: readonly string[], before: readonly VulnMatch[]
   return undefined;
 }
 
-/** Each layer's size in the builder's engine (from the image history's non-empty entries), bottom first. */
-async function layerSizes(docker: Docker, imageId: string): Promise<Array<{ diffId: string; size: number }>> {
-  const img = docker.getImage(imageId);
-  const [info, history] = await Promise.all([img.inspect() as Promise<{ RootFS?: { Layers?: string[] } }>, img.history() as Promise<Array<{ Size?: number }>>]);
-  const layers = info.RootFS?.Layers ?? [];
-  // History is newest first and has an entry per step, empty ones included; layer-making entries
-  // are the ones the layers list counts, so take the sizes of the last `layers.length` non-empty ones
-  // in bottom-first order. An entry of size 0 can still make a layer (an empty COPY): match by count.
-  const entries = [...history].reverse();
-  const sized = entries.filter((h) => (h.Size ?? 0) > 0);
-  const offset = layers.length - sized.length;
-  return layers.map((diffId, i) => ({ diffId, size: i - offset >= 0 ? (sized[i - offset]?.Size ?? 0) : 0 }));
+/**
+ * Each layer's uncompressed size, bottom first: on this host's engine the layerdb's own `size`
+ * record per chain id; on a remote builder the image history's non-empty entries, matched to the
+ * layers by count (an empty step that still made a layer would shift them: a remote builder's
+ * figure is an estimate).
+ */
+async function layerSizes(builder: Builder, imageId: string, diffIds: readonly string[]): Promise<Array<{ diffId: string; size: number }>> {
+  const root = builder.localRoot;
+  if (root !== undefined) {
+    const chains = chainIds([...diffIds]);
+    return Promise.all(
+      diffIds.map(async (diffId, i) => {
+        const text = await readFile(join(root, "image", "overlay2", "layerdb", "sha256", (chains[i] ?? "").replace(/^sha256:/, ""), "size"), "utf8").catch(() => "0");
+        return { diffId, size: Number.parseInt(text.trim(), 10) || 0 };
+      }),
+    );
+  }
+  const history = (await builder.docker.getImage(imageId).history()) as Array<{ Size?: number }>;
+  const sized = [...history].reverse().filter((h) => (h.Size ?? 0) > 0);
+  const offset = diffIds.length - sized.length;
+  return diffIds.map((diffId, i) => ({ diffId, size: i - offset >= 0 ? (sized[i - offset]?.Size ?? 0) : 0 }));
 }

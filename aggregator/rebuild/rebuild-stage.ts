@@ -28,7 +28,7 @@ import { ShadowGc } from "./shadow-gc.js";
 import { patchStrategy } from "./strategies/patch.js";
 import { rebaseStrategy } from "./strategies/rebase.js";
 import { recipeStrategy } from "./strategies/recipe.js";
-import { restoreStrategy, restoreWith } from "./strategies/restore.js";
+import { restoreWith } from "./strategies/restore.js";
 import { registryCopyFor } from "./registry-layers.js";
 import type { Strategy } from "./types.js";
 
@@ -90,16 +90,16 @@ export async function startRebuildStage(o: RebuildOptions, d: RebuildStageDeps):
     await registry.client.ping().catch((err: unknown) => log.warn({ registry: registry.host, err: String(err) }, "registry not usable yet; pushes will retry"));
   }
   const pool = startBuilderPool({ builders: parseBuilderFlags(o.builders, o.dockerSocket), log });
-  // Restore re-makes tampered layers from the registry's copy of the source when there is one.
-  const restore = registry !== undefined ? restoreWith({ registryFor: registryCopyFor(registry.client, registry.host) }) : restoreStrategy;
-  const strategies: Strategy[] = [rebaseStrategy, restore, recipeStrategy({ roots: o.recipeRoots }), patchStrategy];
+  const recipe = recipeStrategy({ roots: o.recipeRoots });
+  // Restore re-makes tampered layers from the registry's copy of the source, else through the recipe strategy (its roots apply).
+  const restore = restoreWith({ recipe, ...(registry !== undefined ? { registryFor: registryCopyFor(registry.client, registry.host) } : {}) });
+  const strategies: Strategy[] = [rebaseStrategy, restore, recipe, patchStrategy];
   const workRoot = join(d.dataDir, "rebuild-work");
   await mkdir(workRoot, { recursive: true, mode: 0o700 });
   const pipeline = new RebuildPipeline({
     strategies,
     ...(registry !== undefined ? { registry } : {}),
     signingKeyPem: key,
-    inventory: (id) => d.scores.inventory(id),
     matches: (id) => d.scores.matches(id)?.matches ?? [],
     index: d.feeds.index,
     baseMap: o.baseMap,
@@ -118,9 +118,16 @@ export async function startRebuildStage(o: RebuildOptions, d: RebuildStageDeps):
   const dispatch = new ShadowDispatch(scheduler, d.graphs, d.ingest, log);
   dispatch.start();
   const gc = new ShadowGc(scheduler, { keep: o.keep, ...(registry !== undefined ? { registry } : {}), engines: (name) => pool.docker(name), log });
+  // A round when a job turns ready (not on each later note about it, such as a node's preparation).
+  const ready = new Set<string>();
   scheduler.on("upsert", (j) => {
-    if (j.state === RebuildState.READY) void gc.collect();
+    if (j.state !== RebuildState.READY) ready.delete(j.id);
+    else if (!ready.has(j.id)) {
+      ready.add(j.id);
+      void gc.collect();
+    }
   });
+  scheduler.on("delete", (id) => ready.delete(id));
   return {
     scheduler,
     pool,

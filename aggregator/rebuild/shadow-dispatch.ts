@@ -54,19 +54,23 @@ export class ShadowDispatch {
     if (this.sweep) clearInterval(this.sweep);
   }
 
-  /** The newest ready job of an image (the shadow a node should hold). */
-  private newestReady(imageId: string): RebuildJob | undefined {
-    let best: RebuildJob | undefined;
+  /** The newest ready job of each image (the shadow a node should hold), in one pass over the jobs. */
+  private newestReadyByImage(): Map<string, RebuildJob> {
+    const best = new Map<string, RebuildJob>();
     for (const j of this.jobs.all()) {
-      if (j.imageId !== imageId || j.state !== RebuildState.READY || j.shadow === undefined) continue;
-      const t = Number(j.shadow.builtAt?.seconds ?? 0n);
-      if (best === undefined || t > Number(best.shadow?.builtAt?.seconds ?? 0n)) best = j;
+      if (j.state !== RebuildState.READY || j.shadow === undefined) continue;
+      const prev = best.get(j.imageId);
+      if (prev === undefined || (j.shadow.builtAt?.seconds ?? 0n) > (prev.shadow?.builtAt?.seconds ?? 0n)) best.set(j.imageId, j);
     }
     return best;
   }
 
+  private newestReady(imageId: string): RebuildJob | undefined {
+    return this.newestReadyByImage().get(imageId);
+  }
+
   private sweepAll(): void {
-    for (const j of this.jobs.all()) if (j.state === RebuildState.READY && this.newestReady(j.imageId)?.id === j.id) this.prepareJob(j);
+    for (const j of this.newestReadyByImage().values()) this.prepareJob(j);
   }
 
   private prepareJob(job: RebuildJob): void {

@@ -32,7 +32,10 @@ export function chooseStrategy(
     const s = byName.get(forced as StrategyName);
     if (s === undefined) throw new ShadowError(Code.InvalidArgument, `unknown strategy ${JSON.stringify(forced)} (known: ${[...byName.keys()].join(", ")})`);
     const why = s.applies(facts, reasons, ctx);
-    if (why === undefined) throw new ShadowError(Code.FailedPrecondition, `strategy ${forced} does not apply to ${facts.name}${whyNot(s, facts)}`);
+    if (why === undefined) {
+      const no = s.refusal?.(facts, reasons, ctx);
+      throw new ShadowError(Code.FailedPrecondition, `strategy ${forced} does not apply to ${facts.name}${no !== undefined ? `: ${no}` : ""}`);
+    }
     return { strategy: s, reason: `forced: ${why}` };
   }
   const behaviour = reasons.some((r) => BEHAVIOUR_REASONS.has(r));
@@ -45,7 +48,8 @@ export function chooseStrategy(
     if (s === undefined) continue;
     const why = s.applies(facts, reasons, ctx);
     if (why !== undefined) return { strategy: s, reason: why };
-    tried.push(name);
+    const no = s.refusal?.(facts, reasons, ctx);
+    tried.push(no !== undefined ? `${name} (${no})` : name);
   }
   throw new ShadowError(
     Code.FailedPrecondition,
@@ -54,10 +58,3 @@ export function chooseStrategy(
   );
 }
 
-/** A strategy that can say why it does not apply (recipe's `explain`), as a suffix for the message. */
-function whyNot(s: Strategy, facts: ImageFacts): string {
-  const explain = (s as Strategy & { explain?: (f: ImageFacts) => { applies: boolean; reason: string } }).explain;
-  if (typeof explain !== "function") return "";
-  const v = explain(facts);
-  return v.applies ? "" : `: ${v.reason}`;
-}

@@ -135,6 +135,8 @@ export interface Strategy {
    * the job's strategy_reason), or undefined.
    */
   applies(facts: ImageFacts, reasons: readonly string[], ctx: { baseMap: Record<string, string>; packageMirror?: string }): string | undefined;
+  /** Why it does not apply (said when no strategy can serve a job, or a forced one cannot), if it can tell. */
+  refusal?(facts: ImageFacts, reasons: readonly string[], ctx: { baseMap: Record<string, string>; packageMirror?: string }): string | undefined;
   run(ctx: StrategyContext): Promise<StrategyResult>;
 }
 

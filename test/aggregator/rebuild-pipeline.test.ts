@@ -74,7 +74,6 @@ describe("rebuild pipeline: rebase, re-scan, push by digest, sign", () => {
       strategies: [rebaseStrategy],
       registry: { client, host: registry.host, repository: REPO },
       signingKeyPem: keys.privateKeyPem,
-      inventory: () => undefined,
       matches: () => before_,
       index: feeds.index,
       baseMap: { [t.images.baseV1]: t.images.baseV2 },

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
@@ -22,12 +22,13 @@ import { imageFacts } from "../../aggregator/rebuild/image-facts.js";
 import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
 import { verifyLayers } from "../../aggregator/rebuild/layer-verify.js";
 import { squashLayers } from "../../aggregator/rebuild/squash-layers.js";
+import { recipeStrategy } from "../../aggregator/rebuild/strategies/recipe.js";
 import { restoreStrategy, restoreWith } from "../../aggregator/rebuild/strategies/restore.js";
-import { followEngine } from "../../aggregator/rebuild/engine-progress.js";
+import { followEngine } from "../../common/engine-progress.js";
 import { registryCopyFor, type LayerBlobSource } from "../../aggregator/rebuild/registry-layers.js";
 import { Code } from "../../common/errors.js";
 import { waitFor } from "../harness/engine.js";
-import { SOURCE_LABELS } from "../../aggregator/rebuild/types.js";
+import { SOURCE_LABELS, type Strategy } from "../../aggregator/rebuild/types.js";
 import { APP_MESSAGE, APP_MESSAGE_PATH, readInFreshContainer, strategyContext, useRebuildImages } from "../harness/rebuild-images.js";
 import { ensureInventoryImage } from "../harness/inventory-images.js";
 import { tempDir } from "../harness/temp-dir.js";
@@ -59,6 +60,8 @@ async function listTar(path: string): Promise<Record<string, string>> {
 describe("rebuild strategy: restore", () => {
   const work = tempDir("sl-restore-");
   const fx = useRebuildImages();
+  /** Restore with the recipe strategy as configured with the app's recipe root. */
+  const withRecipe = (): Strategy => restoreWith({ recipe: recipeStrategy({ roots: [dirname(fx.images.contextDir)] }) });
 
   it("with nothing changed on disk, re-makes the top layer from the verified tars into a fresh one", async () => {
     const src = await imageFacts(fx.builder.docker, fx.images.app);
@@ -81,7 +84,10 @@ describe("rebuild strategy: restore", () => {
     const k = (await imageFacts(fx.builder.docker, fx.images.baseV1)).diffIds.length;
     const ok = (n: number) => new Array<boolean>(n).fill(true);
     assert.equal(src.diffIds.length, k + 3);
-    assert.match(restoreStrategy.applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
+    assert.match(withRecipe().applies(src, ["drift"], { baseMap: {} }) ?? "", /^drift: .*recipe/);
+    // A recipe label is a source only through the configured recipe strategy and its roots.
+    assert.match(restoreStrategy.applies(src, ["drift"], { baseMap: {} }) ?? "", /no registry copy or recipe/);
+    assert.match(restoreWith({ recipe: recipeStrategy({ roots: [work.path] }) }).applies(src, ["drift"], { baseMap: {} }) ?? "", /no registry copy or recipe/);
     assert.equal(restoreStrategy.applies(src, ["CVE-2023-4911"], { baseMap: {} }), undefined);
     assert.match(restoreStrategy.applies({ ...src, labels: {} }, ["drift"], { baseMap: {} }) ?? "", /no registry copy or recipe/);
     assert.deepEqual((await verifyLayers(root, src.diffIds)).map((c) => c.ok), ok(k + 3));
@@ -98,7 +104,7 @@ describe("rebuild strategy: restore", () => {
 
     const lines: string[] = [];
     const started = performance.now();
-    const r = await restoreStrategy.run(strategyContext(fx.builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
+    const r = await withRecipe().run(strategyContext(fx.builder, src, join(work.path, "run"), { reasons: ["drift"], sourceLayer: "rw:0123456789ab", log: (l) => lines.push(l) }));
     console.log(`restore of the 3-layer app: ${((performance.now() - started) / 1000).toFixed(2)} s`);
     fx.made.push(r.imageId);
     assert.match(r.detail, new RegExp(`layer ${k} \\(${src.diffIds[k]}\\) does not match .*changed: /${APP_MESSAGE_PATH} \\(content\\)`));

@@ -30,7 +30,7 @@ import { rescanImage } from "../../aggregator/rebuild/image-rescan.js";
 import { RebuildPipeline } from "../../aggregator/rebuild/pipeline.js";
 import { rebaseStrategy } from "../../aggregator/rebuild/strategies/rebase.js";
 import { recipeStrategy } from "../../aggregator/rebuild/strategies/recipe.js";
-import { restoreStrategy } from "../../aggregator/rebuild/strategies/restore.js";
+import { restoreWith } from "../../aggregator/rebuild/strategies/restore.js";
 import { SOURCE_LABELS, type Builder, type BuilderLease, type JobRunner } from "../../aggregator/rebuild/types.js";
 import { FeedManager } from "../../aggregator/feeds/manager.js";
 import { matchInventory } from "../../aggregator/vulns/matcher.js";
@@ -86,10 +86,9 @@ async function main(): Promise<void> {
     const keys = generateSigningKeys();
     const client = new RegistryClient({ host: registry.host, ca: registry.ca, auth: registry.auth });
     const pipeline = new RebuildPipeline({
-      strategies: [rebaseStrategy, restoreStrategy, recipeStrategy({ roots: [dirname(images.contextDir), join(work, "recipes")] })],
+      strategies: [rebaseStrategy, restoreWith({ recipe: recipeStrategy({ roots: [dirname(images.contextDir)] }) }), recipeStrategy({ roots: [dirname(images.contextDir)] })],
       registry: { client, host: registry.host, repository: "bench/shadows" },
       signingKeyPem: keys.privateKeyPem,
-      inventory: () => undefined,
       matches: () => before,
       index: feeds.index,
       baseMap: { [images.baseV1]: images.baseV2 },

@@ -17,7 +17,7 @@ import { after, before } from "node:test";
 import type Docker from "dockerode";
 import { DEBIAN_12_OS_RELEASE, dpkgStatus, ensureDemoImages } from "../../cli/demo-images.js";
 import { Code } from "../../common/errors.js";
-import { followEngine } from "../../aggregator/rebuild/engine-progress.js";
+import { followEngine } from "../../common/engine-progress.js";
 import { SHADOW_LABELS, SOURCE_LABELS, type Builder, type ImageFacts, type StrategyContext } from "../../aggregator/rebuild/types.js";
 import { testEngine } from "./engine.js";
 

@@ -345,5 +345,6 @@ export const patchStrategy: Strategy = {
   applies(facts, reasons, ctx) {
     return patchRefusal(facts, reasons, ctx) === undefined ? `OS packages upgraded in one layer from the mirror ${ctx.packageMirror ?? ""}` : undefined;
   },
+  refusal: patchRefusal,
   run: patch,
 };

@@ -51,6 +51,10 @@ export function recipeStrategy(opts: RecipeOptions): RecipeStrategy {
       const v = explain(facts);
       return v.applies ? v.reason : undefined;
     },
+    refusal: (facts) => {
+      const v = explain(facts);
+      return v.applies ? undefined : v.reason;
+    },
     run: (ctx) => runRecipe(ctx, opts.roots, bounds),
   };
 }

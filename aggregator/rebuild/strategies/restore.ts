@@ -26,7 +26,6 @@ import { saveImage, loadImage } from "../image-archive.js";
 import { composeConfig, parseImageConfig, type HistoryEntry } from "../image-config.js";
 import { imageFacts } from "../image-facts.js";
 import { verifyLayers, type LayerCheck } from "../layer-verify.js";
-import { buildRecipe, recipeOf } from "../recipe-build.js";
 import { registryLayers, type RegistryCopy } from "../registry-layers.js";
 import { squashLayers } from "../squash-layers.js";
 import type { ImageFacts, SavedLayer, Strategy, StrategyContext, StrategyResult } from "../types.js";
@@ -36,6 +35,11 @@ const RESTORE_REASONS = new Set(["drift", "performance-anomaly"]);
 export interface RestoreOptions {
   /** The registry copy of an image by one of its repo digests (`host/repo@sha256:…`), when a registry is configured. */
   registryFor?: (repoDigest: string) => RegistryCopy | undefined;
+  /**
+   * The configured recipe strategy: a recipe is a good source only through it, so its label is
+   * held to the same --recipe-root rule and context bounds (the labels are the image's to choose).
+   */
+  recipe?: Strategy;
 }
 
 /** Where the good layers came from, and what to remove once they are used. */
@@ -91,22 +95,20 @@ export function restoreWith(opts: RestoreOptions = {}): Strategy {
     return undefined;
   }
 
+  /** Why the configured recipe can serve as a source for this image, or undefined. */
+  const recipeFor = (facts: ImageFacts, reasons: readonly string[]): string | undefined => opts.recipe?.applies(facts, reasons, { baseMap: {} });
+
   async function fromRecipe(ctx: StrategyContext, from: number, tried: string[]): Promise<GoodLayers | undefined> {
-    let recipe;
-    try {
-      recipe = recipeOf(ctx.facts);
-    } catch (err) {
-      tried.push(`recipe: ${ShadowError.from(err).message}`);
-      return undefined;
-    }
-    if (recipe === undefined) return undefined;
+    const recipe = opts.recipe;
+    const why = recipeFor(ctx.facts, ctx.reasons);
+    if (recipe === undefined || why === undefined) return undefined;
     const { docker } = ctx.builder;
     let id: string | undefined;
     const dispose = async (): Promise<void> => {
       if (id !== undefined) await docker.getImage(id).remove({ force: true }).catch(() => undefined);
     };
     try {
-      id = await buildRecipe(ctx.builder, recipe, ctx.signal, ctx.log);
+      id = (await recipe.run({ ...ctx, labels: {}, workDir: join(ctx.workDir, "recipe-build") })).imageId;
       const rebuilt = await imageFacts(docker, id);
       const src = ctx.facts.diffIds;
       if (src.slice(0, from).some((d, i) => rebuilt.diffIds[i] !== d) || rebuilt.diffIds.length <= from) {
@@ -116,10 +118,10 @@ export function restoreWith(opts: RestoreOptions = {}): Strategy {
         throw new ShadowError(Code.FailedPrecondition, `the recipe makes layer ${from} byte for byte again, so the engine maps it onto the tampered directory; a registry copy is needed`);
       }
       const saved = await saveImage(docker, id, join(ctx.workDir, "recipe"));
-      return { layers: saved.layers.slice(from), source: `recipe ${recipe.context}`, dispose };
+      return { layers: saved.layers.slice(from), source: why, dispose };
     } catch (err) {
       await dispose();
-      tried.push(`recipe ${recipe.context}: ${ShadowError.from(err).message}`);
+      tried.push(`${why}: ${ShadowError.from(err).message}`);
       return undefined;
     }
   }
@@ -130,13 +132,8 @@ export function restoreWith(opts: RestoreOptions = {}): Strategy {
     applies(facts, reasons) {
       const why = reasons.filter((r) => RESTORE_REASONS.has(r));
       if (why.length === 0) return undefined;
-      let recipe;
-      try {
-        recipe = recipeOf(facts);
-      } catch {
-        recipe = undefined;
-      }
-      const sources = [...(copies(facts).length > 0 ? ["the registry copy"] : []), ...(recipe !== undefined ? [`the recipe ${recipe.context}`] : [])];
+      const recipe = recipeFor(facts, reasons);
+      const sources = [...(copies(facts).length > 0 ? ["the registry copy"] : []), ...(recipe !== undefined ? [recipe] : [])];
       const remade = sources.length > 0 ? `changed ones re-made from ${sources.join(" or ")}` : "no registry copy or recipe to re-make a changed one from";
       return `${why.join(", ")}: layers verified against their diffIDs on the builder; ${remade}`;
     },
@@ -194,5 +191,5 @@ export function restoreWith(opts: RestoreOptions = {}): Strategy {
   };
 }
 
-/** Restore with recipes and the verified layers only (`restoreWith` adds a registry). */
+/** Restore from the verified layers only (`restoreWith` adds a registry copy and a recipe as sources). */
 export const restoreStrategy: Strategy = restoreWith();

@@ -4,7 +4,7 @@
  * output line can be passed on (the job's log tail).
  */
 import type Docker from "dockerode";
-import { Code, ShadowError } from "../../common/errors.js";
+import { Code, ShadowError } from "./errors.js";
 
 export interface ProgressLine {
   stream?: string;
