@@ -77,7 +77,7 @@ export interface RunningAggregator {
 }
 
 function reflectionService(): ReflectionService {
-  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", "shadowlayer/v1/rebuild.proto", "shadowlayer/v1/telemetry.proto", "shadowlayer/v1/vulns.proto", healthProtoPath], {
+  const def = protoLoader.loadSync(["shadowlayer/v1/agent.proto", "shadowlayer/v1/query.proto", "shadowlayer/v1/rebuild.proto", "shadowlayer/v1/switchover.proto", "shadowlayer/v1/telemetry.proto", "shadowlayer/v1/vulns.proto", healthProtoPath], {
     includeDirs: [PROTO_DIR],
     keepCase: true,
   });

@@ -8,6 +8,8 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { LayerGraph } from "./graph_pb.js";
 import { file_shadowlayer_v1_graph } from "./graph_pb.js";
+import type { DataMode, SwitchoverRecord, SwitchoverTrigger } from "./switchover_pb.js";
+import { file_shadowlayer_v1_switchover } from "./switchover_pb.js";
 import type { LinkStatus, NodeContext, TelemetryItem, TelemetryStatus } from "./telemetry_pb.js";
 import { file_shadowlayer_v1_telemetry } from "./telemetry_pb.js";
 import type { ImageInventory } from "./vulns_pb.js";
@@ -18,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/agent.proto.
  */
 export const file_shadowlayer_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9hZ2VudC5wcm90bxIOc2hhZG93bGF5ZXIudjEivgMKDEFnZW50TWVzc2FnZRILCgNzZXEYASABKAQSJgoFaGVsbG8YAiABKAsyFS5zaGFkb3dsYXllci52MS5IZWxsb0gAEjMKDGdyYXBoX3Vwc2VydBgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLkdyYXBoVXBzZXJ0SAASMwoMZ3JhcGhfZGVsZXRlGAQgASgLMhsuc2hhZG93bGF5ZXIudjEuR3JhcGhEZWxldGVIABI1Cg1zeW5jX2NvbXBsZXRlGAUgASgLMhwuc2hhZG93bGF5ZXIudjEuU3luY0NvbXBsZXRlSAASNwoOY29tbWFuZF9yZXN1bHQYBiABKAsyHS5zaGFkb3dsYXllci52MS5Db21tYW5kUmVzdWx0SAASLgoJaGVhcnRiZWF0GAcgASgLMhkuc2hhZG93bGF5ZXIudjEuSGVhcnRiZWF0SAASMgoJdGVsZW1ldHJ5GAggASgLMh0uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5SXRlbUgAEjMKCWludmVudG9yeRgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5SABCBgoEYm9keSKEAQoFSGVsbG8SDAoEbm9kZRgBIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAIgASgJEhYKDmVuZ2luZV92ZXJzaW9uGAMgASgJEhYKDnN0b3JhZ2VfZHJpdmVyGAQgASgJEiYKBGhvc3QYBSABKAsyGC5zaGFkb3dsYXllci52MS5Ib3N0SW5mbyJcCghIb3N0SW5mbxIQCghob3N0bmFtZRgBIAEoCRIKCgJvcxgCIAEoCRIOCgZrZXJuZWwYAyABKAkSDAoEY3B1cxgEIAEoDRIUCgxtZW1vcnlfYnl0ZXMYBSABKAQiOAoLR3JhcGhVcHNlcnQSKQoFZ3JhcGgYASABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoIiMKC0dyYXBoRGVsZXRlEhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIlCgxTeW5jQ29tcGxldGUSFQoNY29udGFpbmVyX2lkcxgBIAMoCSK8AQoJSGVhcnRiZWF0EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgl0ZWxlbWV0cnkYAiABKAsyHy5zaGFkb3dsYXllci52MS5UZWxlbWV0cnlTdGF0dXMSKQoEbm9kZRgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5vZGVDb250ZXh0EigKBGxpbmsYBCABKAsyGi5zaGFkb3dsYXllci52MS5MaW5rU3RhdHVzImsKEUFnZ3JlZ2F0b3JNZXNzYWdlEiIKA2FjaxgBIAEoCzITLnNoYWRvd2xheWVyLnYxLkFja0gAEioKB2NvbW1hbmQYAiABKAsyFy5zaGFkb3dsYXllci52MS5Db21tYW5kSABCBgoEYm9keSISCgNBY2sSCwoDc2VxGAEgASgEIrgBCgdDb21tYW5kEgoKAmlkGAEgASgJEjcKDnByZXBhcmVfc2hhZG93GAIgASgLMh0uc2hhZG93bGF5ZXIudjEuUHJlcGFyZVNoYWRvd0gAEjAKCnN3aXRjaG92ZXIYAyABKAsyGi5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVySAASLAoIcm9sbGJhY2sYBCABKAsyGC5zaGFkb3dsYXllci52MS5Sb2xsYmFja0gAQggKBmFjdGlvbiLbAQoNUHJlcGFyZVNoYWRvdxIUCgxjb250YWluZXJfaWQYASABKAkSFAoMc2hhZG93X2ltYWdlGAIgASgJEhEKCWxheWVyX2lkcxgDIAMoCRIOCgZyZWFzb24YBCABKAkSDgoGam9iX2lkGAUgASgJEhAKCGltYWdlX2lkGAYgASgJEhcKD21hbmlmZXN0X2RpZ2VzdBgHIAEoCRISCgpsb2NhbF9vbmx5GAggASgIEhkKEXNpZ25hdHVyZV9wYXlsb2FkGAkgASgMEhEKCXNpZ25hdHVyZRgKIAEoCSJbCgpTd2l0Y2hvdmVyEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXByb2FjdGl2ZRgEIAEoCCJFCghSb2xsYmFjaxIUCgxjb250YWluZXJfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIoABCg1Db21tYW5kUmVzdWx0EhIKCmNvbW1hbmRfaWQYASABKAkSLQoGc3RhdHVzGAIgASgOMh0uc2hhZG93bGF5ZXIudjEuQ29tbWFuZFN0YXR1cxIPCgdtZXNzYWdlGAMgASgJEhsKE3NoYWRvd19jb250YWluZXJfaWQYBCABKAkqoAEKDUNvbW1hbmRTdGF0dXMSHgoaQ09NTUFORF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFDT01NQU5EX1NUQVRVU19PSxABEhkKFUNPTU1BTkRfU1RBVFVTX0ZBSUxFRBACEiAKHENPTU1BTkRfU1RBVFVTX1VOSU1QTEVNRU5URUQQAxIbChdDT01NQU5EX1NUQVRVU19SRUpFQ1RFRBAEMl4KDEFnZW50U2VydmljZRJOCgdDb25uZWN0Ehwuc2hhZG93bGF5ZXIudjEuQWdlbnRNZXNzYWdlGiEuc2hhZG93bGF5ZXIudjEuQWdncmVnYXRvck1lc3NhZ2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9hZ2VudC5wcm90bxIOc2hhZG93bGF5ZXIudjEi9gMKDEFnZW50TWVzc2FnZRILCgNzZXEYASABKAQSJgoFaGVsbG8YAiABKAsyFS5zaGFkb3dsYXllci52MS5IZWxsb0gAEjMKDGdyYXBoX3Vwc2VydBgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLkdyYXBoVXBzZXJ0SAASMwoMZ3JhcGhfZGVsZXRlGAQgASgLMhsuc2hhZG93bGF5ZXIudjEuR3JhcGhEZWxldGVIABI1Cg1zeW5jX2NvbXBsZXRlGAUgASgLMhwuc2hhZG93bGF5ZXIudjEuU3luY0NvbXBsZXRlSAASNwoOY29tbWFuZF9yZXN1bHQYBiABKAsyHS5zaGFkb3dsYXllci52MS5Db21tYW5kUmVzdWx0SAASLgoJaGVhcnRiZWF0GAcgASgLMhkuc2hhZG93bGF5ZXIudjEuSGVhcnRiZWF0SAASMgoJdGVsZW1ldHJ5GAggASgLMh0uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5SXRlbUgAEjMKCWludmVudG9yeRgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5SAASNgoKc3dpdGNob3ZlchgKIAEoCzIgLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJSZWNvcmRIAEIGCgRib2R5IoQBCgVIZWxsbxIMCgRub2RlGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZW5naW5lX3ZlcnNpb24YAyABKAkSFgoOc3RvcmFnZV9kcml2ZXIYBCABKAkSJgoEaG9zdBgFIAEoCzIYLnNoYWRvd2xheWVyLnYxLkhvc3RJbmZvIlwKCEhvc3RJbmZvEhAKCGhvc3RuYW1lGAEgASgJEgoKAm9zGAIgASgJEg4KBmtlcm5lbBgDIAEoCRIMCgRjcHVzGAQgASgNEhQKDG1lbW9yeV9ieXRlcxgFIAEoBCI4CgtHcmFwaFVwc2VydBIpCgVncmFwaBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgiIwoLR3JhcGhEZWxldGUSFAoMY29udGFpbmVyX2lkGAEgASgJIiUKDFN5bmNDb21wbGV0ZRIVCg1jb250YWluZXJfaWRzGAEgAygJIrwBCglIZWFydGJlYXQSJgoCYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgCIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIpCgRub2RlGAMgASgLMhsuc2hhZG93bGF5ZXIudjEuTm9kZUNvbnRleHQSKAoEbGluaxgEIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxpbmtTdGF0dXMiawoRQWdncmVnYXRvck1lc3NhZ2USIgoDYWNrGAEgASgLMhMuc2hhZG93bGF5ZXIudjEuQWNrSAASKgoHY29tbWFuZBgCIAEoCzIXLnNoYWRvd2xheWVyLnYxLkNvbW1hbmRIAEIGCgRib2R5IhIKA0FjaxILCgNzZXEYASABKAQiuAEKB0NvbW1hbmQSCgoCaWQYASABKAkSNwoOcHJlcGFyZV9zaGFkb3cYAiABKAsyHS5zaGFkb3dsYXllci52MS5QcmVwYXJlU2hhZG93SAASMAoKc3dpdGNob3ZlchgDIAEoCzIaLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJIABIsCghyb2xsYmFjaxgEIAEoCzIYLnNoYWRvd2xheWVyLnYxLlJvbGxiYWNrSABCCAoGYWN0aW9uItsBCg1QcmVwYXJlU2hhZG93EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSEQoJbGF5ZXJfaWRzGAMgAygJEg4KBnJlYXNvbhgEIAEoCRIOCgZqb2JfaWQYBSABKAkSEAoIaW1hZ2VfaWQYBiABKAkSFwoPbWFuaWZlc3RfZGlnZXN0GAcgASgJEhIKCmxvY2FsX29ubHkYCCABKAgSGQoRc2lnbmF0dXJlX3BheWxvYWQYCSABKAwSEQoJc2lnbmF0dXJlGAogASgJIq0CCgpTd2l0Y2hvdmVyEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXByb2FjdGl2ZRgEIAEoCBIbChNzaGFkb3dfY29udGFpbmVyX2lkGAUgASgJEiYKBG1vZGUYBiABKA4yGC5zaGFkb3dsYXllci52MS5EYXRhTW9kZRIyCgd0cmlnZ2VyGAcgASgOMiEuc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlclRyaWdnZXISDgoGam9iX2lkGAggASgJEhkKEWhlYWx0aF90aW1lb3V0X21zGAkgASgNEhgKEGRyYWluX3RpbWVvdXRfbXMYCiABKA0SEgoKb2JzZXJ2ZV9tcxgLIAEoDSKQAQoIUm9sbGJhY2sSFAoMY29udGFpbmVyX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIVCg1zd2l0Y2hvdmVyX2lkGAQgASgJEjIKB3RyaWdnZXIYBSABKA4yIS5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyVHJpZ2dlciK2AQoNQ29tbWFuZFJlc3VsdBISCgpjb21tYW5kX2lkGAEgASgJEi0KBnN0YXR1cxgCIAEoDjIdLnNoYWRvd2xheWVyLnYxLkNvbW1hbmRTdGF0dXMSDwoHbWVzc2FnZRgDIAEoCRIbChNzaGFkb3dfY29udGFpbmVyX2lkGAQgASgJEjQKCnN3aXRjaG92ZXIYBSABKAsyIC5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyUmVjb3JkKqABCg1Db21tYW5kU3RhdHVzEh4KGkNPTU1BTkRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRQ09NTUFORF9TVEFUVVNfT0sQARIZChVDT01NQU5EX1NUQVRVU19GQUlMRUQQAhIgChxDT01NQU5EX1NUQVRVU19VTklNUExFTUVOVEVEEAMSGwoXQ09NTUFORF9TVEFUVVNfUkVKRUNURUQQBDJeCgxBZ2VudFNlcnZpY2USTgoHQ29ubmVjdBIcLnNoYWRvd2xheWVyLnYxLkFnZW50TWVzc2FnZRohLnNoYWRvd2xheWVyLnYxLkFnZ3JlZ2F0b3JNZXNzYWdlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_switchover, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
 
 /**
  * @generated from message shadowlayer.v1.AgentMessage
@@ -82,6 +84,14 @@ export type AgentMessage = Message<"shadowlayer.v1.AgentMessage"> & {
      */
     value: ImageInventory;
     case: "inventory";
+  } | {
+    /**
+     * A switchover or rollback record, on every change (and all the agent keeps, after each connect).
+     *
+     * @generated from field: shadowlayer.v1.SwitchoverRecord switchover = 10;
+     */
+    value: SwitchoverRecord;
+    case: "switchover";
   } | { case: undefined; value?: undefined };
 };
 
@@ -440,6 +450,51 @@ export type Switchover = Message<"shadowlayer.v1.Switchover"> & {
    * @generated from field: bool proactive = 4;
    */
   proactive: boolean;
+
+  /**
+   * The prepared (created, not started) shadow container; empty: the newest prepared shadow of
+   * the original on this node.
+   *
+   * @generated from field: string shadow_container_id = 5;
+   */
+  shadowContainerId: string;
+
+  /**
+   * Unspecified: exclusive when a writable volume or bind is mounted, else shared.
+   *
+   * @generated from field: shadowlayer.v1.DataMode mode = 6;
+   */
+  mode: DataMode;
+
+  /**
+   * @generated from field: shadowlayer.v1.SwitchoverTrigger trigger = 7;
+   */
+  trigger: SwitchoverTrigger;
+
+  /**
+   * The rebuild job that made the shadow image (recorded).
+   *
+   * @generated from field: string job_id = 8;
+   */
+  jobId: string;
+
+  /**
+   * Bounds (0: the agent's defaults): the health gate, the drain of connections in flight, and
+   * the observation window after which the switchover is final.
+   *
+   * @generated from field: uint32 health_timeout_ms = 9;
+   */
+  healthTimeoutMs: number;
+
+  /**
+   * @generated from field: uint32 drain_timeout_ms = 10;
+   */
+  drainTimeoutMs: number;
+
+  /**
+   * @generated from field: uint32 observe_ms = 11;
+   */
+  observeMs: number;
 };
 
 /**
@@ -454,11 +509,15 @@ export const SwitchoverSchema: GenMessage<Switchover> = /*@__PURE__*/
  */
 export type Rollback = Message<"shadowlayer.v1.Rollback"> & {
   /**
+   * The original container (the one the switchover replaced).
+   *
    * @generated from field: string container_id = 1;
    */
   containerId: string;
 
   /**
+   * The snapshot image to recreate the original from if it is gone (else the agent's record says).
+   *
    * @generated from field: string snapshot_id = 2;
    */
   snapshotId: string;
@@ -467,6 +526,18 @@ export type Rollback = Message<"shadowlayer.v1.Rollback"> & {
    * @generated from field: string reason = 3;
    */
   reason: string;
+
+  /**
+   * The switchover to undo; empty: the newest succeeded one of this container on this node.
+   *
+   * @generated from field: string switchover_id = 4;
+   */
+  switchoverId: string;
+
+  /**
+   * @generated from field: shadowlayer.v1.SwitchoverTrigger trigger = 5;
+   */
+  trigger: SwitchoverTrigger;
 };
 
 /**
@@ -501,6 +572,13 @@ export type CommandResult = Message<"shadowlayer.v1.CommandResult"> & {
    * @generated from field: string shadow_container_id = 4;
    */
   shadowContainerId: string;
+
+  /**
+   * Switchover and Rollback: the record as it stands when the command returns.
+   *
+   * @generated from field: shadowlayer.v1.SwitchoverRecord switchover = 5;
+   */
+  switchover?: SwitchoverRecord | undefined;
 };
 
 /**
