@@ -21,9 +21,10 @@ export const DEMO_FEEDS = { osv: "demo-osv", kev: "demo-kev" } as const;
  * Debian's record carries no CVSS score and no NVD feed is loaded, so the threat is an assumed
  * 5.0 severity x 0.9 for a KEV entry with a fix: 45, under the default policy's rebuild threshold
  * (60). The demo's containers (labelled DEMO_LABEL=demo) get a policy of their own that rebuilds
- * at 40, set openly (`shadowlayer policy list` shows it), so the rebuild follows with no flag.
+ * at 40 and switches at 45, set openly (`shadowlayer policy list` shows it), so the rebuild and
+ * then the switchover to the rebuilt shadow follow with no flag.
  */
-export const DEMO_POLICY = { name: "shadowlayer-demo", labels: { [DEMO_LABEL]: "demo" }, rebuildThreshold: 40, switchThreshold: 95, order: 10 } as const;
+export const DEMO_POLICY = { name: "shadowlayer-demo", labels: { [DEMO_LABEL]: "demo" }, rebuildThreshold: 40, switchThreshold: 45, order: 10 } as const;
 
 export interface DemoFeedFiles {
   /** A directory of OSV records (the one record). */

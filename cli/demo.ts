@@ -9,6 +9,32 @@ import { resolveDemoConfig } from "./config.js";
 import { DEMO_ADVISORY, DEMO_CVE } from "./demo-advisories.js";
 import { APP_IMAGE, BASE_IMAGE, DEMO_LABEL, FIXED_BASE_IMAGE, FIXED_LIBC, VULNERABLE_LIBC, ensureDemoImages } from "./demo-images.js";
 import type { ClientFlags } from "./options.js";
+import { SERVICE_LABELS, SERVICE_PORT_ENV } from "../agent/actions/switchover/service-labels.js";
+
+/** The demo's bounded load: requests to the web service's stable address, 10 a second for 10 minutes. */
+export const DEMO_LOAD = { name: "shadowlayer-demo-load", requests: 6000, everyS: 0.1 } as const;
+
+/**
+ * (This busybox's `wget -T` crashes, so the requests carry no timeout of their own; the proxy's hold is bounded.)
+ * The load's script (busybox sh): once the stable address answers, one request at a time to it, each failure
+ * printed at once, a summary every 100 requests and at the end; it stops by itself.
+ */
+export function demoLoadScript(url: string, requests: number, everyS: number): string {
+  return [
+    // The agent's proxy takes the stable address a moment after the web server starts: wait for it (up to a minute).
+    "w=0",
+    `until wget -q -O /dev/null ${url}; do w=$((w+1)); if [ "$w" -ge 600 ]; then echo "the service never answered at ${url}; is shadowlayer up running?"; exit 1; fi; sleep 0.1; done`,
+    `echo "$(busybox date -u +%T) ${url} answers; starting the load"`,
+    "i=0; ok=0; failed=0",
+    `while [ "$i" -lt ${requests} ]; do`,
+    `  if wget -q -O /dev/null ${url}; then ok=$((ok+1)); else failed=$((failed+1)); echo "$(busybox date -u +%T) request $i FAILED"; fi`,
+    "  i=$((i+1))",
+    `  if [ $((i % 100)) -eq 0 ]; then echo "$(busybox date -u +%T) $i requests: $ok ok, $failed failed"; fi`,
+    `  sleep ${everyS}`,
+    "done",
+    `echo "$(busybox date -u +%T) done: $i requests, $ok ok, $failed failed"`,
+  ].join("\n");
+}
 
 export interface DemoContainer {
   name: string;
@@ -25,12 +51,16 @@ export async function removeDemo(docker: Docker): Promise<number> {
 export async function startDemo(docker: Docker, webPort: number, log: (m: string) => void, busybox?: string): Promise<DemoContainer[]> {
   await ensureDemoImages(docker, log, busybox);
   await removeDemo(docker);
-  const specs: Array<{ name: string; image: string; cmd: string[]; what: string; binds?: string[] }> = [
+  // The web server is a managed service: clients use the stable address (the agent's proxy), the
+  // container listens on its own port, and a shadow of it will listen on the next one.
+  const specs: Array<{ name: string; image: string; cmd: string[]; what: string; binds?: string[]; labels?: Record<string, string>; env?: string[] }> = [
     {
       name: "shadowlayer-demo-web",
       image: APP_IMAGE,
-      cmd: ["/bin/busybox", "httpd", "-f", "-p", `127.0.0.1:${webPort}`, "-h", "/srv/www"],
-      what: `httpd on http://127.0.0.1:${webPort}/ (base layer executable)`,
+      cmd: ["/bin/sh", "-c", `exec /bin/busybox httpd -f -p 127.0.0.1:$${SERVICE_PORT_ENV} -h /srv/www`],
+      what: `httpd behind the agent's proxy on http://127.0.0.1:${webPort}/ (itself on port ${webPort + 1}, its shadow on ${webPort + 2}; base layer executable)`,
+      labels: { [SERVICE_LABELS.address]: `127.0.0.1:${webPort}`, [SERVICE_LABELS.port]: String(webPort + 1), [SERVICE_LABELS.shadowPort]: String(webPort + 2) },
+      env: [`${SERVICE_PORT_ENV}=${webPort + 1}`],
     },
     {
       name: "shadowlayer-demo-worker",
@@ -45,6 +75,12 @@ export async function startDemo(docker: Docker, webPort: number, log: (m: string
       what: "writer with the named volume shadowlayer-demo-data at /data, on the fixed base",
       binds: ["shadowlayer-demo-data:/data"],
     },
+    {
+      name: DEMO_LOAD.name,
+      image: FIXED_BASE_IMAGE,
+      cmd: ["/bin/sh", "-c", demoLoadScript(`http://127.0.0.1:${webPort}/`, DEMO_LOAD.requests, DEMO_LOAD.everyS)],
+      what: `bounded load: ${DEMO_LOAD.requests} requests to http://127.0.0.1:${webPort}/, ${1 / DEMO_LOAD.everyS} a second, then it stops; every failure is printed (\`docker logs ${DEMO_LOAD.name}\`)`,
+    },
   ];
   const out: DemoContainer[] = [];
   for (const s of specs) {
@@ -52,7 +88,8 @@ export async function startDemo(docker: Docker, webPort: number, log: (m: string
       name: s.name,
       Image: s.image,
       Cmd: s.cmd,
-      Labels: { [DEMO_LABEL]: "demo" },
+      Labels: { ...s.labels, [DEMO_LABEL]: "demo" },
+      ...(s.env ? { Env: s.env } : {}),
       HostConfig: { NetworkMode: "host", ...(s.binds ? { Binds: s.binds } : {}) },
     });
     await c.start();
@@ -72,9 +109,11 @@ async function feedLines(flags: ClientFlags): Promise<string[]> {
     return [
       `loaded the demo feeds (${counts}): ${DEMO_ADVISORY} and the KEV entry of ${DEMO_CVE}, real published records (a frozen copy), shown as (demo) in \`shadowlayer feeds\``,
       `${APP_IMAGE} is built on ${BASE_IMAGE} (libc6 ${VULNERABLE_LIBC}, affected by ${DEMO_CVE}); ${FIXED_BASE_IMAGE} has Debian's fix (${FIXED_LIBC})`,
-      `policy ${policy.name} set for the demo's containers: rebuild at risk ${policy.rebuildThreshold} (the record has no CVSS score: an assumed 5.0 x KEV gives 45)`,
+      `policy ${policy.name} set for the demo's containers: rebuild at risk ${policy.rebuildThreshold}, switch at ${policy.switchThreshold} (the record has no CVSS score: an assumed 5.0 x KEV gives 45)`,
       `within about a minute: \`shadowlayer scores\` shows the risk of shadowlayer-demo-web and shadowlayer-demo-worker past ${policy.rebuildThreshold},`,
-      `  and \`shadowlayer rebuilds\` a \`rebase\` shadow of ${APP_IMAGE} onto ${FIXED_BASE_IMAGE} built, signed and prepared`,
+      `  \`shadowlayer rebuilds\` a \`rebase\` shadow of ${APP_IMAGE} onto ${FIXED_BASE_IMAGE} built, signed and prepared,`,
+      `  and \`shadowlayer history\` both switched over to their shadows; the web server's traffic moved with no failed request (\`docker logs ${DEMO_LOAD.name}\`)`,
+      "  `shadowlayer rollback shadowlayer-demo-web` brings the original back",
     ];
   } catch (err) {
     return [

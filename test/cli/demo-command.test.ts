@@ -15,6 +15,7 @@ import { after, before, describe, it } from "node:test";
 import { PACKAGE_ROOT } from "../../common/paths.js";
 import { DEMO_FEEDS } from "../../cli/demo-feed.js";
 import { DEMO_LABEL } from "../../cli/demo-images.js";
+import { SERVICE_LABELS, SERVICE_PORT_ENV } from "../../agent/actions/switchover/service-labels.js";
 import { startMtlsAggregator, type MtlsAggregator } from "../aggregator/mtls-aggregator.js";
 import { testEngine, type TestEngine } from "../harness/engine.js";
 
@@ -53,11 +54,17 @@ describe("shadowlayer demo", () => {
     const { stdout } = await cli("demo", "--port", String(port), "--aggregator", m.address, "--tls-dir", m.tlsDir);
     assert.match(stdout, /started shadowlayer-demo-web/);
     assert.match(stdout, /loaded the demo feeds \(demo-osv 1 record\(s\), demo-kev 1 record\(s\)\): DEBIAN-CVE-2023-4911/);
-    assert.match(stdout, /policy shadowlayer-demo set for the demo's containers: rebuild at risk 40/);
+    assert.match(stdout, /policy shadowlayer-demo set for the demo's containers: rebuild at risk 40, switch at 45/);
+    assert.match(stdout, /`shadowlayer history` both switched over/);
     assert.match(stdout, /`shadowlayer scores`/);
     assert.equal(m.agg.scores.listPolicies().find((p) => p.name === "shadowlayer-demo")?.labels[DEMO_LABEL], "demo");
     assert.match(stdout, /`shadowlayer rebuilds` a `rebase` shadow of shadowlayer-demo\/app:1 onto shadowlayer-demo\/base:2/);
-    assert.deepEqual(await demoContainers(), ["/shadowlayer-demo-data", "/shadowlayer-demo-web", "/shadowlayer-demo-worker"]);
+    assert.deepEqual(await demoContainers(), ["/shadowlayer-demo-data", "/shadowlayer-demo-load", "/shadowlayer-demo-web", "/shadowlayer-demo-worker"]);
+    // The web server is a managed service: the proxy's stable address on --port, itself on the next port.
+    const web = await eng.docker.getContainer("shadowlayer-demo-web").inspect();
+    assert.equal(web.Config.Labels[SERVICE_LABELS.address], `127.0.0.1:${port}`);
+    assert.equal(web.Config.Labels[SERVICE_LABELS.port], String(port + 1));
+    assert.ok(web.Config.Env.includes(`${SERVICE_PORT_ENV}=${port + 1}`));
     const osv = m.agg.feeds.states().find((f) => f.config.name === DEMO_FEEDS.osv);
     assert.equal(osv?.demo, true);
     assert.equal(osv?.config.source, join(dir, "data", "demo-feed", "osv"), "read from the files the demo wrote under its data dir");
@@ -74,9 +81,9 @@ describe("shadowlayer demo", () => {
     assert.match(stdout, /started shadowlayer-demo-worker/);
     assert.match(stdout, /the demo feeds \(demo-osv and demo-kev\) and policy could not be loaded: no running shadowlayer found/);
     assert.match(stdout, /to load them, start `shadowlayer up`.* and run `shadowlayer demo` again/);
-    assert.equal((await demoContainers()).length, 3);
+    assert.equal((await demoContainers()).length, 4);
     const down = await cli("demo", "--down");
-    assert.match(down.stdout, /removed 3 demo containers/);
+    assert.match(down.stdout, /removed 4 demo containers/);
     assert.deepEqual(await demoContainers(), []);
   });
 });
