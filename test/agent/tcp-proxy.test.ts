@@ -288,6 +288,21 @@ describe("TcpProxy", () => {
     assert.equal(statsOf(p, "web").refused, 0);
   });
 
+  it("serves the connections held through an exclusive gap once the new backend, swapped in before it listens, is up", async () => {
+    const a = await httpd("gap-a");
+    const { p, port } = await proxied("web", a.backend);
+    p.hold("web");
+    const waiting = Array.from({ length: 4 }, () => who(port));
+    await until("4 held", () => statsOf(p, "web").held === 4);
+    await stopHttpd(a);
+    const late = await freePort();
+    p.swap("web", { host: HOST, port: late, id: "gap-b" });
+    await sleep(200);
+    await httpd("gap-b", late);
+    assert.deepEqual(await Promise.all(waiting), Array(4).fill("gap-b"));
+    assert.equal(statsOf(p, "web").refused, 0);
+  });
+
   it("follows a swap made while it retries, and refuses once the retry bound passes", async () => {
     const b = await httpd("retry-b");
     const dead = await freePort();

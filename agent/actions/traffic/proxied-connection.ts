@@ -11,6 +11,9 @@
 import { connect, type Socket } from "node:net";
 import type { Backend } from "./traffic-redirect.js";
 
+/** Both sockets probe an idle peer, so a vanished one does not pin its partner (and a drain) forever. */
+const KEEPALIVE_MS = 60_000;
+
 /** What the proxy hears from a connection. */
 export interface ConnectionEvents {
   /** The backend failed before its first byte and the client's bytes can be replayed: dial again or refuse. */
@@ -40,6 +43,7 @@ export class ProxiedConnection {
     private readonly replayLimit: number,
   ) {
     client.setNoDelay(true);
+    client.setKeepAlive(true, KEEPALIVE_MS);
     client.on("error", () => this.destroy());
     client.on("data", (chunk: Buffer) => this.fromClient(chunk));
     client.on("end", () => {
@@ -62,6 +66,7 @@ export class ProxiedConnection {
     this.backend = sock;
     this.connected = false;
     sock.setNoDelay(true);
+    sock.setKeepAlive(true, KEEPALIVE_MS);
     sock.setTimeout(Math.max(1, connectTimeoutMs));
     sock.on("timeout", () => {
       if (sock === this.backend && !this.connected) sock.destroy(Object.assign(new Error(`connect to ${to.host}:${to.port} timed out`), { code: "ETIMEDOUT" }));

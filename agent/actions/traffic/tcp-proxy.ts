@@ -220,12 +220,15 @@ export class TcpProxy implements TrafficRedirect {
       this.dispatch(entry, conn);
     });
     entry.ready = new Promise<void>((resolve, reject) => {
-      server.once("error", (err) => {
+      const failed = (err: Error) => {
         if (this.services.get(name) === entry) this.services.delete(name);
+        entry.closed = true;
         const why = errnoCode(err) === "EADDRINUSE" ? "address in use" : err.message;
         reject(new ShadowError(Code.FailedPrecondition, `service ${name}: cannot listen on ${listen}: ${why}`, { cause: err }));
-      });
+      };
+      server.once("error", failed);
       server.listen({ host, port }, () => {
+        server.off("error", failed);
         server.on("error", (err) => this.log?.error({ service: name, listen, err }, "proxy listener failed"));
         this.log?.info({ service: name, listen, backend: entry.backend?.id }, "proxy listening");
         resolve();
