@@ -249,6 +249,30 @@ describe("TcpProxy", () => {
     assert.equal(s.held, 0);
   });
 
+  it("forwards held connections in their arrival order", async () => {
+    // Each client names itself in its first bytes; the backend lists them in the order it accepted.
+    const accepted: { first: string }[] = [];
+    const backend = await backendServer("fifo", (c) => {
+      const slot = { first: "" };
+      accepted.push(slot);
+      c.once("data", (d: Buffer) => (slot.first = d.toString()));
+    });
+    const { p, port } = await proxied("fifo", undefined);
+    for (let i = 0; i < 6; i++) {
+      const c = await dial(port);
+      sockets.push(c);
+      c.write(`client-${i}`);
+      await until(`${i + 1} held`, () => statsOf(p, "fifo").held === i + 1);
+    }
+    p.swap("fifo", backend);
+    await until("all forwarded", () => accepted.length === 6 && accepted.every((x) => x.first !== ""));
+    assert.deepEqual(
+      accepted.map((x) => x.first),
+      Array.from({ length: 6 }, (_, i) => `client-${i}`),
+    );
+    assert.equal(statsOf(p, "fifo").open["fifo"], 6);
+  });
+
   it("a service with no backend yet holds, and a hold past its bound refuses", async () => {
     const { p, port } = await proxied("web", undefined, { holdMs: 200 });
     const c = await dial(port);
@@ -412,6 +436,39 @@ describe("TcpProxy", () => {
     await ended;
     assert.equal(received, SIZE);
     assert.equal(sample, "abc");
+  });
+
+  it("passes backpressure through: a client that does not read stops the backend, not the proxy's memory", async () => {
+    const TOTAL = 64 * 1024 * 1024;
+    const CHUNK = Buffer.alloc(64 * 1024, 7);
+    let sender: Socket | undefined;
+    const backend = await backendServer("firehose", (c) => {
+      sender = c;
+      let sent = 0;
+      const pump = () => {
+        while (sent < TOTAL) {
+          sent += CHUNK.length;
+          if (!c.write(CHUNK)) return void c.once("drain", pump);
+        }
+        c.end();
+      };
+      pump();
+    });
+    const { port } = await proxied("firehose", backend);
+    const c = await dial(port);
+    sockets.push(c);
+    c.pause();
+    await until("the backend connected", () => sender !== undefined);
+    await sleep(500);
+    const s = sender!;
+    const handedToKernel = s.bytesWritten - s.writableLength;
+    // Socket buffers on both hops hold a few MB; a proxy that read on regardless would take all of it.
+    assert.ok(handedToKernel < TOTAL / 2, `the backend got ${handedToKernel} bytes out while nobody read`);
+    let received = 0;
+    c.on("data", (d: Buffer) => (received += d.length));
+    c.resume();
+    await new Promise<void>((r) => c.once("end", () => r()));
+    assert.equal(received, TOTAL);
   });
 
   it("an error on either side closes both, with no unhandled error", async () => {
