@@ -177,7 +177,7 @@ describe("TcpProxy", () => {
     for (const h of httpds) await stopHttpd(h);
   });
 
-  it("swaps busybox httpd backends under continuous load with no failed request", async () => {
+  it("swaps busybox httpd backends under continuous load with no failed request, held gaps included", async () => {
     const a = await httpd("alpha");
     const b = await httpd("beta");
     const { p, port } = await proxied("web", a.backend);
@@ -188,6 +188,9 @@ describe("TcpProxy", () => {
     let started = 0;
     let completed = 0;
     let swaps = 0;
+    let nextSwapAt = SWAP_EVERY;
+    let heldGaps = 0;
+    let heldInGaps = 0;
     let current = a.backend;
     let afterLast = false;
     const failures: string[] = [];
@@ -205,7 +208,15 @@ describe("TcpProxy", () => {
           failures.push(String(e));
         }
         completed++;
-        if (completed % SWAP_EVERY === 0 && swaps < SWAPS) {
+        if (completed >= nextSwapAt && swaps < SWAPS) {
+          nextSwapAt += SWAP_EVERY;
+          if (swaps % 2 === 1) {
+            // An exclusive switchover's gap: new connections wait, then go to the new backend.
+            p.hold("web");
+            heldGaps++;
+            await sleep(30);
+            heldInGaps += statsOf(p, "web").held;
+          }
           current = current === a.backend ? b.backend : a.backend;
           const previous = p.swap("web", current);
           assert.notEqual(previous?.id, current.id);
@@ -219,6 +230,8 @@ describe("TcpProxy", () => {
     assert.deepEqual(failures, [], `failed requests: ${failures.slice(0, 5).join("; ")}`);
     assert.equal(completed, TOTAL);
     assert.equal(swaps, SWAPS);
+    assert.equal(heldGaps, 3);
+    assert.ok(heldInGaps > 0, "some requests waited in the held gaps");
     assert.deepEqual([...seen].sort(), ["alpha", "beta"]);
     assert.ok(afterLastBodies.length >= 100, `requests after the last swap: ${afterLastBodies.length}`);
     assert.ok(afterLastBodies.every((x) => x === current.id), `after the last swap every response names ${current.id}`);
@@ -508,6 +521,19 @@ describe("TcpProxy", () => {
     const c = await dial(port);
     sockets.push(c);
     await roundTrip(c, "once");
+
+    // Again with the same backend while held: nothing changes, the hold stays.
+    p.hold("svc");
+    await p.ensure("svc", listen, e.backend);
+    assert.equal(statsOf(p, "svc").holding, true);
+    // With another backend: that is a swap, which ends the hold.
+    const e2 = await echoServer("e2");
+    await p.ensure("svc", listen, e2.backend);
+    assert.equal(statsOf(p, "svc").holding, false);
+    assert.equal(p.backend("svc")?.id, "e2");
+    // Without a backend: the one set stays.
+    await p.ensure("svc", listen, undefined);
+    assert.equal(p.backend("svc")?.id, "e2");
 
     const other = await freePort();
     await rejectsWithCode(p.ensure("svc", `${HOST}:${other}`, e.backend), Code.FailedPrecondition, /remove it first/);

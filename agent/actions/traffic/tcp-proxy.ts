@@ -86,6 +86,10 @@ export class TcpProxy implements TrafficRedirect {
     this.log = options.log;
   }
 
+  /**
+   * Called again for a known service: a different backend is a swap (it ends a hold); the same
+   * backend, or none, changes nothing, so a caller that only wants the listener up cannot end a hold.
+   */
   async ensure(service: string, listen: string, backend: Backend | undefined): Promise<void> {
     const { host, port } = splitHostPort(listen);
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
