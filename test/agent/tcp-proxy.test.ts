@@ -546,8 +546,13 @@ describe("TcpProxy", () => {
     await rejectsWithCode(p.ensure("taken", busyAddress, e.backend), Code.FailedPrecondition, new RegExp(`${busyAddress}.*address in use`));
     assert.deepEqual(p.stats().map((s) => s.service), ["svc"]);
 
+    // Closed while a listener is still binding: that one does not stay behind either.
+    const binding = await freePort();
+    const late = p.ensure("late", `${HOST}:${binding}`, e.backend);
     await p.close();
+    await late;
     assert.deepEqual(p.stats(), []);
+    await assert.rejects(dial(binding), /ECONNREFUSED/);
     await closed(c);
     await assert.rejects(dial(port), /ECONNREFUSED/);
   });

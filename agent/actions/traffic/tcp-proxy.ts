@@ -358,9 +358,13 @@ function sameBackend(a: Backend | undefined, b: Backend): boolean {
   return a !== undefined && a.id === b.id && a.host === b.host && a.port === b.port;
 }
 
-/** Stops accepting; resolves once the port is released (open connections are not waited for). */
-function closeListener(entry: ServiceEntry): Promise<void> {
-  if (!entry.server.listening) return Promise.resolve();
+/**
+ * Stops accepting; resolves once the port is released (open connections are not waited for). A
+ * listener still binding is waited for first, so that it cannot outlive its removal.
+ */
+async function closeListener(entry: ServiceEntry): Promise<void> {
+  await entry.ready.catch(() => undefined);
+  if (!entry.server.listening) return;
   entry.server.close();
-  return new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
 }
