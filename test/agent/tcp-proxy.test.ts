@@ -340,7 +340,7 @@ describe("TcpProxy", () => {
     assert.equal(statsOf(p, "web").refused, 0);
   });
 
-  it("follows a swap made while it retries, and refuses once the retry bound passes", async () => {
+  it("follows a swap or a hold made while it retries, and refuses once the retry bound passes", async () => {
     const b = await httpd("retry-b");
     const dead = await freePort();
     const { p, port } = await proxied("web", { host: HOST, port: dead, id: "dead" }, { connectRetryMs: 300 });
@@ -348,6 +348,17 @@ describe("TcpProxy", () => {
     await sleep(100);
     p.swap("web", b.backend);
     assert.equal(await answer, "retry-b");
+    assert.equal(statsOf(p, "web").refused, 0);
+
+    // Held while it retries: it waits in the hold, then goes to the backend swapped in.
+    p.swap("web", { host: HOST, port: dead, id: "dead" });
+    const waiting = who(port);
+    await sleep(50);
+    p.hold("web");
+    await until("the retrying connection held", () => statsOf(p, "web").held === 1);
+    await sleep(400);
+    p.swap("web", b.backend);
+    assert.equal(await waiting, "retry-b");
     assert.equal(statsOf(p, "web").refused, 0);
 
     p.swap("web", { host: HOST, port: dead, id: "dead" });
