@@ -549,6 +549,9 @@ describe("TcpProxy", () => {
     const other = await freePort();
     await rejectsWithCode(p.ensure("svc", `${HOST}:${other}`, e.backend), Code.FailedPrecondition, /remove it first/);
     await rejectsWithCode(p.ensure("bad", "not an address", e.backend), Code.InvalidArgument);
+    assert.throws(() => p.swap("svc", { host: HOST, port: 70000, id: "x" }), (err: { code?: string }) => err.code === Code.InvalidArgument);
+    await rejectsWithCode(p.ensure("svc", listen, { host: "", port: 1, id: "x" }), Code.InvalidArgument);
+    assert.equal(p.backend("svc")?.id, "e2");
 
     const busy = createServer();
     servers.push(busy);

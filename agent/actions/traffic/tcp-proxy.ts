@@ -95,6 +95,7 @@ export class TcpProxy implements TrafficRedirect {
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new ShadowError(Code.InvalidArgument, `service ${service}: listen address ${listen} is not host:port`);
     }
+    if (backend !== undefined) checkBackend(service, backend);
     let entry = this.services.get(service);
     if (entry !== undefined && (entry.host !== host || entry.port !== port)) {
       throw new ShadowError(Code.FailedPrecondition, `service ${service} is served on ${entry.listen}, not ${listen}: remove it first`);
@@ -116,7 +117,9 @@ export class TcpProxy implements TrafficRedirect {
   }
 
   swap(service: string, to: Backend): Backend | undefined {
-    return this.swapEntry(this.entry(service), to);
+    const entry = this.entry(service);
+    checkBackend(service, to);
+    return this.swapEntry(entry, to);
   }
 
   drain(service: string, backendId: string, deadlineMs: number): Promise<DrainResult> {
@@ -351,6 +354,13 @@ export class TcpProxy implements TrafficRedirect {
     }
     entry.cut += conns.length;
     return conns.length;
+  }
+}
+
+/** A backend a dial can take: checked before it is set, since a dial cannot report it to anyone. */
+function checkBackend(service: string, b: Backend): void {
+  if (b.host === "" || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535 || b.id === "") {
+    throw new ShadowError(Code.InvalidArgument, `service ${service}: backend ${b.id || "(no id)"} at ${b.host}:${b.port} is not a host, a port and an id`);
   }
 }
 
