@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "../../common/errors.js";
-import { TcpProxy } from "../../agent/actions/traffic/tcp-proxy.js";
+import { TcpProxy, type TcpProxyOptions } from "../../agent/actions/traffic/tcp-proxy.js";
 import type { Backend } from "../../agent/actions/traffic/traffic-redirect.js";
 import { rejectsWithCode } from "../harness/rejects-with-code.js";
 import { tempDir } from "../harness/temp-dir.js";
@@ -131,7 +131,7 @@ describe("TcpProxy", () => {
   const proxies: TcpProxy[] = [];
   const servers: Server[] = [];
   const sockets: Socket[] = [];
-  const proxy = (o?: ConstructorParameters<typeof TcpProxy>[0]) => {
+  const proxy = (o?: TcpProxyOptions) => {
     const p = new TcpProxy(o);
     proxies.push(p);
     return p;
@@ -147,7 +147,7 @@ describe("TcpProxy", () => {
     return { host: HOST, port: (server.address() as { port: number }).port, id };
   };
   /** A proxy serving `service` on a free port. */
-  const proxied = async (service: string, backend: Backend | undefined, o?: ConstructorParameters<typeof TcpProxy>[0]) => {
+  const proxied = async (service: string, backend: Backend | undefined, o?: TcpProxyOptions) => {
     const p = proxy(o);
     const port = await freePort();
     await p.ensure(service, `${HOST}:${port}`, backend);
