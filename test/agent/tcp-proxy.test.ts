@@ -521,6 +521,18 @@ describe("TcpProxy", () => {
     c2.resetAndDestroy();
     await Promise.all(backendClosed);
     await until("no open connection", () => Object.values(statsOf(p, "err").open).every((n) => n === 0));
+
+    // A held client that resets while it waits: on the swap its connection fails, and closes, quietly.
+    p.hold("err");
+    const c3 = await dial(port);
+    await until("held", () => statsOf(p, "err").held === 1);
+    c3.resetAndDestroy();
+    await sleep(50);
+    p.swap("err", backend);
+    await until("the reset client's connection gone", () => statsOf(p, "err").held === 0 && Object.values(statsOf(p, "err").open).every((n) => n === 0));
+    const c4 = await dial(port);
+    sockets.push(c4);
+    await roundTrip(c4, "ok");
   });
 
   it("ensure is idempotent, rejects another address or one in use, and close leaves no listener", async () => {
