@@ -80,6 +80,7 @@ export class SwitchoverControl implements SwitchoverRequester {
   private readonly proceeding = new Set<string>();
   private sweep: NodeJS.Timeout | undefined;
   private readonly onJob = () => this.resumeWaiting();
+  private readonly onRecord = (r: SwitchoverRecord) => this.noteRollback(r);
   private readonly log: Logger;
   private readonly timeoutMs: number;
 
@@ -91,6 +92,7 @@ export class SwitchoverControl implements SwitchoverRequester {
   /** Resumes the records left waiting (an aggregator restart) and follows the jobs. */
   start(): void {
     this.o.jobs?.on("upsert", this.onJob);
+    this.o.records.on("upsert", this.onRecord);
     this.sweep = setInterval(() => this.resumeWaiting(), this.o.waitSweepMs ?? WAIT_SWEEP_MS);
     this.sweep.unref();
     const waiting = this.o.records.all().filter((r) => r.outcome === SwitchoverOutcome.WAITING).length;
@@ -100,6 +102,7 @@ export class SwitchoverControl implements SwitchoverRequester {
 
   stop(): void {
     this.o.jobs?.off("upsert", this.onJob);
+    this.o.records.off("upsert", this.onRecord);
     if (this.sweep) clearInterval(this.sweep);
   }
 
@@ -264,16 +267,23 @@ export class SwitchoverControl implements SwitchoverRequester {
       await this.o.records.put(rec);
       this.deciding.delete(g.containerId);
       const result = await this.command(rec, { case: "rollback", value: { containerId: target.containerId, snapshotId: target.snapshotImage, reason: rec.reason, switchoverId: target.id, trigger } });
-      const done = await this.answered(rec, result);
-      // The agent reports the undone switchover too; until it does, its record says so here.
-      const undone = this.o.records.get(target.id);
-      if (done.outcome === SwitchoverOutcome.SUCCEEDED && undone !== undefined && rollbackable(undone)) {
-        await this.o.records.put(changed(undone, { outcome: SwitchoverOutcome.ROLLED_BACK, error: undone.error || `rolled back by ${done.id}`, updatedAt: timestampFromDate(new Date()) }));
-      }
-      return done;
+      return await this.answered(rec, result);
     } finally {
       this.deciding.delete(g.containerId);
     }
+  }
+
+  /**
+   * A rollback that succeeded (as answered, or reported later) undoes its switchover: the agent
+   * reports that record too, and until it does the switchover's record says so here, so that it
+   * is not rolled back twice.
+   */
+  private noteRollback(r: SwitchoverRecord): void {
+    if (r.kind !== SwitchoverKind.ROLLBACK || r.outcome !== SwitchoverOutcome.SUCCEEDED || r.rollbackOf === "") return;
+    const undone = this.o.records.get(r.rollbackOf);
+    if (undone === undefined || !rollbackable(undone) || undone.node !== r.node) return;
+    const mark = changed(undone, { outcome: SwitchoverOutcome.ROLLED_BACK, error: undone.error || `rolled back by ${r.id}`, updatedAt: timestampFromDate(new Date()) });
+    this.o.records.put(mark).catch((err: unknown) => this.log.warn({ record: undone.id, err: String(err) }, "cannot mark a switchover rolled back"));
   }
 
   /** The newest switchover that a rollback of `ref` (the original or its shadow) undoes. */

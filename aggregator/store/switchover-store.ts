@@ -42,6 +42,7 @@ export function mergeReport(prev: SwitchoverRecord | undefined, r: SwitchoverRec
   for (const k of ["containerName", "shadowContainerId", "shadowContainerName", "shadowImage", "jobId", "reason", "waitingForJob", "rollbackOf"] as const) if (m[k] === "") m[k] = prev[k];
   if (m.trigger === 0) m.trigger = prev.trigger;
   if (m.kind === 0) m.kind = prev.kind;
+  if (m.mode === 0) m.mode = prev.mode;
   if (m.requestedAt === undefined && prev.requestedAt !== undefined) m.requestedAt = prev.requestedAt;
   return m;
 }

@@ -186,7 +186,7 @@ describe("switchover control", () => {
     const rbCmd = commandsFor(C.manual).find((c) => c.action.case === "rollback");
     assert.ok(rbCmd?.action.case === "rollback");
     assert.equal(rbCmd.action.value.switchoverId, rec.id);
-    assert.equal(agg.switchovers.get(rec.id)?.outcome, SwitchoverOutcome.ROLLED_BACK);
+    await waitFor("the switchover marked rolled back", () => (agg.switchovers.get(rec.id)?.outcome === SwitchoverOutcome.ROLLED_BACK ? true : undefined));
     await assert.rejects(callUnary(admin, AdminService.method.rollback, { container: `sw-${C.manual}` }), code(grpc.status.FAILED_PRECONDITION, /rolled-back|rolled_back/i));
   });
 
