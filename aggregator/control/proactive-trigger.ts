@@ -3,7 +3,8 @@
  * switch threshold) and that has a ready, prepared shadow is switched over, once per (container,
  * shadow job): a container rolled back from a shadow is never switched to that shadow again, and
  * neither a shadow container itself nor a stopped container is switched. Looked at again whenever
- * the container's scores change or a job changes (a shadow turned ready, a node prepared it).
+ * the container's scores change or a job changes (a shadow turned ready, a node prepared it), and
+ * on a slow sweep (an agent that connects changes neither).
  */
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { RebuildJob } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
@@ -14,6 +15,8 @@ import type { AggregatorMetrics } from "../metrics.js";
 import type { SwitchoverStore } from "../store/switchover-store.js";
 import { isShadowContainer, type ControlJobs, type SwitchoverControl } from "./switchover-control.js";
 
+/** How often every container that should switch is looked at again. */
+const SWEEP_MS = 10_000;
 /** Advisories named in a proactive reason; the rest are counted. */
 const REASON_ADVISORIES = 5;
 
@@ -25,6 +28,7 @@ export interface ProactiveTriggerOptions {
   control: SwitchoverControl;
   log: Logger;
   metrics?: AggregatorMetrics;
+  sweepMs?: number;
 }
 
 /** Why the scores warrant a switch, in words: the risk against the threshold and the advisories behind it. */
@@ -38,6 +42,7 @@ export function proactiveReason(s: ContainerScores): string {
 export class ProactiveTrigger {
   /** (container, job) pairs asked for and not refused: asked once only. */
   private readonly asked = new Set<string>();
+  private sweep: NodeJS.Timeout | undefined;
   private readonly onScores = (s: ContainerScores) => this.consider(s.containerId);
   private readonly onJob = (j: RebuildJob) => {
     for (const p of j.preparations) if (p.state === "prepared") this.consider(p.containerId);
@@ -48,12 +53,19 @@ export class ProactiveTrigger {
   start(): void {
     this.o.scores.on("upsert", this.onScores);
     this.o.jobs.on("upsert", this.onJob);
-    for (const s of this.o.scores.all()) this.consider(s.containerId);
+    this.sweep = setInterval(() => this.sweepAll(), this.o.sweepMs ?? SWEEP_MS);
+    this.sweep.unref();
+    this.sweepAll();
+  }
+
+  private sweepAll(): void {
+    for (const s of this.o.scores.all()) if (s.switch) this.consider(s.containerId);
   }
 
   stop(): void {
     this.o.scores.off("upsert", this.onScores);
     this.o.jobs.off("upsert", this.onJob);
+    if (this.sweep) clearInterval(this.sweep);
   }
 
   private consider(containerId: string): void {
@@ -67,7 +79,7 @@ export class ProactiveTrigger {
     if (this.asked.has(key)) return;
     // Once per shadow: a switchover to it (whatever became of it, a rollback included) ends the matter.
     if (this.o.records.all().some((r) => r.kind === SwitchoverKind.SWITCHOVER && r.containerId === containerId && r.jobId === shadow.job.id)) return;
-    if (this.o.control.busy(containerId) !== undefined) return;
+    if (this.o.control.busy(containerId) !== undefined || !this.o.control.reachable(g.node)) return;
     this.asked.add(key);
     const log = this.o.log.child({ container: g.containerName || containerId.slice(0, 12), node: g.node, job: shadow.job.id.slice(0, 12) });
     const reason = proactiveReason(s);

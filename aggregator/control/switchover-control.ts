@@ -117,6 +117,16 @@ export class SwitchoverControl implements SwitchoverRequester {
     return this.o.records.all().find((r) => isActive(r) && (r.containerId === containerId || r.shadowContainerId === containerId));
   }
 
+  /** Whether the node's agent is connected (a command can reach it now). */
+  reachable(node: string): boolean {
+    return this.o.ingest.connectedNodes().includes(node);
+  }
+
+  /** FailedPrecondition, before anything is recorded, when the node's agent cannot take a command now. */
+  private assertReachable(node: string, label: string): void {
+    if (!this.reachable(node)) throw new ShadowError(Code.FailedPrecondition, `the agent of node ${node} (where ${label} runs) is not connected; nothing was sent`);
+  }
+
   /** Claims the container for a request being decided; FailedPrecondition when it is busy. */
   private claim(g: LayerGraph, what: string): void {
     const b = this.busy(g.containerId);
@@ -166,6 +176,7 @@ export class SwitchoverControl implements SwitchoverRequester {
         this.resumeWaiting();
         return this.o.records.get(rec.id) ?? rec;
       }
+      this.assertReachable(g.node, label);
       const rec = create(SwitchoverRecordSchema, { ...base, id: commandId("so", g.containerId, shadow.job.id, String(trigger), now.toISOString()), ...shadowFields(shadow), outcome: SwitchoverOutcome.RUNNING });
       await this.o.records.put(rec);
       this.deciding.delete(g.containerId);
@@ -208,7 +219,7 @@ export class SwitchoverControl implements SwitchoverRequester {
       return;
     }
     // The agent must be there to take it; the sweep looks again.
-    if (!this.o.ingest.connectedNodes().includes(g.node)) return;
+    if (!this.reachable(g.node)) return;
     this.proceeding.add(r.id);
     try {
       const rec = changed(r, { ...shadowFields(shadow), waitingForJob: "", outcome: SwitchoverOutcome.RUNNING, updatedAt: timestampFromDate(new Date()) });
@@ -244,6 +255,7 @@ export class SwitchoverControl implements SwitchoverRequester {
     const g = this.o.graphs.get(target.containerId) ?? ({ containerId: target.containerId, containerName: target.containerName } as LayerGraph);
     this.claim(g, "roll back");
     try {
+      this.assertReachable(target.node, target.containerName || target.containerId.slice(0, 12));
       const now = new Date();
       const rec = create(SwitchoverRecordSchema, {
         id: commandId("rb", target.id, String(trigger), now.toISOString()),
@@ -332,7 +344,9 @@ export class SwitchoverControl implements SwitchoverRequester {
 
   /** Records the agent's answer; REJECTED and UNIMPLEMENTED are thrown (FailedPrecondition, Unimplemented). */
   private async answered(rec: SwitchoverRecord, r: CommandResult): Promise<SwitchoverRecord> {
-    const reported = r.switchover !== undefined && r.switchover.id === rec.id && r.switchover.node === rec.node ? boundRecord(r.switchover) : undefined;
+    // The agent's record of this very command (an agent that leaves its node out means its own).
+    const own = r.switchover !== undefined && r.switchover.id === rec.id && (r.switchover.node === rec.node || r.switchover.node === "");
+    const reported = own && r.switchover !== undefined ? changed(boundRecord(r.switchover), { node: rec.node }) : undefined;
     switch (r.status) {
       case CommandStatus.OK: {
         this.count(rec.trigger, "sent");

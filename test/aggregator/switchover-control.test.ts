@@ -281,6 +281,34 @@ describe("switchover control", () => {
     await waitFor("done", () => (agg.switchovers.get(rec.id)?.outcome === SwitchoverOutcome.SUCCEEDED ? true : undefined));
   });
 
+  it("maps the agent's answers: REJECTED → FAILED_PRECONDITION (record refused), UNIMPLEMENTED → UNIMPLEMENTED (record failed); no agent connected → FAILED_PRECONDITION, nothing recorded", async () => {
+    // The manual test's container was rolled back: an operator may switch it to the same shadow again.
+    try {
+      agent.answer = () => ({ status: CommandStatus.REJECTED, message: "a switchover is already running for this container" });
+      await assert.rejects(callUnary(admin, AdminService.method.switchover, { container: `sw-${C.manual}` }), code(grpc.status.FAILED_PRECONDITION, /already running/));
+      agent.answer = () => ({ status: CommandStatus.UNIMPLEMENTED, message: "switchover is not implemented" });
+      await assert.rejects(callUnary(admin, AdminService.method.switchover, { container: `sw-${C.manual}` }), code(grpc.status.UNIMPLEMENTED));
+    } finally {
+      agent.answer = agentAnswer;
+    }
+    const mine = agg.switchovers.all().filter((r) => r.containerId === id(C.manual) && r.kind === SwitchoverKind.SWITCHOVER);
+    assert.deepEqual(mine.map((r) => r.outcome).sort(), [SwitchoverOutcome.ROLLED_BACK, SwitchoverOutcome.FAILED, SwitchoverOutcome.REFUSED].sort());
+
+    const GONE = "gone-node";
+    const other = await connectAgent(makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials("insecure")), GONE);
+    const g = Object.assign(testGraph(id(9), GONE, { containerName: "sw-gone", image: "example/sw-9:1", imageId: imageId(9) }), { labels: { tier: "risky" } });
+    await publish(other, [upsertOf(g), { case: "syncComplete", value: { containerIds: [g.containerId] } }]);
+    other.close();
+    await waitFor("node gone", () => (agg.ingest.connectedNodes().includes(GONE) ? undefined : true));
+    const job = await callUnary(admin, AdminService.method.forceRebuild, { image: imageId(9) });
+    (await waitFor("build", () => runner.builds.find((b) => b.job.id === job.id))).succeed();
+    await waitFor("ready", () => (agg.rebuilds?.get(job.id)?.state === RebuildState.READY ? true : undefined));
+    await agg.rebuilds?.notePreparation(job.id, create(ShadowPreparationSchema, { node: GONE, containerId: id(9), state: "prepared", shadowContainerId: shadowId(9), at: timestampNow() }));
+    await assert.rejects(callUnary(admin, AdminService.method.switchover, { container: "sw-gone" }), code(grpc.status.FAILED_PRECONDITION, /not connected/));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(agg.switchovers.all().filter((r) => r.containerId === id(9)).length, 0, "nothing recorded, not even by the proactive trigger, while the node is away");
+  });
+
   it("lists every record newest first in pages", async () => {
     const all = (await callUnary(query, QueryService.method.listSwitchovers, {})).records;
     assert.ok(all.length >= 6);
