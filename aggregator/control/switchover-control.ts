@@ -60,7 +60,7 @@ const TRIGGERS = new Set<number>(Object.values(SwitchoverTrigger).filter((v): v 
 const FINISHED_JOB = new Set([RebuildState.FAILED, RebuildState.CANCELLED]);
 
 function name(e: object, v: number): string {
-  return String((e as Record<number, string>)[v] ?? v).toLowerCase();
+  return String((e as Record<number, string>)[v] ?? v).toLowerCase().replace(/_/g, "-");
 }
 
 /** The id a request's command and record carry (no "!": it is part of a store key). */

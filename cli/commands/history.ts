@@ -8,6 +8,13 @@ export function registerHistory(program: Command): void {
     .option("--container <ref>", "only this container's (the original or its shadow: id, prefix of 12+ hex digits, or name)")
     .option("--watch", "follow changes: every record, then each change (Ctrl-C stops)")
     .option("--json", "JSON array (protobuf JSON form; with --watch: one event per line)")
+    .addHelpText(
+      "after",
+      "\nColumns: TIME asked for (UTC); CONTAINER original → shadow (a rollback: shadow → original); KIND switchover | rollback;\n" +
+        "TRIGGER proactive | drift | falco | manual | automatic | recovery; OUTCOME waiting (job) | running | observing | succeeded |\n" +
+        "rolled-back | failed | refused; SWITCH from the command reaching the agent to the shadow taking new connections;\n" +
+        "STEPS each step and its duration; REASON why (with the error of a failed one). --json has every field whole.",
+    )
     .action(action(history));
 }
 

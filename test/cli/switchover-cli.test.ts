@@ -114,7 +114,7 @@ describe("switchover, rollback and history commands", () => {
     const rb = await cli("rollback", "web-1");
     assert.match(rb.stdout.trimEnd().split("\n").pop() ?? "", /^rollback rb-[0-9a-f]+: succeeded/);
     const again = await cliFails("rollback", "web-1");
-    assert.match(again.stderr, /nothing to roll back for web-1: its last switchover so-[0-9a-f]+ is rolled_back/);
+    assert.match(again.stderr, /nothing to roll back for web-1: its last switchover so-[0-9a-f]+ is rolled-back/);
   });
 
   it("exits 1 on an unknown container and on a switchover that ended rolled back; --no-wait --json prints the accepted record", async () => {
