@@ -22,7 +22,7 @@ import { AggregatorLink } from "../../agent/link/aggregator-link.js";
 import { AgentMetrics } from "../../agent/metrics.js";
 import { callServerStream, callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
-import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
+import { policyFromInit, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { waitFor } from "../harness/engine.js";
 import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
 import { TestBuilderPool, TestJobRunner } from "../harness/rebuild-test-doubles.js";
@@ -143,15 +143,24 @@ describe("a waiting switchover across an aggregator restart", () => {
   const SHADOW = `00bb${"cd".repeat(30)}`;
   const IMAGE = `sha256:${"3c".repeat(32)}`;
   const open = (runner: TestJobRunner) =>
-    startAggregator({ dataDir: join(dir.path, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger(), rebuildScheduler: { pool: new TestBuilderPool([{ name: "local", concurrency: 1 }]), runner, startupGraceMs: 0, retryMinMs: 60_000 } });
+    startAggregator({
+      dataDir: join(dir.path, "agg"),
+      listen: "127.0.0.1:0",
+      tls: "insecure",
+      log: silentLogger(),
+      rebuildScheduler: { pool: new TestBuilderPool([{ name: "local", concurrency: 1 }]), runner, startupGraceMs: 0, retryMinMs: 60_000 },
+      // Past its switch threshold too: the proactive trigger must not switch it a second time.
+      policies: [policyFromInit({ name: "risky", labels: { tier: "risky" }, rebuild_threshold: 0, switch_threshold: 0 })],
+    });
+  const graph = () => Object.assign(testGraph(C, NODE, { containerName: "restart-me", imageId: IMAGE, image: "example/restart:1" }), { labels: { tier: "risky" } });
 
-  it("keeps WAITING in level, resumes the wait, and switches once the job is ready and prepared", async () => {
+  it("keeps WAITING in level, resumes the wait, and switches once the job is ready and prepared; the same shadow is not taken again", async () => {
     let agg = await open(new TestJobRunner());
     let recId = "";
     let jobId = "";
     try {
       const agent = await connectAgent(makeClient(AgentService, `127.0.0.1:${agg.port}`, channelCredentials("insecure")), NODE);
-      await publish(agent, [upsertOf(testGraph(C, NODE, { containerName: "restart-me", imageId: IMAGE, image: "example/restart:1" }))]);
+      await publish(agent, [upsertOf(graph())]);
       const admin = makeClient(AdminService, `127.0.0.1:${agg.port}`, channelCredentials("insecure"));
       const rec = await callUnary(admin, AdminService.method.switchover, { container: "restart-me", rebuildIfMissing: true });
       admin.close();
@@ -171,7 +180,7 @@ describe("a waiting switchover across an aggregator restart", () => {
         status: CommandStatus.OK,
         switchover: record(cmd.id, NODE, C, { shadowContainerId: SHADOW, outcome: SwitchoverOutcome.SUCCEEDED, updatedAt: timestampFromDate(new Date()) }),
       });
-      await publish(agent, [upsertOf(testGraph(C, NODE, { containerName: "restart-me", imageId: IMAGE, image: "example/restart:1" })), { case: "syncComplete", value: { containerIds: [C] } }]);
+      await publish(agent, [upsertOf(graph()), { case: "syncComplete", value: { containerIds: [C] } }]);
       // The job was forced before the stop; the new scheduler builds it again.
       (await waitFor("the build", () => runner.builds.find((x) => x.job.id === jobId))).succeed();
       await waitFor("ready", () => (agg.rebuilds?.get(jobId)?.state === RebuildState.READY ? true : undefined));
@@ -179,6 +188,10 @@ describe("a waiting switchover across an aggregator restart", () => {
       const done = await waitFor("switched after the restart", () => (agg.switchovers.get(recId)?.outcome === SwitchoverOutcome.SUCCEEDED ? agg.switchovers.get(recId) : undefined));
       assert.equal(done.shadowContainerId, SHADOW);
       assert.equal(agent.commands[0]?.id, recId);
+      // A job change makes the proactive trigger look again: a switchover to this shadow is on record.
+      await agg.rebuilds?.notePreparation(jobId, create(ShadowPreparationSchema, { node: NODE, containerId: C, state: "prepared", shadowContainerId: SHADOW, at: timestampNow() }));
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(agent.commands.length, 1, "switched once");
       agent.close();
     } finally {
       await agg.stop();
