@@ -167,4 +167,14 @@ describe("switchover, rollback and history commands", () => {
     const help = (await cli("history", "--help")).stdout;
     assert.match(help, /--watch/);
   });
+
+  it("policy set --switch-on-drift sets it, and policy list shows it", async () => {
+    assert.match((await cli("policy", "set", "drifty", "--label", "tier=drifty", "--rebuild", "50", "--switch", "90", "--switch-on-drift")).stdout, /^policy drifty set: rebuild at 50, switch at 90, switch on drift$/m);
+    assert.match((await cli("policy", "set", "calm", "--rebuild", "50", "--switch", "90")).stdout, /^policy calm set: rebuild at 50, switch at 90$/m);
+    const table = (await cli("policy", "list")).stdout.split("\n");
+    assert.match(table[0] ?? "", /ON DRIFT$/);
+    assert.match(table.find((l) => l.startsWith("drifty")) ?? "", /switch$/);
+    assert.match(table.find((l) => l.startsWith("calm")) ?? "", /-$/);
+    assert.equal(agg.scores.listPolicies().find((p) => p.name === "drifty")?.switchOnDrift, true);
+  });
 });
