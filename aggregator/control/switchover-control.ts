@@ -321,7 +321,11 @@ export class SwitchoverControl implements SwitchoverRequester {
     return target;
   }
 
-  /** Sends a command for `rec`; a failure to deliver it ends the record (FAILED or REFUSED) and is thrown. */
+  /**
+   * Sends a command for `rec`. No agent to take it: the record is REFUSED and the error thrown.
+   * No answer in time: the record is FAILED and answered as a FAILED result (the agent's own
+   * report of the same id, if it comes, replaces it).
+   */
   private async command(rec: SwitchoverRecord, action: { case: "switchover"; value: object } | { case: "rollback"; value: object }): Promise<CommandResult> {
     const log = this.log.child({ record: rec.id, node: rec.node, container: rec.containerName || rec.containerId.slice(0, 12) });
     try {
