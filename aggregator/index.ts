@@ -7,3 +7,5 @@ export { parsePolicies, policyFromInit, type PolicyInit } from "./risk/policy-sc
 export { summarize } from "./api/query-service.js";
 // The aggregator program's configuration (flags → environment → defaults), for the CLI.
 export { resolveAggregatorConfig, type AggregatorConfig, type AggregatorFlags } from "./config.js";
+// What every switchover trigger asks (RunningAggregator.control) and the records it keeps.
+export type { RollbackAsk, SwitchoverAsk, SwitchoverRecordsView, SwitchoverRequester } from "./control/types.js";

@@ -39,4 +39,16 @@ export class AggregatorMetrics {
     labelNames: ["kind", "outcome"],
     registers: [this.registry],
   });
+  readonly switchoverRequests = new Counter({
+    name: "shadowlayer_aggregator_switchover_requests_total",
+    help: "Switchover and rollback requests by trigger and what became of them (sent, waiting, refused, failed)",
+    labelNames: ["trigger", "result"],
+    registers: [this.registry],
+  });
+  readonly switchoverTriggers = new Counter({
+    name: "shadowlayer_aggregator_switchover_triggers_total",
+    help: "Automatic triggers (proactive risk, drift) that asked for a switchover, or were skipped and why",
+    labelNames: ["trigger", "decision"],
+    registers: [this.registry],
+  });
 }

@@ -35,6 +35,12 @@ import type { RebuildOptions } from "./rebuild/rebuild-options.js";
 import { startRebuildStage, type RebuildStage } from "./rebuild/rebuild-stage.js";
 import { rebuildAdminImpl, rebuildQueryImpl } from "./api/rebuild-service.js";
 import { RebuildScheduler, type RebuildSchedulerOptions } from "./rebuild/scheduler.js";
+import { switchoverAdminImpl, switchoverQueryImpl } from "./api/switchover-service.js";
+import { DriftTrigger } from "./control/drift-trigger.js";
+import { ProactiveTrigger } from "./control/proactive-trigger.js";
+import { SwitchoverControl } from "./control/switchover-control.js";
+import type { SwitchoverRequester } from "./control/types.js";
+import { SwitchoverStore } from "./store/switchover-store.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -73,6 +79,10 @@ export interface RunningAggregator {
   rebuilds: RebuildScheduler | undefined;
   /** The whole stage (pool, pipeline, dispatch, GC) when `rebuild` options started it. */
   rebuildStage: RebuildStage | undefined;
+  /** Switchovers and rollbacks: every trigger (the Falco intake too) asks here. */
+  control: SwitchoverRequester;
+  /** Every switchover and rollback record (agents' reports and the control's decisions). */
+  switchovers: SwitchoverStore;
   stop(): Promise<void>;
 }
 
@@ -100,7 +110,8 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   store.on("delete", (id) => telemetry.forgetContainer(id));
   const feeds = await FeedManager.open(store.db, o.feeds ?? [], log);
   const scores = await ScoreEngine.open({ db: store.db, graphs: store, telemetry, feeds, log, ...(o.policies !== undefined ? { policies: o.policies } : {}) });
-  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores, o.caps);
+  const switchovers = await SwitchoverStore.open(store.db);
+  const ingest = new AgentIngest(store, telemetry, log, metrics, o.tls !== "insecure", scores, o.caps, switchovers);
   let stage: RebuildStage | undefined;
   try {
     stage = o.rebuildScheduler === undefined && o.rebuild !== undefined ? await startRebuildStage(o.rebuild, { db: store.db, dataDir: o.dataDir, graphs: store, scores, feeds, ingest, log }) : undefined;
@@ -109,12 +120,23 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     throw err;
   }
   const rebuilds = stage?.scheduler ?? (o.rebuildScheduler === undefined ? undefined : await RebuildScheduler.open({ ...o.rebuildScheduler, db: store.db, log, scores, graphs: store }));
+  const control = new SwitchoverControl({ graphs: store, records: switchovers, ingest, ...(rebuilds !== undefined ? { jobs: rebuilds } : {}), log, metrics });
+  const triggers = [
+    ...(rebuilds !== undefined ? [new ProactiveTrigger({ scores, graphs: store, jobs: rebuilds, records: switchovers, control, log, metrics })] : []),
+    new DriftTrigger({ detections: telemetry, graphs: store, policyFor: (labels) => scores.policyFor(labels), records: switchovers, control, log, metrics }),
+  ];
+  control.start();
+  for (const t of triggers) t.start();
+  const stopControl = () => {
+    for (const t of triggers) t.stop();
+    control.stop();
+  };
   const server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.http2.min_ping_interval_without_data_ms": 5000 });
   const guard = serviceGuard(log, o.tls !== "insecure");
   server.addService(serviceDefinition(AgentService), guard(AgentService, { connect: ingest.handler }));
   const vulnDeps = { store, scores, feeds, metrics };
-  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildQueryImpl({ scheduler: rebuilds, metrics }) : {}) }));
-  server.addService(serviceDefinition(AdminService), guard(AdminService, { ...adminImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildAdminImpl({ scheduler: rebuilds }) : {}) }));
+  server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildQueryImpl({ scheduler: rebuilds, metrics }) : {}), ...switchoverQueryImpl({ records: switchovers, metrics }) }));
+  server.addService(serviceDefinition(AdminService), guard(AdminService, { ...adminImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildAdminImpl({ scheduler: rebuilds }) : {}), ...switchoverAdminImpl({ control }) }));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",
@@ -137,6 +159,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   try {
     port = await bindServer(server, o.listen, serverCredentials(o.tls));
   } catch (err) {
+    stopControl();
     await (stage?.stop() ?? rebuilds?.close());
     await store.close();
     throw err;
@@ -162,8 +185,11 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     metrics,
     rebuilds,
     rebuildStage: stage,
+    control,
+    switchovers,
     async stop() {
       health.setStatus("", "NOT_SERVING");
+      stopControl();
       feeds.stop();
       scores.stop();
       await new Promise<void>((resolve) => {

@@ -16,10 +16,13 @@ import { registerDemo } from "./commands/demo.js";
 import { registerDetections } from "./commands/detections.js";
 import { registerFeeds } from "./commands/feeds.js";
 import { registerGraph } from "./commands/graph.js";
+import { registerHistory } from "./commands/history.js";
 import { registerPolicy } from "./commands/policy.js";
 import { registerSbom } from "./commands/sbom.js";
 import { registerRebuilds } from "./commands/rebuilds.js";
+import { registerRollback } from "./commands/rollback.js";
 import { registerScores } from "./commands/scores.js";
+import { registerSwitchover } from "./commands/switchover.js";
 import { registerTop } from "./commands/top.js";
 import { registerUp } from "./commands/up.js";
 import { registerVulns } from "./commands/vulns.js";
@@ -32,7 +35,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // In the order `--help` lists them.
-for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerPolicy, registerCerts, registerDemo]) {
+for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerSwitchover, registerRollback, registerHistory, registerPolicy, registerCerts, registerDemo]) {
   register(program);
 }
 

@@ -25,6 +25,8 @@ import {
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { LinkStatusSchema, type LinkStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import type { ImageInventory } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import type { SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
+import type { SwitchoverRecordSource } from "../actions/switchover/record-source.js";
 import { Backoff } from "../../common/backoff.js";
 import type { TlsMaterial } from "../../common/certs.js";
 import { channelCredentials, makeClient, methodPath } from "../../common/grpc.js";
@@ -53,6 +55,11 @@ export interface AggregatorLinkOptions {
   heartbeatMs?: number;
   /** Where commands are journaled and run; without one, a journal in memory answering UNIMPLEMENTED. */
   commands?: CommandJournal;
+  /**
+   * The switchover records the agent keeps: all of them after each full-state sync, then each
+   * change at once. Not spooled: the resend after a reconnect covers what a disconnect lost.
+   */
+  switchovers?: SwitchoverRecordSource;
 }
 
 /** Telemetry items written but not yet acknowledged, at most. */
@@ -98,6 +105,7 @@ export class AggregatorLink {
 
   start(): void {
     this.stopped = false;
+    this.o.switchovers?.on("record", this.onRecord);
     this.client = makeClient(AgentService, this.o.address, channelCredentials(this.o.tls), {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
@@ -112,6 +120,7 @@ export class AggregatorLink {
 
   stop(): void {
     this.stopped = true;
+    this.o.switchovers?.off("record", this.onRecord);
     if (this.retry) clearTimeout(this.retry);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.call?.cancel();
@@ -139,6 +148,10 @@ export class AggregatorLink {
   delete(containerId: string): void {
     if (this.live) this.send({ case: "graphDelete", value: { containerId } }, "delete");
   }
+
+  private readonly onRecord = (r: SwitchoverRecord): void => {
+    if (this.live) this.send({ case: "switchover", value: r }, "switchover");
+  };
 
   inventory(inv: ImageInventory): void {
     if (this.live) this.sendInventory(inv);
@@ -316,6 +329,7 @@ export class AggregatorLink {
     for (const inv of this.o.inventories?.() ?? []) this.sendInventory(inv);
     this.send({ case: "syncComplete", value: { containerIds: graphs.map((g) => g.containerId) } }, "sync");
     this.syncSeq = this.seq;
+    for (const r of this.o.switchovers?.all() ?? []) this.send({ case: "switchover", value: r }, "switchover");
     this.live = true;
     void this.pump();
   }

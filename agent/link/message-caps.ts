@@ -9,6 +9,7 @@ import type { AgentMessage } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { Layer, LayerGraph, Process } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { Detection, WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import type { ImageInventory, InventoryProblem, Package } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import type { SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 
 /** What the aggregator accepts in one message: gRPC's default receive limit, which it keeps. */
 export const MESSAGE_LIMIT_BYTES = 4 * 1024 * 1024;
@@ -25,6 +26,8 @@ export const TEXT_BYTES = 2048;
 export const MAX_PROCESSES = 500;
 /** Labels kept per graph. */
 export const MAX_LABELS = 128;
+/** Steps kept per switchover record (the aggregator keeps no more). */
+export const MAX_RECORD_STEPS = 64;
 
 /** Cuts strings and lists, remembering whether it cut anything. */
 class Cutter {
@@ -109,7 +112,14 @@ export function capMessage(m: AgentMessage): Capped {
     case "commandResult": {
       const c = new Cutter();
       const r = c.fields(b.value, { message: TEXT_BYTES });
-      if (c.cut) (body = { case: b.case, value: r }), (truncated = true);
+      const sw = b.value.switchover && capRecord(b.value.switchover);
+      if (sw !== b.value.switchover) c.cut = true;
+      if (c.cut) (body = { case: b.case, value: { ...r, ...(sw !== undefined ? { switchover: sw } : {}) } }), (truncated = true);
+      break;
+    }
+    case "switchover": {
+      const r = capRecord(b.value);
+      if (r !== b.value) body = { case: b.case, value: r };
       break;
     }
     case "heartbeat": {
@@ -181,6 +191,25 @@ export function capWindow(w: WindowSummary): WindowSummary {
   const top = c.fields(w, { containerName: NAME_BYTES });
   const layers = w.layers.map((l) => c.fields(l, { layerName: TEXT_BYTES }));
   return c.cut ? { ...top, layers, truncated: true } : w;
+}
+
+/** A switchover record within the caps: reasons and errors quote containers, Falco outputs and probes. */
+export function capRecord(r: SwitchoverRecord): SwitchoverRecord {
+  const c = new Cutter();
+  const top = c.fields(r, {
+    reason: TEXT_BYTES,
+    error: TEXT_BYTES,
+    recovery: TEXT_BYTES,
+    containerName: NAME_BYTES,
+    shadowContainerName: NAME_BYTES,
+    shadowImage: PATH_BYTES,
+    snapshotImage: PATH_BYTES,
+    serviceAddress: NAME_BYTES,
+  });
+  const kept = r.steps.length > MAX_RECORD_STEPS ? [...r.steps.slice(0, MAX_RECORD_STEPS - 1), ...r.steps.slice(-1)] : r.steps;
+  if (kept !== r.steps) c.cut = true;
+  const steps = kept.map((st) => c.fields(st, { name: NAME_BYTES, state: NAME_BYTES, message: TEXT_BYTES }));
+  return c.cut ? { ...top, steps } : r;
 }
 
 export function capDetection(d: Detection): Detection {

@@ -30,6 +30,8 @@ import type { ScoreEngine } from "../risk/score-engine.js";
 import { NodeCaps, type NodeCapLimits } from "./node-caps.js";
 import { InventoryAssembly } from "./inventory-assembly.js";
 import { NodeScope } from "./node-scope.js";
+import { boundRecord, RECORD_ID } from "./record-bounds.js";
+import { mergeReport, type SwitchoverStore } from "../store/switchover-store.js";
 import { AgentLinkViewSchema, type AgentLinkView, type LinkStatus, type NodeContext, type TelemetryStatus } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** What the latest heartbeat of a node said. */
@@ -86,6 +88,8 @@ export class AgentIngest {
     private readonly requireCert: boolean,
     private readonly scores?: ScoreEngine,
     caps?: NodeCapLimits,
+    /** Where agents' switchover records go; without it they are acked and not kept. */
+    private readonly records?: SwitchoverStore,
   ) {
     this.scope = new NodeScope(store);
     this.caps = new NodeCaps(store, metrics, log, caps);
@@ -225,6 +229,13 @@ export class AgentIngest {
             const done = session.pending.get(body.value.commandId);
             session.pending.delete(body.value.commandId);
             done?.(body.value);
+            break;
+          }
+          case "switchover": {
+            const r = body.value;
+            const why = !RECORD_ID.test(r.id) ? "a record id this aggregator does not accept" : this.scope.refusesRecord(session.node, r, this.records?.get(r.id)?.node);
+            if (why !== undefined) this.refused(session.node, "switchover", r.id === "" ? "(no id)" : r.id, why);
+            else if (this.records !== undefined) await this.records.put(mergeReport(this.records.get(r.id), boundRecord(r)));
             break;
           }
           case "heartbeat":

@@ -40,6 +40,23 @@ export class NodeScope {
     return this.graphs.all().some((g) => g.node === node && g.imageId === imageId) ? undefined : `node ${node} runs no container of image ${imageId.slice(0, 19)}`;
   }
 
+  /**
+   * Why `node` may not report this switchover record: it names another node, or a container
+   * (original or shadow) another node has or had, or the id is another node's record. A
+   * container nobody reported yet (a shadow just started, an original recreated) is the
+   * node's to name.
+   */
+  refusesRecord(node: string, r: { node: string; containerId: string; shadowContainerId: string }, storedNode: string | undefined): string | undefined {
+    if (r.node !== node) return `record for node ${JSON.stringify(r.node.slice(0, 80))} sent on the stream of node ${node}`;
+    if (storedNode !== undefined && storedNode !== node) return `record belongs to node ${storedNode}`;
+    for (const id of [r.containerId, r.shadowContainerId]) {
+      if (id === "") continue;
+      const owner = this.graphs.get(id)?.node ?? this.former.get(id);
+      if (owner !== undefined && owner !== node) return `container ${id.slice(0, 12)} belongs to node ${owner}`;
+    }
+    return undefined;
+  }
+
   /** Why `node` may not store telemetry about `containerId`; undefined when it may. */
   refusesTelemetry(node: string, containerId: string): string | undefined {
     const owner = this.graphs.get(containerId)?.node ?? this.former.get(containerId);

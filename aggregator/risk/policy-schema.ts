@@ -14,7 +14,7 @@ const PERCENT = "a number from 0 to 100";
 const ORDER = "a whole number (lower is tried first)";
 /** A policy's order when it does not say (the built-in default policy comes after every other). */
 const DEFAULT_ORDER = 100;
-const KEYS = ["name", "labels", "namespace", "rebuild_threshold", "switch_threshold", "order"] as const;
+const KEYS = ["name", "labels", "namespace", "rebuild_threshold", "switch_threshold", "order", "switch_on_drift"] as const;
 
 const threshold = z
   .number({ error: expected(PERCENT) })
@@ -38,6 +38,7 @@ const policyInitSchema = z
         .gte(-(2 ** 31), { error: expected(ORDER) })
         .lte(2 ** 31 - 1, { error: expected(ORDER) })
         .optional(),
+      switch_on_drift: z.boolean({ error: expected("true or false") }).optional(),
     },
     { error: (i) => (i.code === "unrecognized_keys" ? `unknown key (the keys are ${KEYS.join(", ")})` : expected("a policy object")(i)) },
   )
@@ -73,6 +74,7 @@ function toPolicy(p: z.output<typeof policyInitSchema>): Policy {
     rebuildThreshold: p.rebuild_threshold,
     switchThreshold: p.switch_threshold,
     order: p.order ?? DEFAULT_ORDER,
+    switchOnDrift: p.switch_on_drift ?? false,
   });
 }
 
@@ -84,7 +86,7 @@ export function policyFromInit(i: PolicyInit, at = "policy"): Policy {
 /** A Policy message (AdminService.SetPolicy, a configured seed) checked by the same schema. */
 export function validatePolicy(p: Policy, at = "policy"): Policy {
   return policyFromInit(
-    { name: p.name, labels: p.labels, namespace: p.namespace, rebuild_threshold: p.rebuildThreshold, switch_threshold: p.switchThreshold, order: p.order },
+    { name: p.name, labels: p.labels, namespace: p.namespace, rebuild_threshold: p.rebuildThreshold, switch_threshold: p.switchThreshold, order: p.order, switch_on_drift: p.switchOnDrift },
     at,
   );
 }

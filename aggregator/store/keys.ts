@@ -89,6 +89,13 @@ export const keys = {
   /** RebuildJob (protobuf binary) by job id (rebuild/job-key.ts: hex, no "!"). */
   rebuild: (jobId: string) => `rebuild!${jobId}`,
   rebuildRange: under("rebuild!"),
+  /**
+   * SwitchoverRecord (protobuf binary) by record id (the command id the aggregator made, or the
+   * agent's for one it started itself; ids hold no "!"): every switchover and rollback, newest
+   * ~10,000 kept (store/switchover-store.ts).
+   */
+  switchover: (id: string) => `swo!${id}`,
+  switchoverRange: under("swo!"),
   /** Store schema version, for future migrations. */
   schema: "meta!schema",
 } as const;

@@ -13,6 +13,7 @@ export function registerPolicy(program: Command): void {
     .option("--label <key=value...>", "container labels that select this policy (all must match)")
     .option("--namespace <ns>", "Kubernetes namespace that selects this policy")
     .option("--order <n>", "lower is tried first (default: 100)")
+    .option("--switch-on-drift", "switch the container to its shadow at once on a drift detection (rebuilt on demand when none is ready), whatever the risk")
     .action(action(set));
   clientOptions(policy.command("delete").argument("<name>", "policy name").description("remove a policy (the default policy stays)")).action(action(remove));
 }
@@ -24,18 +25,18 @@ async function list(o: JsonFlags): Promise<void> {
   else
     out(
       renderTable(
-        ["NAME", "ORDER", "SELECTOR", "REBUILD", "SWITCH"],
-        policies.map((p) => [p.name, String(p.order), [...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`), ...(p.namespace ? [`namespace=${p.namespace}`] : [])].join(",") || "*", String(p.rebuildThreshold), String(p.switchThreshold)]),
+        ["NAME", "ORDER", "SELECTOR", "REBUILD", "SWITCH", "ON DRIFT"],
+        policies.map((p) => [p.name, String(p.order), [...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`), ...(p.namespace ? [`namespace=${p.namespace}`] : [])].join(",") || "*", String(p.rebuildThreshold), String(p.switchThreshold), p.switchOnDrift ? "switch" : "-"]),
       ),
     );
 }
 
-async function set(name: string, o: ClientFlags & { rebuild: string; switch: string; label?: string[]; namespace?: string; order?: string }): Promise<void> {
+async function set(name: string, o: ClientFlags & { rebuild: string; switch: string; label?: string[]; namespace?: string; order?: string; switchOnDrift?: boolean }): Promise<void> {
   const { AdminService, policySetInput, query } = await runtime();
   // The policy schema is the aggregator's: loaded here, not for every command.
   const { policyFromInit } = await import("../../aggregator/index.js");
-  const r = await query(o, AdminService.method.setPolicy, { policy: policyFromInit(policySetInput(name, o)) });
-  out(safeLine`policy ${r.name} set: rebuild at ${r.rebuildThreshold}, switch at ${r.switchThreshold}`);
+  const r = await query(o, AdminService.method.setPolicy, { policy: policyFromInit({ ...policySetInput(name, o), switch_on_drift: o.switchOnDrift === true }) });
+  out(safeLine`policy ${r.name} set: rebuild at ${r.rebuildThreshold}, switch at ${r.switchThreshold}${r.switchOnDrift ? ", switch on drift" : ""}`);
 }
 
 async function remove(name: string, o: ClientFlags): Promise<void> {

@@ -10,8 +10,9 @@ import { AgentMessageSchema } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { LayerGraphSchema, LayerKind, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { TelemetryItemSchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { ImageInventorySchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { SwitchoverRecordSchema } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 import { inventoryChunks, INVENTORY_CHUNK_BYTES } from "../../agent/link/inventory-chunks.js";
-import { ARGV_BYTES, capMessage, MAX_LABELS, MAX_PROCESSES, MESSAGE_LIMIT_BYTES, NAME_BYTES, PATH_BYTES } from "../../agent/link/message-caps.js";
+import { ARGV_BYTES, capMessage, MAX_LABELS, MAX_PROCESSES, MAX_RECORD_STEPS, MESSAGE_LIMIT_BYTES, NAME_BYTES, PATH_BYTES, TEXT_BYTES } from "../../agent/link/message-caps.js";
 import { InventoryAssembly } from "../../aggregator/ingest/inventory-assembly.js";
 
 /** Flat strings, shared (as bytes read from /proc are flat; a repeat() rope costs its flattening to whoever reads it first). */
@@ -84,6 +85,24 @@ describe("message caps", () => {
     assert.ok(Buffer.byteLength(d?.path ?? "") <= PATH_BYTES);
     assert.ok(!(d?.path ?? "").includes("\ufffd"), "no broken character at the cut");
     assert.ok(path.startsWith(d?.path ?? "?"));
+  });
+
+  it("cuts a switchover record's reason, error and steps (they quote containers and probes), alone and in a command result", () => {
+    const huge = "x".repeat(MESSAGE_LIMIT_BYTES);
+    const r = create(SwitchoverRecordSchema, { id: "so-1", reason: huge, error: huge, steps: Array.from({ length: 1000 }, (_, i) => ({ name: `s${i}`, state: "done", message: huge.slice(0, 5000) })) });
+    for (const m of [create(AgentMessageSchema, { seq: 1n, body: { case: "switchover", value: r } }), create(AgentMessageSchema, { seq: 2n, body: { case: "commandResult", value: { commandId: "so-1", switchover: r } } })]) {
+      const { message, truncated } = capMessage(m);
+      assert.equal(truncated, true);
+      const got = message.body.case === "switchover" ? message.body.value : message.body.case === "commandResult" ? message.body.value.switchover : undefined;
+      assert.ok(got !== undefined);
+      assert.equal(got.reason.length, TEXT_BYTES);
+      assert.equal(got.steps.length, MAX_RECORD_STEPS);
+      assert.equal(got.steps[MAX_RECORD_STEPS - 1]?.name, "s999", "the last step is kept");
+      assert.ok(toBinary(AgentMessageSchema, message).length < 300_000);
+    }
+    assert.equal(r.reason.length, MESSAGE_LIMIT_BYTES, "the original is left alone");
+    const small = create(AgentMessageSchema, { seq: 3n, body: { case: "switchover", value: create(SwitchoverRecordSchema, { id: "so-2", reason: "fine" }) } });
+    assert.equal(capMessage(small).message, small);
   });
 
   it("chunks an inventory that the aggregator's assembly puts back together", () => {

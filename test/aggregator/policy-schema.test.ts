@@ -55,7 +55,7 @@ describe("policy schema", () => {
   it("refuses a misspelt key instead of ignoring it (a policy without its namespace would match everything)", () => {
     refuses(
       () => parsePolicies([{ name: "a", namespce: "prod", rebuild_threshold: 10, switch_threshold: 20 }], "p.json"),
-      "p.json: policies[0].namespce: unknown key (the keys are name, labels, namespace, rebuild_threshold, switch_threshold, order)",
+      "p.json: policies[0].namespce: unknown key (the keys are name, labels, namespace, rebuild_threshold, switch_threshold, order, switch_on_drift)",
     );
   });
 
@@ -80,5 +80,19 @@ describe("policy schema", () => {
     const msg = create(PolicySchema, { name: "prod", labels: { env: "prod" }, namespace: "ns", rebuildThreshold: 50, switchThreshold: 60, order: 0 });
     assert.deepEqual(validatePolicy(msg), msg, "a valid message comes back as it was (order 0 stays 0)");
     assert.equal(policyFromInit({ name: "x", rebuild_threshold: 1, switch_threshold: 1 }).order, 100);
+  });
+
+  it("takes switch_on_drift from a file and from a message (default false), and refuses a non-boolean", () => {
+    const [on, off] = parsePolicies(
+      [
+        { name: "prod", rebuild_threshold: 40, switch_threshold: 80, switch_on_drift: true },
+        { name: "dev", rebuild_threshold: 40, switch_threshold: 80 },
+      ],
+      "p.json",
+    );
+    assert.equal(on?.switchOnDrift, true);
+    assert.equal(off?.switchOnDrift, false);
+    assert.equal(validatePolicy(create(PolicySchema, { name: "prod", rebuildThreshold: 50, switchThreshold: 60, switchOnDrift: true })).switchOnDrift, true, "SetPolicy keeps it");
+    refuses(() => parsePolicies([{ name: "a", rebuild_threshold: 10, switch_threshold: 20, switch_on_drift: "yes" }], "p.json"), 'p.json: policies[0].switch_on_drift: expected true or false, got "yes"');
   });
 });

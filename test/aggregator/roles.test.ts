@@ -103,6 +103,9 @@ describe("certificate roles", () => {
     const policy = policyFromInit({ name: "sneaky", rebuild_threshold: 100, switch_threshold: 100 });
     await assert.rejects(callUnary(client(AdminService, "reader"), AdminService.method.setPolicy, { policy }), denied(adminNeeds("shadowlayer-reader", "reader")));
     assert.deepEqual(agg.scores.listPolicies().map((p) => p.name), ["default"]);
+    // Switchovers are an admin's: a reader reads their history only.
+    await assert.rejects(callUnary(client(AdminService, "reader"), AdminService.method.switchover, { container: "anything" }), denied(adminNeeds("shadowlayer-reader", "reader")));
+    assert.deepEqual((await callUnary(client(QueryService, "reader"), QueryService.method.listSwitchovers, {})).records, []);
   });
 
   it("accepts an admin on QueryService and AdminService", async () => {

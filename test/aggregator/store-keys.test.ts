@@ -33,6 +33,8 @@ describe("store keys", () => {
     assert.deepEqual(keys.feedGeneration("osv", 10), { gt: "feed!osv!g0000000a!", lt: "feed!osv!g0000000a!\xff" });
     assert.equal(keys.rebuild("0123abcd"), "rebuild!0123abcd");
     assert.deepEqual(keys.rebuildRange, { gt: "rebuild!", lt: "rebuild!\xff" });
+    assert.equal(keys.switchover("so-0123"), "swo!so-0123");
+    assert.deepEqual(keys.switchoverRange, { gt: "swo!", lt: "swo!\xff" });
     assert.equal(keys.schema, "meta!schema");
     assert.equal(SCHEMA_VERSION, "1");
   });
