@@ -35,6 +35,7 @@ import type { RebuildOptions } from "./rebuild/rebuild-options.js";
 import { startRebuildStage, type RebuildStage } from "./rebuild/rebuild-stage.js";
 import { rebuildAdminImpl, rebuildQueryImpl } from "./api/rebuild-service.js";
 import { RebuildScheduler, type RebuildSchedulerOptions } from "./rebuild/scheduler.js";
+import type { FalcoIntakeOptions } from "./control/falco-intake.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -59,6 +60,8 @@ export interface AggregatorOptions {
    * scores; without one (or a rebuild stage that opens its own) the rebuild calls answer UNIMPLEMENTED.
    */
   rebuildScheduler?: Omit<RebuildSchedulerOptions, "db" | "log" | "scores" | "graphs">;
+  /** The Falco alert intake (`--falco-listen`); none when absent. */
+  falco?: FalcoIntakeOptions;
 }
 
 export interface RunningAggregator {
