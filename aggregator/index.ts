@@ -7,3 +7,5 @@ export { parsePolicies, policyFromInit, type PolicyInit } from "./risk/policy-sc
 export { summarize } from "./api/query-service.js";
 // The aggregator program's configuration (flags → environment → defaults), for the CLI.
 export { resolveAggregatorConfig, type AggregatorConfig, type AggregatorFlags } from "./config.js";
+// The Falco alert intake (the aggregator starts it from `falco` options; tests and tools may alone).
+export { startFalcoIntake, DEFAULT_FALCO_PATH, type FalcoIntake, type FalcoIntakeDeps, type FalcoIntakeOptions } from "./control/falco-intake.js";
