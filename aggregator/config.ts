@@ -38,7 +38,8 @@ const schema = z.object({
   signingKey: path.optional(),
   falcoListen: hostPort.optional(),
   falcoTokenFile: path.optional(),
-  falcoMtls: z.boolean().default(false),
+  // The variable's text says true or false; the flag is a boolean already.
+  falcoMtls: z.preprocess((v) => (v === "true" ? true : v === "false" ? false : v), z.boolean({ error: "expected true or false" })).default(false),
   falcoRule: z.array(z.string().min(1, { error: "expected a rule name or /regex/" }).refine(compiles, { error: (i) => compileError(i.input) })).default([]),
   falcoMinPriority: z
     .string()
@@ -86,6 +87,7 @@ const SOURCES = {
   packageMirror: { env: "SHADOWLAYER_PACKAGE_MIRROR" },
   falcoListen: { env: "SHADOWLAYER_FALCO_LISTEN" },
   falcoTokenFile: { env: "SHADOWLAYER_FALCO_TOKEN_FILE" },
+  falcoMtls: { env: "SHADOWLAYER_FALCO_MTLS" },
   falcoMinPriority: { env: "SHADOWLAYER_FALCO_MIN_PRIORITY" },
 };
 

@@ -8,7 +8,7 @@ export function falcoOptions(cmd: Command, tokenDefault = ""): Command {
   return cmd
     .option("--falco-listen <host:port>", "take Falco alerts (http_output, falcosidekick webhook) over HTTPS here, path /v1/falco (env SHADOWLAYER_FALCO_LISTEN; default: off; loopback only with --insecure)")
     .option("--falco-token-file <file>", "a file holding the token the intake takes as `Authorization: Bearer` or as the Basic password (env SHADOWLAYER_FALCO_TOKEN_FILE${tokenDefault})")
-    .option("--falco-mtls", "admit client certificates of the shadowlayer CA with a detector or admin role (`certs init --detector`)")
+    .option("--falco-mtls", "admit client certificates of the shadowlayer CA with a detector or admin role (`certs init --detector`; env SHADOWLAYER_FALCO_MTLS=true)")
     .option("--falco-rule <rule...>", "switch only on these rules: an exact name or /regex/flags; repeatable (default: every rule)")
     .option("--falco-min-priority <priority>", "switch only on alerts of this priority or above: emergency, alert, critical, error, warning, notice, informational, debug (env SHADOWLAYER_FALCO_MIN_PRIORITY; default: warning)");
 }

@@ -32,6 +32,8 @@ describe("Falco intake configuration", () => {
   it("reads the listen address, token file and priority from the environment", () => {
     const c = resolveAggregatorConfig({}, { SHADOWLAYER_FALCO_LISTEN: "127.0.0.1:7444", SHADOWLAYER_FALCO_TOKEN_FILE: "/run/token", SHADOWLAYER_FALCO_MIN_PRIORITY: "error" });
     assert.deepEqual(c.aggregator.falco, { listen: "127.0.0.1:7444", tokenFile: "/run/token", mtls: false, rules: [], minPriority: "error" });
+    assert.equal(resolveAggregatorConfig({}, { SHADOWLAYER_FALCO_LISTEN: "127.0.0.1:7444", SHADOWLAYER_FALCO_MTLS: "true" }).aggregator.falco?.mtls, true);
+    assert.throws(() => resolveAggregatorConfig({}, { SHADOWLAYER_FALCO_LISTEN: "127.0.0.1:7444", SHADOWLAYER_FALCO_MTLS: "yes" }), /SHADOWLAYER_FALCO_MTLS: expected true or false, got "yes"/);
   });
 
   it("refuses what would run the intake anonymous, without TLS off loopback, or with a pattern that cannot match", () => {
