@@ -119,17 +119,18 @@ export async function startFalcoIntake(o: FalcoIntakeOptions, deps: FalcoIntakeD
   const metrics = new FalcoIntakeMetrics(deps.registry);
 
   const quiet = new Map<string, { until: number; left: number }>();
-  /** Logs an outcome, at most once per window for each kind of refusal. */
+  /** Logs an outcome: every switchover asked for, each other kind at most once per window. */
   const note = (outcome: string, fields: Record<string, unknown>, msg: string) => {
+    const asked = outcome === "accepted" || outcome === "pending";
     const now = Date.now();
     const q = quiet.get(outcome);
-    if (q !== undefined && now < q.until) {
+    if (!asked && q !== undefined && now < q.until) {
       q.left++;
       return;
     }
-    quiet.set(outcome, { until: now + LOG_WINDOW_MS, left: 0 });
+    if (!asked) quiet.set(outcome, { until: now + LOG_WINDOW_MS, left: 0 });
     const left = q?.left ?? 0;
-    const level = outcome === "accepted" || outcome === "pending" || outcome.startsWith("filtered") ? "info" : "warn";
+    const level = asked || outcome.startsWith("filtered") ? "info" : "warn";
     log[level]({ outcome, ...fields, ...(left > 0 ? { notLogged: left } : {}) }, msg);
   };
 
@@ -160,7 +161,7 @@ export async function startFalcoIntake(o: FalcoIntakeOptions, deps: FalcoIntakeD
   };
 
   /** The control's answer to a switchover ask, as the intake says it. */
-  const settled = (alert: FalcoAlert, r: { record: SwitchoverRecord } | { err: unknown }): Answer => {
+  const settled = (alert: FalcoAlert, r: { record: SwitchoverRecord } | { err: unknown }): Answer & { outcome: FalcoOutcome } => {
     const c = alert.containerId;
     if ("record" in r) {
       const state = SwitchoverOutcome[r.record.outcome]?.toLowerCase() ?? "unknown";
@@ -236,8 +237,9 @@ export async function startFalcoIntake(o: FalcoIntakeOptions, deps: FalcoIntakeD
       return reply({ status: 404, outcome: "unknown_container", message: `no known container ${alert.containerId}`, extra: { container: alert.containerId } }, about);
     }
 
-    const asked = deps.requester
-      .switchover({ container: alert.containerId, trigger: SwitchoverTrigger.FALCO, reason: reasonOf(alert), rebuildIfMissing: o.rebuildIfMissing ?? true })
+    const ask = { container: alert.containerId, trigger: SwitchoverTrigger.FALCO, reason: reasonOf(alert), rebuildIfMissing: o.rebuildIfMissing ?? true };
+    const asked = Promise.resolve()
+      .then(() => deps.requester.switchover(ask))
       .then(
         (record) => ({ record }),
         (err: unknown) => ({ err }),
@@ -251,7 +253,7 @@ export async function startFalcoIntake(o: FalcoIntakeOptions, deps: FalcoIntakeD
     if (first !== undefined) return reply(settled(alert, first), about);
     reply({ status: 202, outcome: "pending", message: `switchover of container ${alert.containerId} requested; the control has not answered within ${answerMs} ms (it goes on)`, extra: { container: alert.containerId } }, about);
     const a = settled(alert, await asked);
-    metrics.count(a.outcome as FalcoOutcome);
+    metrics.count(a.outcome);
     note(a.outcome, { ...about, late: true }, a.message);
   };
 

@@ -48,9 +48,10 @@ class RecordingSwitchoverRequester implements SwitchoverRequester {
 const CONTAINER = "3a1b2c3d4e5f";
 
 /**
- * Falco 0.38's JSON for its stock "Drop and execute new binary in container" rule (Critical): the
- * shape formats.cpp writes (time with nanoseconds, rule, priority as Falco spells it, source,
- * hostname, output, tags, output_fields with the fields the rule's output names).
+ * An alert of Falco's stock "Drop and execute new binary in container" rule (Critical) in the
+ * shape Falco's JSON formatter writes it: time with nanoseconds, rule, priority as Falco spells
+ * it, source, hostname, output, tags, and output_fields holding the fields the rule's output
+ * names (null for one Falco could not resolve).
  */
 function falcoAlert(over: Record<string, unknown> = {}, fields: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -86,8 +87,7 @@ function falcoAlert(over: Record<string, unknown> = {}, fields: Record<string, u
 
 /** falcosidekick's webhook body: Falco's payload re-encoded by Go, a uuid added, the time in RFC 3339. */
 function sidekickAlert(): Record<string, unknown> {
-  const a = falcoAlert({ uuid: "0d0e6f1c-7e0b-4a1d-9c51-0e7f1f4e2b11", priority: "critical", time: "2024-05-01T10:20:05.408091526Z" });
-  return a;
+  return falcoAlert({ uuid: "0d0e6f1c-7e0b-4a1d-9c51-0e7f1f4e2b11", priority: "critical", time: "2024-05-01T10:20:05.408091526+00:00" });
 }
 
 interface Reply {
@@ -196,7 +196,7 @@ describe("Falco intake", () => {
     assert.deepEqual(moved, { accepted: 1 });
   });
 
-  it("takes falcosidekick's webhook body (uuid, lower-case priority, charset, Bearer token from customHeaders) at its default address /", async () => {
+  it("takes falcosidekick's webhook body (uuid, lower-case priority, charset, Bearer token from customHeaders) at a bare address (path /)", async () => {
     requester.asks.length = 0;
     const r = await post(JSON.stringify(sidekickAlert()), { auth: bearer(), type: "application/json; charset=utf-8", path: "/", headers: { "user-agent": "Falcosidekick" } });
     assert.equal(r.status, 202, JSON.stringify(r.body));
@@ -477,6 +477,8 @@ describe("Falco intake settings", () => {
       for (let i = 0; i < 5; i++) assert.equal((await postPlain(logged.port, falcoAlert(), "Bearer nope")).status, 401);
       assert.equal(lines.filter((l) => (JSON.parse(l) as { outcome?: string }).outcome === "unauthenticated").length, 1, "one line for the burst");
       assert.equal(logged.stats().unauthenticated, 5, "every one counted");
+      for (let i = 0; i < 3; i++) assert.equal((await postPlain(logged.port, falcoAlert(), `Bearer ${t}`)).outcome, "accepted");
+      assert.equal(lines.filter((l) => (JSON.parse(l) as { outcome?: string }).outcome === "accepted").length, 3, "every switchover asked for is logged");
     } finally {
       await logged.close();
     }
