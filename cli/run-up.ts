@@ -64,7 +64,7 @@ function falcoTokenDefault(o: UpFlags, env: Env): { falcoTokenFile?: string } {
 }
 
 /** Makes the Falco intake's token file under the data dir if it is `up`'s own and missing (0600). */
-async function ensureFalcoToken(c: UpConfig, dataDir: string, out: (line: string) => void): Promise<void> {
+export async function ensureFalcoToken(c: UpConfig, dataDir: string, out: (line: string) => void): Promise<void> {
   const file = c.aggregator.aggregator.falco?.tokenFile;
   if (file === undefined || file !== join(resolve(dataDir), FALCO_TOKEN_FILE) || existsSync(file)) return;
   await writePrivateFile(file, `${randomBytes(32).toString("hex")}\n`);

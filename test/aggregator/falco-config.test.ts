@@ -5,12 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { describe, it } from "node:test";
 import { resolveAggregatorConfig } from "../../aggregator/config.js";
+import { readTokenFile } from "../../aggregator/control/falco-auth.js";
 import { PACKAGE_ROOT } from "../../common/paths.js";
-import { resolveUpConfig } from "../../cli/run-up.js";
+import { ensureFalcoToken, resolveUpConfig } from "../../cli/run-up.js";
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, "dist/cli/main.js");
@@ -56,6 +59,30 @@ describe("Falco intake configuration", () => {
     assert.equal(resolveUpConfig({ dataDir: "/srv/sl", falcoListen: "127.0.0.1:7444", falcoTokenFile: "/mine" }, {}).aggregator.aggregator.falco?.tokenFile, "/mine");
     assert.equal(resolveUpConfig({ dataDir: "/srv/sl", falcoListen: "127.0.0.1:7444", falcoMtls: true }, {}).aggregator.aggregator.falco?.tokenFile, undefined);
     assert.equal(resolveUpConfig({ dataDir: "/srv/sl" }, {}).aggregator.aggregator.falco, undefined);
+  });
+
+  it("up: makes its token file once (0600, a token the intake takes), and never touches one it was given", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sl-falco-up-"));
+    try {
+      const said: string[] = [];
+      const c = resolveUpConfig({ dataDir: dir, falcoListen: "127.0.0.1:7444", insecure: true }, {});
+      await ensureFalcoToken(c, dir, (l) => said.push(l));
+      const file = join(dir, "falco.token");
+      const token = await readFile(file, "utf8");
+      assert.match(token, /^[0-9a-f]{64}\n$/);
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
+      assert.equal(await readTokenFile(file), token.trim());
+      assert.deepEqual(said, [`Falco intake token made in ${file}`]);
+      await ensureFalcoToken(c, dir, (l) => said.push(l));
+      assert.equal(await readFile(file, "utf8"), token, "kept");
+      assert.equal(said.length, 1);
+      const mine = join(dir, "mine");
+      await writeFile(mine, "x");
+      await ensureFalcoToken(resolveUpConfig({ dataDir: dir, falcoListen: "127.0.0.1:7444", falcoTokenFile: mine }, {}), dir, (l) => said.push(l));
+      assert.equal(await readFile(mine, "utf8"), "x");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("the commands take the flags and say what is wrong in one line", async () => {
