@@ -7,12 +7,15 @@
  * stats and on /metrics, and asks for nothing.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
@@ -194,6 +197,27 @@ describe("Falco intake", () => {
     assert.match(ask?.reason ?? "", /container_id=3a1b2c3d4e5f/);
     assert.equal(ask?.rebuildIfMissing, true, "no shadow ready: rebuilt on demand (the seed's rule)");
     assert.deepEqual(moved, { accepted: 1 });
+  });
+
+  it("takes what libcurl sends as Falco's http_output drives it: the url's credentials as Basic auth, 100-continue, a client certificate", { skip: existsSync("/usr/bin/curl") ? false : "no curl on this host" }, async () => {
+    requester.asks.length = 0;
+    const alertFile = join(dir, "alert.json");
+    await writeFile(alertFile, JSON.stringify(falcoAlert()));
+    const caFile = join(tlsDir, tlsFiles.caCert);
+    /** curl with Falco's options: its url, Content-Type: application/json, the alert as POSTFIELDS, the CA; status last. */
+    const curl = async (url: string, ...extra: string[]) => {
+      const { stdout } = await promisify(execFile)("curl", ["-sS", "--cacert", caFile, "-H", "Content-Type: application/json", "-A", "falcosecurity/falco", "--data-binary", `@${alertFile}`, "-w", "\n%{http_code}", ...extra, url]);
+      const lines = stdout.trimEnd().split("\n");
+      return { status: Number(lines.pop()), body: JSON.parse(lines.join("\n")) as Reply["body"] };
+    };
+    const withToken = await curl(`https://falco:${token}@127.0.0.1:${intake.port}/v1/falco`);
+    assert.equal(withToken.status, 202, JSON.stringify(withToken.body));
+    assert.equal(withToken.body.outcome, "accepted");
+    const wrong = await curl(`https://falco:not-the-token-at-all@127.0.0.1:${intake.port}/v1/falco`);
+    assert.equal(wrong.status, 401);
+    const cert = await curl(`https://127.0.0.1:${intake.port}/v1/falco`, "--cert", join(tlsDir, tlsFiles.detectorCert), "--key", join(tlsDir, tlsFiles.detectorKey));
+    assert.equal(cert.status, 202, JSON.stringify(cert.body));
+    assert.equal(requester.asks.length, 2);
   });
 
   it("takes falcosidekick's webhook body (uuid, lower-case priority, charset, Bearer token from customHeaders) at a bare address (path /)", async () => {
