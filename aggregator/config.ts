@@ -10,6 +10,9 @@ import { parseFeedFlags } from "./feeds/feed-config.js";
 import { DEFAULT_NODE_CAPS } from "./ingest/node-caps.js";
 import { DEFAULT_SHADOWS_KEPT } from "./rebuild/shadow-gc.js";
 import { checkPackageMirror, checkRegistry, parseBaseMap } from "./rebuild/rebuild-options.js";
+import { FALCO_PRIORITIES, parsePriority } from "./control/falco-alert.js";
+import { DEFAULT_MIN_PRIORITY, ruleMatcher } from "./control/falco-filter.js";
+import type { FalcoIntakeOptions } from "./control/falco-intake.js";
 import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, programSettings, resolveSettings, wholeNumber, type Env, type ProgramSettings } from "../common/config.js";
 
 const MIB = 1024 * 1024;
@@ -33,7 +36,45 @@ const schema = z.object({
   baseMap: z.array(z.string()).default([]),
   shadowsKeep: wholeNumber.min(1, { error: "expected a whole number of at least 1" }).default(DEFAULT_SHADOWS_KEPT),
   signingKey: path.optional(),
-}).superRefine(loopbackWhenInsecure("listen", "http"));
+  falcoListen: hostPort.optional(),
+  falcoTokenFile: path.optional(),
+  // The variable's text says true or false; the flag is a boolean already.
+  falcoMtls: z.preprocess((v) => (v === "true" ? true : v === "false" ? false : v), z.boolean({ error: "expected true or false" })).default(false),
+  falcoRule: z.array(z.string().min(1, { error: "expected a rule name or /regex/" }).refine(compiles, { error: (i) => compileError(i.input) })).default([]),
+  falcoMinPriority: z
+    .string()
+    .refine((v) => parsePriority(v) !== undefined, { error: `expected one of ${FALCO_PRIORITIES.join(", ")}` })
+    .transform((v) => parsePriority(v) ?? DEFAULT_MIN_PRIORITY)
+    .default(DEFAULT_MIN_PRIORITY),
+})
+  .superRefine(loopbackWhenInsecure("listen", "http", "falcoListen"))
+  .superRefine(falcoNeedsAuth);
+
+function compiles(entry: string): boolean {
+  return compileError(entry) === undefined;
+}
+
+function compileError(entry: unknown): string | undefined {
+  try {
+    ruleMatcher(String(entry));
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}
+
+/** The intake admits no anonymous alert: a token, or client certificates (which need TLS). */
+function falcoNeedsAuth(s: { insecure: boolean; falcoListen?: string | undefined; falcoTokenFile?: string | undefined; falcoMtls: boolean; falcoRule: string[] }, ctx: z.RefinementCtx): void {
+  if (s.falcoListen === undefined) {
+    const given = s.falcoTokenFile !== undefined ? "falcoTokenFile" : s.falcoMtls ? "falcoMtls" : s.falcoRule.length > 0 ? "falcoRule" : undefined;
+    if (given !== undefined) ctx.addIssue({ code: "custom", path: [given], message: "configures the Falco intake, which runs only with --falco-listen" });
+    return;
+  }
+  if (s.falcoMtls && s.insecure) ctx.addIssue({ code: "custom", path: ["falcoMtls"], message: "client certificates need TLS (not --insecure)" });
+  else if (s.falcoTokenFile === undefined && !s.falcoMtls) {
+    ctx.addIssue({ code: "custom", path: ["falcoListen"], message: `the intake needs --falco-token-file${s.insecure ? "" : " or --falco-mtls"}: it admits no anonymous alert`, input: s.falcoListen });
+  }
+}
 
 const SOURCES = {
   ...PROGRAM_SOURCES,
@@ -44,6 +85,10 @@ const SOURCES = {
   registryAuth: { env: "SHADOWLAYER_REGISTRY_AUTH" },
   registryCa: { env: "SHADOWLAYER_REGISTRY_CA" },
   packageMirror: { env: "SHADOWLAYER_PACKAGE_MIRROR" },
+  falcoListen: { env: "SHADOWLAYER_FALCO_LISTEN" },
+  falcoTokenFile: { env: "SHADOWLAYER_FALCO_TOKEN_FILE" },
+  falcoMtls: { env: "SHADOWLAYER_FALCO_MTLS" },
+  falcoMinPriority: { env: "SHADOWLAYER_FALCO_MIN_PRIORITY" },
 };
 
 /** The aggregator's flags as commander hands them over. */
@@ -58,6 +103,10 @@ export interface AggregatorConfig extends ProgramSettings {
 
 export function resolveAggregatorConfig(flags: AggregatorFlags, env: Env): AggregatorConfig {
   const s = resolveSettings(schema, flags, env, SOURCES);
+  const falco: FalcoIntakeOptions | undefined =
+    s.falcoListen === undefined
+      ? undefined
+      : { listen: s.falcoListen, mtls: s.falcoMtls, rules: s.falcoRule, minPriority: s.falcoMinPriority, ...(s.falcoTokenFile !== undefined ? { tokenFile: s.falcoTokenFile } : {}) };
   const program = programSettings(s);
   // Shadows are signed with the key `certs init` keeps beside the TLS material; without TLS the
   // rebuild stage makes one in the data dir.
@@ -82,6 +131,7 @@ export function resolveAggregatorConfig(flags: AggregatorFlags, env: Env): Aggre
         keep: s.shadowsKeep,
         ...(signingKey !== undefined ? { signingKey } : {}),
       },
+      ...(falco !== undefined ? { falco } : {}),
     },
     ...(s.policies !== undefined ? { policiesFile: s.policies } : {}),
     ...program,

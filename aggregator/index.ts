@@ -9,3 +9,5 @@ export { summarize } from "./api/query-service.js";
 export { resolveAggregatorConfig, type AggregatorConfig, type AggregatorFlags } from "./config.js";
 // What every switchover trigger asks (RunningAggregator.control) and the records it keeps.
 export type { RollbackAsk, SwitchoverAsk, SwitchoverRecordsView, SwitchoverRequester } from "./control/types.js";
+// The Falco alert intake (the aggregator starts it from `falco` options; tests and tools may alone).
+export { startFalcoIntake, DEFAULT_FALCO_PATH, type FalcoIntake, type FalcoIntakeDeps, type FalcoIntakeOptions } from "./control/falco-intake.js";

@@ -41,6 +41,7 @@ import { ProactiveTrigger } from "./control/proactive-trigger.js";
 import { SwitchoverControl } from "./control/switchover-control.js";
 import type { SwitchoverRequester } from "./control/types.js";
 import { SwitchoverStore } from "./store/switchover-store.js";
+import { startFalcoIntake, type FalcoIntake, type FalcoIntakeOptions } from "./control/falco-intake.js";
 
 export interface AggregatorOptions {
   dataDir: string;
@@ -65,6 +66,8 @@ export interface AggregatorOptions {
    * scores; without one (or a rebuild stage that opens its own) the rebuild calls answer UNIMPLEMENTED.
    */
   rebuildScheduler?: Omit<RebuildSchedulerOptions, "db" | "log" | "scores" | "graphs">;
+  /** The Falco alert intake (`--falco-listen`); none when absent. */
+  falco?: FalcoIntakeOptions;
 }
 
 export interface RunningAggregator {
@@ -83,6 +86,8 @@ export interface RunningAggregator {
   control: SwitchoverRequester;
   /** Every switchover and rollback record (agents' reports and the control's decisions). */
   switchovers: SwitchoverStore;
+  /** The Falco alert intake when `falco` options started it. */
+  falco: FalcoIntake | undefined;
   stop(): Promise<void>;
 }
 
@@ -164,6 +169,16 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     await store.close();
     throw err;
   }
+  let falco: FalcoIntake | undefined;
+  try {
+    falco = o.falco === undefined ? undefined : await startFalcoIntake(o.falco, { requester: control, tls: o.tls, log, registry: metrics.registry });
+  } catch (err) {
+    server.forceShutdown();
+    stopControl();
+    await (stage?.stop() ?? rebuilds?.close());
+    await store.close();
+    throw err;
+  }
   let http: HttpEndpoint | undefined;
   if (o.http !== undefined) {
     http = await startHttpEndpoint(o.http, [metrics.registry], () => {
@@ -187,6 +202,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
     rebuildStage: stage,
     control,
     switchovers,
+    falco,
     async stop() {
       health.setStatus("", "NOT_SERVING");
       stopControl();
@@ -203,6 +219,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
         });
       });
       await http?.close();
+      await falco?.close();
       await (stage?.stop() ?? rebuilds?.close());
       await feeds.idle().catch(() => undefined);
       await store.close();

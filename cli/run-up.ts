@@ -3,17 +3,21 @@
  * store and certificates under the data dir, and a live view of containers as they change.
  * Imported by its command's action only: it loads the agent and the aggregator.
  */
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
 import { RebuildState } from "../proto/gen/shadowlayer/v1/rebuild_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { z } from "zod";
 import { initCerts, loadTls, tlsFiles } from "../common/certs.js";
-import type { Env } from "../common/config.js";
-import { dialAddress } from "../common/listen-address.js";
+import { resolveSettings, SHARED, type Env } from "../common/config.js";
+import { writePrivateFile } from "../common/private-files.js";
+import { dialAddress, splitHostPort } from "../common/listen-address.js";
 import { createLogger } from "../common/log.js";
 import { resolveAgentConfig, startAgent, type AgentConfig, type AgentFlags } from "../agent/index.js";
-import { resolveAggregatorConfig, startAggregator, summarize, type AggregatorConfig, type AggregatorFlags } from "../aggregator/index.js";
+import { DEFAULT_FALCO_PATH, resolveAggregatorConfig, startAggregator, summarize, type AggregatorConfig, type AggregatorFlags } from "../aggregator/index.js";
 import { dataPaths, removeEndpoint, writeEndpoint } from "./endpoint.js";
 import { renderTree } from "./ldg-format.js";
 import { readPolicyFile } from "./policy-input.js";
@@ -32,7 +36,7 @@ export interface UpConfig {
 
 /** The two programs' configurations composed: loopback addresses, one data dir, the agent dialing the aggregator beside it. */
 export function resolveUpConfig(o: UpFlags, env: Env): UpConfig {
-  const aggregator = resolveAggregatorConfig({ ...o, listen: o.listen ?? "127.0.0.1:7443", http: o.http ?? "127.0.0.1:9464" }, env);
+  const aggregator = resolveAggregatorConfig({ ...o, listen: o.listen ?? "127.0.0.1:7443", http: o.http ?? "127.0.0.1:9464", ...falcoTokenDefault(o, env) }, env);
   const agent = resolveAgentConfig(
     { ...o, http: o.agentHttp, aggregator: undefined },
     env,
@@ -48,6 +52,25 @@ export function resolveUpConfig(o: UpFlags, env: Env): UpConfig {
   };
 }
 
+/** The token file `up` makes for the Falco intake when it is asked to listen with neither a token nor mTLS. */
+const FALCO_TOKEN_FILE = "falco.token";
+
+function falcoTokenDefault(o: UpFlags, env: Env): { falcoTokenFile?: string } {
+  const listens = o.falcoListen !== undefined || (env["SHADOWLAYER_FALCO_LISTEN"] ?? "") !== "";
+  const hasToken = o.falcoTokenFile !== undefined || (env["SHADOWLAYER_FALCO_TOKEN_FILE"] ?? "") !== "";
+  if (!listens || hasToken || o.falcoMtls === true) return {};
+  const { dataDir } = resolveSettings(z.object({ dataDir: SHARED.dataDir.schema }), o, env, { dataDir: SHARED.dataDir.source });
+  return { falcoTokenFile: join(resolve(dataDir), FALCO_TOKEN_FILE) };
+}
+
+/** Makes the Falco intake's token file under the data dir if it is `up`'s own and missing (0600). */
+export async function ensureFalcoToken(c: UpConfig, dataDir: string, out: (line: string) => void): Promise<void> {
+  const file = c.aggregator.aggregator.falco?.tokenFile;
+  if (file === undefined || file !== join(resolve(dataDir), FALCO_TOKEN_FILE) || existsSync(file)) return;
+  await writePrivateFile(file, `${randomBytes(32).toString("hex")}\n`);
+  out(`Falco intake token made in ${file}`);
+}
+
 function stamp(): string {
   return new Date().toISOString().slice(11, 19);
 }
@@ -59,9 +82,10 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   const node = c.agent.agent.node;
   if (!c.aggregator.insecure) {
-    const made = await initCerts(c.aggregator.tlsDir, { nodes: [node] });
+    const made = await initCerts(c.aggregator.tlsDir, { nodes: [node], detector: c.aggregator.aggregator.falco?.mtls === true });
     if (made.created.length > 0) out(`certificates made in ${c.aggregator.tlsDir}: ${made.created.join(", ")}`);
   }
+  await ensureFalcoToken(c, dataDir, out);
   const listen = c.aggregator.aggregator.listen;
   const http = c.aggregator.aggregator.http ?? "";
   const aggregator = await startAggregator({
@@ -140,6 +164,11 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
       `agent node ${node}, engine ${agent.engine.version}, exec events via ${agent.telemetry.activeExecSource}; data in ${paths.dir}. ` +
       "Try `shadowlayer demo`, `shadowlayer graph <container>` and `shadowlayer top`. Ctrl-C stops.",
   );
+  const falco = c.aggregator.aggregator.falco;
+  if (falco !== undefined) {
+    const auth = [falco.tokenFile !== undefined ? `token in ${falco.tokenFile}` : "", falco.mtls === true ? "client certificates (detector, admin)" : ""].filter((a) => a !== "").join(" or ");
+    out(`Falco intake: ${aggregator.falco?.url ?? `${c.aggregator.insecure ? "http" : "https"}://${dialAddress(falco.listen, splitHostPort(falco.listen).port)}${DEFAULT_FALCO_PATH}`} (${auth})`);
+  }
   return async () => {
     await agent.stop();
     await aggregator.stop();

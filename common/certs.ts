@@ -2,7 +2,8 @@
  * The project's own small PKI for mTLS between agents, the aggregator and CLI clients.
  * ECDSA P-256 (fast to make, supported by Node's TLS). The role sits in the subject's OU: an agent
  * publishes only for the node in its CN, a reader queries, an admin queries and changes policies
- * and feeds. The aggregator admits each service to the roles `serviceRoles` names.
+ * and feeds, a detector (Falco, falcosidekick) posts alerts to the aggregator's alert intake and
+ * nothing else. The aggregator admits each service to the roles `serviceRoles` names.
  */
 // @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API.
 import "reflect-metadata";
@@ -21,7 +22,7 @@ x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoPro
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
-export type Role = "ca" | "aggregator" | "agent" | "reader" | "admin";
+export type Role = "ca" | "aggregator" | "agent" | "reader" | "admin" | "detector";
 
 /** The roles a client of the aggregator may hold (the CLI holds one file pair per role). */
 export type ClientRole = "reader" | "admin";
@@ -58,6 +59,9 @@ export const tlsFiles = {
   agentKey: (node: string) => `agent-${node}.key`,
   roleCert: (role: ClientRole) => `${role}.crt`,
   roleKey: (role: ClientRole) => `${role}.key`,
+  /** An external detector's pair (Falco's http_output, falcosidekick): made only when asked for. */
+  detectorCert: "detector.crt",
+  detectorKey: "detector.key",
   /** The pre-roles CLI pair: never written any more, reported when found. */
   legacyClientCert: "client.crt",
   /** The aggregator's image-signing key pair (cosign layout: ECDSA P-256, PEM); agents hold the public half. */
@@ -77,6 +81,8 @@ export interface InitCertsOptions {
   nodes: string[];
   /** Extra DNS names or IPs for the aggregator certificate (localhost and loopback are always in). */
   sans?: string[];
+  /** Also a detector pair, for an external detector posting alerts over mTLS. */
+  detector?: boolean;
 }
 
 export interface InitCertsResult {
@@ -161,8 +167,8 @@ async function issue(
 }
 
 /**
- * Makes (or completes) a TLS directory: a CA, the aggregator's certificate, one per agent node and
- * a reader and an admin certificate for the CLI. Existing files are kept, so adding a node later
+ * Makes (or completes) a TLS directory: a CA, the aggregator's certificate, one per agent node,
+ * a reader and an admin certificate for the CLI, and a detector's when asked for. Existing files are kept, so adding a node later
  * reuses the same CA, and a directory from before roles gains the reader and admin pairs.
  */
 export async function initCerts(dir: string, opts: InitCertsOptions): Promise<InitCertsResult> {
@@ -217,6 +223,7 @@ export async function initCerts(dir: string, opts: InitCertsOptions): Promise<In
       ],
     },
     ...(["reader", "admin"] as const).map((role) => ({ role, cn: `shadowlayer-${role}`, certFile: tlsFiles.roleCert(role), keyFile: tlsFiles.roleKey(role), sans: [] })),
+    ...(opts.detector === true ? [{ role: "detector" as const, cn: "shadowlayer-detector", certFile: tlsFiles.detectorCert, keyFile: tlsFiles.detectorKey, sans: [] }] : []),
     ...opts.nodes.map((node) => ({
       role: "agent" as const,
       cn: node,

@@ -8,14 +8,15 @@ export function registerCerts(program: Command): void {
     .option("--tls-dir <dir>", "where to write them (default: <data-dir>/tls)")
     .option("--node <name...>", "node names to make agent certificates for (env SHADOWLAYER_NODE; default: this host's name)")
     .option("--san <name...>", "extra DNS names or IPs for the aggregator certificate")
+    .option("--detector", "also a detector certificate (detector.crt, detector.key): what Falco or falcosidekick presents to the aggregator's alert intake with --falco-mtls")
     .option("--json", "machine-readable result")
     .action(action(init));
 }
 
-async function init(o: { dataDir?: string; tlsDir?: string; node?: string[]; san?: string[]; json?: boolean }): Promise<void> {
+async function init(o: { dataDir?: string; tlsDir?: string; node?: string[]; san?: string[]; detector?: boolean; json?: boolean }): Promise<void> {
   const { initCerts, resolveCertsConfig } = await runtime();
   const c = resolveCertsConfig(o, process.env);
-  const r = await initCerts(c.tlsDir, { nodes: c.nodes, sans: c.sans });
+  const r = await initCerts(c.tlsDir, { nodes: c.nodes, sans: c.sans, detector: o.detector === true });
   if (o.json) out(JSON.stringify(r));
   else {
     out(`certificates in ${r.dir}\n  created: ${r.created.join(", ") || "-"}\n  kept:    ${r.kept.join(", ") || "-"}`);
