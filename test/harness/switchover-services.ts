@@ -2,7 +2,7 @@
  * Managed services for the switchover tests: a busybox httpd (the demo app image) on a loopback
  * port given in SHADOWLAYER_PORT that answers with that port (so a body names who served), labelled
  * as a service; its shadow prepared as the agent prepares one, optionally with another command (a
- * shadow that never listens, or exits). Ports come from the kernel (bind :0, then close).
+ * shadow that never listens, or exits). Ports are checked free (bind, then close) in a range of their own.
  */
 import { createServer } from "node:net";
 import type Docker from "dockerode";
@@ -11,16 +11,27 @@ import { SERVICE_LABELS, SERVICE_PORT_ENV } from "../../agent/actions/switchover
 import { DEMO_LABEL } from "../../cli/demo-images.js";
 import { TEST_LABEL } from "./engine.js";
 
+/**
+ * A free loopback port below the kernel's ephemeral range (32768+ here), so no outgoing connection
+ * of a load generator can take it between the check and the service's bind. Ports handed out by
+ * this process are not handed out again.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === "object" && a !== null ? a.port : 0));
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * 10_000);
+    if (given.has(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once("error", () => resolve(false));
+      s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
     });
-  });
+    if (free) {
+      given.add(port);
+      return port;
+    }
+  }
 }
+const given = new Set<number>();
 
 /** Serves / with its own port; cgi-bin/append appends the query string to /data/log and answers ok. */
 export const HTTPD_COMMAND = [
