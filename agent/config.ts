@@ -74,6 +74,11 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
   const s = resolveSettings(schema, flags, env, { ...SOURCES, ...rename });
   const program = programSettings(s);
   // The aggregator's public key beside the certificates (common/certs.ts tlsFiles.signingPub); none when insecure.
+  const switchBounds = {
+    ...(s.switchObserve !== undefined ? { observeMs: s.switchObserve } : {}),
+    ...(s.switchHealthTimeout !== undefined ? { healthTimeoutMs: s.switchHealthTimeout } : {}),
+    ...(s.switchDrainTimeout !== undefined ? { drainTimeoutMs: s.switchDrainTimeout } : {}),
+  };
   const signingKeyPub = s.signingKeyPub ?? (s.insecure ? undefined : join(program.tlsDir, "cosign.pub"));
   return {
     agent: {
@@ -95,11 +100,7 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
       ...(signingKeyPub !== undefined ? { signingKeyPub } : {}),
       ...(s.registryAuth !== undefined ? { registryAuth: s.registryAuth } : {}),
       ...(s.registryCa !== undefined ? { registryCa: s.registryCa } : {}),
-      switchBounds: {
-        ...(s.switchObserve !== undefined ? { observeMs: s.switchObserve } : {}),
-        ...(s.switchHealthTimeout !== undefined ? { healthTimeoutMs: s.switchHealthTimeout } : {}),
-        ...(s.switchDrainTimeout !== undefined ? { drainTimeoutMs: s.switchDrainTimeout } : {}),
-      },
+      ...(Object.keys(switchBounds).length > 0 ? { switchBounds } : {}),
     },
     ...program,
   };
