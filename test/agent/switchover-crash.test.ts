@@ -3,7 +3,9 @@
  * the real state database, journal, records, proxy, machine and recovery) SIGKILLs itself right
  * after each step of a switchover, in both modes; restarted, it recovers. Each time the service
  * ends up served by exactly one container, through the restarted proxy, and the record and the
- * journal say what happened (forward once traffic had moved, else rolled back).
+ * journal say what happened (forward once traffic had moved, else rolled back). Between the kill
+ * and the restart the stable address is free: a full agent running elsewhere on the same engine
+ * without a serviceFilter would take it (the failure then names its process).
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
