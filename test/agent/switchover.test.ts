@@ -221,9 +221,9 @@ describe("switchover", { concurrency: false }, () => {
     assert.equal(rig.records.get(first.id)?.outcome, SwitchoverOutcome.ROLLED_BACK);
     assert.equal((await state(svc.shadowId)).Running, false);
 
-    // Again, then the original is removed before the rollback.
+    // Again, then the original is removed before the rollback, which comes while the shadow is still observed.
     await prepareTestShadow(docker, svc.container, app, undefined, "-2");
-    const second = recordOf(await rig.switchover({ containerId: svc.container.Id, observeMs: 200 }));
+    const second = recordOf(await rig.switchover({ containerId: svc.container.Id, observeMs: 60_000 }));
     assert.equal(second.outcome, SwitchoverOutcome.OBSERVING, second.error);
     await docker.getContainer(svc.container.Id).remove({ force: true });
     const again = await rig.rollback({ containerId: svc.container.Id });
@@ -235,6 +235,10 @@ describe("switchover", { concurrency: false }, () => {
     assert.equal(recreated.Config.Image, second.snapshotImage);
     assert.equal(recreated.Name, svc.container.Name);
     assert.equal(await served(svc), String(svc.port));
+    await sleep(400);
+    const undone = rig.records.get(second.id);
+    assert.equal(undone?.outcome, SwitchoverOutcome.ROLLED_BACK, "the ended observation did not overwrite the rollback");
+    assert.deepEqual([undone?.steps.at(-1)?.name, undone?.steps.at(-1)?.state], ["observe", "skipped"]);
   });
 
   test("two switchovers of one container at once: one runs, the other is REJECTED 'already running'; an unknown container is REJECTED", async () => {

@@ -101,8 +101,8 @@ export class SwitchoverMachine {
   private readonly shadows: ShadowContainers;
   /** Containers (originals) and service addresses a switchover or rollback is working on now. */
   private readonly busy = new Set<string>();
-  /** Observations under way, by switchover id. */
-  private readonly observing = new Map<string, AbortController>();
+  /** Observations under way, by switchover id: how to end one, and when it has (its record saved). */
+  private readonly observing = new Map<string, { abort: AbortController; ended: Promise<unknown> }>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly bounds: SwitchoverBounds;
   private readonly engineRetryMs: number;
@@ -162,14 +162,18 @@ export class SwitchoverMachine {
   }
 
   async rollback(a: Rollback, id: string, receivedAt = Date.now()): Promise<CommandOutcome> {
-    const sw = this.undoable(a.containerId, a.switchoverId);
+    let sw = this.undoable(a.containerId, a.switchoverId);
     if (typeof sw === "string") return refused(id, SwitchoverKind.ROLLBACK, a.containerId, sw);
     const original = this.o.records.original(sw.id) ?? (await this.inspect(sw.containerId));
     if (original === undefined) return refused(id, SwitchoverKind.ROLLBACK, sw.containerId, `no inspect data kept for the original of switchover ${sw.id}`);
     const taken = this.claim(original);
     if (taken !== undefined) return refused(id, SwitchoverKind.ROLLBACK, sw.containerId, taken);
     try {
-      this.observing.get(sw.id)?.abort();
+      // The observation ends first (its last save done), so it cannot overwrite the rolled-back record.
+      const watching = this.observing.get(sw.id);
+      watching?.abort.abort();
+      await watching?.ended;
+      sw = this.o.records.get(sw.id) ?? sw;
       const shadow = await this.inspect(sw.shadowContainerId);
       const rec = create(SwitchoverRecordSchema, {
         id,
@@ -255,7 +259,7 @@ export class SwitchoverMachine {
   /** Stops observing (records stay OBSERVING: the next start's recovery observes again). */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const c of this.observing.values()) c.abort();
+    for (const c of this.observing.values()) c.abort.abort();
     await Promise.allSettled([...this.background]);
   }
 
@@ -398,7 +402,6 @@ export class SwitchoverMachine {
   /** The observation window: the shadow exiting or turning unhealthy in it rolls the switchover back. */
   private observe(run: Run): void {
     const abort = new AbortController();
-    this.observing.set(run.rec.id, abort);
     const watch = async () => {
       const s = create(SwitchoverStepSchema, { name: "observe", state: "running", startedAt: timestampNow() });
       run.rec.steps.push(s);
@@ -441,9 +444,10 @@ export class SwitchoverMachine {
     const p = watch()
       .catch((err: unknown) => this.o.log.warn({ switchover: run.rec.id, err: message(err) }, "cannot observe the shadow"))
       .finally(() => {
-        if (this.observing.get(run.rec.id) === abort) this.observing.delete(run.rec.id);
+        if (this.observing.get(run.rec.id)?.abort === abort) this.observing.delete(run.rec.id);
         this.background.delete(p);
       });
+    this.observing.set(run.rec.id, { abort, ended: p });
     this.background.add(p);
   }
 
