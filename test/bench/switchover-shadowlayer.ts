@@ -1,13 +1,129 @@
 /**
- * The shadowlayer scenario: placeholder until the agent's switchover lands.
+ * The shadowlayer scenario: the agent, in this process (no TLS, no aggregator, its own data
+ * directory), manages a service labelled with a stable address; clients reach it through the
+ * agent's proxy there. Each replacement is a Switchover command through the agent's journal to a
+ * shadow prepared beforehand (off the clock) by PrepareShadow, from the other local-only image,
+ * signed by a key made for this run. A rollback brings the previous container back. `close()`
+ * stops the agent and removes the containers and snapshot images it made, also after a failure
+ * halfway through the start.
  */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import type Docker from "dockerode";
-import type { Replaceable } from "./switchover-peers.js";
+import { startAgent, type RunningAgent } from "../../agent/agent.js";
+import { LOCAL_REFERENCE } from "../../agent/actions/prepare-shadow.js";
+import { SERVICE_LABELS } from "../../agent/actions/switchover/service-labels.js";
+import { generateSigningKeys, signingPayload, signPayload } from "../../common/cosign.js";
+import { silentLogger } from "../../common/log.js";
+import { CommandSchema, CommandStatus, PrepareShadowSchema, RollbackSchema, SwitchoverSchema, type Command, type CommandResult } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { SwitchoverTrigger } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
+import { TEST_LABEL, waitFor } from "../harness/engine.js";
+import { freePort } from "./cli-process.js";
+import { tokenRequest } from "./switchover-load.js";
+import { runService, type Replaceable } from "./switchover-peers.js";
 
 export interface ShadowlayerService extends Replaceable {
+  /** Rolls the last switchover back: the container it replaced serves again. */
   rollback(): Promise<void>;
 }
 
-export function startShadowlayerService(_docker: Docker, _images: readonly [string, string], _port: number, _log: (l: string) => void): Promise<ShadowlayerService> {
-  return Promise.reject(new Error("the agent does not perform switchovers in this build"));
+/** The bounds the switchovers run with: a short observation window, so the next one is not refused while the last is still watched. */
+const SWITCH_BOUNDS = { healthTimeoutMs: 10_000, drainTimeoutMs: 2_000, observeMs: 300 };
+
+function ok(r: CommandResult, what: string): CommandResult {
+  if (r.status !== CommandStatus.OK) throw new Error(`${what}: ${CommandStatus[r.status]}: ${r.message}`);
+  return r;
+}
+
+export async function startShadowlayerService(docker: Docker, images: readonly [string, string], port: number, log: (l: string) => void): Promise<ShadowlayerService> {
+  const run = `${process.pid}-${randomBytes(3).toString("hex")}`;
+  const dir = await mkdtemp(join(tmpdir(), "sl-bench-switchover-"));
+  const keys = generateSigningKeys();
+  let agent: RunningAgent | undefined;
+  const snapshots = new Set<string>();
+  let seq = 0;
+  const command = (action: Command["action"]): Command => create(CommandSchema, { id: `bench-${run}-${seq++}`, action });
+  const exec = async (action: Command["action"], what: string): Promise<CommandResult> => {
+    const r = ok(await (agent as RunningAgent).journal.run(command(action)), what);
+    if (r.switchover?.snapshotImage) snapshots.add(r.switchover.snapshotImage);
+    return r;
+  };
+
+  const close = async () => {
+    await agent?.stop().catch((err: unknown) => log(`cannot stop the agent: ${String(err)}`));
+    // The originals, the shadows (they carry the originals' labels) and what the agent recreated.
+    const mine = await docker.listContainers({ all: true, filters: { label: [`${SERVICE_LABELS.address}=127.0.0.1:${port}`] } }).catch(() => []);
+    for (const c of mine) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
+    for (const s of snapshots) await docker.getImage(s).remove({ force: true }).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  };
+
+  try {
+    const keyFile = join(dir, "cosign.pub");
+    await writeFile(keyFile, keys.publicKeyPem);
+    agent = await startAgent({ node: `bench-${run}`, dataDir: join(dir, "agent"), refreshMs: 500, execSource: "proc", inventory: false, signingKeyPub: keyFile, tls: "insecure", log: silentLogger() });
+    const [p1, p2] = [await freePort(), await freePort()];
+    const original = await runService(docker, images[0], p1, `sl-bench-shadowlayer-${run}`, {
+      [SERVICE_LABELS.address]: `127.0.0.1:${port}`,
+      [SERVICE_LABELS.port]: String(p1),
+      [SERVICE_LABELS.shadowPort]: String(p2),
+      [SERVICE_LABELS.health]: "tcp",
+      [TEST_LABEL]: String(process.pid),
+    });
+    /** The container serving now, the image it runs (index), and what the last switchover replaced. */
+    let current = (await original.inspect()).Id;
+    let running = 0;
+    let replaced: string | undefined;
+    let shadow: string | undefined;
+
+    const prepare = async () => {
+      const image = images[(running + 1) % 2]!;
+      const payload = signingPayload({ dockerReference: LOCAL_REFERENCE, digest: image });
+      const r = await exec(
+        {
+          case: "prepareShadow",
+          value: create(PrepareShadowSchema, { containerId: current, shadowImage: image, imageId: image, localOnly: true, signaturePayload: payload, signature: signPayload(payload, keys.privateKeyPem), jobId: `bench-${run}`, reason: "bench" }),
+        },
+        "PrepareShadow",
+      );
+      shadow = r.shadowContainerId;
+    };
+    await prepare();
+    // The stable address answers once the agent's proxy serves the managed service.
+    await waitFor("the agent's proxy on the stable address", async () => ((await tokenRequest(port, 1_000)) !== undefined ? true : undefined), 20_000, 100);
+
+    return {
+      name: "shadowlayer",
+      port,
+      replace: async () => {
+        const r = await exec(
+          { case: "switchover", value: create(SwitchoverSchema, { containerId: current, shadowContainerId: shadow ?? "", shadowImage: images[(running + 1) % 2], reason: "bench", trigger: SwitchoverTrigger.MANUAL, ...SWITCH_BOUNDS }) },
+          "Switchover",
+        );
+        replaced = current;
+        current = r.switchover?.shadowContainerId || shadow || current;
+        running = (running + 1) % 2;
+        shadow = undefined;
+      },
+      rollback: async () => {
+        if (replaced === undefined) throw new Error("nothing to roll back");
+        await exec({ case: "rollback", value: create(RollbackSchema, { containerId: replaced, reason: "bench", trigger: SwitchoverTrigger.MANUAL }) }, "Rollback");
+        current = replaced;
+        replaced = undefined;
+        running = (running + 1) % 2;
+        shadow = undefined;
+      },
+      // The next shadow is prepared while the load goes on: its gaps count.
+      settle: async () => {
+        if (shadow === undefined) await prepare();
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
