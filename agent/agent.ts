@@ -7,7 +7,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { HelloSchema, HostInfoSchema, type Hello } from "../proto/gen/shadowlayer/v1/agent_pb.js";
+import { CommandSchema, HelloSchema, HostInfoSchema, RollbackSchema, SwitchoverSchema, type Command, type CommandResult, type Hello, type Rollback, type Switchover } from "../proto/gen/shadowlayer/v1/agent_pb.js";
+import { SwitchoverKind, SwitchoverOutcome } from "../proto/gen/shadowlayer/v1/switchover_pb.js";
 import type { TlsMaterial } from "../common/certs.js";
 import { connectEngine, engineSocket, type EngineInfo } from "../common/engine.js";
 import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js";
@@ -18,6 +19,12 @@ import { AgentCommands, readRegistryFiles, registrySignatures } from "./actions/
 import type { CommandHandler } from "./actions/command-handler.js";
 import { CommandJournal } from "./actions/command-journal.js";
 import type { StoredSignatureReader } from "./actions/prepare-shadow.js";
+import { ServiceRoutes } from "./actions/switchover/service-routes.js";
+import { SwitchoverMachine, type SwitchoverBounds } from "./actions/switchover/switchover-machine.js";
+import { SwitchoverRecords } from "./actions/switchover/switchover-records.js";
+import { recoverInterrupted } from "./actions/switchover/switchover-recovery.js";
+import { TcpProxy, type TcpProxyOptions } from "./actions/traffic/tcp-proxy.js";
+import type { TrafficRedirect } from "./actions/traffic/traffic-redirect.js";
 import type { InventoryBudget } from "./inventory/inventory-budget.js";
 import { InventoryScanner } from "./inventory/scanner.js";
 import { LdgCollector } from "./layers/ldg-collector.js";
@@ -74,6 +81,12 @@ export interface AgentOptions {
   storedSignatures?: StoredSignatureReader;
   /** A shadow pull's bound (ms), default 10 minutes. */
   pullTimeoutMs?: number;
+  /** Switchover defaults (a command's own bounds win): health gate, drain, observation window (ms). */
+  switchBounds?: Partial<SwitchoverBounds>;
+  /** How long a switchover step retries while the engine is unreachable (default 60 s). */
+  switchEngineRetryMs?: number;
+  /** The service proxy's bounds (hold, retries). */
+  proxy?: Omit<TcpProxyOptions, "log">;
   log: Logger;
 }
 
@@ -89,6 +102,14 @@ export interface RunningAgent {
   journal: CommandJournal;
   /** The agent's own command handler (shadow containers), whichever handler the journal uses. */
   commands: AgentCommands;
+  /** The managed services' stable addresses (the agent's L4 proxy; down while the agent is). */
+  proxy: TrafficRedirect;
+  /** Every switchover and rollback on this node (in level when `dataDir` is set). */
+  switchovers: SwitchoverRecords;
+  /** A switchover through the journal, as if the aggregator had sent it (the benchmark, the demo). */
+  switchover(action: Partial<Omit<Switchover, "$typeName">> & { containerId: string }, id?: string): Promise<CommandResult>;
+  /** A rollback through the journal. */
+  rollback(action: Partial<Omit<Rollback, "$typeName">> & { containerId: string }, id?: string): Promise<CommandResult>;
   metrics: AgentMetrics;
   httpPort: number | undefined;
   stop(): Promise<void>;
@@ -150,6 +171,20 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       host: create(HostInfoSchema, facts.host),
     });
   const registry = await readRegistryFiles(o.registryAuth, o.registryCa);
+  const proxy = new TcpProxy({ ...o.proxy, log });
+  metrics.proxyStats = () => proxy.stats();
+  const records = new SwitchoverRecords(state?.switchovers, log);
+  const machine = new SwitchoverMachine({
+    docker,
+    proxy,
+    records,
+    node,
+    log,
+    ...(o.switchBounds !== undefined ? { bounds: o.switchBounds } : {}),
+    ...(o.switchEngineRetryMs !== undefined ? { engineRetryMs: o.switchEngineRetryMs } : {}),
+    onFinished: (r) => metrics.switchovers.inc({ kind: SwitchoverKind[r.kind].toLowerCase(), outcome: SwitchoverOutcome[r.outcome].toLowerCase() }),
+  });
+  const routes = new ServiceRoutes(docker, proxy, (k) => machine.isBusy(k), log);
   // Also with another handler: shadows of removed originals are removed all the same.
   const commands = new AgentCommands({
     docker,
@@ -160,6 +195,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(registry.ca !== undefined ? { registryCa: registry.ca } : {}),
     storedSignatures: o.storedSignatures ?? registrySignatures,
     ...(o.pullTimeoutMs !== undefined ? { pullTimeoutMs: o.pullTimeoutMs } : {}),
+    switchovers: machine,
   });
   const journal = new CommandJournal(state?.commands, o.commandHandler ?? commands, { log });
   const newLink = (aggregator: string) =>
@@ -171,6 +207,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       log,
       metrics,
       commands: journal,
+      // TODO(integrator): pass `switchovers: records` once AggregatorLinkOptions has it.
       ...(spool !== undefined ? { spool } : {}),
       ...(scanner !== undefined ? { inventories: () => scanner.all() } : {}),
       heartbeat: async () => ({
@@ -205,11 +242,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     link?.upsert(g);
     const image = collector.container(g.containerId)?.image;
     if (image !== undefined) scanner?.want(image);
+    void routes.refresh();
   });
   scanner?.on("inventory", (inv) => link?.inventory(inv));
   collector.on("delete", (id) => {
     link?.delete(id);
     void commands.originalGone(id);
+    void routes.refresh();
   });
 
   // In start order; stopped in reverse, so the state database is the last thing closed.
@@ -222,7 +261,21 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       },
       () => spool?.close(),
     ),
+    // Records loaded before the journal; stopped after it, so a running switchover keeps its proxy.
+    service(
+      "traffic",
+      () => records.load(),
+      async () => {
+        await machine.stop();
+        await proxy.close();
+      },
+    ),
     journal,
+    // Before the link: interrupted switchovers are finished, then every service address is served.
+    service("switchover-recovery", async () => {
+      await recoverInterrupted(journal, machine, records, log);
+      await routes.refresh();
+    }),
     service("shadows", () => commands.sweep()),
     service("inventory", () => undefined, () => scanner?.close()),
     service("node-facts", () => facts.start()),
@@ -244,13 +297,15 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         if (o.http === undefined) return;
         http = await startHttpEndpoint(o.http, [metrics.registry], () => ({
           ok: true,
-          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; exec events: ${telemetry.activeExecSource}`,
+          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; exec events: ${telemetry.activeExecSource}; ${servicesDetail(proxy)}`,
         }));
       },
       () => http?.close(),
     ),
   ];
   const running = await startServices(services, log);
+  let seq = 0;
+  const viaJournal = (action: Command["action"], id: string | undefined) => journal.run(create(CommandSchema, { id: id ?? `local-${node}-${Date.now()}-${++seq}`, action }));
   log.info(
     { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds },
     "agent started",
@@ -265,8 +320,19 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     link,
     journal,
     commands,
+    proxy,
+    switchovers: records,
+    switchover: (a, id) => viaJournal({ case: "switchover", value: create(SwitchoverSchema, a) }, id),
+    rollback: (a, id) => viaJournal({ case: "rollback", value: create(RollbackSchema, a) }, id),
     metrics,
     httpPort: http?.port,
     stop: () => running.stop(),
   };
+}
+
+/** /readyz: how many managed services the proxy serves, and how many have no backend now. */
+function servicesDetail(proxy: TrafficRedirect): string {
+  const stats = proxy.stats();
+  const without = stats.filter((s) => s.backend === undefined).length;
+  return `services: ${stats.length} served${without > 0 ? `, ${without} without a running container` : ""}`;
 }

@@ -54,4 +54,23 @@ export class AgentMetrics {
     help: "Telemetry items that could not be spooled (the state database could not write: disk full or failing)",
     registers: [this.registry],
   });
+  readonly switchovers = new Counter({
+    name: "shadowlayer_agent_switchovers_total",
+    help: "Switchovers and rollbacks finished, by kind and outcome",
+    labelNames: ["kind", "outcome"],
+    registers: [this.registry],
+  });
+  /** Read at each scrape from the traffic proxy (set by the agent). */
+  proxyStats: () => Array<{ accepted: number; held: number; refused: number; cut: number }> = () => [];
+  readonly proxyConnections = new Gauge({
+    name: "shadowlayer_agent_proxy_connections",
+    help: "The service proxy's connections over all services: accepted, held (now), refused, cut",
+    labelNames: ["what"],
+    registers: [this.registry],
+    collect: () => {
+      const sum = { accepted: 0, held: 0, refused: 0, cut: 0 };
+      for (const s of this.proxyStats()) for (const k of Object.keys(sum) as Array<keyof typeof sum>) sum[k] += s[k];
+      for (const [k, v] of Object.entries(sum)) this.proxyConnections.set({ what: k }, v);
+    },
+  });
 }

@@ -1,33 +1,38 @@
 /**
  * The agent's real command handler: PrepareShadow creates shadow containers; Switchover and
- * Rollback are answered UNIMPLEMENTED until the switchover work lands. Work on one original is
- * serialised (a prepare and the original's removal never interleave).
+ * Rollback run the switchover state machine (answered UNIMPLEMENTED by an agent built without
+ * one). Prepares on one original are serialised (a prepare and the original's removal never
+ * interleave); the machine refuses a second switchover of a container itself.
  */
 import { readFile } from "node:fs/promises";
 import { readRegistryAuth, RegistryClient } from "../../common/registry-client.js";
 import { fetchSignature } from "../../common/registry-signature.js";
 import type Docker from "dockerode";
-import { CommandStatus, type PrepareShadow } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { CommandStatus, type PrepareShadow, type Rollback, type Switchover } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { isEngineNotFound } from "../../common/engine.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { unimplemented, type CommandHandler, type CommandOutcome } from "./command-handler.js";
 import { prepareShadow, type PrepareShadowOptions, type RegistryCredentials, type StoredSignatureReader } from "./prepare-shadow.js";
 import { ShadowContainers } from "./shadow-containers.js";
+import type { SwitchoverMachine } from "./switchover/switchover-machine.js";
 
 /** A container's id, id prefix or name, as the engine's API takes it in a path. */
 const CONTAINER_REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$/;
 
-export type AgentCommandsOptions = Omit<PrepareShadowOptions, "shadows">;
+export type AgentCommandsOptions = Omit<PrepareShadowOptions, "shadows"> & { switchovers?: SwitchoverMachine };
 
 export class AgentCommands implements CommandHandler {
   readonly shadows: ShadowContainers;
   private readonly o: PrepareShadowOptions;
+  private readonly switchovers: SwitchoverMachine | undefined;
   /** The tail of the work queued per original container id. */
   private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(o: AgentCommandsOptions) {
     this.shadows = new ShadowContainers(o.docker, o.log);
-    this.o = { ...o, shadows: this.shadows };
+    const { switchovers, ...prepare } = o;
+    this.o = { ...prepare, shadows: this.shadows };
+    this.switchovers = switchovers;
   }
 
   async prepareShadow(action: PrepareShadow, id: string): Promise<CommandOutcome> {
@@ -43,12 +48,12 @@ export class AgentCommands implements CommandHandler {
     return this.serial(original.Id, () => prepareShadow(action, id, this.o, original));
   }
 
-  switchover(): Promise<CommandOutcome> {
-    return Promise.resolve(unimplemented("switchover"));
+  switchover(action: Switchover, id: string): Promise<CommandOutcome> {
+    return this.switchovers?.switchover(action, id) ?? Promise.resolve(unimplemented("switchover"));
   }
 
-  rollback(): Promise<CommandOutcome> {
-    return Promise.resolve(unimplemented("rollback"));
+  rollback(action: Rollback, id: string): Promise<CommandOutcome> {
+    return this.switchovers?.rollback(action, id) ?? Promise.resolve(unimplemented("rollback"));
   }
 
   /** A container was removed from the engine: the shadows it had go too (never rejects). */

@@ -4,6 +4,7 @@
  * before it acts and its outcome after (see command-journal.ts).
  */
 import { CommandStatus, type PrepareShadow, type Rollback, type Switchover } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import type { SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 
 /** A handler's answer; the journal turns it into the CommandResult sent back. */
 export interface CommandOutcome {
@@ -11,6 +12,8 @@ export interface CommandOutcome {
   message: string;
   /** PrepareShadow: the shadow container it created (not started). */
   shadowContainerId?: string;
+  /** Switchover and Rollback: the record as it stands when the command returns. */
+  switchover?: SwitchoverRecord;
 }
 
 /** One method per action; `id` is the command's id, for the handler's own logs and state. */

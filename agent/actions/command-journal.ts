@@ -39,6 +39,8 @@ export interface CommandJournalOptions {
    * entries are never pruned: they wait for recovery.
    */
   maxFinished?: number;
+  /** How long stop() waits for running commands (default 30 s). */
+  stopDeadlineMs?: number;
 }
 
 /** The stored form of an entry (JSON in the sublevel), checked when read back. */
@@ -135,11 +137,18 @@ export class CommandJournal implements Service {
     return this.entries.get(id)?.entry;
   }
 
-  /** Waits for the commands running now and their journal writes; the database is closed by its owner. */
-  async stop(): Promise<void> {
+  /**
+   * Waits for the commands running now and their journal writes, up to `deadlineMs` (default
+   * 30 s: a switchover's health gate and drain fit); a command still running then stays
+   * "accepted" and the next start's recovery finishes it. The database is closed by its owner.
+   */
+  async stop(deadlineMs = this.o.stopDeadlineMs ?? 30_000): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([...this.running.values()]);
-    await Promise.allSettled([...this.writes]);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), deadlineMs)));
+    const all = Promise.allSettled([...this.running.values()]).then(() => Promise.allSettled([...this.writes]));
+    if ((await Promise.race([all, deadline])) === "late") this.o.log.warn({ running: [...this.running.keys()] }, "commands still running at the stop deadline; recovery finishes them at the next start");
+    clearTimeout(timer);
   }
 
   private async execute(cmd: Command): Promise<CommandResult> {
@@ -223,7 +232,13 @@ export class CommandJournal implements Service {
 }
 
 function result(id: string, o: CommandOutcome): CommandResult {
-  return create(CommandResultSchema, { commandId: id, status: o.status, message: o.message, shadowContainerId: o.shadowContainerId ?? "" });
+  return create(CommandResultSchema, {
+    commandId: id,
+    status: o.status,
+    message: o.message,
+    shadowContainerId: o.shadowContainerId ?? "",
+    ...(o.switchover !== undefined ? { switchover: o.switchover } : {}),
+  });
 }
 
 function toStored(e: JournalEntry): StoredEntry {

@@ -8,6 +8,7 @@ import type Docker from "dockerode";
 import { Code, ShadowError } from "../../common/errors.js";
 import { isEngineNotFound } from "../../common/engine.js";
 import type { Logger } from "../../common/log.js";
+import { SERVICE_LABELS, SERVICE_PORT_ENV } from "./switchover/service-labels.js";
 
 /** Labels on every shadow container (besides the original's own). */
 export const SHADOW_CONTAINER_LABELS = {
@@ -128,6 +129,15 @@ export function shadowCreateOptions(original: Docker.ContainerInspectInfo, origi
   const labels: Record<string, string> = {};
   for (const [k, v] of Object.entries(c.Labels ?? {})) if (imageLabels[k] !== v) labels[k] = v;
   Object.assign(labels, { [SHADOW_CONTAINER_LABELS.shadowOf]: original.Id, [SHADOW_CONTAINER_LABELS.job]: source.job, [SHADOW_CONTAINER_LABELS.shadowImage]: source.reference });
+  let env = (c.Env ?? []).filter((e) => !imageEnv.has(e));
+  // A managed service's shadow listens on the other port of the pair, so both fit on one loopback.
+  const ownPort = c.Labels?.[SERVICE_LABELS.port];
+  const otherPort = c.Labels?.[SERVICE_LABELS.shadowPort];
+  if (c.Labels?.[SERVICE_LABELS.address] !== undefined && ownPort !== undefined && otherPort !== undefined) {
+    labels[SERVICE_LABELS.port] = otherPort;
+    labels[SERVICE_LABELS.shadowPort] = ownPort;
+    env = [...env.filter((e) => !e.startsWith(`${SERVICE_PORT_ENV}=`)), `${SERVICE_PORT_ENV}=${otherPort}`];
+  }
 
   const host: Docker.HostConfig = {};
   const from = original.HostConfig as Record<string, unknown>;
@@ -148,7 +158,7 @@ export function shadowCreateOptions(original: Docker.ContainerInspectInfo, origi
     Image: source.image,
     Cmd: c.Cmd ?? undefined,
     ...(c.Entrypoint !== undefined && c.Entrypoint !== null ? { Entrypoint: c.Entrypoint } : {}),
-    Env: (c.Env ?? []).filter((e) => !imageEnv.has(e)),
+    Env: env,
     WorkingDir: c.WorkingDir,
     User: c.User,
     Labels: labels,

@@ -1,6 +1,6 @@
 /**
  * The agent's one level database (`<data-dir>/agent-<node>/state`), with a sublevel per part:
- * the telemetry spool, the inventory cache and the command journal. One database means one lock,
+ * the telemetry spool, the inventory cache, the command journal and the switchover records. One database means one lock,
  * one open and one close (first up, last down), and writes across parts could share a batch.
  * On a full disk its writes are refused (and counted) while the agent works on, and it recovers
  * by itself once space is back (common/recoverable-level.ts).
@@ -24,6 +24,8 @@ export class AgentState implements Service {
   readonly inventory: StateSublevel<Uint8Array>;
   /** Commands received and their results (see actions/command-journal.ts). */
   readonly commands: StateSublevel<unknown>;
+  /** Switchover and rollback records, each step journaled (see actions/switchover/switchover-records.ts). */
+  readonly switchovers: StateSublevel<unknown>;
 
   /** `dir` is the agent's own directory, `<data-dir>/agent-<node>`; `recovery` paces retries after a storage error. */
   constructor(
@@ -35,6 +37,7 @@ export class AgentState implements Service {
     this.spool = this.db.keepOpen(this.db.sublevel<string, Uint8Array>("spool", { valueEncoding: "view" }));
     this.inventory = this.db.keepOpen(this.db.sublevel<string, Uint8Array>("inventory", { valueEncoding: "view" }));
     this.commands = this.db.keepOpen(this.db.sublevel<string, unknown>("commands", { valueEncoding: "json" }));
+    this.switchovers = this.db.keepOpen(this.db.sublevel<string, unknown>("switchovers", { valueEncoding: "json" }));
   }
 
   /** Whether the state can write; `refusedWrites` counts what it could not keep (spool items among them). */

@@ -1,0 +1,68 @@
+/**
+ * Keeps each managed service's stable address forwarding to the container that serves it: at
+ * start (after recovery) and on engine changes, every container labelled with a service address
+ * is found, and the proxy listens there with the running one as backend. A service a switchover
+ * or rollback is working on is left to it.
+ */
+import type Docker from "dockerode";
+import type { Logger } from "../../../common/log.js";
+import { SHADOW_CONTAINER_LABELS } from "../shadow-containers.js";
+import type { Backend, TrafficRedirect } from "../traffic/traffic-redirect.js";
+import { managedService } from "./managed-service.js";
+import { SERVICE_LABELS } from "./service-labels.js";
+
+export class ServiceRoutes {
+  private pending: Promise<void> | undefined;
+  private again = false;
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly proxy: TrafficRedirect,
+    private readonly busy: (key: string) => boolean,
+    private readonly log: Logger,
+  ) {}
+
+  /** Brings every service's route up to date; calls during a pass cause one more pass. Never rejects. */
+  refresh(): Promise<void> {
+    if (this.pending !== undefined) {
+      this.again = true;
+      return this.pending;
+    }
+    this.pending = (async () => {
+      do {
+        this.again = false;
+        await this.pass().catch((err: unknown) => this.log.warn({ err: String(err) }, "cannot update the service routes"));
+      } while (this.again);
+    })().finally(() => (this.pending = undefined));
+    return this.pending;
+  }
+
+  private async pass(): Promise<void> {
+    const list = await this.docker.listContainers({ all: true, filters: { label: [SERVICE_LABELS.address] } });
+    const byAddress = new Map<string, Docker.ContainerInfo[]>();
+    for (const c of list) {
+      const s = managedService(c.Labels);
+      if (s === undefined) continue;
+      byAddress.set(s.address, [...(byAddress.get(s.address) ?? []), c]);
+    }
+    for (const [address, cs] of byAddress) {
+      if (this.busy(address)) continue;
+      // Two running (a switchover's overlap): the shadow, the newer of the two, is the one that serves.
+      const running = cs.filter((c) => c.State === "running").sort((a, b) => Number(b.Labels[SHADOW_CONTAINER_LABELS.shadowOf] !== undefined) - Number(a.Labels[SHADOW_CONTAINER_LABELS.shadowOf] !== undefined) || b.Created - a.Created);
+      const serving = running[0];
+      const backend = serving === undefined ? undefined : backendOf(serving);
+      try {
+        await this.proxy.ensure(address, address, backend);
+      } catch (err) {
+        this.log.warn({ service: address, err: String(err) }, "cannot serve the service's stable address");
+      }
+    }
+  }
+}
+
+function backendOf(c: Docker.ContainerInfo): Backend | undefined {
+  const s = managedService(c.Labels);
+  if (s === undefined) return undefined;
+  const host = c.HostConfig.NetworkMode === "host" ? "127.0.0.1" : (Object.values(c.NetworkSettings.Networks).find((n) => n.IPAddress !== "")?.IPAddress ?? "127.0.0.1");
+  return { host, port: s.port, id: c.Id };
+}
