@@ -16,10 +16,11 @@ import type Docker from "dockerode";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { LOCAL_REFERENCE } from "../../agent/actions/prepare-shadow.js";
 import { SERVICE_LABELS } from "../../agent/actions/switchover/service-labels.js";
+import { SNAPSHOT_LABELS } from "../../agent/actions/switchover/switchover-machine.js";
 import { generateSigningKeys, signingPayload, signPayload } from "../../common/cosign.js";
 import { silentLogger } from "../../common/log.js";
-import { CommandSchema, CommandStatus, PrepareShadowSchema, RollbackSchema, SwitchoverSchema, type Command, type CommandResult } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
-import { SwitchoverTrigger } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
+import { CommandSchema, CommandStatus, PrepareShadowSchema, type CommandResult } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { SwitchoverOutcome, SwitchoverTrigger } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 import { TEST_LABEL, waitFor } from "../harness/engine.js";
 import { freePort } from "./cli-process.js";
 import { tokenRequest } from "./switchover-load.js";
@@ -30,13 +31,12 @@ export interface ShadowlayerService extends Replaceable {
   rollback(): Promise<void>;
 }
 
-/** The bounds the switchovers run with: a short observation window, so the next one is not refused while the last is still watched. */
+/**
+ * The bounds each switchover runs with. The observation window is short: the next switchover
+ * stops this one's shadow (it is the next one's original), which a window still watching it
+ * would take for a failure and roll back. The benchmark waits for the window to end.
+ */
 const SWITCH_BOUNDS = { healthTimeoutMs: 10_000, drainTimeoutMs: 2_000, observeMs: 300 };
-
-function ok(r: CommandResult, what: string): CommandResult {
-  if (r.status !== CommandStatus.OK) throw new Error(`${what}: ${CommandStatus[r.status]}: ${r.message}`);
-  return r;
-}
 
 export async function startShadowlayerService(docker: Docker, images: readonly [string, string], port: number, log: (l: string) => void): Promise<ShadowlayerService> {
   const run = `${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -45,9 +45,9 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
   let agent: RunningAgent | undefined;
   const snapshots = new Set<string>();
   let seq = 0;
-  const command = (action: Command["action"]): Command => create(CommandSchema, { id: `bench-${run}-${seq++}`, action });
-  const exec = async (action: Command["action"], what: string): Promise<CommandResult> => {
-    const r = ok(await (agent as RunningAgent).journal.run(command(action)), what);
+  const nextId = () => `bench-${run}-${seq++}`;
+  const ok = (r: CommandResult, what: string): CommandResult => {
+    if (r.status !== CommandStatus.OK) throw new Error(`${what}: ${CommandStatus[r.status]}: ${r.message}`);
     if (r.switchover?.snapshotImage) snapshots.add(r.switchover.snapshotImage);
     return r;
   };
@@ -57,6 +57,9 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
     // The originals, the shadows (they carry the originals' labels) and what the agent recreated.
     const mine = await docker.listContainers({ all: true, filters: { label: [`${SERVICE_LABELS.address}=127.0.0.1:${port}`] } }).catch(() => []);
     for (const c of mine) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
+    // Snapshot images: those the answers named, and any other a switchover of this run committed.
+    const labelled = await docker.listImages({ filters: { label: [SNAPSHOT_LABELS.switchover] } }).catch(() => []);
+    for (const i of labelled) if (i.Labels?.[SNAPSHOT_LABELS.switchover]?.startsWith(`bench-${run}-`) === true) snapshots.add(i.Id);
     for (const s of snapshots) await docker.getImage(s).remove({ force: true }).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   };
@@ -78,17 +81,21 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
     let running = 0;
     let replaced: string | undefined;
     let shadow: string | undefined;
+    const switchovers: string[] = [];
+    const lastSwitchover = () => switchovers.at(-1) ?? "";
+
+    /** The last switchover, until its observation window ended. */
+    let observed: string | undefined;
+    let lastRollback: string | undefined;
+    /** A record's steps and their durations, for the progress lines. */
+    const stepsLine = (id: string) => (agent?.switchovers.get(id)?.steps ?? []).map((st) => `${st.name} ${Math.round(st.durationMs)} ms`).join(", ");
+    const a = agent;
 
     const prepare = async () => {
       const image = images[(running + 1) % 2]!;
       const payload = signingPayload({ dockerReference: LOCAL_REFERENCE, digest: image });
-      const r = await exec(
-        {
-          case: "prepareShadow",
-          value: create(PrepareShadowSchema, { containerId: current, shadowImage: image, imageId: image, localOnly: true, signaturePayload: payload, signature: signPayload(payload, keys.privateKeyPem), jobId: `bench-${run}`, reason: "bench" }),
-        },
-        "PrepareShadow",
-      );
+      const action = create(PrepareShadowSchema, { containerId: current, shadowImage: image, imageId: image, localOnly: true, signaturePayload: payload, signature: signPayload(payload, keys.privateKeyPem), jobId: `bench-${run}`, reason: "bench" });
+      const r = ok(await a.journal.run(create(CommandSchema, { id: nextId(), action: { case: "prepareShadow", value: action } })), "PrepareShadow");
       shadow = r.shadowContainerId;
     };
     await prepare();
@@ -99,25 +106,43 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
       name: "shadowlayer",
       port,
       replace: async () => {
-        const r = await exec(
-          { case: "switchover", value: create(SwitchoverSchema, { containerId: current, shadowContainerId: shadow ?? "", shadowImage: images[(running + 1) % 2], reason: "bench", trigger: SwitchoverTrigger.MANUAL, ...SWITCH_BOUNDS }) },
-          "Switchover",
-        );
+        const id = nextId();
+        const r = ok(await a.switchover({ containerId: current, shadowContainerId: shadow ?? "", shadowImage: images[(running + 1) % 2]!, reason: "bench", trigger: SwitchoverTrigger.MANUAL, ...SWITCH_BOUNDS }, id), "Switchover");
         replaced = current;
         current = r.switchover?.shadowContainerId || shadow || current;
         running = (running + 1) % 2;
         shadow = undefined;
+        observed = id;
+        switchovers.push(id);
       },
       rollback: async () => {
         if (replaced === undefined) throw new Error("nothing to roll back");
-        await exec({ case: "rollback", value: create(RollbackSchema, { containerId: replaced, reason: "bench", trigger: SwitchoverTrigger.MANUAL }) }, "Rollback");
+        const r = ok(await a.rollback({ containerId: replaced, switchoverId: lastSwitchover(), reason: "bench", trigger: SwitchoverTrigger.MANUAL }, nextId()), "Rollback");
+        lastRollback = r.switchover?.id;
         current = replaced;
         replaced = undefined;
         running = (running + 1) % 2;
         shadow = undefined;
       },
-      // The next shadow is prepared while the load goes on: its gaps count.
+      // Off the clock, under load (its gaps count): the observation window ends, the next shadow is prepared.
       settle: async () => {
+        const id = observed;
+        if (id !== undefined) {
+          const outcome = await waitFor(
+            "the switchover's observation window to end",
+            () => {
+              const o = a.switchovers.get(id)?.outcome;
+              return o === undefined || o === SwitchoverOutcome.RUNNING || o === SwitchoverOutcome.OBSERVING ? undefined : o;
+            },
+            15_000,
+            20,
+          );
+          if (outcome !== SwitchoverOutcome.SUCCEEDED) throw new Error(`switchover ${id} ended ${SwitchoverOutcome[outcome]}: ${a.switchovers.get(id)?.error ?? ""}`);
+          log(`  steps: ${stepsLine(id)}`);
+          observed = undefined;
+        }
+        if (lastRollback !== undefined) log(`  rollback steps: ${stepsLine(lastRollback)}`);
+        lastRollback = undefined;
         if (shadow === undefined) await prepare();
       },
       close,
