@@ -5,6 +5,7 @@
  * body is the token the serving start wrote, so a response says which start served it.
  */
 import { connect } from "node:net";
+import { Worker } from "node:worker_threads";
 
 export interface Sample {
   /** performance.now() at connect and at the end of the reply (or the failure). */
@@ -49,33 +50,48 @@ export function tokenRequest(port: number, timeoutMs: number): Promise<string | 
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** What the load's worker posts: one sample (times on the shared clock, performance.timeOrigin + now()), or that it ended. */
+export type LoadMessage = { sample: Sample } | { done: true };
 
-/** A running load on one port; `stop()` ends it and returns every sample. */
+/**
+ * A running load on one port; `stop()` ends it and returns every sample. The clients run in a
+ * worker thread of their own, so work on this thread (the agent driven in-process, its proxy)
+ * neither delays their requests nor their clocks; samples are on this thread's performance.now().
+ */
 export class TokenLoad {
   readonly samples: Sample[] = [];
   private stopped = false;
+  private readonly worker: Worker;
   private readonly done: Promise<void>;
   private readonly waiters = new Set<() => void>();
 
   constructor(readonly port: number, o: LoadOptions) {
-    const t0 = performance.now();
-    let started = 0;
-    const client = async () => {
-      while (!this.stopped && started < o.maxRequests && performance.now() - t0 < o.maxSeconds * 1000) {
-        started++;
-        const start = performance.now();
-        const token = await tokenRequest(port, o.timeoutMs);
-        const end = performance.now();
-        this.samples.push({ start, end, ok: token !== undefined, token });
-        for (const w of this.waiters) w();
-        const wait = o.paceMs - (end - start);
-        if (wait > 0) await sleep(wait);
-      }
-    };
-    this.done = Promise.all(Array.from({ length: o.clients }, client)).then(() => {
-      this.stopped = true;
+    this.worker = new Worker(new URL("./switchover-load-worker.js", import.meta.url), { workerData: { port, o } });
+    const shift = performance.timeOrigin;
+    const wake = () => {
       for (const w of this.waiters) w();
+    };
+    this.done = new Promise<void>((resolve, reject) => {
+      this.worker.on("message", (m: LoadMessage) => {
+        if ("sample" in m) {
+          this.samples.push({ ...m.sample, start: m.sample.start - shift, end: m.sample.end - shift });
+          wake();
+        } else {
+          this.stopped = true;
+          wake();
+          resolve();
+        }
+      });
+      this.worker.on("error", (err) => {
+        this.stopped = true;
+        wake();
+        reject(err);
+      });
+      this.worker.on("exit", () => {
+        this.stopped = true;
+        wake();
+        resolve();
+      });
     });
   }
 
@@ -111,8 +127,9 @@ export class TokenLoad {
   }
 
   async stop(): Promise<Sample[]> {
-    this.stopped = true;
+    this.worker.postMessage("stop");
     await this.done;
+    await this.worker.terminate();
     return this.samples;
   }
 }

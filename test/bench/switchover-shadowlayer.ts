@@ -67,7 +67,7 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
   try {
     const keyFile = join(dir, "cosign.pub");
     await writeFile(keyFile, keys.publicKeyPem);
-    agent = await startAgent({ node: `bench-${run}`, dataDir: join(dir, "agent"), refreshMs: 500, execSource: "proc", inventory: false, signingKeyPub: keyFile, tls: "insecure", log: silentLogger() });
+    agent = await startAgent({ node: `bench-${run}`, dataDir: join(dir, "agent"), execSource: "proc", inventory: false, signingKeyPub: keyFile, tls: "insecure", log: silentLogger() });
     const [p1, p2] = [await freePort(), await freePort()];
     const original = await runService(docker, images[0], p1, `sl-bench-shadowlayer-${run}`, {
       [SERVICE_LABELS.address]: `127.0.0.1:${port}`,

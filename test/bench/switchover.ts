@@ -10,8 +10,9 @@
  * The peers serve directly on their stable address. Replacements alternate between scenarios
  * round by round (the order rotating), so each sees the same machine noise. Per scenario: p50 and
  * p99 of the time from the command to the first request served by the new start, failed
- * requests, and max_gap_ms (the longest time no request succeeded). Last stdout line: one JSON
- * object. SL_BENCH_SWITCHOVER_ROUNDS changes the number of replacements (default 20).
+ * requests, and max_gap_ms (the longest time no request succeeded). One unmeasured warm-up
+ * replacement of each comes first. Last stdout line: one JSON object.
+ * SL_BENCH_SWITCHOVER_ROUNDS changes the number of replacements (default 20).
  */
 import { testEngine, type TestEngine } from "../harness/engine.js";
 import { freePort } from "./cli-process.js";
@@ -23,6 +24,8 @@ import { startSwarmService } from "./switchover-swarm.js";
 import { measureWindow, type WindowFigures, type WindowOptions } from "./switchover-window.js";
 
 const ROUNDS = Math.max(1, Number(process.env["SL_BENCH_SWITCHOVER_ROUNDS"] ?? 20) || 20);
+/** Unmeasured replacements of every scenario first (the engine's and the agent's first-time costs). */
+const WARMUP = 1;
 /** A rollback after every this many switchovers. */
 const ROLLBACK_EVERY = 5;
 const WINDOW: WindowOptions = {
@@ -100,28 +103,29 @@ async function main(): Promise<void> {
     await add("stop_run", async () => stopRun(docker, tags, await freePort()));
     await add("swarm_update", async () => startSwarmService(docker, tags, await freePort(), await freePort(), say));
 
-    for (let r = 0; r < ROUNDS; r++) {
+    for (let r = -WARMUP; r < ROUNDS; r++) {
+      const round = r < 0 ? "warm-up" : `round ${r + 1}/${ROUNDS}`;
       // The order rotates each round: no scenario always runs right after another.
-      const order = scenarios.map((_, i) => scenarios[(i + r) % scenarios.length]!);
+      const order = scenarios.map((_, i) => scenarios[(i + r + WARMUP) % scenarios.length]!);
       for (const s of order) {
         if (errors[s.name] !== undefined) continue;
         try {
           const w = await measureWindow(s.port, WINDOW, () => s.replace(), () => s.settle());
-          windows[s.name]!.push(w);
-          say(`round ${r + 1}/${ROUNDS} ${s.name}: first new reply ${w.ms === undefined ? "never" : `${r1(w.ms)} ms`}, command ${r1(w.commandMs)} ms, ${w.failed}/${w.requests} failed, longest gap ${r1(w.gapMs)} ms`);
+          if (r >= 0) windows[s.name]!.push(w);
+          say(`${round} ${s.name}: first new reply ${w.ms === undefined ? "never" : `${r1(w.ms)} ms`}, command ${r1(w.commandMs)} ms, ${w.failed}/${w.requests} failed, longest gap ${r1(w.gapMs)} ms`);
         } catch (err) {
-          errors[s.name] = `round ${r + 1}: ${err instanceof Error ? err.message : String(err)}`;
+          errors[s.name] = `${round}: ${err instanceof Error ? err.message : String(err)}`;
           say(`${s.name}: stopped: ${errors[s.name]}`);
         }
       }
       const sl = shadowlayer;
-      if (sl !== undefined && errors["shadowlayer"] === undefined && (r + 1) % ROLLBACK_EVERY === 0) {
+      if (sl !== undefined && errors["shadowlayer"] === undefined && r >= 0 && (r + 1) % ROLLBACK_EVERY === 0) {
         try {
           const w = await measureWindow(sl.port, WINDOW, () => sl.rollback(), () => sl.settle());
           rollbacks.push(w);
-          say(`round ${r + 1}/${ROUNDS} shadowlayer rollback: first reply of the original ${w.ms === undefined ? "never" : `${r1(w.ms)} ms`}, command ${r1(w.commandMs)} ms, ${w.failed}/${w.requests} failed, longest gap ${r1(w.gapMs)} ms`);
+          say(`${round} shadowlayer rollback: first reply of the original ${w.ms === undefined ? "never" : `${r1(w.ms)} ms`}, command ${r1(w.commandMs)} ms, ${w.failed}/${w.requests} failed, longest gap ${r1(w.gapMs)} ms`);
         } catch (err) {
-          errors["rollback"] = `round ${r + 1}: ${err instanceof Error ? err.message : String(err)}`;
+          errors["rollback"] = `${round}: ${err instanceof Error ? err.message : String(err)}`;
           say(`rollback: ${errors["rollback"]}`);
         }
       }
@@ -143,6 +147,7 @@ async function main(): Promise<void> {
       rollback: rollbacks.length > 0 ? { ...rb, ...(errors["rollback"] !== undefined ? { error: errors["rollback"] } : {}) } : { error: errors["rollback"] ?? "not measured" },
       load: { clients: WINDOW.load.clients, pace_ms: WINDOW.load.paceMs, request_timeout_ms: WINDOW.load.timeoutMs },
       rounds: ROUNDS,
+      warmup_rounds: WARMUP,
       engine: eng.info.version,
       total_s: 0,
     };
