@@ -20,6 +20,8 @@ export class ServiceRoutes {
     private readonly proxy: TrafficRedirect,
     private readonly busy: (key: string) => boolean,
     private readonly log: Logger,
+    /** Only these containers' services (a test host leaves everyone else's alone); default all. */
+    private readonly only: (labels: Record<string, string>) => boolean = () => true,
   ) {}
 
   /** Brings every service's route up to date; calls during a pass cause one more pass. Never rejects. */
@@ -42,7 +44,7 @@ export class ServiceRoutes {
     const byAddress = new Map<string, Docker.ContainerInfo[]>();
     for (const c of list) {
       const s = managedService(c.Labels);
-      if (s === undefined) continue;
+      if (s === undefined || !this.only(c.Labels)) continue;
       byAddress.set(s.address, [...(byAddress.get(s.address) ?? []), c]);
     }
     for (const [address, cs] of byAddress) {

@@ -4,7 +4,7 @@
  * done, and every step is idempotent (a start of a running container, a stop of a stopped one, a
  * swap to the same backend change nothing), so a recovery may run any step again.
  */
-import { create } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type Docker from "dockerode";
 import { CommandStatus, RollbackSchema, type Rollback, type Switchover } from "../../../proto/gen/shadowlayer/v1/agent_pb.js";
@@ -632,7 +632,7 @@ export function outcomeOf(rec: SwitchoverRecord): CommandOutcome {
   return {
     status: ok ? CommandStatus.OK : CommandStatus.FAILED,
     message: ok ? `${what} ${SwitchoverOutcome[rec.outcome].toLowerCase()}` : `${what} ${SwitchoverOutcome[rec.outcome].toLowerCase().replace("_", " ")}: ${rec.error}`,
-    switchover: rec,
+    switchover: clone(SwitchoverRecordSchema, rec),
   };
 }
 
