@@ -22,7 +22,8 @@ import { silentLogger } from "../../common/log.js";
 import { CommandSchema, CommandStatus, PrepareShadowSchema, type CommandResult } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { SwitchoverOutcome, SwitchoverTrigger } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 import { TEST_LABEL, waitFor } from "../harness/engine.js";
-import { freePort } from "./cli-process.js";
+// Below the ephemeral range: the load's own connections never hold a service's port.
+import { freePort } from "../harness/switchover-services.js";
 import { tokenRequest } from "./switchover-load.js";
 import { runService, type Replaceable } from "./switchover-peers.js";
 

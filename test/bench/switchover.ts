@@ -15,7 +15,8 @@
  * SL_BENCH_SWITCHOVER_ROUNDS changes the number of replacements (default 20).
  */
 import { testEngine, type TestEngine } from "../harness/engine.js";
-import { freePort } from "./cli-process.js";
+// Below the ephemeral range: the load's own connections never hold a service's port.
+import { freePort } from "../harness/switchover-services.js";
 import { quantile } from "./served-latency.js";
 import { buildServiceImages, type ServiceImages } from "./switchover-images.js";
 import { dockerRestart, stopRun, type Replaceable } from "./switchover-peers.js";
