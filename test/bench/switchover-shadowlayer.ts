@@ -20,16 +20,25 @@ import { SNAPSHOT_LABELS } from "../../agent/actions/switchover/switchover-machi
 import { generateSigningKeys, signingPayload, signPayload } from "../../common/cosign.js";
 import { silentLogger } from "../../common/log.js";
 import { CommandSchema, CommandStatus, PrepareShadowSchema, type CommandResult } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
-import { SwitchoverOutcome, SwitchoverTrigger } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
+import { SwitchoverOutcome, SwitchoverTrigger, type SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 import { TEST_LABEL, waitFor } from "../harness/engine.js";
 // Below the ephemeral range: the load's own connections never hold a service's port.
 import { freePort } from "../harness/switchover-services.js";
+import { median } from "./common.js";
 import { tokenRequest } from "./switchover-load.js";
 import { runService, type Replaceable } from "./switchover-peers.js";
 
 export interface ShadowlayerService extends Replaceable {
   /** Rolls the last switchover back: the container it replaced serves again. */
   rollback(): Promise<void>;
+  /** The median duration (ms) of each step over the switchovers and over the rollbacks so far, from the agent's records. */
+  stepMedians(): { switchover: Record<string, number>; rollback: Record<string, number> };
+}
+
+function medians(records: readonly (SwitchoverRecord | undefined)[]): Record<string, number> {
+  const by = new Map<string, number[]>();
+  for (const r of records) for (const st of r?.steps ?? []) by.set(st.name, [...(by.get(st.name) ?? []), st.durationMs]);
+  return Object.fromEntries([...by].map(([name, ms]) => [name, Math.round(median(ms))]));
 }
 
 /**
@@ -83,6 +92,7 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
     let replaced: string | undefined;
     let shadow: string | undefined;
     const switchovers: string[] = [];
+    const rollbacks: string[] = [];
     const lastSwitchover = () => switchovers.at(-1) ?? "";
 
     /** The last switchover, until its observation window ended. */
@@ -120,6 +130,7 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
         if (replaced === undefined) throw new Error("nothing to roll back");
         const r = ok(await a.rollback({ containerId: replaced, switchoverId: lastSwitchover(), reason: "bench", trigger: SwitchoverTrigger.MANUAL }, nextId()), "Rollback");
         lastRollback = r.switchover?.id;
+        if (lastRollback !== undefined) rollbacks.push(lastRollback);
         current = replaced;
         replaced = undefined;
         running = (running + 1) % 2;
@@ -146,6 +157,7 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
         lastRollback = undefined;
         if (shadow === undefined) await prepare();
       },
+      stepMedians: () => ({ switchover: medians(switchovers.map((id) => a.switchovers.get(id))), rollback: medians(rollbacks.map((id) => a.switchovers.get(id))) }),
       close,
     };
   } catch (err) {

@@ -14,6 +14,7 @@
  * replacement of each comes first. Last stdout line: one JSON object.
  * SL_BENCH_SWITCHOVER_ROUNDS changes the number of replacements (default 20).
  */
+import { availableParallelism, loadavg } from "node:os";
 import { testEngine, type TestEngine } from "../harness/engine.js";
 // Below the ephemeral range: the load's own connections never hold a service's port.
 import { freePort } from "../harness/switchover-services.js";
@@ -139,6 +140,8 @@ async function main(): Promise<void> {
       return { ...figures(ws), ...(err !== undefined ? { error: err } : {}) };
     };
     const rb = figures(rollbacks);
+    // Where the switchover's time goes (the engine's container start is most of it), from the agent's own records.
+    const steps = shadowlayer !== undefined && windows["shadowlayer"] !== undefined ? shadowlayer.stepMedians() : undefined;
     const out = {
       shadowlayer: result("shadowlayer"),
       docker_restart: result("docker_restart"),
@@ -149,7 +152,10 @@ async function main(): Promise<void> {
       load: { clients: WINDOW.load.clients, pace_ms: WINDOW.load.paceMs, request_timeout_ms: WINDOW.load.timeoutMs },
       rounds: ROUNDS,
       warmup_rounds: WARMUP,
+      ...(steps !== undefined ? { shadowlayer_step_p50_ms: steps.switchover, rollback_step_p50_ms: steps.rollback } : {}),
       engine: eng.info.version,
+      cpus: availableParallelism(),
+      loadavg_1m_at_end: Math.round(loadavg()[0]! * 100) / 100,
       total_s: 0,
     };
     out.total_s = Math.round((performance.now() - started) / 100) / 10;
