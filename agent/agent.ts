@@ -87,6 +87,11 @@ export interface AgentOptions {
   switchEngineRetryMs?: number;
   /** The service proxy's bounds (hold, retries). */
   proxy?: Omit<TcpProxyOptions, "log">;
+  /**
+   * Which labelled containers' services this agent serves (by their labels). Default: all, one
+   * agent per engine; a test or benchmark sharing an engine with others limits it to its own.
+   */
+  serviceFilter?: (labels: Record<string, string>) => boolean;
   log: Logger;
 }
 
@@ -184,7 +189,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.switchEngineRetryMs !== undefined ? { engineRetryMs: o.switchEngineRetryMs } : {}),
     onFinished: (r) => metrics.switchovers.inc({ kind: SwitchoverKind[r.kind].toLowerCase(), outcome: SwitchoverOutcome[r.outcome].toLowerCase() }),
   });
-  const routes = new ServiceRoutes(docker, proxy, (k) => machine.isBusy(k), log);
+  const routes = new ServiceRoutes(docker, proxy, (k) => machine.isBusy(k), log, o.serviceFilter);
   // Also with another handler: shadows of removed originals are removed all the same.
   const commands = new AgentCommands({
     docker,

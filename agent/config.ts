@@ -10,6 +10,18 @@ import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopback
 
 const EXEC_SOURCES = ["auto", "ebpf", "proc"] as const;
 
+/** A duration: milliseconds as a bare number, or with a unit (`500ms`, `30s`, `2m`). */
+const duration = z
+  .union([z.number(), z.string()])
+  .transform((v, ctx) => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(String(v));
+    if (m === null || Number(m[1]) <= 0) {
+      ctx.addIssue({ code: "custom", message: "expected a duration: milliseconds, or a number with ms, s or m" });
+      return z.NEVER;
+    }
+    return Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : 1);
+  });
+
 const schema = z.object({
   ...PROGRAM_SHAPE,
   node: SHARED.node.schema,
@@ -31,6 +43,9 @@ const schema = z.object({
   signingKeyPub: path.optional(),
   registryAuth: path.optional(),
   registryCa: path.optional(),
+  switchObserve: duration.optional(),
+  switchHealthTimeout: duration.optional(),
+  switchDrainTimeout: duration.optional(),
 }).superRefine(loopbackWhenInsecure("http"));
 
 type Key = keyof z.input<typeof schema>;
@@ -59,6 +74,11 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
   const s = resolveSettings(schema, flags, env, { ...SOURCES, ...rename });
   const program = programSettings(s);
   // The aggregator's public key beside the certificates (common/certs.ts tlsFiles.signingPub); none when insecure.
+  const switchBounds = {
+    ...(s.switchObserve !== undefined ? { observeMs: s.switchObserve } : {}),
+    ...(s.switchHealthTimeout !== undefined ? { healthTimeoutMs: s.switchHealthTimeout } : {}),
+    ...(s.switchDrainTimeout !== undefined ? { drainTimeoutMs: s.switchDrainTimeout } : {}),
+  };
   const signingKeyPub = s.signingKeyPub ?? (s.insecure ? undefined : join(program.tlsDir, "cosign.pub"));
   return {
     agent: {
@@ -80,6 +100,7 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
       ...(signingKeyPub !== undefined ? { signingKeyPub } : {}),
       ...(s.registryAuth !== undefined ? { registryAuth: s.registryAuth } : {}),
       ...(s.registryCa !== undefined ? { registryCa: s.registryCa } : {}),
+      ...(Object.keys(switchBounds).length > 0 ? { switchBounds } : {}),
     },
     ...program,
   };

@@ -7,3 +7,6 @@ export type { CommandHandler, CommandOutcome } from "./actions/command-handler.j
 export type { StoredSignatureReader, SignatureLocation, RegistryCredentials } from "./actions/prepare-shadow.js";
 // The agent program's configuration (flags → environment → defaults), for the CLI.
 export { resolveAgentConfig, type AgentConfig, type AgentFlags } from "./config.js";
+// Switchover: the machine's bounds, its records (what the link sends), the snapshot labels.
+export { DEFAULT_SWITCHOVER_BOUNDS, SNAPSHOT_LABELS, type SwitchoverBounds } from "./actions/switchover/switchover-machine.js";
+export type { SwitchoverRecords } from "./actions/switchover/switchover-records.js";

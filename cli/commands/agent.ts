@@ -12,5 +12,8 @@ export function registerAgent(program: Command): void {
     .option("--http <host:port>", "/metrics, /healthz, /readyz (default: 127.0.0.1:9465)")
     .option("--tls-dir <dir>", "ca.crt, agent-<node>.crt, agent-<node>.key (default: <data-dir>/tls)")
     .option("--insecure", "no TLS (loud warning; tests only)")
+    .option("--switch-observe <duration>", "how long a switched-to shadow is watched; exiting or unhealthy in it rolls back (ms, or 30s, 2m; default: 30s)")
+    .option("--switch-health-timeout <duration>", "how long a started shadow may take to pass its health gate before the switchover rolls back (default: 10s)")
+    .option("--switch-drain-timeout <duration>", "how long connections in flight to the replaced container may take to end before they are cut (default: 10s)")
     .action(runUntilSignal(async (o: AgentFlags) => (await import("../run-agent.js")).runAgent(o)));
 }

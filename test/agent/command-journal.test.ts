@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
+import { create, toJson } from "@bufbuild/protobuf";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { unimplementedHandler, type CommandHandler, type CommandOutcome } from "../../agent/actions/command-handler.js";
 import { CommandJournal } from "../../agent/actions/command-journal.js";
@@ -16,6 +16,7 @@ import { AgentState } from "../../agent/state/agent-state.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
 import { silentLogger } from "../../common/log.js";
 import { CommandSchema, CommandStatus, type Command } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { SwitchoverOutcome, SwitchoverRecordSchema } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 
 const tmp = await mkdtemp(join(tmpdir(), "sl-journal-"));
 after(() => rm(tmp, { recursive: true, force: true }));
@@ -176,6 +177,44 @@ describe("command journal (level)", () => {
     assert.deepEqual((await stored(state)).map((x) => x.id), ["cmd-5"]);
     await j.stop();
     await state.stop();
+  });
+
+  it("carries a switchover record into the result; stop() waits for running commands only up to its deadline", async () => {
+    const state = await openState(join(tmp, "g"));
+    const record = create(SwitchoverRecordSchema, { id: "sw-1", outcome: SwitchoverOutcome.OBSERVING });
+    let release: () => void = () => undefined;
+    const { handler } = countingHandler((a) =>
+      a === "switchover" ? Promise.resolve({ status: CommandStatus.OK, message: "switched", switchover: record }) : new Promise((r) => (release = () => r({ status: CommandStatus.OK, message: "late" }))),
+    );
+    const j = new CommandJournal(state.commands, handler, { log, stopDeadlineMs: 200 });
+    await j.start();
+    const r = await j.run(create(CommandSchema, { id: "sw-1", action: { case: "switchover", value: { containerId: "c1" } } }));
+    assert.equal(r.switchover?.outcome, SwitchoverOutcome.OBSERVING);
+    assert.equal(j.entry("sw-1")?.result?.switchover?.id, "sw-1");
+    const slow = j.run(prepare("cmd-slow"));
+    const t0 = Date.now();
+    await j.stop();
+    assert.ok(Date.now() - t0 < 2000, "stop returned at its deadline");
+    assert.equal(j.entry("cmd-slow")?.state, "accepted", "still running: left for recovery");
+    release();
+    await slow;
+    await state.stop();
+  });
+
+  it("at agent start, recovery answers a PrepareShadow the last run was cut in FAILED (to be sent again)", async () => {
+    const dataDir = join(tmp, "recover");
+    const state = await openState(join(dataDir, "agent-recover-node"));
+    await state.commands.put("000000000001", { id: "p-1", action: "prepareShadow", container: "c1", receivedAt: new Date().toISOString(), state: "accepted", command: toJson(CommandSchema, prepare("p-1")) });
+    await state.stop();
+    const agent = await startAgent({ node: "recover-node", tls: "insecure", dataDir, refreshMs: 1000, execSource: "proc", inventory: false, log });
+    try {
+      const e = agent.journal.entry("p-1");
+      assert.equal(e?.state, "finished");
+      assert.equal(e?.result?.status, CommandStatus.FAILED);
+      assert.match(e?.result?.message ?? "", /interrupted by the agent's stop; send it again/);
+    } finally {
+      await agent.stop();
+    }
   });
 });
 

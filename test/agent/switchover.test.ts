@@ -11,6 +11,7 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type Docker from "dockerode";
+import { SERVICE_LABELS, SERVICE_PORT_ENV } from "../../agent/actions/switchover/service-labels.js";
 import { SNAPSHOT_LABELS } from "../../agent/actions/switchover/switchover-machine.js";
 import { connectEngine } from "../../common/engine.js";
 import { silentLogger } from "../../common/log.js";
@@ -44,7 +45,9 @@ after(async () => {
 
 /** A service behind the proxy, serving, with a prepared shadow (`shadowCmd` replaces its command). */
 async function servedService(o: { shadowCmd?: string[]; binds?: string[]; labels?: Record<string, string> } = {}, via: SwitchoverRig = rig): Promise<TestService & { shadowId: string }> {
-  const svc = await startService(docker, app, { name: `sl-switch-${process.pid}-${++n}`, ...(o.binds ? { binds: o.binds } : {}), ...(o.labels ? { labels: o.labels } : {}) });
+  // The proxy listens before the container exists: another agent on this engine may serve every labelled service it sees.
+  const beforeCreate = (address: string) => via.proxy.ensure(address, address, undefined);
+  const svc = await startService(docker, app, { name: `sl-switch-${process.pid}-${++n}`, beforeCreate, ...(o.binds ? { binds: o.binds } : {}), ...(o.labels ? { labels: o.labels } : {}) });
   originals.push(svc.container.Id);
   await via.proxy.ensure(svc.address, svc.address, { host: "127.0.0.1", port: svc.port, id: svc.container.Id });
   await waitFor("the original to serve", async () => (await getOnce("127.0.0.1", svc.listenPort)).body === String(svc.port) || undefined);
@@ -65,6 +68,10 @@ function recordOf(r: { switchover?: SwitchoverRecord | undefined }): SwitchoverR
 describe("switchover", { concurrency: false }, () => {
   test("shared: under continuous load through the proxy no request fails, the shadow serves after, the original is kept stopped, the snapshot image is labelled", async () => {
     const svc = await servedService();
+    const prepared = await docker.getContainer(svc.shadowId).inspect();
+    assert.equal(prepared.Config.Labels?.[SERVICE_LABELS.port], String(svc.shadowPort), "the shadow's port labels are swapped");
+    assert.equal(prepared.Config.Labels?.[SERVICE_LABELS.shadowPort], String(svc.port));
+    assert.deepEqual(prepared.Config.Env.filter((e) => e.startsWith(`${SERVICE_PORT_ENV}=`)), [`${SERVICE_PORT_ENV}=${svc.shadowPort}`]);
     const load = new HttpLoad({ host: "127.0.0.1", port: svc.listenPort, concurrency: 4, maxMs: 30_000 });
     await sleep(300);
     const r = await rig.switchover({ containerId: svc.container.Id, reason: "test: risk", observeMs: 800 });

@@ -60,11 +60,14 @@ export interface ServiceOptions {
   binds?: string[];
   healthcheck?: Docker.HealthConfig;
   stopTimeout?: number;
+  /** Called with the stable address before the container exists (a test binds its proxy there first). */
+  beforeCreate?: (address: string) => Promise<void>;
 }
 
 export async function startService(docker: Docker, app: string, o: ServiceOptions): Promise<TestService> {
   const [listenPort, port, shadowPort] = [await freePort(), await freePort(), await freePort()];
   const address = `127.0.0.1:${listenPort}`;
+  await o.beforeCreate?.(address);
   const c = await docker.createContainer({
     name: o.name,
     Image: app,

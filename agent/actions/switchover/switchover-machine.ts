@@ -293,16 +293,11 @@ export class SwitchoverMachine {
         await this.o.proxy.ensure(addr, addr, run.originalBackend);
         this.o.proxy.hold(addr);
         return `new connections to ${addr} held`;
-      case "drain": {
-        if (addr === undefined || run.originalBackend === undefined) return "skipped: no managed service";
-        const r = await this.o.proxy.drain(addr, run.originalBackend.id, run.bounds.drainTimeoutMs);
-        run.rec.connectionsDrained += r.drained;
-        run.rec.connectionsCut += r.cut;
-        return `${r.drained} drained, ${r.cut} cut in ${r.waitedMs} ms`;
-      }
+      case "drain":
       case "drain-shadow": {
-        if (addr === undefined || run.shadowBackend === undefined) return "skipped: no managed service";
-        const r = await this.o.proxy.drain(addr, run.shadowBackend.id, run.bounds.drainTimeoutMs);
+        const from = name === "drain" ? run.originalBackend : run.shadowBackend;
+        if (addr === undefined || from === undefined) return "skipped: no managed service";
+        const r = await this.o.proxy.drain(addr, from.id, run.bounds.drainTimeoutMs);
         run.rec.connectionsDrained += r.drained;
         run.rec.connectionsCut += r.cut;
         return `${r.drained} drained, ${r.cut} cut in ${r.waitedMs} ms`;
