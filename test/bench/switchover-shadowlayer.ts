@@ -77,7 +77,17 @@ export async function startShadowlayerService(docker: Docker, images: readonly [
   try {
     const keyFile = join(dir, "cosign.pub");
     await writeFile(keyFile, keys.publicKeyPem);
-    agent = await startAgent({ node: `bench-${run}`, dataDir: join(dir, "agent"), execSource: "proc", inventory: false, signingKeyPub: keyFile, tls: "insecure", log: silentLogger() });
+    agent = await startAgent({
+      node: `bench-${run}`,
+      dataDir: join(dir, "agent"),
+      execSource: "proc",
+      inventory: false,
+      signingKeyPub: keyFile,
+      tls: "insecure",
+      // Other services on this engine (other runs' tests) are not this agent's to serve.
+      serviceFilter: (labels) => labels[SERVICE_LABELS.address] === `127.0.0.1:${port}`,
+      log: silentLogger(),
+    });
     const [p1, p2] = [await freePort(), await freePort()];
     const original = await runService(docker, images[0], p1, `sl-bench-shadowlayer-${run}`, {
       [SERVICE_LABELS.address]: `127.0.0.1:${port}`,
