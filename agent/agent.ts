@@ -212,7 +212,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       log,
       metrics,
       commands: journal,
-      // TODO(integrator): pass `switchovers: records` once AggregatorLinkOptions has it.
+      switchovers: records,
       ...(spool !== undefined ? { spool } : {}),
       ...(scanner !== undefined ? { inventories: () => scanner.all() } : {}),
       heartbeat: async () => ({
