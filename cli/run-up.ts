@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import type { LayerGraph } from "../proto/gen/shadowlayer/v1/graph_pb.js";
 import { RebuildState } from "../proto/gen/shadowlayer/v1/rebuild_pb.js";
+import { SwitchoverKind, SwitchoverOutcome, SwitchoverTrigger } from "../proto/gen/shadowlayer/v1/switchover_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { join, resolve } from "node:path";
 import { z } from "zod";
@@ -141,6 +142,22 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
     const why = j.state === RebuildState.FAILED || (j.state === RebuildState.QUEUED && j.error !== "") ? `: ${j.error}` : "";
     const shadow = j.state === RebuildState.READY && j.shadow !== undefined ? ` -> ${j.shadow.reference.slice(0, 80)}${prepared > 0 ? `, prepared for ${prepared} container(s)` : ""}` : "";
     out(safeLine`${stamp()} * rebuild ${j.id.slice(0, 12)} ${j.image} (${j.reasons.slice(0, 3).join(", ")}): ${state}${j.strategy !== "" ? ` (${j.strategy})` : ""}${shadow}${why.slice(0, 200)}`);
+  });
+  // Switchovers and rollbacks: one line per outcome change.
+  const lastOutcome = new Map<string, SwitchoverOutcome>();
+  aggregator.switchovers.on("upsert", (r) => {
+    if (c.quiet || lastOutcome.get(r.id) === r.outcome) return;
+    lastOutcome.set(r.id, r.outcome);
+    const kind = SwitchoverKind[r.kind]?.toLowerCase() ?? "unknown";
+    const outcome = SwitchoverOutcome[r.outcome]?.toLowerCase().replace("_", " ") ?? "unknown";
+    const trigger = SwitchoverTrigger[r.trigger]?.toLowerCase() ?? "unknown";
+    if (c.json) {
+      out(JSON.stringify({ event: kind, id: r.id, container_id: r.containerId, shadow_container_id: r.shadowContainerId, trigger, outcome, reason: r.reason, switch_ms: r.switchMs, error: r.error }));
+      return;
+    }
+    const took = r.switchMs > 0 ? ` (traffic moved in ${r.switchMs.toFixed(0)} ms)` : "";
+    const why = r.error !== "" ? `: ${r.error.slice(0, 200)}` : r.waitingForJob !== "" && r.outcome === SwitchoverOutcome.WAITING ? `: waiting for rebuild ${r.waitingForJob.slice(0, 12)}` : "";
+    out(safeLine`${stamp()} > ${kind} ${r.containerName || r.containerId.slice(0, 12)} (${trigger}: ${r.reason.slice(0, 120)}): ${outcome}${took}${why}`);
   });
 
   let agent;

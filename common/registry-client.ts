@@ -302,8 +302,13 @@ export class RegistryClient {
     if (res.statusCode !== 200) await this.fail(res, `blob ${repo}@${digest}`);
     const what = `blob ${repo}@${digest} from registry ${this.host}`;
     const checker = digestChecker(digest, () => what);
-    // A connection lost mid-blob is an outage like any other, said as one.
-    res.on("error", (err) => checker.destroy(err instanceof ShadowError ? err : new ShadowError(Code.RegistryUnavailable, `${what} broke off: ${errnoCode(err) ?? err.message}`, { cause: err })));
+    // A connection lost mid-blob is an outage like any other, said as one. Lost after the whole
+    // blob arrived (a keep-alive socket reset later) it is nothing: the checker has ended, and an
+    // error on it then would reach no listener.
+    res.on("error", (err) => {
+      if (res.complete || checker.destroyed || checker.writableEnded) return;
+      checker.destroy(err instanceof ShadowError ? err : new ShadowError(Code.RegistryUnavailable, `${what} broke off: ${errnoCode(err) ?? err.message}`, { cause: err }));
+    });
     checker.on("close", () => {
       if (!res.complete) res.destroy();
     });

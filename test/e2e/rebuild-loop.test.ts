@@ -14,12 +14,13 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type Docker from "dockerode";
 import { RebuildState, type RebuildJob } from "../../proto/gen/shadowlayer/v1/rebuild_pb.js";
-import { startAgent, type RunningAgent } from "../../agent/agent.js";
+import type { RunningAgent } from "../../agent/agent.js";
 import { SHADOW_CONTAINER_LABELS } from "../../agent/actions/shadow-containers.js";
 import { policyFromInit, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { silentLogger } from "../../common/log.js";
 import { APP_IMAGE, ensureDemoImages } from "../../cli/demo-images.js";
 import { writeDemoFeed } from "../../cli/demo-feed.js";
+import { startLoopAgent } from "../harness/loop-agent.js";
 import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
 describe("rebuild loop on the embedded default (real engine, scheduler, pipeline, agent)", () => {
@@ -48,17 +49,7 @@ describe("rebuild loop on the embedded default (real engine, scheduler, pipeline
       rebuild: { enabled: true, builders: [], dockerSocket: "/var/run/docker.sock", recipeRoots: [], baseMap: {}, keep: 3 },
     });
     await aggregator.feeds.idle();
-    agent = await startAgent({
-      node: "loop-node",
-      aggregator: `127.0.0.1:${aggregator.port}`,
-      tls: "insecure",
-      dataDir: join(dir, "agent"),
-      refreshMs: 1000,
-      execSource: "proc",
-      // The key the aggregator made for itself without TLS.
-      signingKeyPub: join(dir, "agg", "signing", "cosign.pub"),
-      log: silentLogger(),
-    });
+    agent = await startLoopAgent(dir, aggregator.port, { node: "loop-node" });
     original = await runContainer(eng.docker, APP_IMAGE, ["/opt/app/bin/busybox", "sleep", "600"], { labels: { env } });
   });
 

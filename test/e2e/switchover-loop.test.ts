@@ -14,7 +14,7 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { startAgent, type RunningAgent } from "../../agent/agent.js";
+import type { RunningAgent } from "../../agent/agent.js";
 import { SHADOW_CONTAINER_LABELS } from "../../agent/actions/shadow-containers.js";
 import { SERVICE_LABELS } from "../../agent/actions/switchover/service-labels.js";
 import { policyFromInit, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
@@ -22,6 +22,7 @@ import { silentLogger } from "../../common/log.js";
 import { APP_IMAGE, ensureDemoImages } from "../../cli/demo-images.js";
 import { writeDemoFeed, type DemoFeedFiles } from "../../cli/demo-feed.js";
 import { SwitchoverKind, SwitchoverOutcome, SwitchoverTrigger, type SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
+import { startLoopAgent } from "../harness/loop-agent.js";
 import { cleanupContainers, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 import { getOnce, HttpLoad } from "../harness/http-load.js";
 import { removeSnapshots, startService, type TestService } from "../harness/switchover-services.js";
@@ -69,18 +70,11 @@ describe("switchover loop on the embedded default (real aggregator, agent, proxy
       rebuild: { enabled: true, builders: [], dockerSocket: "/var/run/docker.sock", recipeRoots: [], baseMap: {}, keep: 3 },
       falco: { listen: "127.0.0.1:0", tokenFile: join(dir, "falco.token") },
     });
-    agent = await startAgent({
+    agent = await startLoopAgent(dir, aggregator.port, {
       node: "switch-loop-node",
-      aggregator: `127.0.0.1:${aggregator.port}`,
-      tls: "insecure",
-      dataDir: join(dir, "agent"),
-      refreshMs: 1000,
-      execSource: "proc",
-      signingKeyPub: join(dir, "agg", "signing", "cosign.pub"),
       // This agent serves only this test's service (others may share the engine).
       serviceFilter: (labels) => labels["env"] === env,
       switchBounds: { observeMs: 2000 },
-      log: silentLogger(),
     });
     svc = await startService(eng.docker, APP_IMAGE, { name: `sl-switch-loop-${process.pid}`, labels: { env } });
   });
