@@ -90,6 +90,8 @@ export async function startDemo(docker: Docker, webPort: number, log: (m: string
       Cmd: s.cmd,
       Labels: { ...s.labels, [DEMO_LABEL]: "demo" },
       ...(s.env ? { Env: s.env } : {}),
+      // As PID 1 these ignore SIGTERM: a stop (by a switchover, once connections drained) kills after 2 s, not 10.
+      StopTimeout: 2,
       HostConfig: { NetworkMode: "host", ...(s.binds ? { Binds: s.binds } : {}) },
     });
     await c.start();

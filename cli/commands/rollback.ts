@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { action, runtime } from "../action.js";
 import { containerCommand, type JsonFlags } from "../options.js";
-import { report } from "./switchover.js";
+import { AGENT_ANSWER_MS, report } from "./switchover.js";
 
 /** `rollback <container>`: AdminService.Rollback (the admin certificate), then its progress to the end. */
 export function registerRollback(program: Command): void {
@@ -13,7 +13,7 @@ export function registerRollback(program: Command): void {
     .action(
       action(async (container: string, o: JsonFlags & { reason?: string; wait?: boolean }) => {
         const r = await runtime();
-        await report(o, await r.query(o, r.AdminService.method.rollback, { container, reason: o.reason ?? "" }));
+        await report(o, await r.query(o, r.AdminService.method.rollback, { container, reason: o.reason ?? "" }, { deadlineMs: AGENT_ANSWER_MS }));
       }),
     );
 }

@@ -3,6 +3,9 @@ import type { SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover
 import { action, out, runtime } from "../action.js";
 import { containerCommand, type JsonFlags } from "../options.js";
 
+/** The aggregator waits up to 120 s for the agent, which answers once traffic has moved (and the replaced container has stopped). */
+export const AGENT_ANSWER_MS = 150_000;
+
 type SwitchoverFlags = JsonFlags & { reason?: string; mode?: string; rebuildIfMissing?: boolean; wait?: boolean };
 
 /** `switchover <container>`: AdminService.Switchover (the admin certificate), then its progress to the end. */
@@ -23,7 +26,7 @@ export function registerSwitchover(program: Command): void {
       action(async (container: string, o: SwitchoverFlags) => {
         const r = await runtime();
         const f = await import("../switchover-format.js");
-        const rec = await r.query(o, r.AdminService.method.switchover, { container, reason: o.reason ?? "", mode: f.parseMode(o.mode), rebuildIfMissing: o.rebuildIfMissing === true });
+        const rec = await r.query(o, r.AdminService.method.switchover, { container, reason: o.reason ?? "", mode: f.parseMode(o.mode), rebuildIfMissing: o.rebuildIfMissing === true }, { deadlineMs: AGENT_ANSWER_MS });
         await report(o, rec);
       }),
     );
