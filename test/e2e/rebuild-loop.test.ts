@@ -20,8 +20,8 @@ import { policyFromInit, startAggregator, type RunningAggregator } from "../../a
 import { silentLogger } from "../../common/log.js";
 import { APP_IMAGE, ensureDemoImages } from "../../cli/demo-images.js";
 import { writeDemoFeed } from "../../cli/demo-feed.js";
-import { startLoopAgent } from "../harness/loop-agent.js";
-import { cleanupContainers, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+import { startLoopAgent, stopLoop } from "../harness/loop-agent.js";
+import { runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
 describe("rebuild loop on the embedded default (real engine, scheduler, pipeline, agent)", () => {
   let eng: TestEngine;
@@ -54,13 +54,7 @@ describe("rebuild loop on the embedded default (real engine, scheduler, pipeline
   });
 
   after(async () => {
-    const shadows = new Set((aggregator?.rebuilds?.all() ?? []).map((j) => j.shadow?.imageId ?? "").filter((id) => id !== ""));
-    await agent?.stop();
-    await aggregator?.stop();
-    await cleanupContainers(eng.docker);
-    const left = await eng.docker.listContainers({ all: true, filters: { label: [SHADOW_CONTAINER_LABELS.shadowOf] } });
-    for (const c of left) if (c.Labels[SHADOW_CONTAINER_LABELS.shadowOf] === original?.id) await eng.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    for (const id of shadows) await eng.docker.getImage(id).remove({ force: true }).catch(() => undefined);
+    await stopLoop(eng.docker, agent, aggregator, original?.id);
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -15,15 +15,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { RunningAgent } from "../../agent/agent.js";
-import { SHADOW_CONTAINER_LABELS } from "../../agent/actions/shadow-containers.js";
 import { SERVICE_LABELS } from "../../agent/actions/switchover/service-labels.js";
 import { policyFromInit, startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { silentLogger } from "../../common/log.js";
 import { APP_IMAGE, ensureDemoImages } from "../../cli/demo-images.js";
 import { writeDemoFeed, type DemoFeedFiles } from "../../cli/demo-feed.js";
 import { SwitchoverKind, SwitchoverOutcome, SwitchoverTrigger, type SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
-import { startLoopAgent } from "../harness/loop-agent.js";
-import { cleanupContainers, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+import { startLoopAgent, stopLoop } from "../harness/loop-agent.js";
+import { testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 import { getOnce, HttpLoad } from "../harness/http-load.js";
 import { removeSnapshots, startService, type TestService } from "../harness/switchover-services.js";
 
@@ -80,14 +79,8 @@ describe("switchover loop on the embedded default (real aggregator, agent, proxy
   });
 
   after(async () => {
-    const shadows = new Set((aggregator?.rebuilds?.all() ?? []).map((j) => j.shadow?.imageId ?? "").filter((id) => id !== ""));
-    await agent?.stop();
-    await aggregator?.stop();
-    await cleanupContainers(eng.docker);
-    const left = await eng.docker.listContainers({ all: true, filters: { label: [SHADOW_CONTAINER_LABELS.shadowOf] } });
-    for (const c of left) if (c.Labels[SHADOW_CONTAINER_LABELS.shadowOf] === svc?.container.Id) await eng.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    await stopLoop(eng.docker, agent, aggregator, svc?.container.Id);
     if (svc !== undefined) await removeSnapshots(eng.docker, [svc.container.Id]);
-    for (const id of shadows) await eng.docker.getImage(id).remove({ force: true }).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   });
 
