@@ -20,6 +20,7 @@ import type { CommandHandler } from "./actions/command-handler.js";
 import { CommandJournal } from "./actions/command-journal.js";
 import type { StoredSignatureReader } from "./actions/prepare-shadow.js";
 import { ServiceRoutes } from "./actions/switchover/service-routes.js";
+import { SERVICE_LABELS } from "./actions/switchover/service-labels.js";
 import { SwitchoverMachine, type SwitchoverBounds } from "./actions/switchover/switchover-machine.js";
 import { SwitchoverRecords } from "./actions/switchover/switchover-records.js";
 import { recoverInterrupted } from "./actions/switchover/switchover-recovery.js";
@@ -243,17 +244,22 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     for (const batch of windowBatches(windows)) toSpool({ case: "windows", value: { windows: batch } });
   });
   telemetry.on("detection", (d) => toSpool({ case: "detection", value: d }));
+  // Routes change only when a service's container appears or changes state, not on every process change.
+  const serviceStates = new Map<string, string>();
   collector.on("upsert", (g) => {
     link?.upsert(g);
     const image = collector.container(g.containerId)?.image;
     if (image !== undefined) scanner?.want(image);
-    void routes.refresh();
+    if (g.labels[SERVICE_LABELS.address] !== undefined && serviceStates.get(g.containerId) !== g.state) {
+      serviceStates.set(g.containerId, g.state);
+      void routes.refresh();
+    }
   });
   scanner?.on("inventory", (inv) => link?.inventory(inv));
   collector.on("delete", (id) => {
     link?.delete(id);
     void commands.originalGone(id);
-    void routes.refresh();
+    if (serviceStates.delete(id)) void routes.refresh();
   });
 
   // In start order; stopped in reverse, so the state database is the last thing closed.

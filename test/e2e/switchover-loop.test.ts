@@ -149,5 +149,9 @@ describe("switchover loop on the embedded default (real aggregator, agent, proxy
     assert.match(falco.reason, /Terminal shell in container/);
     await waitFor("the shadow serving after the Falco alert", async () => ((await servedBy()) === String(svc.shadowPort) ? true : undefined), 10_000, 100);
     assert.equal((await eng.docker.getContainer(svc.container.Id).inspect()).Config.Labels[SERVICE_LABELS.address], svc.address);
+
+    // The service goes away (original and shadow removed): its stable address is no longer served.
+    for (const c of await eng.docker.listContainers({ all: true, filters: { label: [`${SERVICE_LABELS.address}=${svc.address}`] } })) await eng.docker.getContainer(c.Id).remove({ force: true });
+    await waitFor("the stable address closed", async () => ((await getOnce("127.0.0.1", svc.listenPort, "/", 2000)).error.includes("ECONNREFUSED") ? true : undefined), 15_000, 200);
   });
 });

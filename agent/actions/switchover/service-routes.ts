@@ -14,6 +14,8 @@ import { SERVICE_LABELS } from "./service-labels.js";
 export class ServiceRoutes {
   private pending: Promise<void> | undefined;
   private again = false;
+  /** The stable addresses the proxy serves for this agent's services. */
+  private readonly served = new Set<string>();
 
   constructor(
     private readonly docker: Docker,
@@ -55,9 +57,17 @@ export class ServiceRoutes {
       const backend = serving === undefined ? undefined : backendOf(serving);
       try {
         await this.proxy.ensure(address, address, backend);
+        this.served.add(address);
       } catch (err) {
         this.log.warn({ service: address, err: String(err) }, "cannot serve the service's stable address");
       }
+    }
+    // A service whose containers are all gone: its address stops being served (rather than holding clients for nothing).
+    for (const address of this.served) {
+      if (byAddress.has(address) || this.busy(address)) continue;
+      this.served.delete(address);
+      await this.proxy.remove(address).catch((err: unknown) => this.log.warn({ service: address, err: String(err) }, "cannot stop serving a removed service's address"));
+      this.log.info({ service: address }, "service removed: its stable address is no longer served");
     }
   }
 }
