@@ -259,7 +259,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   collector.on("delete", (id) => {
     link?.delete(id);
     void commands.originalGone(id);
-    if (serviceStates.delete(id)) void routes.refresh();
+    serviceStates.delete(id);
+    void routes.refresh();
   });
 
   // In start order; stopped in reverse, so the state database is the last thing closed.
@@ -277,6 +278,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       "traffic",
       () => records.load(),
       async () => {
+        routes.close();
         await machine.stop();
         await proxy.close();
       },

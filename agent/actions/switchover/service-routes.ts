@@ -11,11 +11,17 @@ import type { Backend, TrafficRedirect } from "../traffic/traffic-redirect.js";
 import { managedService } from "./managed-service.js";
 import { SERVICE_LABELS } from "./service-labels.js";
 
+/** How soon a service skipped because a switchover was working on it is looked at again. */
+const RETRY_BUSY_MS = 1000;
+
 export class ServiceRoutes {
   private pending: Promise<void> | undefined;
   private again = false;
   /** The stable addresses the proxy serves for this agent's services. */
   private readonly served = new Set<string>();
+  /** A pass again soon, for services a switchover was working on (no engine event may follow). */
+  private retry: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(
     private readonly docker: Docker,
@@ -28,6 +34,7 @@ export class ServiceRoutes {
 
   /** Brings every service's route up to date; calls during a pass cause one more pass. Never rejects. */
   refresh(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     if (this.pending !== undefined) {
       this.again = true;
       return this.pending;
@@ -41,6 +48,12 @@ export class ServiceRoutes {
     return this.pending;
   }
 
+  /** No pass after this (the proxy is closing). */
+  close(): void {
+    this.closed = true;
+    if (this.retry !== undefined) clearTimeout(this.retry);
+  }
+
   private async pass(): Promise<void> {
     const list = await this.docker.listContainers({ all: true, filters: { label: [SERVICE_LABELS.address] } });
     const byAddress = new Map<string, Docker.ContainerInfo[]>();
@@ -49,8 +62,12 @@ export class ServiceRoutes {
       if (s === undefined || !this.only(c.Labels)) continue;
       byAddress.set(s.address, [...(byAddress.get(s.address) ?? []), c]);
     }
+    let deferred = false;
     for (const [address, cs] of byAddress) {
-      if (this.busy(address)) continue;
+      if (this.busy(address)) {
+        deferred = true;
+        continue;
+      }
       // Two running (a switchover's overlap): the shadow, the newer of the two, is the one that serves.
       const running = cs.filter((c) => c.State === "running").sort((a, b) => Number(b.Labels[SHADOW_CONTAINER_LABELS.shadowOf] !== undefined) - Number(a.Labels[SHADOW_CONTAINER_LABELS.shadowOf] !== undefined) || b.Created - a.Created);
       const serving = running[0];
@@ -64,10 +81,21 @@ export class ServiceRoutes {
     }
     // A service whose containers are all gone: its address stops being served (rather than holding clients for nothing).
     for (const address of this.served) {
-      if (byAddress.has(address) || this.busy(address)) continue;
+      if (byAddress.has(address)) continue;
+      if (this.busy(address)) {
+        deferred = true;
+        continue;
+      }
       this.served.delete(address);
       await this.proxy.remove(address).catch((err: unknown) => this.log.warn({ service: address, err: String(err) }, "cannot stop serving a removed service's address"));
       this.log.info({ service: address }, "service removed: its stable address is no longer served");
+    }
+    if (deferred && this.retry === undefined && !this.closed) {
+      this.retry = setTimeout(() => {
+        this.retry = undefined;
+        void this.refresh();
+      }, RETRY_BUSY_MS);
+      this.retry.unref();
     }
   }
 }
