@@ -4,7 +4,13 @@
  * only place the order is defined. Change the order or meaning only with a new FEATURE_VERSION.
  */
 
-export const FEATURE_VERSION = "layer-window-v1";
+export const FEATURE_VERSION = "layer-window-v2";
+/**
+ * Versions a window may follow. v1 (53 numbers) is v2 without `listen_sockets`, with gauge rates
+ * over the window's length instead of the time between the samples, and without the CPU and I/O of
+ * processes charged at exit: stored v1 windows still decode, no model takes them.
+ */
+export const KNOWN_FEATURE_VERSIONS = ["layer-window-v1", "layer-window-v2"] as const;
 
 /** Per-process metrics summed over a layer's processes at each tick. */
 export const METRICS = [
@@ -36,6 +42,7 @@ export const COUNTS = [
   { name: "exec_count", meaning: "exec events whose executable the layer provides (eBPF: every exec; polling: new or re-exec'd processes seen)" },
   { name: "new_connections", meaning: "TCP sockets first seen in the window owned by the layer's processes" },
   { name: "drift_events", meaning: "drift detections (executable only in the writable layer or a volume) attributed to the layer" },
+  { name: "listen_sockets", meaning: "listening TCP sockets first seen in the window owned by the layer's processes (v2)" },
 ] as const;
 export type CountName = (typeof COUNTS)[number]["name"];
 

@@ -155,7 +155,7 @@ export class CommandJournal implements Service {
     const entry: JournalEntry = {
       id: cmd.id,
       action: cmd.action.case ?? "",
-      container: cmd.action.value?.containerId ?? "",
+      container: cmd.action.case === "modelUpdate" ? cmd.action.value.imageId : (cmd.action.value?.containerId ?? ""),
       receivedAt: new Date(),
       state: "accepted",
       command: cmd,

@@ -22,7 +22,7 @@ export class LayerWindow {
   private readonly last = new Float64Array(METRIC_COUNT);
   private ticks = 0;
   private processTicks = 0;
-  readonly counts: Record<CountName, number> = { process_count: 0, process_starts: 0, exec_count: 0, new_connections: 0, drift_events: 0 };
+  readonly counts: Record<CountName, number> = { process_count: 0, process_starts: 0, exec_count: 0, new_connections: 0, drift_events: 0, listen_sockets: 0 };
   readonly libraryLayers = new Set<string>();
 
   /**

@@ -59,7 +59,7 @@ describe("proc-sampler parsers (files captured on this host)", () => {
 
 describe("feature vector (models/features.ts) and per-layer windows", () => {
   it("has sum/mean/max/rate per metric then the counts, with unique names", () => {
-    assert.equal(FEATURE_COUNT, METRICS.length * 4 + 5);
+    assert.equal(FEATURE_COUNT, METRICS.length * 4 + 6);
     assert.equal(new Set(FEATURE_NAMES).size, FEATURE_COUNT);
     assert.equal(FEATURE_NAMES[0], "cpu_seconds.sum");
     assert.throws(() => featureIndex("nope"), RangeError);

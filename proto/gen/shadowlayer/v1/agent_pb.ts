@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/agent.proto.
  */
 export const file_shadowlayer_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9hZ2VudC5wcm90bxIOc2hhZG93bGF5ZXIudjEi9gMKDEFnZW50TWVzc2FnZRILCgNzZXEYASABKAQSJgoFaGVsbG8YAiABKAsyFS5zaGFkb3dsYXllci52MS5IZWxsb0gAEjMKDGdyYXBoX3Vwc2VydBgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLkdyYXBoVXBzZXJ0SAASMwoMZ3JhcGhfZGVsZXRlGAQgASgLMhsuc2hhZG93bGF5ZXIudjEuR3JhcGhEZWxldGVIABI1Cg1zeW5jX2NvbXBsZXRlGAUgASgLMhwuc2hhZG93bGF5ZXIudjEuU3luY0NvbXBsZXRlSAASNwoOY29tbWFuZF9yZXN1bHQYBiABKAsyHS5zaGFkb3dsYXllci52MS5Db21tYW5kUmVzdWx0SAASLgoJaGVhcnRiZWF0GAcgASgLMhkuc2hhZG93bGF5ZXIudjEuSGVhcnRiZWF0SAASMgoJdGVsZW1ldHJ5GAggASgLMh0uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5SXRlbUgAEjMKCWludmVudG9yeRgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5SAASNgoKc3dpdGNob3ZlchgKIAEoCzIgLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJSZWNvcmRIAEIGCgRib2R5IoQBCgVIZWxsbxIMCgRub2RlGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZW5naW5lX3ZlcnNpb24YAyABKAkSFgoOc3RvcmFnZV9kcml2ZXIYBCABKAkSJgoEaG9zdBgFIAEoCzIYLnNoYWRvd2xheWVyLnYxLkhvc3RJbmZvIlwKCEhvc3RJbmZvEhAKCGhvc3RuYW1lGAEgASgJEgoKAm9zGAIgASgJEg4KBmtlcm5lbBgDIAEoCRIMCgRjcHVzGAQgASgNEhQKDG1lbW9yeV9ieXRlcxgFIAEoBCI4CgtHcmFwaFVwc2VydBIpCgVncmFwaBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgiIwoLR3JhcGhEZWxldGUSFAoMY29udGFpbmVyX2lkGAEgASgJIiUKDFN5bmNDb21wbGV0ZRIVCg1jb250YWluZXJfaWRzGAEgAygJIrwBCglIZWFydGJlYXQSJgoCYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgCIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIpCgRub2RlGAMgASgLMhsuc2hhZG93bGF5ZXIudjEuTm9kZUNvbnRleHQSKAoEbGluaxgEIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxpbmtTdGF0dXMiawoRQWdncmVnYXRvck1lc3NhZ2USIgoDYWNrGAEgASgLMhMuc2hhZG93bGF5ZXIudjEuQWNrSAASKgoHY29tbWFuZBgCIAEoCzIXLnNoYWRvd2xheWVyLnYxLkNvbW1hbmRIAEIGCgRib2R5IhIKA0FjaxILCgNzZXEYASABKAQiuAEKB0NvbW1hbmQSCgoCaWQYASABKAkSNwoOcHJlcGFyZV9zaGFkb3cYAiABKAsyHS5zaGFkb3dsYXllci52MS5QcmVwYXJlU2hhZG93SAASMAoKc3dpdGNob3ZlchgDIAEoCzIaLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJIABIsCghyb2xsYmFjaxgEIAEoCzIYLnNoYWRvd2xheWVyLnYxLlJvbGxiYWNrSABCCAoGYWN0aW9uItsBCg1QcmVwYXJlU2hhZG93EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSEQoJbGF5ZXJfaWRzGAMgAygJEg4KBnJlYXNvbhgEIAEoCRIOCgZqb2JfaWQYBSABKAkSEAoIaW1hZ2VfaWQYBiABKAkSFwoPbWFuaWZlc3RfZGlnZXN0GAcgASgJEhIKCmxvY2FsX29ubHkYCCABKAgSGQoRc2lnbmF0dXJlX3BheWxvYWQYCSABKAwSEQoJc2lnbmF0dXJlGAogASgJIq0CCgpTd2l0Y2hvdmVyEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIUCgxzaGFkb3dfaW1hZ2UYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXByb2FjdGl2ZRgEIAEoCBIbChNzaGFkb3dfY29udGFpbmVyX2lkGAUgASgJEiYKBG1vZGUYBiABKA4yGC5zaGFkb3dsYXllci52MS5EYXRhTW9kZRIyCgd0cmlnZ2VyGAcgASgOMiEuc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlclRyaWdnZXISDgoGam9iX2lkGAggASgJEhkKEWhlYWx0aF90aW1lb3V0X21zGAkgASgNEhgKEGRyYWluX3RpbWVvdXRfbXMYCiABKA0SEgoKb2JzZXJ2ZV9tcxgLIAEoDSKQAQoIUm9sbGJhY2sSFAoMY29udGFpbmVyX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIVCg1zd2l0Y2hvdmVyX2lkGAQgASgJEjIKB3RyaWdnZXIYBSABKA4yIS5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyVHJpZ2dlciK2AQoNQ29tbWFuZFJlc3VsdBISCgpjb21tYW5kX2lkGAEgASgJEi0KBnN0YXR1cxgCIAEoDjIdLnNoYWRvd2xheWVyLnYxLkNvbW1hbmRTdGF0dXMSDwoHbWVzc2FnZRgDIAEoCRIbChNzaGFkb3dfY29udGFpbmVyX2lkGAQgASgJEjQKCnN3aXRjaG92ZXIYBSABKAsyIC5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyUmVjb3JkKqABCg1Db21tYW5kU3RhdHVzEh4KGkNPTU1BTkRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRQ09NTUFORF9TVEFUVVNfT0sQARIZChVDT01NQU5EX1NUQVRVU19GQUlMRUQQAhIgChxDT01NQU5EX1NUQVRVU19VTklNUExFTUVOVEVEEAMSGwoXQ09NTUFORF9TVEFUVVNfUkVKRUNURUQQBDJeCgxBZ2VudFNlcnZpY2USTgoHQ29ubmVjdBIcLnNoYWRvd2xheWVyLnYxLkFnZW50TWVzc2FnZRohLnNoYWRvd2xheWVyLnYxLkFnZ3JlZ2F0b3JNZXNzYWdlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_switchover, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9hZ2VudC5wcm90bxIOc2hhZG93bGF5ZXIudjEi9gMKDEFnZW50TWVzc2FnZRILCgNzZXEYASABKAQSJgoFaGVsbG8YAiABKAsyFS5zaGFkb3dsYXllci52MS5IZWxsb0gAEjMKDGdyYXBoX3Vwc2VydBgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLkdyYXBoVXBzZXJ0SAASMwoMZ3JhcGhfZGVsZXRlGAQgASgLMhsuc2hhZG93bGF5ZXIudjEuR3JhcGhEZWxldGVIABI1Cg1zeW5jX2NvbXBsZXRlGAUgASgLMhwuc2hhZG93bGF5ZXIudjEuU3luY0NvbXBsZXRlSAASNwoOY29tbWFuZF9yZXN1bHQYBiABKAsyHS5zaGFkb3dsYXllci52MS5Db21tYW5kUmVzdWx0SAASLgoJaGVhcnRiZWF0GAcgASgLMhkuc2hhZG93bGF5ZXIudjEuSGVhcnRiZWF0SAASMgoJdGVsZW1ldHJ5GAggASgLMh0uc2hhZG93bGF5ZXIudjEuVGVsZW1ldHJ5SXRlbUgAEjMKCWludmVudG9yeRgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkltYWdlSW52ZW50b3J5SAASNgoKc3dpdGNob3ZlchgKIAEoCzIgLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJSZWNvcmRIAEIGCgRib2R5IoQBCgVIZWxsbxIMCgRub2RlGAEgASgJEhUKDWFnZW50X3ZlcnNpb24YAiABKAkSFgoOZW5naW5lX3ZlcnNpb24YAyABKAkSFgoOc3RvcmFnZV9kcml2ZXIYBCABKAkSJgoEaG9zdBgFIAEoCzIYLnNoYWRvd2xheWVyLnYxLkhvc3RJbmZvIlwKCEhvc3RJbmZvEhAKCGhvc3RuYW1lGAEgASgJEgoKAm9zGAIgASgJEg4KBmtlcm5lbBgDIAEoCRIMCgRjcHVzGAQgASgNEhQKDG1lbW9yeV9ieXRlcxgFIAEoBCI4CgtHcmFwaFVwc2VydBIpCgVncmFwaBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgiIwoLR3JhcGhEZWxldGUSFAoMY29udGFpbmVyX2lkGAEgASgJIiUKDFN5bmNDb21wbGV0ZRIVCg1jb250YWluZXJfaWRzGAEgAygJIrwBCglIZWFydGJlYXQSJgoCYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgCIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIpCgRub2RlGAMgASgLMhsuc2hhZG93bGF5ZXIudjEuTm9kZUNvbnRleHQSKAoEbGluaxgEIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxpbmtTdGF0dXMiawoRQWdncmVnYXRvck1lc3NhZ2USIgoDYWNrGAEgASgLMhMuc2hhZG93bGF5ZXIudjEuQWNrSAASKgoHY29tbWFuZBgCIAEoCzIXLnNoYWRvd2xheWVyLnYxLkNvbW1hbmRIAEIGCgRib2R5IhIKA0FjaxILCgNzZXEYASABKAQi7QEKB0NvbW1hbmQSCgoCaWQYASABKAkSNwoOcHJlcGFyZV9zaGFkb3cYAiABKAsyHS5zaGFkb3dsYXllci52MS5QcmVwYXJlU2hhZG93SAASMAoKc3dpdGNob3ZlchgDIAEoCzIaLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJIABIsCghyb2xsYmFjaxgEIAEoCzIYLnNoYWRvd2xheWVyLnYxLlJvbGxiYWNrSAASMwoMbW9kZWxfdXBkYXRlGAUgASgLMhsuc2hhZG93bGF5ZXIudjEuTW9kZWxVcGRhdGVIAEIICgZhY3Rpb24iQgoLTW9kZWxVcGRhdGUSEAoIaW1hZ2VfaWQYASABKAkSEAoIYXJ0aWZhY3QYAiABKAwSDwoHdmVyc2lvbhgDIAEoCSLbAQoNUHJlcGFyZVNoYWRvdxIUCgxjb250YWluZXJfaWQYASABKAkSFAoMc2hhZG93X2ltYWdlGAIgASgJEhEKCWxheWVyX2lkcxgDIAMoCRIOCgZyZWFzb24YBCABKAkSDgoGam9iX2lkGAUgASgJEhAKCGltYWdlX2lkGAYgASgJEhcKD21hbmlmZXN0X2RpZ2VzdBgHIAEoCRISCgpsb2NhbF9vbmx5GAggASgIEhkKEXNpZ25hdHVyZV9wYXlsb2FkGAkgASgMEhEKCXNpZ25hdHVyZRgKIAEoCSKtAgoKU3dpdGNob3ZlchIUCgxjb250YWluZXJfaWQYASABKAkSFAoMc2hhZG93X2ltYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglwcm9hY3RpdmUYBCABKAgSGwoTc2hhZG93X2NvbnRhaW5lcl9pZBgFIAEoCRImCgRtb2RlGAYgASgOMhguc2hhZG93bGF5ZXIudjEuRGF0YU1vZGUSMgoHdHJpZ2dlchgHIAEoDjIhLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJUcmlnZ2VyEg4KBmpvYl9pZBgIIAEoCRIZChFoZWFsdGhfdGltZW91dF9tcxgJIAEoDRIYChBkcmFpbl90aW1lb3V0X21zGAogASgNEhIKCm9ic2VydmVfbXMYCyABKA0ikAEKCFJvbGxiYWNrEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSFQoNc3dpdGNob3Zlcl9pZBgEIAEoCRIyCgd0cmlnZ2VyGAUgASgOMiEuc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlclRyaWdnZXIitgEKDUNvbW1hbmRSZXN1bHQSEgoKY29tbWFuZF9pZBgBIAEoCRItCgZzdGF0dXMYAiABKA4yHS5zaGFkb3dsYXllci52MS5Db21tYW5kU3RhdHVzEg8KB21lc3NhZ2UYAyABKAkSGwoTc2hhZG93X2NvbnRhaW5lcl9pZBgEIAEoCRI0Cgpzd2l0Y2hvdmVyGAUgASgLMiAuc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlclJlY29yZCqgAQoNQ29tbWFuZFN0YXR1cxIeChpDT01NQU5EX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEUNPTU1BTkRfU1RBVFVTX09LEAESGQoVQ09NTUFORF9TVEFUVVNfRkFJTEVEEAISIAocQ09NTUFORF9TVEFUVVNfVU5JTVBMRU1FTlRFRBADEhsKF0NPTU1BTkRfU1RBVFVTX1JFSkVDVEVEEAQyXgoMQWdlbnRTZXJ2aWNlEk4KB0Nvbm5lY3QSHC5zaGFkb3dsYXllci52MS5BZ2VudE1lc3NhZ2UaIS5zaGFkb3dsYXllci52MS5BZ2dyZWdhdG9yTWVzc2FnZSgBMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_switchover, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
 
 /**
  * @generated from message shadowlayer.v1.AgentMessage
@@ -341,6 +341,12 @@ export type Command = Message<"shadowlayer.v1.Command"> & {
      */
     value: Rollback;
     case: "rollback";
+  } | {
+    /**
+     * @generated from field: shadowlayer.v1.ModelUpdate model_update = 5;
+     */
+    value: ModelUpdate;
+    case: "modelUpdate";
   } | { case: undefined; value?: undefined };
 };
 
@@ -350,6 +356,41 @@ export type Command = Message<"shadowlayer.v1.Command"> & {
  */
 export const CommandSchema: GenMessage<Command> = /*@__PURE__*/
   messageDesc(file_shadowlayer_v1_agent, 9);
+
+/**
+ * A trained anomaly model for one image (or the node's generic model), from `shadowlayer train`
+ * through the aggregator. The agent validates it (models/ANOMALY.md), stores it in its model
+ * directory and hot-loads it; a rejected artifact leaves the model in use unchanged.
+ *
+ * @generated from message shadowlayer.v1.ModelUpdate
+ */
+export type ModelUpdate = Message<"shadowlayer.v1.ModelUpdate"> & {
+  /**
+   * Image id (sha256:…) the model is for; empty for the generic model.
+   *
+   * @generated from field: string image_id = 1;
+   */
+  imageId: string;
+
+  /**
+   * The model artifact (models/artifact.ts: manifest + weights, JSON, at most 4 MiB).
+   *
+   * @generated from field: bytes artifact = 2;
+   */
+  artifact: Uint8Array;
+
+  /**
+   * @generated from field: string version = 3;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ModelUpdate.
+ * Use `create(ModelUpdateSchema)` to create a new message.
+ */
+export const ModelUpdateSchema: GenMessage<ModelUpdate> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_agent, 10);
 
 /**
  * @generated from message shadowlayer.v1.PrepareShadow
@@ -423,7 +464,7 @@ export type PrepareShadow = Message<"shadowlayer.v1.PrepareShadow"> & {
  * Use `create(PrepareShadowSchema)` to create a new message.
  */
 export const PrepareShadowSchema: GenMessage<PrepareShadow> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_agent, 10);
+  messageDesc(file_shadowlayer_v1_agent, 11);
 
 /**
  * @generated from message shadowlayer.v1.Switchover
@@ -502,7 +543,7 @@ export type Switchover = Message<"shadowlayer.v1.Switchover"> & {
  * Use `create(SwitchoverSchema)` to create a new message.
  */
 export const SwitchoverSchema: GenMessage<Switchover> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_agent, 11);
+  messageDesc(file_shadowlayer_v1_agent, 12);
 
 /**
  * @generated from message shadowlayer.v1.Rollback
@@ -545,7 +586,7 @@ export type Rollback = Message<"shadowlayer.v1.Rollback"> & {
  * Use `create(RollbackSchema)` to create a new message.
  */
 export const RollbackSchema: GenMessage<Rollback> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_agent, 12);
+  messageDesc(file_shadowlayer_v1_agent, 13);
 
 /**
  * @generated from message shadowlayer.v1.CommandResult
@@ -586,7 +627,7 @@ export type CommandResult = Message<"shadowlayer.v1.CommandResult"> & {
  * Use `create(CommandResultSchema)` to create a new message.
  */
 export const CommandResultSchema: GenMessage<CommandResult> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_agent, 13);
+  messageDesc(file_shadowlayer_v1_agent, 14);
 
 /**
  * @generated from enum shadowlayer.v1.CommandStatus

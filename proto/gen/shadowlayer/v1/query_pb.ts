@@ -22,7 +22,89 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/query.proto.
  */
 export const file_shadowlayer_v1_query: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiTAoVTGlzdENvbnRhaW5lcnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiZwoWTGlzdENvbnRhaW5lcnNSZXNwb25zZRI0Cgpjb250YWluZXJzGAEgAygLMiAuc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki2AEKEENvbnRhaW5lclN1bW1hcnkSFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEgwKBG5vZGUYBCABKAkSDQoFc3RhdGUYBSABKAkSEwoLbGF5ZXJfY291bnQYBiABKA0SFQoNcHJvY2Vzc19jb3VudBgHIAEoDRINCgVkcmlmdBgIIAEoCBIvCgtvYnNlcnZlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKQoUR2V0TGF5ZXJHcmFwaFJlcXVlc3QSEQoJY29udGFpbmVyGAEgASgJIiIKEldhdGNoR3JhcGhzUmVxdWVzdBIMCgRub2RlGAEgASgJIuUBCgpHcmFwaEV2ZW50Ei0KBHR5cGUYASABKA4yHy5zaGFkb3dsYXllci52MS5HcmFwaEV2ZW50LlR5cGUSFAoMY29udGFpbmVyX2lkGAIgASgJEikKBWdyYXBoGAMgASgLMhouc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaCJnCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIPCgtUWVBFX1VQU0VSVBABEg8KC1RZUEVfREVMRVRFEAISFgoSVFlQRV9TTkFQU0hPVF9ET05FEAMSDwoLVFlQRV9SRVNZTkMQBCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJbChJMaXN0QWdlbnRzUmVzcG9uc2USLAoGYWdlbnRzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuQWdlbnRTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLcAgoMQWdlbnRTdW1tYXJ5EgwKBG5vZGUYASABKAkSEQoJY29ubmVjdGVkGAIgASgIEhUKDWFnZW50X3ZlcnNpb24YAyABKAkSLQoJbGFzdF9zZWVuGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgl0ZWxlbWV0cnkYBSABKAsyHy5zaGFkb3dsYXllci52MS5UZWxlbWV0cnlTdGF0dXMSMQoMbm9kZV9jb250ZXh0GAYgASgLMhsuc2hhZG93bGF5ZXIudjEuTm9kZUNvbnRleHQSDwoHd2luZG93cxgHIAEoBBISCgpkZXRlY3Rpb25zGAggASgEEisKBGxpbmsYCSABKAsyHS5zaGFkb3dsYXllci52MS5BZ2VudExpbmtWaWV3EhUKDWNhcHBlZF93cml0ZXMYFCABKAQSFQoNY2FwcGVkX3JlYXNvbhgVIAEoCSJrChJMaXN0V2luZG93c1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkicQoMU3RvcmVkV2luZG93EhAKCHNwb29sX2lkGAEgASgJEhEKCXNwb29sX3NlcRgCIAEoBBItCgZ3aW5kb3cYAyABKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5Eg0KBWluZGV4GAQgASgNIl0KE0xpc3RXaW5kb3dzUmVzcG9uc2USLQoHd2luZG93cxgBIAMoCzIcLnNoYWRvd2xheWVyLnYxLlN0b3JlZFdpbmRvdxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibgoVTGlzdERldGVjdGlvbnNSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWxpbWl0GAMgASgNEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJImAKFkxpc3REZXRlY3Rpb25zUmVzcG9uc2USLQoKZGV0ZWN0aW9ucxgBIAMoCzIZLnNoYWRvd2xheWVyLnYxLkRldGVjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOAoVV2F0Y2hUZWxlbWV0cnlSZXF1ZXN0EgwKBG5vZGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJIqQBCg5UZWxlbWV0cnlFdmVudBIvCgZ3aW5kb3cYASABKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5SAASLgoJZGV0ZWN0aW9uGAIgASgLMhkuc2hhZG93bGF5ZXIudjEuRGV0ZWN0aW9uSAASFwoNc25hcHNob3RfZG9uZRgDIAEoCEgAEhAKBnJlc3luYxgEIAEoCEgAQgYKBGJvZHkiWwoRTGlzdFNjb3Jlc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYgoSTGlzdFNjb3Jlc1Jlc3BvbnNlEjMKCmNvbnRhaW5lcnMYASADKAsyHy5zaGFkb3dsYXllci52MS5Db250YWluZXJTY29yZXMSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEldhdGNoU2NvcmVzUmVxdWVzdBIMCgRub2RlGAEgASgJIusBCgpTY29yZUV2ZW50Ei0KBHR5cGUYASABKA4yHy5zaGFkb3dsYXllci52MS5TY29yZUV2ZW50LlR5cGUSFAoMY29udGFpbmVyX2lkGAIgASgJEi8KBnNjb3JlcxgDIAEoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcyJnCgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIPCgtUWVBFX1VQU0VSVBABEg8KC1RZUEVfREVMRVRFEAISFgoSVFlQRV9TTkFQU0hPVF9ET05FEAMSDwoLVFlQRV9SRVNZTkMQBCJLCg9HZXRWdWxuc1JlcXVlc3QSEQoJY29udGFpbmVyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIo4CChBHZXRWdWxuc1Jlc3BvbnNlEi8KBnNjb3JlcxgBIAEoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcxIqCgdtYXRjaGVzGAIgAygLMhkuc2hhZG93bGF5ZXIudjEuVnVsbk1hdGNoEiUKAm9zGAMgASgLMhkuc2hhZG93bGF5ZXIudjEuT3NSZWxlYXNlEjEKB3BhcnRpYWwYBCADKAsyIC5zaGFkb3dsYXllci52MS5JbnZlbnRvcnlQcm9ibGVtEhAKCHBhY2thZ2VzGAUgASgNEhgKEGludmVudG9yeV9zdGF0dXMYBiABKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAcgASgJIk8KE0dldEludmVudG9yeVJlcXVlc3QSEQoJY29udGFpbmVyGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIo0BChRHZXRJbnZlbnRvcnlSZXNwb25zZRIpCgVncmFwaBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgSMQoJaW52ZW50b3J5GAIgASgLMh4uc2hhZG93bGF5ZXIudjEuSW1hZ2VJbnZlbnRvcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIjkKEExpc3RGZWVkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiVwoRTGlzdEZlZWRzUmVzcG9uc2USKQoFZmVlZHMYASADKAsyGi5zaGFkb3dsYXllci52MS5GZWVkU3RhdHVzEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChNMaXN0UG9saWNpZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlkKFExpc3RQb2xpY2llc1Jlc3BvbnNlEigKCHBvbGljaWVzGAEgAygLMhYuc2hhZG93bGF5ZXIudjEuUG9saWN5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChBTZXRQb2xpY3lSZXF1ZXN0EiYKBnBvbGljeRgBIAEoCzIWLnNoYWRvd2xheWVyLnYxLlBvbGljeSIjChNEZWxldGVQb2xpY3lSZXF1ZXN0EgwKBG5hbWUYASABKAkiFgoURGVsZXRlUG9saWN5UmVzcG9uc2UiOgoTUmVmcmVzaEZlZWRzUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKDWFjY2VwdF9zaHJpbmsYAiABKAgiSgoOQWRkRmVlZFJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEg4KBnNvdXJjZRgDIAEoCRIMCgRkZW1vGAQgASgIMpQLCgxRdWVyeVNlcnZpY2USXwoOTGlzdENvbnRhaW5lcnMSJS5zaGFkb3dsYXllci52MS5MaXN0Q29udGFpbmVyc1JlcXVlc3QaJi5zaGFkb3dsYXllci52MS5MaXN0Q29udGFpbmVyc1Jlc3BvbnNlElEKDUdldExheWVyR3JhcGgSJC5zaGFkb3dsYXllci52MS5HZXRMYXllckdyYXBoUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGgSTwoLV2F0Y2hHcmFwaHMSIi5zaGFkb3dsYXllci52MS5XYXRjaEdyYXBoc1JlcXVlc3QaGi5zaGFkb3dsYXllci52MS5HcmFwaEV2ZW50MAESUwoKTGlzdEFnZW50cxIhLnNoYWRvd2xheWVyLnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiIuc2hhZG93bGF5ZXIudjEuTGlzdEFnZW50c1Jlc3BvbnNlElYKC0xpc3RXaW5kb3dzEiIuc2hhZG93bGF5ZXIudjEuTGlzdFdpbmRvd3NSZXF1ZXN0GiMuc2hhZG93bGF5ZXIudjEuTGlzdFdpbmRvd3NSZXNwb25zZRJfCg5MaXN0RGV0ZWN0aW9ucxIlLnNoYWRvd2xheWVyLnYxLkxpc3REZXRlY3Rpb25zUmVxdWVzdBomLnNoYWRvd2xheWVyLnYxLkxpc3REZXRlY3Rpb25zUmVzcG9uc2USWQoOV2F0Y2hUZWxlbWV0cnkSJS5zaGFkb3dsYXllci52MS5XYXRjaFRlbGVtZXRyeVJlcXVlc3QaHi5zaGFkb3dsYXllci52MS5UZWxlbWV0cnlFdmVudDABElMKCkxpc3RTY29yZXMSIS5zaGFkb3dsYXllci52MS5MaXN0U2NvcmVzUmVxdWVzdBoiLnNoYWRvd2xheWVyLnYxLkxpc3RTY29yZXNSZXNwb25zZRJPCgtXYXRjaFNjb3JlcxIiLnNoYWRvd2xheWVyLnYxLldhdGNoU2NvcmVzUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLlNjb3JlRXZlbnQwARJNCghHZXRWdWxucxIfLnNoYWRvd2xheWVyLnYxLkdldFZ1bG5zUmVxdWVzdBogLnNoYWRvd2xheWVyLnYxLkdldFZ1bG5zUmVzcG9uc2USWQoMR2V0SW52ZW50b3J5EiMuc2hhZG93bGF5ZXIudjEuR2V0SW52ZW50b3J5UmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkdldEludmVudG9yeVJlc3BvbnNlElAKCUxpc3RGZWVkcxIgLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1JlcXVlc3QaIS5zaGFkb3dsYXllci52MS5MaXN0RmVlZHNSZXNwb25zZRJZCgxMaXN0UmVidWlsZHMSIy5zaGFkb3dsYXllci52MS5MaXN0UmVidWlsZHNSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuTGlzdFJlYnVpbGRzUmVzcG9uc2USVQoNV2F0Y2hSZWJ1aWxkcxIkLnNoYWRvd2xheWVyLnYxLldhdGNoUmVidWlsZHNSZXF1ZXN0Ghwuc2hhZG93bGF5ZXIudjEuUmVidWlsZEV2ZW50MAESYgoPTGlzdFN3aXRjaG92ZXJzEiYuc2hhZG93bGF5ZXIudjEuTGlzdFN3aXRjaG92ZXJzUmVxdWVzdBonLnNoYWRvd2xheWVyLnYxLkxpc3RTd2l0Y2hvdmVyc1Jlc3BvbnNlEl4KEFdhdGNoU3dpdGNob3ZlcnMSJy5zaGFkb3dsYXllci52MS5XYXRjaFN3aXRjaG92ZXJzUmVxdWVzdBofLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJFdmVudDABMskGCgxBZG1pblNlcnZpY2USWQoMTGlzdFBvbGljaWVzEiMuc2hhZG93bGF5ZXIudjEuTGlzdFBvbGljaWVzUmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkxpc3RQb2xpY2llc1Jlc3BvbnNlEkUKCVNldFBvbGljeRIgLnNoYWRvd2xheWVyLnYxLlNldFBvbGljeVJlcXVlc3QaFi5zaGFkb3dsYXllci52MS5Qb2xpY3kSWQoMRGVsZXRlUG9saWN5EiMuc2hhZG93bGF5ZXIudjEuRGVsZXRlUG9saWN5UmVxdWVzdBokLnNoYWRvd2xheWVyLnYxLkRlbGV0ZVBvbGljeVJlc3BvbnNlElYKDFJlZnJlc2hGZWVkcxIjLnNoYWRvd2xheWVyLnYxLlJlZnJlc2hGZWVkc1JlcXVlc3QaIS5zaGFkb3dsYXllci52MS5MaXN0RmVlZHNSZXNwb25zZRJMCgdBZGRGZWVkEh4uc2hhZG93bGF5ZXIudjEuQWRkRmVlZFJlcXVlc3QaIS5zaGFkb3dsYXllci52MS5MaXN0RmVlZHNSZXNwb25zZRJRCg1DYW5jZWxSZWJ1aWxkEiQuc2hhZG93bGF5ZXIudjEuUmVidWlsZEFjdGlvblJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5SZWJ1aWxkSm9iEk8KDEZvcmNlUmVidWlsZBIjLnNoYWRvd2xheWVyLnYxLkZvcmNlUmVidWlsZFJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5SZWJ1aWxkSm9iElAKDFJlcnVuUmVidWlsZBIkLnNoYWRvd2xheWVyLnYxLlJlYnVpbGRBY3Rpb25SZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuUmVidWlsZEpvYhJRCgpTd2l0Y2hvdmVyEiEuc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlclJlcXVlc3QaIC5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyUmVjb3JkEk0KCFJvbGxiYWNrEh8uc2hhZG93bGF5ZXIudjEuUm9sbGJhY2tSZXF1ZXN0GiAuc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlclJlY29yZGIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_rebuild, file_shadowlayer_v1_switchover, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9xdWVyeS5wcm90bxIOc2hhZG93bGF5ZXIudjEiNAoSRGVwbG95TW9kZWxSZXF1ZXN0EhAKCGFydGlmYWN0GAEgASgMEgwKBG5vZGUYAiABKAkibgoTRGVwbG95TW9kZWxSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEhAKCGltYWdlX2lkGAIgASgJEjQKC2RlcGxveW1lbnRzGAMgAygLMh8uc2hhZG93bGF5ZXIudjEuTW9kZWxEZXBsb3ltZW50IkEKD01vZGVsRGVwbG95bWVudBIMCgRub2RlGAEgASgJEg8KB291dGNvbWUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJMChVMaXN0Q29udGFpbmVyc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJnChZMaXN0Q29udGFpbmVyc1Jlc3BvbnNlEjQKCmNvbnRhaW5lcnMYASADKAsyIC5zaGFkb3dsYXllci52MS5Db250YWluZXJTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLYAQoQQ29udGFpbmVyU3VtbWFyeRIUCgxjb250YWluZXJfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSDQoFaW1hZ2UYAyABKAkSDAoEbm9kZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRITCgtsYXllcl9jb3VudBgGIAEoDRIVCg1wcm9jZXNzX2NvdW50GAcgASgNEg0KBWRyaWZ0GAggASgIEi8KC29ic2VydmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChRHZXRMYXllckdyYXBoUmVxdWVzdBIRCgljb250YWluZXIYASABKAkiIgoSV2F0Y2hHcmFwaHNSZXF1ZXN0EgwKBG5vZGUYASABKAki5QEKCkdyYXBoRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSKQoFZ3JhcGgYAyABKAsyGi5zaGFkb3dsYXllci52MS5MYXllckdyYXBoImcKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAxIPCgtUWVBFX1JFU1lOQxAEIjoKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlsKEkxpc3RBZ2VudHNSZXNwb25zZRIsCgZhZ2VudHMYASADKAsyHC5zaGFkb3dsYXllci52MS5BZ2VudFN1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItwCCgxBZ2VudFN1bW1hcnkSDAoEbm9kZRgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCRItCglsYXN0X3NlZW4YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCXRlbGVtZXRyeRgFIAEoCzIfLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeVN0YXR1cxIxCgxub2RlX2NvbnRleHQYBiABKAsyGy5zaGFkb3dsYXllci52MS5Ob2RlQ29udGV4dBIPCgd3aW5kb3dzGAcgASgEEhIKCmRldGVjdGlvbnMYCCABKAQSKwoEbGluaxgJIAEoCzIdLnNoYWRvd2xheWVyLnYxLkFnZW50TGlua1ZpZXcSFQoNY2FwcGVkX3dyaXRlcxgUIAEoBBIVCg1jYXBwZWRfcmVhc29uGBUgASgJIsEBChJMaXN0V2luZG93c1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJxCgxTdG9yZWRXaW5kb3cSEAoIc3Bvb2xfaWQYASABKAkSEQoJc3Bvb2xfc2VxGAIgASgEEi0KBndpbmRvdxgDIAEoCzIdLnNoYWRvd2xheWVyLnYxLldpbmRvd1N1bW1hcnkSDQoFaW5kZXgYBCABKA0iXQoTTGlzdFdpbmRvd3NSZXNwb25zZRItCgd3aW5kb3dzGAEgAygLMhwuc2hhZG93bGF5ZXIudjEuU3RvcmVkV2luZG93EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJuChVMaXN0RGV0ZWN0aW9uc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkSDQoFbGltaXQYAyABKA0SEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiYAoWTGlzdERldGVjdGlvbnNSZXNwb25zZRItCgpkZXRlY3Rpb25zGAEgAygLMhkuc2hhZG93bGF5ZXIudjEuRGV0ZWN0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI4ChVXYXRjaFRlbGVtZXRyeVJlcXVlc3QSDAoEbm9kZRgBIAEoCRIRCgljb250YWluZXIYAiABKAkipAEKDlRlbGVtZXRyeUV2ZW50Ei8KBndpbmRvdxgBIAEoCzIdLnNoYWRvd2xheWVyLnYxLldpbmRvd1N1bW1hcnlIABIuCglkZXRlY3Rpb24YAiABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IABIXCg1zbmFwc2hvdF9kb25lGAMgASgISAASEAoGcmVzeW5jGAQgASgISABCBgoEYm9keSJbChFMaXN0U2NvcmVzUmVxdWVzdBIMCgRub2RlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJiChJMaXN0U2NvcmVzUmVzcG9uc2USMwoKY29udGFpbmVycxgBIAMoCzIfLnNoYWRvd2xheWVyLnYxLkNvbnRhaW5lclNjb3JlcxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoSV2F0Y2hTY29yZXNSZXF1ZXN0EgwKBG5vZGUYASABKAki6wEKClNjb3JlRXZlbnQSLQoEdHlwZRgBIAEoDjIfLnNoYWRvd2xheWVyLnYxLlNjb3JlRXZlbnQuVHlwZRIUCgxjb250YWluZXJfaWQYAiABKAkSLwoGc2NvcmVzGAMgASgLMh8uc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU2NvcmVzImcKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklFRBAAEg8KC1RZUEVfVVBTRVJUEAESDwoLVFlQRV9ERUxFVEUQAhIWChJUWVBFX1NOQVBTSE9UX0RPTkUQAxIPCgtUWVBFX1JFU1lOQxAEIksKD0dldFZ1bG5zUmVxdWVzdBIRCgljb250YWluZXIYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkijgIKEEdldFZ1bG5zUmVzcG9uc2USLwoGc2NvcmVzGAEgASgLMh8uc2hhZG93bGF5ZXIudjEuQ29udGFpbmVyU2NvcmVzEioKB21hdGNoZXMYAiADKAsyGS5zaGFkb3dsYXllci52MS5WdWxuTWF0Y2gSJQoCb3MYAyABKAsyGS5zaGFkb3dsYXllci52MS5Pc1JlbGVhc2USMQoHcGFydGlhbBgEIAMoCzIgLnNoYWRvd2xheWVyLnYxLkludmVudG9yeVByb2JsZW0SEAoIcGFja2FnZXMYBSABKA0SGAoQaW52ZW50b3J5X3N0YXR1cxgGIAEoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YByABKAkiTwoTR2V0SW52ZW50b3J5UmVxdWVzdBIRCgljb250YWluZXIYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkijQEKFEdldEludmVudG9yeVJlc3BvbnNlEikKBWdyYXBoGAEgASgLMhouc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaBIxCglpbnZlbnRvcnkYAiABKAsyHi5zaGFkb3dsYXllci52MS5JbWFnZUludmVudG9yeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiOQoQTGlzdEZlZWRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJXChFMaXN0RmVlZHNSZXNwb25zZRIpCgVmZWVkcxgBIAMoCzIaLnNoYWRvd2xheWVyLnYxLkZlZWRTdGF0dXMSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjwKE0xpc3RQb2xpY2llc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiWQoUTGlzdFBvbGljaWVzUmVzcG9uc2USKAoIcG9saWNpZXMYASADKAsyFi5zaGFkb3dsYXllci52MS5Qb2xpY3kSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKEFNldFBvbGljeVJlcXVlc3QSJgoGcG9saWN5GAEgASgLMhYuc2hhZG93bGF5ZXIudjEuUG9saWN5IiMKE0RlbGV0ZVBvbGljeVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIWChREZWxldGVQb2xpY3lSZXNwb25zZSI6ChNSZWZyZXNoRmVlZHNSZXF1ZXN0EgwKBG5hbWUYASABKAkSFQoNYWNjZXB0X3NocmluaxgCIAEoCCJKCg5BZGRGZWVkUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGtpbmQYAiABKAkSDgoGc291cmNlGAMgASgJEgwKBGRlbW8YBCABKAgylAsKDFF1ZXJ5U2VydmljZRJfCg5MaXN0Q29udGFpbmVycxIlLnNoYWRvd2xheWVyLnYxLkxpc3RDb250YWluZXJzUmVxdWVzdBomLnNoYWRvd2xheWVyLnYxLkxpc3RDb250YWluZXJzUmVzcG9uc2USUQoNR2V0TGF5ZXJHcmFwaBIkLnNoYWRvd2xheWVyLnYxLkdldExheWVyR3JhcGhSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaBJPCgtXYXRjaEdyYXBocxIiLnNoYWRvd2xheWVyLnYxLldhdGNoR3JhcGhzUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLkdyYXBoRXZlbnQwARJTCgpMaXN0QWdlbnRzEiEuc2hhZG93bGF5ZXIudjEuTGlzdEFnZW50c1JlcXVlc3QaIi5zaGFkb3dsYXllci52MS5MaXN0QWdlbnRzUmVzcG9uc2USVgoLTGlzdFdpbmRvd3MSIi5zaGFkb3dsYXllci52MS5MaXN0V2luZG93c1JlcXVlc3QaIy5zaGFkb3dsYXllci52MS5MaXN0V2luZG93c1Jlc3BvbnNlEl8KDkxpc3REZXRlY3Rpb25zEiUuc2hhZG93bGF5ZXIudjEuTGlzdERldGVjdGlvbnNSZXF1ZXN0GiYuc2hhZG93bGF5ZXIudjEuTGlzdERldGVjdGlvbnNSZXNwb25zZRJZCg5XYXRjaFRlbGVtZXRyeRIlLnNoYWRvd2xheWVyLnYxLldhdGNoVGVsZW1ldHJ5UmVxdWVzdBoeLnNoYWRvd2xheWVyLnYxLlRlbGVtZXRyeUV2ZW50MAESUwoKTGlzdFNjb3JlcxIhLnNoYWRvd2xheWVyLnYxLkxpc3RTY29yZXNSZXF1ZXN0GiIuc2hhZG93bGF5ZXIudjEuTGlzdFNjb3Jlc1Jlc3BvbnNlEk8KC1dhdGNoU2NvcmVzEiIuc2hhZG93bGF5ZXIudjEuV2F0Y2hTY29yZXNSZXF1ZXN0Ghouc2hhZG93bGF5ZXIudjEuU2NvcmVFdmVudDABEk0KCEdldFZ1bG5zEh8uc2hhZG93bGF5ZXIudjEuR2V0VnVsbnNSZXF1ZXN0GiAuc2hhZG93bGF5ZXIudjEuR2V0VnVsbnNSZXNwb25zZRJZCgxHZXRJbnZlbnRvcnkSIy5zaGFkb3dsYXllci52MS5HZXRJbnZlbnRvcnlSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuR2V0SW52ZW50b3J5UmVzcG9uc2USUAoJTGlzdEZlZWRzEiAuc2hhZG93bGF5ZXIudjEuTGlzdEZlZWRzUmVxdWVzdBohLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlElkKDExpc3RSZWJ1aWxkcxIjLnNoYWRvd2xheWVyLnYxLkxpc3RSZWJ1aWxkc1JlcXVlc3QaJC5zaGFkb3dsYXllci52MS5MaXN0UmVidWlsZHNSZXNwb25zZRJVCg1XYXRjaFJlYnVpbGRzEiQuc2hhZG93bGF5ZXIudjEuV2F0Y2hSZWJ1aWxkc1JlcXVlc3QaHC5zaGFkb3dsYXllci52MS5SZWJ1aWxkRXZlbnQwARJiCg9MaXN0U3dpdGNob3ZlcnMSJi5zaGFkb3dsYXllci52MS5MaXN0U3dpdGNob3ZlcnNSZXF1ZXN0Gicuc2hhZG93bGF5ZXIudjEuTGlzdFN3aXRjaG92ZXJzUmVzcG9uc2USXgoQV2F0Y2hTd2l0Y2hvdmVycxInLnNoYWRvd2xheWVyLnYxLldhdGNoU3dpdGNob3ZlcnNSZXF1ZXN0Gh8uc2hhZG93bGF5ZXIudjEuU3dpdGNob3ZlckV2ZW50MAEyoQcKDEFkbWluU2VydmljZRJZCgxMaXN0UG9saWNpZXMSIy5zaGFkb3dsYXllci52MS5MaXN0UG9saWNpZXNSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuTGlzdFBvbGljaWVzUmVzcG9uc2USRQoJU2V0UG9saWN5EiAuc2hhZG93bGF5ZXIudjEuU2V0UG9saWN5UmVxdWVzdBoWLnNoYWRvd2xheWVyLnYxLlBvbGljeRJZCgxEZWxldGVQb2xpY3kSIy5zaGFkb3dsYXllci52MS5EZWxldGVQb2xpY3lSZXF1ZXN0GiQuc2hhZG93bGF5ZXIudjEuRGVsZXRlUG9saWN5UmVzcG9uc2USVgoMUmVmcmVzaEZlZWRzEiMuc2hhZG93bGF5ZXIudjEuUmVmcmVzaEZlZWRzUmVxdWVzdBohLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlEkwKB0FkZEZlZWQSHi5zaGFkb3dsYXllci52MS5BZGRGZWVkUmVxdWVzdBohLnNoYWRvd2xheWVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlElEKDUNhbmNlbFJlYnVpbGQSJC5zaGFkb3dsYXllci52MS5SZWJ1aWxkQWN0aW9uUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLlJlYnVpbGRKb2ISTwoMRm9yY2VSZWJ1aWxkEiMuc2hhZG93bGF5ZXIudjEuRm9yY2VSZWJ1aWxkUmVxdWVzdBoaLnNoYWRvd2xheWVyLnYxLlJlYnVpbGRKb2ISUAoMUmVydW5SZWJ1aWxkEiQuc2hhZG93bGF5ZXIudjEuUmVidWlsZEFjdGlvblJlcXVlc3QaGi5zaGFkb3dsYXllci52MS5SZWJ1aWxkSm9iElEKClN3aXRjaG92ZXISIS5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyUmVxdWVzdBogLnNoYWRvd2xheWVyLnYxLlN3aXRjaG92ZXJSZWNvcmQSTQoIUm9sbGJhY2sSHy5zaGFkb3dsYXllci52MS5Sb2xsYmFja1JlcXVlc3QaIC5zaGFkb3dsYXllci52MS5Td2l0Y2hvdmVyUmVjb3JkElYKC0RlcGxveU1vZGVsEiIuc2hhZG93bGF5ZXIudjEuRGVwbG95TW9kZWxSZXF1ZXN0GiMuc2hhZG93bGF5ZXIudjEuRGVwbG95TW9kZWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shadowlayer_v1_graph, file_shadowlayer_v1_rebuild, file_shadowlayer_v1_switchover, file_shadowlayer_v1_telemetry, file_shadowlayer_v1_vulns]);
+
+/**
+ * @generated from message shadowlayer.v1.DeployModelRequest
+ */
+export type DeployModelRequest = Message<"shadowlayer.v1.DeployModelRequest"> & {
+  /**
+   * The artifact (models/artifact.ts), at most 4 MiB.
+   *
+   * @generated from field: bytes artifact = 1;
+   */
+  artifact: Uint8Array;
+
+  /**
+   * Only this node; empty for every node running the image.
+   *
+   * @generated from field: string node = 2;
+   */
+  node: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.DeployModelRequest.
+ * Use `create(DeployModelRequestSchema)` to create a new message.
+ */
+export const DeployModelRequestSchema: GenMessage<DeployModelRequest> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 0);
+
+/**
+ * @generated from message shadowlayer.v1.DeployModelResponse
+ */
+export type DeployModelResponse = Message<"shadowlayer.v1.DeployModelResponse"> & {
+  /**
+   * @generated from field: string version = 1;
+   */
+  version: string;
+
+  /**
+   * @generated from field: string image_id = 2;
+   */
+  imageId: string;
+
+  /**
+   * @generated from field: repeated shadowlayer.v1.ModelDeployment deployments = 3;
+   */
+  deployments: ModelDeployment[];
+};
+
+/**
+ * Describes the message shadowlayer.v1.DeployModelResponse.
+ * Use `create(DeployModelResponseSchema)` to create a new message.
+ */
+export const DeployModelResponseSchema: GenMessage<DeployModelResponse> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 1);
+
+/**
+ * @generated from message shadowlayer.v1.ModelDeployment
+ */
+export type ModelDeployment = Message<"shadowlayer.v1.ModelDeployment"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * loaded | rejected | unreachable
+   *
+   * @generated from field: string outcome = 2;
+   */
+  outcome: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ModelDeployment.
+ * Use `create(ModelDeploymentSchema)` to create a new message.
+ */
+export const ModelDeploymentSchema: GenMessage<ModelDeployment> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_query, 2);
 
 /**
  * @generated from message shadowlayer.v1.ListContainersRequest
@@ -53,7 +135,7 @@ export type ListContainersRequest = Message<"shadowlayer.v1.ListContainersReques
  * Use `create(ListContainersRequestSchema)` to create a new message.
  */
 export const ListContainersRequestSchema: GenMessage<ListContainersRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 0);
+  messageDesc(file_shadowlayer_v1_query, 3);
 
 /**
  * @generated from message shadowlayer.v1.ListContainersResponse
@@ -77,7 +159,7 @@ export type ListContainersResponse = Message<"shadowlayer.v1.ListContainersRespo
  * Use `create(ListContainersResponseSchema)` to create a new message.
  */
 export const ListContainersResponseSchema: GenMessage<ListContainersResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 1);
+  messageDesc(file_shadowlayer_v1_query, 4);
 
 /**
  * @generated from message shadowlayer.v1.ContainerSummary
@@ -134,7 +216,7 @@ export type ContainerSummary = Message<"shadowlayer.v1.ContainerSummary"> & {
  * Use `create(ContainerSummarySchema)` to create a new message.
  */
 export const ContainerSummarySchema: GenMessage<ContainerSummary> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 2);
+  messageDesc(file_shadowlayer_v1_query, 5);
 
 /**
  * @generated from message shadowlayer.v1.GetLayerGraphRequest
@@ -153,7 +235,7 @@ export type GetLayerGraphRequest = Message<"shadowlayer.v1.GetLayerGraphRequest"
  * Use `create(GetLayerGraphRequestSchema)` to create a new message.
  */
 export const GetLayerGraphRequestSchema: GenMessage<GetLayerGraphRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 3);
+  messageDesc(file_shadowlayer_v1_query, 6);
 
 /**
  * @generated from message shadowlayer.v1.WatchGraphsRequest
@@ -170,7 +252,7 @@ export type WatchGraphsRequest = Message<"shadowlayer.v1.WatchGraphsRequest"> & 
  * Use `create(WatchGraphsRequestSchema)` to create a new message.
  */
 export const WatchGraphsRequestSchema: GenMessage<WatchGraphsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 4);
+  messageDesc(file_shadowlayer_v1_query, 7);
 
 /**
  * @generated from message shadowlayer.v1.GraphEvent
@@ -199,7 +281,7 @@ export type GraphEvent = Message<"shadowlayer.v1.GraphEvent"> & {
  * Use `create(GraphEventSchema)` to create a new message.
  */
 export const GraphEventSchema: GenMessage<GraphEvent> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 5);
+  messageDesc(file_shadowlayer_v1_query, 8);
 
 /**
  * @generated from enum shadowlayer.v1.GraphEvent.Type
@@ -240,7 +322,7 @@ export enum GraphEvent_Type {
  * Describes the enum shadowlayer.v1.GraphEvent.Type.
  */
 export const GraphEvent_TypeSchema: GenEnum<GraphEvent_Type> = /*@__PURE__*/
-  enumDesc(file_shadowlayer_v1_query, 5, 0);
+  enumDesc(file_shadowlayer_v1_query, 8, 0);
 
 /**
  * @generated from message shadowlayer.v1.ListAgentsRequest
@@ -264,7 +346,7 @@ export type ListAgentsRequest = Message<"shadowlayer.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 6);
+  messageDesc(file_shadowlayer_v1_query, 9);
 
 /**
  * @generated from message shadowlayer.v1.ListAgentsResponse
@@ -286,7 +368,7 @@ export type ListAgentsResponse = Message<"shadowlayer.v1.ListAgentsResponse"> & 
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 7);
+  messageDesc(file_shadowlayer_v1_query, 10);
 
 /**
  * @generated from message shadowlayer.v1.AgentSummary
@@ -356,7 +438,7 @@ export type AgentSummary = Message<"shadowlayer.v1.AgentSummary"> & {
  * Use `create(AgentSummarySchema)` to create a new message.
  */
 export const AgentSummarySchema: GenMessage<AgentSummary> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 8);
+  messageDesc(file_shadowlayer_v1_query, 11);
 
 /**
  * @generated from message shadowlayer.v1.ListWindowsRequest
@@ -392,6 +474,19 @@ export type ListWindowsRequest = Message<"shadowlayer.v1.ListWindowsRequest"> & 
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only windows that ended at or after `since` and before `until` (either may be unset). With
+   * either set, `limit` defaults to 100000 and pages go through the whole range.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 6;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp until = 7;
+   */
+  until?: Timestamp | undefined;
 };
 
 /**
@@ -399,7 +494,7 @@ export type ListWindowsRequest = Message<"shadowlayer.v1.ListWindowsRequest"> & 
  * Use `create(ListWindowsRequestSchema)` to create a new message.
  */
 export const ListWindowsRequestSchema: GenMessage<ListWindowsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 9);
+  messageDesc(file_shadowlayer_v1_query, 12);
 
 /**
  * @generated from message shadowlayer.v1.StoredWindow
@@ -433,7 +528,7 @@ export type StoredWindow = Message<"shadowlayer.v1.StoredWindow"> & {
  * Use `create(StoredWindowSchema)` to create a new message.
  */
 export const StoredWindowSchema: GenMessage<StoredWindow> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 10);
+  messageDesc(file_shadowlayer_v1_query, 13);
 
 /**
  * @generated from message shadowlayer.v1.ListWindowsResponse
@@ -455,7 +550,7 @@ export type ListWindowsResponse = Message<"shadowlayer.v1.ListWindowsResponse"> 
  * Use `create(ListWindowsResponseSchema)` to create a new message.
  */
 export const ListWindowsResponseSchema: GenMessage<ListWindowsResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 11);
+  messageDesc(file_shadowlayer_v1_query, 14);
 
 /**
  * @generated from message shadowlayer.v1.ListDetectionsRequest
@@ -496,7 +591,7 @@ export type ListDetectionsRequest = Message<"shadowlayer.v1.ListDetectionsReques
  * Use `create(ListDetectionsRequestSchema)` to create a new message.
  */
 export const ListDetectionsRequestSchema: GenMessage<ListDetectionsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 12);
+  messageDesc(file_shadowlayer_v1_query, 15);
 
 /**
  * @generated from message shadowlayer.v1.ListDetectionsResponse
@@ -518,7 +613,7 @@ export type ListDetectionsResponse = Message<"shadowlayer.v1.ListDetectionsRespo
  * Use `create(ListDetectionsResponseSchema)` to create a new message.
  */
 export const ListDetectionsResponseSchema: GenMessage<ListDetectionsResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 13);
+  messageDesc(file_shadowlayer_v1_query, 16);
 
 /**
  * @generated from message shadowlayer.v1.WatchTelemetryRequest
@@ -540,7 +635,7 @@ export type WatchTelemetryRequest = Message<"shadowlayer.v1.WatchTelemetryReques
  * Use `create(WatchTelemetryRequestSchema)` to create a new message.
  */
 export const WatchTelemetryRequestSchema: GenMessage<WatchTelemetryRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 14);
+  messageDesc(file_shadowlayer_v1_query, 17);
 
 /**
  * @generated from message shadowlayer.v1.TelemetryEvent
@@ -586,7 +681,7 @@ export type TelemetryEvent = Message<"shadowlayer.v1.TelemetryEvent"> & {
  * Use `create(TelemetryEventSchema)` to create a new message.
  */
 export const TelemetryEventSchema: GenMessage<TelemetryEvent> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 15);
+  messageDesc(file_shadowlayer_v1_query, 18);
 
 /**
  * @generated from message shadowlayer.v1.ListScoresRequest
@@ -620,7 +715,7 @@ export type ListScoresRequest = Message<"shadowlayer.v1.ListScoresRequest"> & {
  * Use `create(ListScoresRequestSchema)` to create a new message.
  */
 export const ListScoresRequestSchema: GenMessage<ListScoresRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 16);
+  messageDesc(file_shadowlayer_v1_query, 19);
 
 /**
  * @generated from message shadowlayer.v1.ListScoresResponse
@@ -642,7 +737,7 @@ export type ListScoresResponse = Message<"shadowlayer.v1.ListScoresResponse"> & 
  * Use `create(ListScoresResponseSchema)` to create a new message.
  */
 export const ListScoresResponseSchema: GenMessage<ListScoresResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 17);
+  messageDesc(file_shadowlayer_v1_query, 20);
 
 /**
  * @generated from message shadowlayer.v1.WatchScoresRequest
@@ -659,7 +754,7 @@ export type WatchScoresRequest = Message<"shadowlayer.v1.WatchScoresRequest"> & 
  * Use `create(WatchScoresRequestSchema)` to create a new message.
  */
 export const WatchScoresRequestSchema: GenMessage<WatchScoresRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 18);
+  messageDesc(file_shadowlayer_v1_query, 21);
 
 /**
  * @generated from message shadowlayer.v1.ScoreEvent
@@ -686,7 +781,7 @@ export type ScoreEvent = Message<"shadowlayer.v1.ScoreEvent"> & {
  * Use `create(ScoreEventSchema)` to create a new message.
  */
 export const ScoreEventSchema: GenMessage<ScoreEvent> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 19);
+  messageDesc(file_shadowlayer_v1_query, 22);
 
 /**
  * @generated from enum shadowlayer.v1.ScoreEvent.Type
@@ -724,7 +819,7 @@ export enum ScoreEvent_Type {
  * Describes the enum shadowlayer.v1.ScoreEvent.Type.
  */
 export const ScoreEvent_TypeSchema: GenEnum<ScoreEvent_Type> = /*@__PURE__*/
-  enumDesc(file_shadowlayer_v1_query, 19, 0);
+  enumDesc(file_shadowlayer_v1_query, 22, 0);
 
 /**
  * @generated from message shadowlayer.v1.GetVulnsRequest
@@ -754,7 +849,7 @@ export type GetVulnsRequest = Message<"shadowlayer.v1.GetVulnsRequest"> & {
  * Use `create(GetVulnsRequestSchema)` to create a new message.
  */
 export const GetVulnsRequestSchema: GenMessage<GetVulnsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 20);
+  messageDesc(file_shadowlayer_v1_query, 23);
 
 /**
  * @generated from message shadowlayer.v1.GetVulnsResponse
@@ -804,7 +899,7 @@ export type GetVulnsResponse = Message<"shadowlayer.v1.GetVulnsResponse"> & {
  * Use `create(GetVulnsResponseSchema)` to create a new message.
  */
 export const GetVulnsResponseSchema: GenMessage<GetVulnsResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 21);
+  messageDesc(file_shadowlayer_v1_query, 24);
 
 /**
  * @generated from message shadowlayer.v1.GetInventoryRequest
@@ -834,7 +929,7 @@ export type GetInventoryRequest = Message<"shadowlayer.v1.GetInventoryRequest"> 
  * Use `create(GetInventoryRequestSchema)` to create a new message.
  */
 export const GetInventoryRequestSchema: GenMessage<GetInventoryRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 22);
+  messageDesc(file_shadowlayer_v1_query, 25);
 
 /**
  * @generated from message shadowlayer.v1.GetInventoryResponse
@@ -861,7 +956,7 @@ export type GetInventoryResponse = Message<"shadowlayer.v1.GetInventoryResponse"
  * Use `create(GetInventoryResponseSchema)` to create a new message.
  */
 export const GetInventoryResponseSchema: GenMessage<GetInventoryResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 23);
+  messageDesc(file_shadowlayer_v1_query, 26);
 
 /**
  * @generated from message shadowlayer.v1.ListFeedsRequest
@@ -885,7 +980,7 @@ export type ListFeedsRequest = Message<"shadowlayer.v1.ListFeedsRequest"> & {
  * Use `create(ListFeedsRequestSchema)` to create a new message.
  */
 export const ListFeedsRequestSchema: GenMessage<ListFeedsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 24);
+  messageDesc(file_shadowlayer_v1_query, 27);
 
 /**
  * @generated from message shadowlayer.v1.ListFeedsResponse
@@ -909,7 +1004,7 @@ export type ListFeedsResponse = Message<"shadowlayer.v1.ListFeedsResponse"> & {
  * Use `create(ListFeedsResponseSchema)` to create a new message.
  */
 export const ListFeedsResponseSchema: GenMessage<ListFeedsResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 25);
+  messageDesc(file_shadowlayer_v1_query, 28);
 
 /**
  * @generated from message shadowlayer.v1.ListPoliciesRequest
@@ -933,7 +1028,7 @@ export type ListPoliciesRequest = Message<"shadowlayer.v1.ListPoliciesRequest"> 
  * Use `create(ListPoliciesRequestSchema)` to create a new message.
  */
 export const ListPoliciesRequestSchema: GenMessage<ListPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 26);
+  messageDesc(file_shadowlayer_v1_query, 29);
 
 /**
  * @generated from message shadowlayer.v1.ListPoliciesResponse
@@ -955,7 +1050,7 @@ export type ListPoliciesResponse = Message<"shadowlayer.v1.ListPoliciesResponse"
  * Use `create(ListPoliciesResponseSchema)` to create a new message.
  */
 export const ListPoliciesResponseSchema: GenMessage<ListPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 27);
+  messageDesc(file_shadowlayer_v1_query, 30);
 
 /**
  * @generated from message shadowlayer.v1.SetPolicyRequest
@@ -972,7 +1067,7 @@ export type SetPolicyRequest = Message<"shadowlayer.v1.SetPolicyRequest"> & {
  * Use `create(SetPolicyRequestSchema)` to create a new message.
  */
 export const SetPolicyRequestSchema: GenMessage<SetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 28);
+  messageDesc(file_shadowlayer_v1_query, 31);
 
 /**
  * @generated from message shadowlayer.v1.DeletePolicyRequest
@@ -989,7 +1084,7 @@ export type DeletePolicyRequest = Message<"shadowlayer.v1.DeletePolicyRequest"> 
  * Use `create(DeletePolicyRequestSchema)` to create a new message.
  */
 export const DeletePolicyRequestSchema: GenMessage<DeletePolicyRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 29);
+  messageDesc(file_shadowlayer_v1_query, 32);
 
 /**
  * @generated from message shadowlayer.v1.DeletePolicyResponse
@@ -1002,7 +1097,7 @@ export type DeletePolicyResponse = Message<"shadowlayer.v1.DeletePolicyResponse"
  * Use `create(DeletePolicyResponseSchema)` to create a new message.
  */
 export const DeletePolicyResponseSchema: GenMessage<DeletePolicyResponse> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 30);
+  messageDesc(file_shadowlayer_v1_query, 33);
 
 /**
  * @generated from message shadowlayer.v1.RefreshFeedsRequest
@@ -1027,7 +1122,7 @@ export type RefreshFeedsRequest = Message<"shadowlayer.v1.RefreshFeedsRequest"> 
  * Use `create(RefreshFeedsRequestSchema)` to create a new message.
  */
 export const RefreshFeedsRequestSchema: GenMessage<RefreshFeedsRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 31);
+  messageDesc(file_shadowlayer_v1_query, 34);
 
 /**
  * @generated from message shadowlayer.v1.AddFeedRequest
@@ -1065,7 +1160,7 @@ export type AddFeedRequest = Message<"shadowlayer.v1.AddFeedRequest"> & {
  * Use `create(AddFeedRequestSchema)` to create a new message.
  */
 export const AddFeedRequestSchema: GenMessage<AddFeedRequest> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_query, 32);
+  messageDesc(file_shadowlayer_v1_query, 35);
 
 /**
  * Read side of the aggregator, for the CLI, dashboards and other tools.
@@ -1350,6 +1445,17 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RollbackRequestSchema;
     output: typeof SwitchoverRecordSchema;
+  },
+  /**
+   * Sends a trained anomaly model to the agents running its image (all connected agents for the
+   * generic model); answers with the nodes it was sent to and each one's result.
+   *
+   * @generated from rpc shadowlayer.v1.AdminService.DeployModel
+   */
+  deployModel: {
+    methodKind: "unary";
+    input: typeof DeployModelRequestSchema;
+    output: typeof DeployModelResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shadowlayer_v1_query, 1);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/telemetry.proto.
  */
 export const file_shadowlayer_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaGFkb3dsYXllci92MS90ZWxlbWV0cnkucHJvdG8SDnNoYWRvd2xheWVyLnYxIuMCCg1XaW5kb3dTdW1tYXJ5EgwKBG5vZGUYASABKAkSFAoMY29udGFpbmVyX2lkGAIgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAMgASgJEikKBXN0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXRpY2tzGAYgASgNEhcKD2ZlYXR1cmVfdmVyc2lvbhgHIAEoCRItCgZsYXllcnMYCCADKAsyHS5zaGFkb3dsYXllci52MS5MYXllckZlYXR1cmVzEi4KBmNncm91cBgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkNncm91cEZlYXR1cmVzEigKA25ldBgKIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5ldEZlYXR1cmVzEhEKCXRydW5jYXRlZBgLIAEoCCKHAgoNTGF5ZXJGZWF0dXJlcxIQCghsYXllcl9pZBgBIAEoCRISCgpsYXllcl9uYW1lGAIgASgJEhYKDmZlYXR1cmVzX2Y2NGxlGAMgASgMEhYKDmxpYnJhcnlfbGF5ZXJzGAQgAygJEhMKC2NwdV9zZWNvbmRzGAUgASgBEhEKCXJzc19ieXRlcxgGIAEoARISCgpyZWFkX2J5dGVzGAcgASgBEhMKC3dyaXRlX2J5dGVzGAggASgBEhEKCXByb2Nlc3NlcxgJIAEoDRINCgVleGVjcxgKIAEoDRIXCg9uZXdfY29ubmVjdGlvbnMYCyABKA0SFAoMZHJpZnRfZXZlbnRzGAwgASgNIjkKBUdhdWdlEhEKCWF2YWlsYWJsZRgBIAEoCBINCgV2YWx1ZRgCIAEoARIOCgZyZWFzb24YAyABKAkipQMKDkNncm91cEZlYXR1cmVzEg8KB3ZlcnNpb24YASABKAkSKgoLY3B1X3NlY29uZHMYAiABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIwChF0aHJvdHRsZWRfcGVyaW9kcxgDIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEjAKEXRocm90dGxlZF9zZWNvbmRzGAQgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USKwoMbWVtb3J5X2J5dGVzGAUgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USMQoSbWVtb3J5X2xpbWl0X2J5dGVzGAYgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USGAoQbWVtb3J5X3VubGltaXRlZBgHIAEoCBIpCgpvb21fZXZlbnRzGAggASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USKAoJb29tX2tpbGxzGAkgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USIwoEcGlkcxgKIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlIrsCCgtOZXRGZWF0dXJlcxIOCgZzaGFyZWQYASABKAgSJwoIcnhfYnl0ZXMYAiABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRInCgh0eF9ieXRlcxgDIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEikKCnJ4X3BhY2tldHMYBCABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIpCgp0eF9wYWNrZXRzGAUgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USQQoMdGNwX2J5X3N0YXRlGAYgAygLMisuc2hhZG93bGF5ZXIudjEuTmV0RmVhdHVyZXMuVGNwQnlTdGF0ZUVudHJ5GjEKD1RjcEJ5U3RhdGVFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBIp8CCglEZXRlY3Rpb24SCgoCaWQYASABKAkSDAoEbm9kZRgCIAEoCRIUCgxjb250YWluZXJfaWQYAyABKAkSFgoOY29udGFpbmVyX25hbWUYBCABKAkSEAoIbGF5ZXJfaWQYBSABKAkSDAoEcnVsZRgGIAEoCRIOCgZyZWFzb24YByABKAkSDAoEcGF0aBgIIAEoCRILCgNwaWQYCSABKA0SDAoEcHBpZBgKIAEoDRIYChBzdGFydF90aW1lX3RpY2tzGAsgASgEEgwKBGNvbW0YDCABKAkSJgoCYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnNvdXJjZRgOIAEoCRIRCgl0cnVuY2F0ZWQYDyABKAgigwIKD1RlbGVtZXRyeVN0YXR1cxITCgtleGVjX3NvdXJjZRgBIAEoCRIaChJleGVjX3NvdXJjZV9yZWFzb24YAiABKAkSEwoLZXhlY19ldmVudHMYAyABKAQSGAoQZXhlY19ldmVudHNfbG9zdBgEIAEoBBIcChRleGVjX2xpbmVzX21hbGZvcm1lZBgFIAEoBBIQCgh2YW5pc2hlZBgGIAEoBBIVCg1zcG9vbF9wZW5kaW5nGAcgASgEEhUKDXNwb29sX2Ryb3BwZWQYCCABKAQSFgoOd2luZG93X3NlY29uZHMYCSABKA0SGgoSc2FtcGxlX2ludGVydmFsX21zGAogASgNIpQBCgpMaW5rU3RhdHVzEhIKCnJlY29ubmVjdHMYASABKAQSEgoKbGFzdF9lcnJvchgCIAEoCRIxCg1sYXN0X2Vycm9yX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBkcm9wcGVkX292ZXJzaXplGAQgASgEEhEKCXRydW5jYXRlZBgFIAEoBCLJAQoNQWdlbnRMaW5rVmlldxIpCgVhZ2VudBgBIAEoCzIaLnNoYWRvd2xheWVyLnYxLkxpbmtTdGF0dXMSLAoIbGFzdF9hY2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnN5bmNlZBgDIAEoCBIXCg9sYXN0X2Rpc2Nvbm5lY3QYBCABKAkSNgoSbGFzdF9kaXNjb25uZWN0X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKhAQoLTm9kZUNvbnRleHQSFAoMbG9hZF9wZXJjZW50GAEgASgBEg0KBWxvYWQxGAIgASgBEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgDIAEoBBIeChZtZW1vcnlfYXZhaWxhYmxlX2J5dGVzGAQgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBSABKAQSFwoPZGlza191c2VkX2J5dGVzGAYgASgEIj0KC1dpbmRvd0JhdGNoEi4KB3dpbmRvd3MYASADKAsyHS5zaGFkb3dsYXllci52MS5XaW5kb3dTdW1tYXJ5IpwBCg1UZWxlbWV0cnlJdGVtEhAKCHNwb29sX2lkGAEgASgJEhEKCXNwb29sX3NlcRgCIAEoBBIuCgd3aW5kb3dzGAMgASgLMhsuc2hhZG93bGF5ZXIudjEuV2luZG93QmF0Y2hIABIuCglkZXRlY3Rpb24YBCABKAsyGS5zaGFkb3dsYXllci52MS5EZXRlY3Rpb25IAEIGCgRib2R5YgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5zaGFkb3dsYXllci92MS90ZWxlbWV0cnkucHJvdG8SDnNoYWRvd2xheWVyLnYxIq8DCg1XaW5kb3dTdW1tYXJ5EgwKBG5vZGUYASABKAkSFAoMY29udGFpbmVyX2lkGAIgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAMgASgJEikKBXN0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXRpY2tzGAYgASgNEhcKD2ZlYXR1cmVfdmVyc2lvbhgHIAEoCRItCgZsYXllcnMYCCADKAsyHS5zaGFkb3dsYXllci52MS5MYXllckZlYXR1cmVzEi4KBmNncm91cBgJIAEoCzIeLnNoYWRvd2xheWVyLnYxLkNncm91cEZlYXR1cmVzEigKA25ldBgKIAEoCzIbLnNoYWRvd2xheWVyLnYxLk5ldEZlYXR1cmVzEhEKCXRydW5jYXRlZBgLIAEoCBIzChRjcHVfYXR0cmlidXRlZF9zaGFyZRgMIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEhUKDWV4aXRzX2NoYXJnZWQYDSABKA0isQIKDUxheWVyRmVhdHVyZXMSEAoIbGF5ZXJfaWQYASABKAkSEgoKbGF5ZXJfbmFtZRgCIAEoCRIWCg5mZWF0dXJlc19mNjRsZRgDIAEoDBIWCg5saWJyYXJ5X2xheWVycxgEIAMoCRITCgtjcHVfc2Vjb25kcxgFIAEoARIRCglyc3NfYnl0ZXMYBiABKAESEgoKcmVhZF9ieXRlcxgHIAEoARITCgt3cml0ZV9ieXRlcxgIIAEoARIRCglwcm9jZXNzZXMYCSABKA0SDQoFZXhlY3MYCiABKA0SFwoPbmV3X2Nvbm5lY3Rpb25zGAsgASgNEhQKDGRyaWZ0X2V2ZW50cxgMIAEoDRIoCgdhbm9tYWx5GA0gASgLMhcuc2hhZG93bGF5ZXIudjEuQW5vbWFseSKqAQoHQW5vbWFseRINCgVzY29yZRgBIAEoARIuCgdyZWFzb25zGAIgAygLMh0uc2hhZG93bGF5ZXIudjEuQW5vbWFseVJlYXNvbhIVCg1tb2RlbF92ZXJzaW9uGAMgASgJEg8KB2dlbmVyaWMYBCABKAgSEAoIYWxlcnRpbmcYBSABKAgSFwoPbWFza2VkX2ZlYXR1cmVzGAYgASgNEg0KBWVycm9yGAcgASgBImYKDUFub21hbHlSZWFzb24SDwoHZmVhdHVyZRgBIAEoCRINCgVzaWdtYRgCIAEoARIUCgxjb250cmlidXRpb24YAyABKAESDQoFdmFsdWUYBCABKAESEAoIYmFzZWxpbmUYBSABKAEiOQoFR2F1Z2USEQoJYXZhaWxhYmxlGAEgASgIEg0KBXZhbHVlGAIgASgBEg4KBnJlYXNvbhgDIAEoCSKlAwoOQ2dyb3VwRmVhdHVyZXMSDwoHdmVyc2lvbhgBIAEoCRIqCgtjcHVfc2Vjb25kcxgCIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEjAKEXRocm90dGxlZF9wZXJpb2RzGAMgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USMAoRdGhyb3R0bGVkX3NlY29uZHMYBCABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIrCgxtZW1vcnlfYnl0ZXMYBSABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIxChJtZW1vcnlfbGltaXRfYnl0ZXMYBiABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIYChBtZW1vcnlfdW5saW1pdGVkGAcgASgIEikKCm9vbV9ldmVudHMYCCABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIoCglvb21fa2lsbHMYCSABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRIjCgRwaWRzGAogASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2UiuwIKC05ldEZlYXR1cmVzEg4KBnNoYXJlZBgBIAEoCBInCghyeF9ieXRlcxgCIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEicKCHR4X2J5dGVzGAMgASgLMhUuc2hhZG93bGF5ZXIudjEuR2F1Z2USKQoKcnhfcGFja2V0cxgEIAEoCzIVLnNoYWRvd2xheWVyLnYxLkdhdWdlEikKCnR4X3BhY2tldHMYBSABKAsyFS5zaGFkb3dsYXllci52MS5HYXVnZRJBCgx0Y3BfYnlfc3RhdGUYBiADKAsyKy5zaGFkb3dsYXllci52MS5OZXRGZWF0dXJlcy5UY3BCeVN0YXRlRW50cnkaMQoPVGNwQnlTdGF0ZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEinwIKCURldGVjdGlvbhIKCgJpZBgBIAEoCRIMCgRub2RlGAIgASgJEhQKDGNvbnRhaW5lcl9pZBgDIAEoCRIWCg5jb250YWluZXJfbmFtZRgEIAEoCRIQCghsYXllcl9pZBgFIAEoCRIMCgRydWxlGAYgASgJEg4KBnJlYXNvbhgHIAEoCRIMCgRwYXRoGAggASgJEgsKA3BpZBgJIAEoDRIMCgRwcGlkGAogASgNEhgKEHN0YXJ0X3RpbWVfdGlja3MYCyABKAQSDAoEY29tbRgMIAEoCRImCgJhdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc291cmNlGA4gASgJEhEKCXRydW5jYXRlZBgPIAEoCCKzAgoPVGVsZW1ldHJ5U3RhdHVzEhMKC2V4ZWNfc291cmNlGAEgASgJEhoKEmV4ZWNfc291cmNlX3JlYXNvbhgCIAEoCRITCgtleGVjX2V2ZW50cxgDIAEoBBIYChBleGVjX2V2ZW50c19sb3N0GAQgASgEEhwKFGV4ZWNfbGluZXNfbWFsZm9ybWVkGAUgASgEEhAKCHZhbmlzaGVkGAYgASgEEhUKDXNwb29sX3BlbmRpbmcYByABKAQSFQoNc3Bvb2xfZHJvcHBlZBgIIAEoBBIWCg53aW5kb3dfc2Vjb25kcxgJIAEoDRIaChJzYW1wbGVfaW50ZXJ2YWxfbXMYCiABKA0SLgoHYW5vbWFseRgLIAEoCzIdLnNoYWRvd2xheWVyLnYxLkFub21hbHlTdGF0dXMi8QEKDUFub21hbHlTdGF0dXMSDwoHYmFja2VuZBgBIAEoCRIWCg5iYWNrZW5kX3JlYXNvbhgCIAEoCRIpCgZtb2RlbHMYAyADKAsyGS5zaGFkb3dsYXllci52MS5Nb2RlbEluZm8SFgoOd2luZG93c19zY29yZWQYBCABKAQSFwoPd29ya2VyX3Jlc3RhcnRzGAUgASgEEhkKEWV2ZW50X2xvb3BfcDk5X21zGAYgASgBEhcKD21vZGVsc19yZWplY3RlZBgHIAEoBBIWCg5sYXN0X3JlamVjdGlvbhgIIAEoCRIPCgdlbmFibGVkGAkgASgIIr4BCglNb2RlbEluZm8SDQoFc2NvcGUYASABKAkSEAoIc2NvcGVfaWQYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIXCg9mZWF0dXJlX3ZlcnNpb24YBCABKAkSGAoQdHJhaW5pbmdfd2luZG93cxgFIAEoBBIrCgdjcmVhdGVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZvcmlnaW4YByABKAkSDwoHYmFja2VuZBgIIAEoCSKUAQoKTGlua1N0YXR1cxISCgpyZWNvbm5lY3RzGAEgASgEEhIKCmxhc3RfZXJyb3IYAiABKAkSMQoNbGFzdF9lcnJvcl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQZHJvcHBlZF9vdmVyc2l6ZRgEIAEoBBIRCgl0cnVuY2F0ZWQYBSABKAQiyQEKDUFnZW50TGlua1ZpZXcSKQoFYWdlbnQYASABKAsyGi5zaGFkb3dsYXllci52MS5MaW5rU3RhdHVzEiwKCGxhc3RfYWNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZzeW5jZWQYAyABKAgSFwoPbGFzdF9kaXNjb25uZWN0GAQgASgJEjYKEmxhc3RfZGlzY29ubmVjdF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQEKC05vZGVDb250ZXh0EhQKDGxvYWRfcGVyY2VudBgBIAEoARINCgVsb2FkMRgCIAEoARIaChJtZW1vcnlfdG90YWxfYnl0ZXMYAyABKAQSHgoWbWVtb3J5X2F2YWlsYWJsZV9ieXRlcxgEIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAUgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgGIAEoBCI9CgtXaW5kb3dCYXRjaBIuCgd3aW5kb3dzGAEgAygLMh0uc2hhZG93bGF5ZXIudjEuV2luZG93U3VtbWFyeSKcAQoNVGVsZW1ldHJ5SXRlbRIQCghzcG9vbF9pZBgBIAEoCRIRCglzcG9vbF9zZXEYAiABKAQSLgoHd2luZG93cxgDIAEoCzIbLnNoYWRvd2xheWVyLnYxLldpbmRvd0JhdGNoSAASLgoJZGV0ZWN0aW9uGAQgASgLMhkuc2hhZG93bGF5ZXIudjEuRGV0ZWN0aW9uSABCBgoEYm9keWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One container's telemetry over one window (default 10 s): a feature vector per layer that ran
@@ -80,6 +80,22 @@ export type WindowSummary = Message<"shadowlayer.v1.WindowSummary"> & {
    * @generated from field: bool truncated = 11;
    */
   truncated: boolean;
+
+  /**
+   * Share (0-1) of the container's cgroup CPU time in the window that reached a layer (sampled
+   * processes plus processes charged at exit from the kernel's exit events); unavailable with its
+   * reason when the cgroup's CPU counter cannot be read or did not move.
+   *
+   * @generated from field: shadowlayer.v1.Gauge cpu_attributed_share = 12;
+   */
+  cpuAttributedShare?: Gauge | undefined;
+
+  /**
+   * Processes whose totals were charged at exit (kernel exit events) in the window.
+   *
+   * @generated from field: uint32 exits_charged = 13;
+   */
+  exitsCharged: number;
 };
 
 /**
@@ -161,6 +177,13 @@ export type LayerFeatures = Message<"shadowlayer.v1.LayerFeatures"> & {
    * @generated from field: uint32 drift_events = 12;
    */
   driftEvents: number;
+
+  /**
+   * The anomaly model's verdict on this window (models/ANOMALY.md); absent when no model scored it.
+   *
+   * @generated from field: shadowlayer.v1.Anomaly anomaly = 13;
+   */
+  anomaly?: Anomaly | undefined;
 };
 
 /**
@@ -169,6 +192,115 @@ export type LayerFeatures = Message<"shadowlayer.v1.LayerFeatures"> & {
  */
 export const LayerFeaturesSchema: GenMessage<LayerFeatures> = /*@__PURE__*/
   messageDesc(file_shadowlayer_v1_telemetry, 1);
+
+/**
+ * One layer-window's anomaly score (models/ANOMALY.md).
+ *
+ * @generated from message shadowlayer.v1.Anomaly
+ */
+export type Anomaly = Message<"shadowlayer.v1.Anomaly"> & {
+  /**
+   * 0-100, calibrated: the calibration set's 99.5th percentile of reconstruction error maps to 50.
+   *
+   * @generated from field: double score = 1;
+   */
+  score: number;
+
+  /**
+   * The largest per-feature contributions first (at most 5).
+   *
+   * @generated from field: repeated shadowlayer.v1.AnomalyReason reasons = 2;
+   */
+  reasons: AnomalyReason[];
+
+  /**
+   * The model that scored it (manifest version) and its scope.
+   *
+   * @generated from field: string model_version = 3;
+   */
+  modelVersion: string;
+
+  /**
+   * Scored by the node-level generic model (the image's own model is still warming up).
+   *
+   * @generated from field: bool generic = 4;
+   */
+  generic: boolean;
+
+  /**
+   * Alert hygiene: the layer is in an anomaly alert (k of n windows at or above the raise level,
+   * held by hysteresis until it falls below the clear level, then a cooldown).
+   *
+   * @generated from field: bool alerting = 5;
+   */
+  alerting: boolean;
+
+  /**
+   * Features that were missing or unavailable in this window (masked, not read as 0).
+   *
+   * @generated from field: uint32 masked_features = 6;
+   */
+  maskedFeatures: number;
+
+  /**
+   * Raw reconstruction error (mean squared, normalised units, over the unmasked features).
+   *
+   * @generated from field: double error = 7;
+   */
+  error: number;
+};
+
+/**
+ * Describes the message shadowlayer.v1.Anomaly.
+ * Use `create(AnomalySchema)` to create a new message.
+ */
+export const AnomalySchema: GenMessage<Anomaly> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_telemetry, 2);
+
+/**
+ * @generated from message shadowlayer.v1.AnomalyReason
+ */
+export type AnomalyReason = Message<"shadowlayer.v1.AnomalyReason"> & {
+  /**
+   * Feature name (models/FEATURES.md), e.g. "cpu_seconds.rate".
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * Robust deviation of the value from the baseline: (value - median) / scale, signed.
+   *
+   * @generated from field: double sigma = 2;
+   */
+  sigma: number;
+
+  /**
+   * Share (0-1) of the window's reconstruction error from this feature.
+   *
+   * @generated from field: double contribution = 3;
+   */
+  contribution: number;
+
+  /**
+   * @generated from field: double value = 4;
+   */
+  value: number;
+
+  /**
+   * The baseline median it was compared with.
+   *
+   * @generated from field: double baseline = 5;
+   */
+  baseline: number;
+};
+
+/**
+ * Describes the message shadowlayer.v1.AnomalyReason.
+ * Use `create(AnomalyReasonSchema)` to create a new message.
+ */
+export const AnomalyReasonSchema: GenMessage<AnomalyReason> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_telemetry, 3);
 
 /**
  * A value that may be unavailable (controller absent, file missing): never reported as zero.
@@ -199,7 +331,7 @@ export type Gauge = Message<"shadowlayer.v1.Gauge"> & {
  * Use `create(GaugeSchema)` to create a new message.
  */
 export const GaugeSchema: GenMessage<Gauge> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 2);
+  messageDesc(file_shadowlayer_v1_telemetry, 4);
 
 /**
  * @generated from message shadowlayer.v1.CgroupFeatures
@@ -261,7 +393,7 @@ export type CgroupFeatures = Message<"shadowlayer.v1.CgroupFeatures"> & {
  * Use `create(CgroupFeaturesSchema)` to create a new message.
  */
 export const CgroupFeaturesSchema: GenMessage<CgroupFeatures> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 3);
+  messageDesc(file_shadowlayer_v1_telemetry, 5);
 
 /**
  * @generated from message shadowlayer.v1.NetFeatures
@@ -306,7 +438,7 @@ export type NetFeatures = Message<"shadowlayer.v1.NetFeatures"> & {
  * Use `create(NetFeaturesSchema)` to create a new message.
  */
 export const NetFeaturesSchema: GenMessage<NetFeatures> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 4);
+  messageDesc(file_shadowlayer_v1_telemetry, 6);
 
 /**
  * A runtime detection, sent at once (through the spool when the aggregator is down).
@@ -403,7 +535,7 @@ export type Detection = Message<"shadowlayer.v1.Detection"> & {
  * Use `create(DetectionSchema)` to create a new message.
  */
 export const DetectionSchema: GenMessage<Detection> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 5);
+  messageDesc(file_shadowlayer_v1_telemetry, 7);
 
 /**
  * The agent's telemetry sources and their health, sent with each heartbeat.
@@ -464,6 +596,11 @@ export type TelemetryStatus = Message<"shadowlayer.v1.TelemetryStatus"> & {
    * @generated from field: uint32 sample_interval_ms = 10;
    */
   sampleIntervalMs: number;
+
+  /**
+   * @generated from field: shadowlayer.v1.AnomalyStatus anomaly = 11;
+   */
+  anomaly?: AnomalyStatus | undefined;
 };
 
 /**
@@ -471,7 +608,130 @@ export type TelemetryStatus = Message<"shadowlayer.v1.TelemetryStatus"> & {
  * Use `create(TelemetryStatusSchema)` to create a new message.
  */
 export const TelemetryStatusSchema: GenMessage<TelemetryStatus> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 6);
+  messageDesc(file_shadowlayer_v1_telemetry, 8);
+
+/**
+ * The node's anomaly scoring: backend, models, worker pool.
+ *
+ * @generated from message shadowlayer.v1.AnomalyStatus
+ */
+export type AnomalyStatus = Message<"shadowlayer.v1.AnomalyStatus"> & {
+  /**
+   * node | wasm | cpu ("" when scoring is off).
+   *
+   * @generated from field: string backend = 1;
+   */
+  backend: string;
+
+  /**
+   * Why this backend (for example why tfjs-node did not load).
+   *
+   * @generated from field: string backend_reason = 2;
+   */
+  backendReason: string;
+
+  /**
+   * @generated from field: repeated shadowlayer.v1.ModelInfo models = 3;
+   */
+  models: ModelInfo[];
+
+  /**
+   * @generated from field: uint64 windows_scored = 4;
+   */
+  windowsScored: bigint;
+
+  /**
+   * @generated from field: uint64 worker_restarts = 5;
+   */
+  workerRestarts: bigint;
+
+  /**
+   * Event-loop delay p99 (ms) of the agent since it started.
+   *
+   * @generated from field: double event_loop_p99_ms = 6;
+   */
+  eventLoopP99Ms: number;
+
+  /**
+   * Models rejected (corrupt, other feature version, too few windows) and the latest reason.
+   *
+   * @generated from field: uint64 models_rejected = 7;
+   */
+  modelsRejected: bigint;
+
+  /**
+   * @generated from field: string last_rejection = 8;
+   */
+  lastRejection: string;
+
+  /**
+   * @generated from field: bool enabled = 9;
+   */
+  enabled: boolean;
+};
+
+/**
+ * Describes the message shadowlayer.v1.AnomalyStatus.
+ * Use `create(AnomalyStatusSchema)` to create a new message.
+ */
+export const AnomalyStatusSchema: GenMessage<AnomalyStatus> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_telemetry, 9);
+
+/**
+ * @generated from message shadowlayer.v1.ModelInfo
+ */
+export type ModelInfo = Message<"shadowlayer.v1.ModelInfo"> & {
+  /**
+   * "image" (scope_id = image id) or "generic".
+   *
+   * @generated from field: string scope = 1;
+   */
+  scope: string;
+
+  /**
+   * @generated from field: string scope_id = 2;
+   */
+  scopeId: string;
+
+  /**
+   * @generated from field: string version = 3;
+   */
+  version: string;
+
+  /**
+   * @generated from field: string feature_version = 4;
+   */
+  featureVersion: string;
+
+  /**
+   * @generated from field: uint64 training_windows = 5;
+   */
+  trainingWindows: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created = 6;
+   */
+  created?: Timestamp | undefined;
+
+  /**
+   * trained on the node | deployed (ModelUpdate or a file placed in the model directory).
+   *
+   * @generated from field: string origin = 7;
+   */
+  origin: string;
+
+  /**
+   * @generated from field: string backend = 8;
+   */
+  backend: string;
+};
+
+/**
+ * Describes the message shadowlayer.v1.ModelInfo.
+ * Use `create(ModelInfoSchema)` to create a new message.
+ */
+export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
+  messageDesc(file_shadowlayer_v1_telemetry, 10);
 
 /**
  * The agent's link to the aggregator as the agent sees it, sent with each heartbeat (the first
@@ -519,7 +779,7 @@ export type LinkStatus = Message<"shadowlayer.v1.LinkStatus"> & {
  * Use `create(LinkStatusSchema)` to create a new message.
  */
 export const LinkStatusSchema: GenMessage<LinkStatus> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 7);
+  messageDesc(file_shadowlayer_v1_telemetry, 11);
 
 /**
  * An agent's link as the aggregator sees it, with what the agent last said about it.
@@ -564,7 +824,7 @@ export type AgentLinkView = Message<"shadowlayer.v1.AgentLinkView"> & {
  * Use `create(AgentLinkViewSchema)` to create a new message.
  */
 export const AgentLinkViewSchema: GenMessage<AgentLinkView> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 8);
+  messageDesc(file_shadowlayer_v1_telemetry, 12);
 
 /**
  * @generated from message shadowlayer.v1.NodeContext
@@ -606,7 +866,7 @@ export type NodeContext = Message<"shadowlayer.v1.NodeContext"> & {
  * Use `create(NodeContextSchema)` to create a new message.
  */
 export const NodeContextSchema: GenMessage<NodeContext> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 9);
+  messageDesc(file_shadowlayer_v1_telemetry, 13);
 
 /**
  * The windows of every container that ended at the same time: one spool item per window end.
@@ -625,7 +885,7 @@ export type WindowBatch = Message<"shadowlayer.v1.WindowBatch"> & {
  * Use `create(WindowBatchSchema)` to create a new message.
  */
 export const WindowBatchSchema: GenMessage<WindowBatch> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 10);
+  messageDesc(file_shadowlayer_v1_telemetry, 14);
 
 /**
  * What the agent spools and the aggregator stores exactly once: `spool_seq` increases by one per
@@ -667,5 +927,5 @@ export type TelemetryItem = Message<"shadowlayer.v1.TelemetryItem"> & {
  * Use `create(TelemetryItemSchema)` to create a new message.
  */
 export const TelemetryItemSchema: GenMessage<TelemetryItem> = /*@__PURE__*/
-  messageDesc(file_shadowlayer_v1_telemetry, 11);
+  messageDesc(file_shadowlayer_v1_telemetry, 15);
 
