@@ -17,6 +17,7 @@ import type { AgentMetrics } from "../metrics.js";
 import { ExecSource, type ExecSourceChoice } from "./exec-source.js";
 import { ExecTracker, type ExecSighting, type ExecSourceKind } from "./exec-tracker.js";
 import { LayerSampler } from "./layer-sampler.js";
+import { ProcessLifecycle } from "./lifecycle.js";
 import type { ProcessTable } from "./process-table.js";
 import { WindowBuilder } from "./window-builder.js";
 
@@ -58,6 +59,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   private readonly execSource: ExecSource;
   private readonly builder: WindowBuilder;
   private readonly sampler: LayerSampler;
+  private readonly lifecycle: ProcessLifecycle;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: TelemetryOptions) {
@@ -72,6 +74,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       onExec: (s) => this.onExec(s),
       onDetection: (d, s) => this.onDetection(d, s),
     });
+    this.lifecycle = new ProcessLifecycle({ containerOf: (mntns, monoNs) => this.tracker.containerOf(mntns, monoNs) });
     this.execSource = new ExecSource({
       procRoot: o.procRoot,
       log: o.log,
@@ -80,6 +83,8 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
       pollMs: this.sampleMs,
       onExec: (ev) => this.tracker.onEbpf(ev),
+      onFork: (ev) => this.lifecycle.onFork(ev),
+      onProcessExit: (ev) => this.lifecycle.onExit(ev),
     });
     this.builder = new WindowBuilder({ node: o.node, windowMs: this.windowMs, tickMs: this.sampleMs, names: o.collector });
     this.sampler = new LayerSampler({
@@ -90,6 +95,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       execSource: this.execSource,
       windows: this.builder,
       passesPerFull: Math.max(1, Math.round(fullEveryMs / this.sampleMs)),
+      lifecycle: this.lifecycle,
     });
     o.collector.on("upsert", () => this.tracker.rebuild());
   }
@@ -153,7 +159,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       this.sampler.forget(w.containerId);
       this.emitWindows([w]);
     }
-    this.builder.endTick();
+    this.builder.endTick(now);
     this.o.metrics.samplePasses.inc();
     this.o.metrics.samplePassSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (this.builder.due(now)) this.flush(now);
@@ -167,12 +173,19 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   private emitWindows(batch: WindowSummary[]): void {
     if (batch.length === 0) return;
     this.o.metrics.windows.inc(batch.length);
+    for (const w of batch) {
+      this.o.metrics.exitsCharged.inc(w.exitsCharged);
+      if (w.cpuAttributedShare?.available === true) this.o.metrics.cpuAttributedShare.observe(w.cpuAttributedShare.value);
+    }
     for (const w of batch) this.emit("window", w);
     this.emit("windows", batch);
   }
 
   private onExec(s: ExecSighting): void {
     this.o.metrics.execEvents.inc({ source: s.source });
+    if (s.startTimeTicks !== undefined && s.monoNs !== undefined) {
+      this.lifecycle.onExec(s.pid, { containerId: s.container.id, layerId: s.attribution.layerId, startTimeTicks: s.startTimeTicks, monoNs: s.monoNs });
+    }
     this.builder.layer(s.container.id, s.attribution.layerId).counts.exec_count++;
   }
 
