@@ -59,7 +59,8 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   private readonly execSource: ExecSource;
   private readonly builder: WindowBuilder;
   private readonly sampler: LayerSampler;
-  private readonly lifecycle: ProcessLifecycle;
+  /** Kernel fork/exec/exit records (public for tests, which feed it events). */
+  readonly lifecycle: ProcessLifecycle;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: TelemetryOptions) {
