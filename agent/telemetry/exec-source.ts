@@ -100,9 +100,9 @@ export class ExecSource {
     }
     this.bpf = bpf;
     this.active = "ebpf";
-    this.why = "bpftrace tracepoint:sched:sched_process_exec, sched_process_fork, sched_process_exit";
+    this.why = "bpftrace tracepoint:sched:sched_process_exec, sched_process_fork, sched_switch (process exit)";
     this.o.metrics.execSource.set({ source: "ebpf" }, 1);
-    log.info({ execSource: "ebpf" }, "exec, fork and exit events: eBPF (bpftrace sched_process_exec/fork/exit), short-lived processes included and charged at exit");
+    log.info({ execSource: "ebpf" }, "exec, fork and exit events: eBPF (bpftrace sched_process_exec/fork, sched_switch at exit), short-lived processes included and charged at exit");
   }
 
   async stop(): Promise<void> {

@@ -265,6 +265,8 @@ describe("execProgram", () => {
     assert.match(p, /tracepoint:sched:sched_process_fork\n\/ curtask->nsproxy->mnt_ns->ns\.inum != 4026531832 \//);
     assert.match(p, /tracepoint:sched:sched_process_exit\n\/ curtask->signal->live\.counter == 0 && curtask->nsproxy->mnt_ns->ns\.inum != 4026531832 \//);
     assert.match(execProgram(), /sched_process_exit\n\/ curtask->signal->live\.counter == 0 \//);
+    // The totals are printed at the dead task's last context switch.
+    assert.match(p, /tracepoint:sched:sched_switch\n\/ curtask->__state == 128 && @exiting\[tid\] != 0 \//);
     assert.throws(() => execProgram(-1), (e: unknown) => e instanceof ShadowError && e.code === Code.InvalidArgument);
     assert.throws(() => execProgram(2 ** 32), (e: unknown) => e instanceof ShadowError && e.code === Code.InvalidArgument);
   });
