@@ -14,7 +14,7 @@ import { ebpfUnavailableReason } from "../../agent/telemetry/exec-ebpf.js";
 import { silentLogger } from "../../common/log.js";
 import { decodeFeatures, namedFeatures } from "../../models/features.js";
 import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { cleanupContainers, execDetached, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
 const named = (l: { featuresF64le: Uint8Array } | undefined): Record<string, number> => namedFeatures(l === undefined ? [] : decodeFeatures(l.featuresF64le));
 
@@ -106,13 +106,17 @@ describe("layer-window-v2 inputs (real containers, eBPF)", () => {
     const listenPort = (probe.address() as { port: number }).port;
     await new Promise<void>((done) => probe.close(() => done()));
     try {
-      const c = await runContainer(eng.docker, eng.app, ["/bin/sleep", "600"]);
-      await running(c);
-      await windowsOf(c, Date.now(), 1);
+      // After the agent's first look (a baseline: sockets already open there are not new), a shell's
+      // stdin and stdout on a TCP connection to a listener on loopback (a reverse shell's shape),
+      // and a web server's new listening socket. (As the container's command, not `docker exec`,
+      // whose attach streams would hold this process open.)
+      const c = await runContainer(eng.docker, eng.app, [
+        "/bin/sh",
+        "-c",
+        `sleep 3; /opt/app/bin/busybox httpd -p 127.0.0.1:${listenPort} -h /srv/www; /bin/sleep 600 | /opt/app/bin/busybox nc 127.0.0.1 ${port} | /bin/sh`,
+      ]);
       const t0 = Date.now();
-      // A shell's stdin and stdout on a TCP connection to a listener on loopback (a reverse shell's shape).
-      await execDetached(c, ["/bin/sh", "-c", `/bin/sleep 600 | /opt/app/bin/busybox nc 127.0.0.1 ${port} | /bin/sh`]);
-      await execDetached(c, ["/opt/app/bin/busybox", "httpd", "-f", "-p", `127.0.0.1:${listenPort}`, "-h", "/srv/www"]);
+      await running(c);
       await waitFor("the connection accepted", () => accepted.length > 0 || undefined, 5000);
       const seen = { connections: 0, listening: 0 };
       await waitFor(
