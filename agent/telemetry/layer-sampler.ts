@@ -9,7 +9,8 @@
  * I/O is each process's own: the kernel adds a reaped child's I/O totals to its parent's
  * /proc/<pid>/io, so what each exited child folded into its reaper is subtracted from the reaper's
  * figures, which are kept monotonic (a reaper read between its child's exit and the reap dips
- * below its last figure; that dip is not counted again when the reap lands).
+ * below its last figure; that dip is not counted again when the reap lands). A reading is judged
+ * one tick late, once the exit events of the children it may include have arrived.
  */
 import { METRIC_INDEX, METRICS, type MetricName } from "../../models/features.js";
 import type { Attribution } from "../layers/ldg-builder.js";
@@ -109,6 +110,8 @@ interface ProcMemory {
   exe: string;
   /** Counters (own I/O) as last sampled, never decreasing; gauges as last read. */
   counters: MetricVector;
+  /** The last /proc/<pid>/io reading (IO order), judged at the next tick (see `ownIo`). */
+  pendingIo: Float64Array;
   cpuTicks: number;
   attribution: Attribution;
   /** /proc files that could not be read at the last detail read (DetailSample.missing). */
@@ -237,20 +240,20 @@ export class LayerSampler {
         if (st.exited.has(t.key)) continue;
         live.push(t);
         const counters = countersOf(t, this.scratch);
-        const fold = st.folded.get(t.info.pid);
-        if (fold !== undefined) IO.forEach((m, k) => (counters[m] = Math.max(0, (counters[m] ?? 0) - (fold.v[k] ?? 0))));
         const prev = st.procs.get(t.key);
+        // Started since the last look: everything it did happened in this window.
+        const startedSince = prev === undefined && !st.first && Number(t.stat.startTime) >= st.lastUptime;
+        const raw = Float64Array.from(IO, (m) => counters[m] ?? 0);
+        this.ownIo(counters, raw, prev, startedSince, st.folded.get(t.info.pid));
         let mem: ProcMemory;
         const delta = this.delta;
         delta.fill(0);
         if (prev === undefined || prev.comm !== t.stat.comm || prev.exe !== t.info.exe) {
           const attribution = this.o.collector.attributeProcess(r, t.info);
-          mem = { pid: t.info.pid, comm: t.stat.comm, exe: t.info.exe, counters: Float64Array.from(counters), cpuTicks: t.stat.cpuTicks, attribution, missing: t.detail.missing, goneAt: 0 };
+          mem = { pid: t.info.pid, comm: t.stat.comm, exe: t.info.exe, counters: Float64Array.from(counters), pendingIo: raw, cpuTicks: t.stat.cpuTicks, attribution, missing: t.detail.missing, goneAt: 0 };
           const w = windows.layer(r.id, attribution.layerId);
           if (prev === undefined) {
             for (const l of this.o.collector.libraryLayers(r, table.proc.mappedFiles(t.info.pid, t.info.exe))) if (l !== attribution.layerId) w.libraryLayers.add(l);
-            // Started since the last look: everything it did happened in this window.
-            const startedSince = !st.first && Number(t.stat.startTime) >= st.lastUptime;
             if (startedSince) {
               w.counts.process_starts++;
               delta.set(counters);
@@ -272,6 +275,7 @@ export class LayerSampler {
           for (let i = 0; i < METRIC_COUNT; i++) mem.counters[i] = IS_COUNTER[i] ? Math.max(prev.counters[i] ?? 0, counters[i] ?? 0) : (counters[i] ?? 0);
           mem.cpuTicks = t.stat.cpuTicks;
           mem.missing = t.detail.missing;
+          mem.pendingIo = raw;
         }
         for (const g of GAUGES) delta[g] = counters[g] ?? 0;
         next.set(t.key, mem);
@@ -302,6 +306,20 @@ export class LayerSampler {
     // An unreadable uptime keeps the last one: processes are then judged against an earlier tick.
     if (uptime !== undefined) st.lastUptime = uptime;
     st.first = false;
+  }
+
+  /**
+   * Sets the I/O counters in `counters` to the process's own I/O, one reading late: the previous
+   * tick's reading (`prev.pendingIo`) less what its exited children folded into it, as known now.
+   * A child's exit event can reach the agent after its parent's /proc/<pid>/io already shows the
+   * reap (the parent can reap before the child's last context switch, and events cross a pipe):
+   * judged at once, that reading would count the child's I/O on the parent too. A process first
+   * seen has no earlier reading: a baseline (its own I/O so far) or, if it started since the last
+   * tick, 0 (its whole I/O is counted at the next tick or at its exit).
+   */
+  private ownIo(counters: MetricVector, raw: Float64Array, prev: ProcMemory | undefined, startedSince: boolean, fold: Fold | undefined): void {
+    const from = prev?.pendingIo ?? (startedSince ? undefined : raw);
+    IO.forEach((m, k) => (counters[m] = from === undefined ? 0 : Math.max(0, (from[k] ?? 0) - (fold?.v[k] ?? 0))));
   }
 
   /**
