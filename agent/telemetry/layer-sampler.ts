@@ -18,7 +18,7 @@ import type { LdgCollector, RunningContainer } from "../layers/ldg-collector.js"
 import { readProcFile } from "../runtime/proc-files.js";
 import type { ProcessExitEvent } from "./exec-ebpf.js";
 import type { ExecTracker, ExecSourceKind } from "./exec-tracker.js";
-import type { ProcessLifecycle } from "./lifecycle.js";
+import { setBounded, type ProcessLifecycle } from "./lifecycle.js";
 import { emptyMetrics, METRIC_COUNT, type MetricVector } from "./layer-window.js";
 import { NetSampler } from "./net-sampler.js";
 import { CLOCK_TICKS_PER_SECOND, PAGE_SIZE } from "./proc-sampler.js";
@@ -164,15 +164,6 @@ export interface ExitStats {
   unattributed: number;
   /** Exit events for an identity already charged. */
   duplicates: number;
-}
-
-function setBounded<K, V>(m: Map<K, V>, k: K, v: V, max: number): void {
-  m.delete(k);
-  m.set(k, v);
-  if (m.size > max) {
-    const oldest = m.keys().next();
-    if (!oldest.done) m.delete(oldest.value);
-  }
 }
 
 export class LayerSampler {

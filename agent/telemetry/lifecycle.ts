@@ -46,7 +46,8 @@ const MAX_QUEUED = 50_000;
 /** How far up a chain of forks-without-exec the parent's layer is looked for. */
 const MAX_FORK_DEPTH = 16;
 
-function setBounded<K, V>(m: Map<K, V>, k: K, v: V, max: number): boolean {
+/** Sets `k` as the newest entry of `m`, dropping the oldest past `max`; true when one was dropped. */
+export function setBounded<K, V>(m: Map<K, V>, k: K, v: V, max: number): boolean {
   m.delete(k);
   m.set(k, v);
   if (m.size <= max) return false;

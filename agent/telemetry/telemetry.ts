@@ -16,7 +16,7 @@ import type { LdgCollector } from "../layers/ldg-collector.js";
 import type { AgentMetrics } from "../metrics.js";
 import { ExecSource, type ExecSourceChoice } from "./exec-source.js";
 import { ExecTracker, type ExecSighting, type ExecSourceKind } from "./exec-tracker.js";
-import { LayerSampler } from "./layer-sampler.js";
+import { LayerSampler, type ExitStats } from "./layer-sampler.js";
 import { ProcessLifecycle } from "./lifecycle.js";
 import type { ProcessTable } from "./process-table.js";
 import { WindowBuilder } from "./window-builder.js";
@@ -132,6 +132,11 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       windowSeconds: Math.round(this.windowMs / 1000),
       sampleIntervalMs: this.sampleMs,
     });
+  }
+
+  /** Exit charging's counts: charged, unattributed (no layer found), duplicates (an identity seen twice). */
+  get exitStats(): Readonly<ExitStats> {
+    return this.sampler.exitStats;
   }
 
   get activeExecSource(): ExecSourceKind {

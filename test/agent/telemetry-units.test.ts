@@ -539,6 +539,7 @@ describe("charging at exit and a child's I/O on its own layer (fake /proc, kerne
     assert.equal(sh["read_bytes.sum"], 100 + 700 + 50, "its subshells' own I/O and its own 50 bytes, none of the job's or the tool's");
     assert.equal(sh["process_starts"], 2);
     assert.equal(w.exitsCharged, 4);
+    assert.deepEqual(tel.exitStats, { charged: 4, unattributed: 0, duplicates: 1 });
     // job 0.02 + 0.03, subshells 0.02 + 0.01, tool 0.03, shell 0.02: 0.13 s of the cgroup's 0.15 s.
     assert.equal(w.cpuAttributedShare?.available, true);
     assert.ok(Math.abs((w.cpuAttributedShare?.value ?? 0) - 0.13 / 0.150001) < 1e-9, `share ${w.cpuAttributedShare?.value}`);
