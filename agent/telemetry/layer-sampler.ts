@@ -79,8 +79,12 @@ const MAX_EXITED = 65_536;
 /** How long a reaper's folded I/O is kept once its pid is no longer in the container (ms). */
 const FOLD_TTL_MS = 30_000;
 const MAX_FOLDS = 65_536;
-/** fd links read per container per tick to find the owners of new sockets. */
-const FD_LINKS_PER_TICK = 4096;
+/**
+ * fd links read to find the owners of new sockets: per container per tick, and per pass over all
+ * containers (host-network containers see every new socket of the host; readlink costs ~2 µs).
+ */
+const FD_LINKS_PER_CONTAINER = 4096;
+const FD_LINKS_PER_PASS = 16_384;
 
 function countersOf(t: TrackedProcess, v: MetricVector): MetricVector {
   for (let i = 0; i < METRIC_COUNT; i++) v[i] = READERS[i]?.(t) ?? 0;
@@ -173,6 +177,8 @@ export class LayerSampler {
   private readonly memory = new Map<string, ContainerMemory>();
   private readonly now: () => number;
   private passNo = 0;
+  /** fd links still allowed in this pass. */
+  private linkBudget = FD_LINKS_PER_PASS;
   readonly exitStats: ExitStats = { charged: 0, unattributed: 0, duplicates: 0 };
 
   constructor(private readonly o: LayerSamplerOptions) {
@@ -184,6 +190,7 @@ export class LayerSampler {
   pass(running: readonly RunningContainer[], forceFull: boolean): void {
     const full = forceFull || this.passNo % this.o.passesPerFull === 0;
     this.passNo++;
+    this.linkBudget = FD_LINKS_PER_PASS;
     const uptime = readUptimeTicks(this.o.procRoot);
     const exits = this.o.lifecycle?.drain();
     for (const r of running) this.sampleContainer(r, full, uptime, exits?.get(r.id) ?? []);
@@ -404,7 +411,7 @@ export class LayerSampler {
    * New TCP sockets of the container's network namespace (the host's, for a host-network
    * container), each counted once on the layer of the process holding it: a listening socket as
    * `listen_sockets`, any other (opened, or accepted) as `new_connections`. The processes that ran
-   * are looked at first, then the others, within a budget of fd links per tick.
+   * are looked at first, then the others, within a budget of fd links per container and per pass.
    */
   private sampleNet(r: RunningContainer, st: ContainerMemory, active: readonly TrackedProcess[], live: readonly TrackedProcess[]): void {
     const windows = this.o.windows;
@@ -423,15 +430,16 @@ export class LayerSampler {
     // Owners: fd -> socket:[inode].
     const want = new Set(fresh);
     const cost = { links: 0 };
+    const budget = Math.min(FD_LINKS_PER_CONTAINER, this.linkBudget);
     const seen = new Set<string>();
     let scanned = 0;
     for (const t of [...active, ...live]) {
-      if (want.size === 0 || cost.links >= FD_LINKS_PER_TICK) break;
+      if (want.size === 0 || cost.links >= budget) break;
       if (seen.has(t.key)) continue;
       seen.add(t.key);
       scanned++;
       const mem = st.procs.get(t.key);
-      for (const inode of this.o.processes.proc.socketInodes(t.info.pid, want, FD_LINKS_PER_TICK - cost.links, cost)) {
+      for (const inode of this.o.processes.proc.socketInodes(t.info.pid, want, budget - cost.links, cost)) {
         want.delete(inode);
         if (mem === undefined) continue;
         const counts = windows.layer(r.id, mem.attribution.layerId).counts;
@@ -439,6 +447,7 @@ export class LayerSampler {
         else counts.new_connections++;
       }
     }
+    this.linkBudget -= cost.links;
     // Out of budget with processes left unread: the counts may be short.
     if (want.size > 0 && scanned < live.length) {
       windows.countUnavailable(r.id, "new_connections");
