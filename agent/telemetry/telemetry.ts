@@ -3,10 +3,12 @@
  * each running container, attributes each process's metrics to the layer that provides its
  * executable, and every window (default 10 s) emits one WindowSummary per container with a
  * feature vector per layer (models/FEATURES.md). Exec events come from eBPF when it can run here,
- * else from /proc polling; drift detections are emitted as soon as they are seen.
+ * with fork and exit events so that processes too short for a tick are charged at exit
+ * (lifecycle.ts), else from /proc polling; drift detections are emitted as soon as they are seen.
  *
- * This class wires the parts: the exec source (exec-source.ts), the exec tracker, the sampler
- * (layer-sampler.ts) and the window builder (window-builder.ts), and owns the tick timer.
+ * This class wires the parts: the exec source (exec-source.ts), the exec tracker, the process
+ * lifecycle records (lifecycle.ts), the sampler (layer-sampler.ts) and the window builder
+ * (window-builder.ts), and owns the tick timer.
  */
 import { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
