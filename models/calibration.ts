@@ -1,0 +1,65 @@
+/**
+ * Statistic -> score 0-100, fitted on held-out baseline windows; the same rule for the autoencoder's
+ * reconstruction error and for the baselines' statistics (models/ANOMALY.md, "Score").
+ *
+ *   p(e)  = P(held-out statistic ≥ e), from the held-out quantiles (linear interpolation);
+ *           above the 99.5th percentile q: max(p̂(e), 0.005 · (q / e)²) and never above 0.005,
+ *           so a statistic beyond the largest held-out one keeps falling off smoothly with its ratio.
+ *   score = 100 / (1 + p / 0.005)   →   p = 0.005 (the held-out 99.5th percentile) gives 50.
+ */
+
+import { quantileSorted } from "./normalisation.js";
+import type { Calibration } from "./types.js";
+
+/** Tail probability that maps to 50. */
+export const ANCHOR_TAIL = 0.005;
+/** Exponent of the power-law tail beyond the 99.5th percentile. */
+export const TAIL_EXPONENT = 2;
+/** Quantiles stored: levels 0, 0.001, …, 1. */
+export const QUANTILE_COUNT = 1001;
+
+export const CALIBRATION_RULE =
+  "score = 100 / (1 + p / 0.005), p = P(held-out statistic >= e) from the held-out quantiles; " +
+  "above the held-out p99.5 q, p = min(0.005, max(empirical, 0.005 * (q / e)^2)); score >= 50 is anomalous";
+
+/** Fits the mapping on the held-out windows' statistics (non-finite values are left out). */
+export function fitCalibration(heldOutStatistics: readonly number[]): Calibration {
+  const finite = heldOutStatistics.filter((x) => Number.isFinite(x));
+  if (finite.length === 0) throw new RangeError("calibration needs at least one finite held-out statistic");
+  const sorted = Float64Array.from(finite).sort();
+  const quantiles: number[] = [];
+  for (let i = 0; i < QUANTILE_COUNT; i++) quantiles.push(quantileSorted(sorted, i / (QUANTILE_COUNT - 1)));
+  return { windows: finite.length, p995: quantileSorted(sorted, 1 - ANCHOR_TAIL), quantiles, rule: CALIBRATION_RULE };
+}
+
+/** P(held-out ≥ e) read off the stored quantiles, interpolating linearly between them. */
+function empiricalTail(q: readonly number[], e: number): number {
+  const m = q.length;
+  if (m === 0 || e <= q[0]!) return 1;
+  if (e >= q[m - 1]!) return 0;
+  let lo = 0;
+  let hi = m - 1;
+  // invariant q[lo] < e <= q[hi]
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (q[mid]! < e) lo = mid;
+    else hi = mid;
+  }
+  const span = q[hi]! - q[lo]!;
+  const level = (lo + (span > 0 ? (e - q[lo]!) / span : 1)) / (m - 1);
+  return 1 - level;
+}
+
+/** The tail probability the score is computed from (exported for the tests and the docs' table). */
+export function tailProbability(c: Calibration, statistic: number): number {
+  if (Number.isNaN(statistic)) return 1;
+  const emp = empiricalTail(c.quantiles, statistic);
+  if (statistic <= c.p995) return Math.max(ANCHOR_TAIL, emp);
+  const ratio = c.p995 > 0 ? c.p995 / statistic : 0;
+  return Math.min(ANCHOR_TAIL, Math.max(emp, ANCHOR_TAIL * ratio ** TAIL_EXPONENT));
+}
+
+/** Score 0-100 of a statistic; 50 at the held-out 99.5th percentile, higher is more anomalous. */
+export function calibratedScore(c: Calibration, statistic: number): number {
+  return 100 / (1 + tailProbability(c, statistic) / ANCHOR_TAIL);
+}
