@@ -2,9 +2,9 @@
  * Statistic -> score 0-100, fitted on held-out baseline windows; the same rule for the autoencoder's
  * reconstruction error and for the baselines' statistics (models/ANOMALY.md, "Score").
  *
- *   p(e)  = P(held-out statistic ≥ e), from the held-out quantiles (linear interpolation);
- *           above the 99.5th percentile q: max(p̂(e), 0.005 · (q / e)²) and never above 0.005,
- *           so a statistic beyond the largest held-out one keeps falling off smoothly with its ratio.
+ *   p(e)  = P(held-out statistic ≥ e), read off the held-out quantiles (linear interpolation),
+ *           up to their 99.9th percentile q999; beyond it p = 0.001 · (q999 / e)², so the tail
+ *           keeps falling off smoothly with the ratio where the held-out windows say nothing.
  *   score = 100 / (1 + p / 0.005)   →   p = 0.005 (the held-out 99.5th percentile) gives 50.
  */
 
@@ -13,14 +13,16 @@ import type { Calibration } from "./types.js";
 
 /** Tail probability that maps to 50. */
 export const ANCHOR_TAIL = 0.005;
-/** Exponent of the power-law tail beyond the 99.5th percentile. */
+/** Where the empirical tail hands over to the power law (the held-out 99.9th percentile). */
+export const SWITCH_TAIL = 0.001;
+/** Exponent of the power-law tail beyond it. */
 export const TAIL_EXPONENT = 2;
 /** Quantiles stored: levels 0, 0.001, …, 1. */
 export const QUANTILE_COUNT = 1001;
 
 export const CALIBRATION_RULE =
-  "score = 100 / (1 + p / 0.005), p = P(held-out statistic >= e) from the held-out quantiles; " +
-  "above the held-out p99.5 q, p = min(0.005, max(empirical, 0.005 * (q / e)^2)); score >= 50 is anomalous";
+  "score = 100 / (1 + p / 0.005), p = P(held-out statistic >= e) from the held-out quantiles up to their " +
+  "99.9th percentile q999, p = 0.001 * (q999 / e)^2 beyond it; score >= 50 (the held-out p99.5) is anomalous";
 
 /** Fits the mapping on the held-out windows' statistics (non-finite values are left out). */
 export function fitCalibration(heldOutStatistics: readonly number[]): Calibration {
@@ -46,17 +48,17 @@ function empiricalTail(q: readonly number[], e: number): number {
     else hi = mid;
   }
   const span = q[hi]! - q[lo]!;
-  const level = (lo + (span > 0 ? (e - q[lo]!) / span : 1)) / (m - 1);
-  return 1 - level;
+  return (m - 1 - lo - (span > 0 ? (e - q[lo]!) / span : 1)) / (m - 1);
 }
 
 /** The tail probability the score is computed from (exported for the tests and the docs' table). */
 export function tailProbability(c: Calibration, statistic: number): number {
   if (Number.isNaN(statistic)) return 1;
-  const emp = empiricalTail(c.quantiles, statistic);
-  if (statistic <= c.p995) return Math.max(ANCHOR_TAIL, emp);
-  const ratio = c.p995 > 0 ? c.p995 / statistic : 0;
-  return Math.min(ANCHOR_TAIL, Math.max(emp, ANCHOR_TAIL * ratio ** TAIL_EXPONENT));
+  if (statistic < c.p995) return Math.max(ANCHOR_TAIL, empiricalTail(c.quantiles, statistic));
+  const q999 = Math.max(c.p995, quantileSorted(c.quantiles, 1 - SWITCH_TAIL));
+  // The clamps keep the pieces monotone and the anchor exact whatever rounding or ties do.
+  if (statistic <= q999) return Math.min(ANCHOR_TAIL, Math.max(SWITCH_TAIL, empiricalTail(c.quantiles, statistic)));
+  return q999 > 0 ? SWITCH_TAIL * (q999 / statistic) ** TAIL_EXPONENT : 0;
 }
 
 /** Score 0-100 of a statistic; 50 at the held-out 99.5th percentile, higher is more anomalous. */
