@@ -5,7 +5,7 @@
  */
 
 import { Code, ShadowError } from "../common/errors.js";
-import { parseArtifact, serializeArtifact } from "./artifact.js";
+import { ModelError, parseArtifact, serializeArtifact } from "./artifact.js";
 import { activeBackend } from "./backend.js";
 import { calibratedScore } from "./calibration.js";
 import { COLUMN_NAMES, signedExpm1 } from "./columns.js";
@@ -36,7 +36,14 @@ export class AnomalyModel {
 
   /** Validates an artifact (object, JSON text or bytes) and loads it; throws ModelError. */
   static fromArtifact(a: ModelArtifact | string | Uint8Array, o: { minWindows?: number } = {}): AnomalyModel {
-    return new AnomalyModel(parseArtifact(typeof a === "string" || a instanceof Uint8Array ? a : serializeArtifact(a), o));
+    if (typeof a === "string" || a instanceof Uint8Array) return new AnomalyModel(parseArtifact(a, o));
+    let text: string;
+    try {
+      text = serializeArtifact(a);
+    } catch (err) {
+      throw new ModelError("invalid", `model artifact cannot be serialised: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    return new AnomalyModel(parseArtifact(text, o));
   }
 
   private net(): Forward {

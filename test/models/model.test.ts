@@ -60,6 +60,13 @@ describe("anomaly model", () => {
     const high = scores.filter((s) => s >= 50).length / scores.length;
     assert.ok(high <= 0.015, `share ≥ 50: ${high}`);
     const sorted = [...scores].sort((a, b) => a - b);
+    // The fresh u-quantile's score, read back as a tail probability through the documented mapping
+    // (p = (100 / score − 1) × 0.005), is 1 − u within 3 sd of the two samples' noise.
+    for (const u of [0.5, 0.8, 0.9, 0.95, 0.99]) {
+      const p = (100 / sorted[Math.floor(u * sorted.length)]! - 1) * 0.005;
+      const sd = Math.sqrt(u * (1 - u) * (1 / 500 + 1 / 4000));
+      assert.ok(Math.abs(p - (1 - u)) < 3 * sd, `u=${u}: p=${p}`);
+    }
     assert.ok(sorted[2000]! < 5, `median score ${sorted[2000]} is low`);
     assert.ok(scores.every((s) => s >= 0 && s <= 100));
   });
