@@ -60,6 +60,18 @@ export function dataHash(inputs: readonly ModelInput[]): string {
   return h.digest("hex");
 }
 
+/**
+ * Per row, the mean squared error over the entries present in the target (NaN = masked): the same
+ * error the scores are computed from. A row with nothing present contributes 0.
+ */
+function maskedMse(yTrue: tf.Tensor, yPred: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const present = tf.logicalNot(tf.isNaN(yTrue));
+    const diff = tf.where(present, tf.sub(yTrue, yPred), tf.zerosLike(yPred));
+    return tf.div(tf.sum(tf.square(diff), -1), tf.maximum(tf.sum(tf.cast(present, "float32"), -1), 1));
+  });
+}
+
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
@@ -87,15 +99,19 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
   const d = COLUMN_NAMES.length;
   const n = train.length;
   const z = new Float32Array(n * d);
-  normalise(normalisation, train, { z });
+  const mask = new Uint8Array(n * d);
+  normalise(normalisation, train, { z, mask });
+  // Targets: NaN where masked, so the loss leaves those entries out (maskedMse).
+  const target = z.map((x, k) => (mask[k] ? x : Number.NaN));
 
   const architecture = { inputs: d, hidden: [...DEFAULT_HIDDEN], activation: HIDDEN_ACTIVATION };
   const network = buildNetwork(architecture, seed);
   const optimizer = tf.train.adam(LEARNING_RATE);
-  network.compile({ optimizer, loss: "meanSquaredError" });
+  network.compile({ optimizer, loss: maskedMse });
 
   const next = random(seed ^ 0x9e3779b9);
   const batch = new Float32Array(BATCH_SIZE * d);
+  const batchTarget = new Float32Array(BATCH_SIZE * d);
   let best = Number.POSITIVE_INFINITY;
   let flat = 0;
   let epoch = 0;
@@ -106,12 +122,17 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
       let sum = 0;
       for (let s = 0; s < n; s += BATCH_SIZE) {
         const rows = Math.min(BATCH_SIZE, n - s);
-        for (let r = 0; r < rows; r++) batch.set(z.subarray(perm[s + r]! * d, perm[s + r]! * d + d), r * d);
+        for (let r = 0; r < rows; r++) {
+          const from = perm[s + r]! * d;
+          batch.set(z.subarray(from, from + d), r * d);
+          batchTarget.set(target.subarray(from, from + d), r * d);
+        }
         const x = tf.tensor2d(batch.subarray(0, rows * d), [rows, d]);
+        const y = tf.tensor2d(batchTarget.subarray(0, rows * d), [rows, d]);
         try {
-          sum += (Number(await network.trainOnBatch(x, x)) * rows);
+          sum += Number(await network.trainOnBatch(x, y)) * rows;
         } finally {
-          x.dispose();
+          tf.dispose([x, y]);
         }
       }
       epoch++;

@@ -103,6 +103,23 @@ describe("anomaly model", () => {
     assert.equal(short!.masked, COLUMN_NAMES.length, "absent entries and a zero-length window are masked");
   });
 
+  it("trains on windows with unavailable features, leaving them out of the loss", async () => {
+    const inputs = syntheticInputs(400, 21).map((input, i) => {
+      const v = Array.from(input.vector);
+      if (i % 3 === 0) v[featureIndex("read_bytes.rate")] = Number.NaN;
+      if (i % 5 === 0) v[featureIndex("ctx_switches_voluntary.max")] = -1;
+      if (i % 7 === 0) v[featureIndex("rss_bytes.mean")] = Number.POSITIVE_INFINITY;
+      return { vector: v, seconds: i % 11 === 0 ? Number.NaN : input.seconds };
+    });
+    const m = await trainModel(inputs, { scope: { kind: "generic" }, epochs: 3 });
+    assert.ok(Number.isFinite(m.manifest.finalLoss) && m.manifest.finalLoss < 1, `loss ${m.manifest.finalLoss}`);
+    assert.ok(m.manifest.normalisation.center.every(Number.isFinite) && m.manifest.normalisation.scale.every((x) => x > 0));
+    const scored = m.score(inputs.slice(0, 12));
+    assert.equal(scored[0]!.masked, 3 + 5, "NaN, reset, Infinity and the 5 per-second counts of a window without a length");
+    assert.ok(scored.every((x) => Number.isFinite(x.score)));
+    m.dispose();
+  });
+
   it("keeps its scores through the artifact", () => {
     const text = serializeArtifact(model.toArtifact());
     const loaded = AnomalyModel.fromArtifact(text);
