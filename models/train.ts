@@ -26,6 +26,8 @@ export const LEARNING_RATE = 0.003;
 export const FLAT_LOSS_SHARE = 0.01;
 /** … for this many epochs in a row. */
 export const FLAT_EPOCHS = 3;
+/** Training lets the event loop run at least this often (ms), wherever it runs. */
+export const YIELD_MS = 10;
 
 /** mulberry32: a small seeded generator for reproducible shuffles. */
 function random(seed: number): () => number {
@@ -96,6 +98,7 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
   const heldOut = order.slice(0, heldCount).map((i) => inputs[i]!);
 
   const normalisation = fitNormalisation(train);
+  await tick();
   const d = COLUMN_NAMES.length;
   const n = train.length;
   const z = new Float32Array(n * d);
@@ -116,6 +119,7 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
   let flat = 0;
   let epoch = 0;
   let loss = Number.NaN;
+  let lastYield = performance.now();
   try {
     while (epoch < epochs) {
       const perm = shuffled(n, next);
@@ -134,6 +138,10 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
         } finally {
           tf.dispose([x, y]);
         }
+        if (performance.now() - lastYield > YIELD_MS) {
+          await tick();
+          lastYield = performance.now();
+        }
       }
       epoch++;
       loss = sum / n;
@@ -142,7 +150,6 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
         best = loss;
         flat = 0;
       } else if (++flat >= FLAT_EPOCHS) break;
-      await tick();
     }
     if (!Number.isFinite(loss)) throw new ModelError("invalid", `training diverged (loss ${loss})`);
 
@@ -166,6 +173,7 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
       epochs: epoch,
       finalLoss: loss,
     };
+    await tick();
     const uncalibrated = new AnomalyModel({ manifest, weights });
     const errors = uncalibrated.score(heldOut).map((s) => s.error);
     uncalibrated.dispose();
