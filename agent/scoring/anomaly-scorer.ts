@@ -62,6 +62,9 @@ export interface AnomalyScorerOptions {
   now?: () => number;
 }
 
+/** What the agent's configuration sets (the rest comes from the agent itself). */
+export type AnomalySettings = Omit<AnomalyScorerOptions, "log" | "metrics" | "imageOf" | "modelDir" | "now">;
+
 /** Batches waiting to be handed on past which new ones skip scoring (counted as "backlog"). */
 const MAX_BACKLOG = 16;
 /** (container, layer) alert states kept; beyond it the oldest are forgotten. */
