@@ -1,0 +1,94 @@
+/**
+ * The anomaly model on a real container, end to end in the agent: a container of the multi-layer
+ * test image runs a steady loop from its base layer; with short windows (500 ms, 100 ms ticks) the
+ * agent trains the image's model on those baseline windows in its worker pool, then a CPU burn is
+ * started from another layer (the app's own busybox copy). That layer's score crosses 50 within
+ * two windows, its reasons name a CPU feature, and the base layer stays below 50.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startAgent, type RunningAgent } from "../../agent/agent.js";
+import { silentLogger } from "../../common/log.js";
+import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { cleanupContainers, execDetached, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+
+/** A steady workload: a little counting, then a short sleep, forever (busybox sh from the base layer). */
+const STEADY = "while :; do i=0; while [ $i -lt 300 ]; do i=$((i+1)); done; sleep 0.1; done";
+
+describe("anomaly scores on a real container", () => {
+  let eng: TestEngine;
+  let dir: string;
+  let agent: RunningAgent;
+  const windows: WindowSummary[] = [];
+
+  before(async () => {
+    eng = await testEngine();
+    dir = await mkdtemp(join(tmpdir(), "sl-anomaly-"));
+    agent = await startAgent({
+      node: "anomaly-node",
+      tls: "insecure",
+      dataDir: join(dir, "agent"),
+      sampleMs: 100,
+      windowMs: 500,
+      refreshMs: 1000,
+      inventory: false,
+      anomaly: { warmupMs: 1000, minWindows: 50, seed: 1 },
+      log: silentLogger(),
+    });
+    agent.telemetry.on("window", (w) => windows.push(w));
+  });
+  after(async () => {
+    await agent?.stop();
+    await cleanupContainers(eng.docker);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a CPU burn in one layer crosses 50 within two windows, with a CPU reason; the other layer stays low", async () => {
+    const { stdout } = await execFileP("docker", ["image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}", eng.app]);
+    const [imageId = "", layersJson = "[]"] = stdout.trim().split(" ");
+    const layers = JSON.parse(layersJson) as string[];
+    const base = layers[0] ?? "";
+    const tool = layers[2] ?? "";
+    const c = await runContainer(eng.docker, eng.app, ["/bin/sh", "-c", STEADY]);
+    await waitFor("the container in the graph", () => agent.collector.container(c.id)?.pid ?? undefined);
+    const model = await waitFor("the image's own model trained on the baseline", () => agent.anomaly.store.get(imageId), 45_000, 200);
+    assert.ok(model.manifest.trainingWindows >= 50);
+    assert.ok((await readdir(join(dir, "agent", "agent-anomaly-node", "models"))).includes(`image-${imageId.slice("sha256:".length)}.json`));
+    const status = agent.anomaly.status();
+    assert.ok(["wasm", "cpu", "node"].includes(status.backend), `backend ${status.backend}: ${status.backendReason}`);
+
+    const t0 = Date.now();
+    await execDetached(c, ["/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"]);
+    const mine = () => windows.filter((w) => w.containerId === c.id && Number(w.end?.seconds ?? 0n) * 1000 >= t0);
+    // The first two windows in which the burning layer shows, once their scores are in.
+    const burning = await waitFor(
+      "two scored windows with the burning layer",
+      () => {
+        const ws = mine().filter((w) => w.layers.some((l) => l.layerId === tool));
+        return ws.length >= 2 && ws.slice(0, 2).every((w) => w.layers.every((l) => l.anomaly !== undefined)) ? ws.slice(0, 2) : undefined;
+      },
+      15_000,
+      100,
+    );
+    const scores = burning.map((w) => w.layers.find((l) => l.layerId === tool)?.anomaly);
+    const hit = scores.find((a) => (a?.score ?? 0) >= 50);
+    assert.ok(hit !== undefined, `burning layer scores ${scores.map((a) => a?.score).join(", ")}`);
+    assert.equal(hit.generic, false);
+    assert.equal(hit.modelVersion, model.manifest.version);
+    assert.ok(
+      hit.reasons.some((r) => r.feature.startsWith("cpu_seconds")),
+      `reasons ${hit.reasons.map((r) => `${r.feature} ${r.sigma.toFixed(1)}σ`).join(", ")}`,
+    );
+    for (const w of burning) {
+      for (const l of w.layers) {
+        if (l.layerId === tool) continue;
+        assert.ok((l.anomaly?.score ?? 0) < 50, `layer ${l.layerName} (${l.layerId === base ? "base" : "other"}) scored ${l.anomaly?.score}`);
+      }
+    }
+    assert.ok(agent.anomaly.status().windowsScored > 0n);
+    assert.ok(agent.anomaly.status().eventLoopP99Ms > 0);
+  });
+});
