@@ -74,7 +74,7 @@ export class AgentMetrics {
   });
   readonly anomalyUnscored = new Counter({
     name: "shadowlayer_agent_anomaly_unscored_total",
-    help: "Window batches spooled without anomaly scores although a model was there: timeout, error, backlog",
+    help: "Window batches (or one model's share of a batch) sent on without anomaly scores although a model was there: timeout, error, backlog",
     labelNames: ["reason"],
     registers: [this.registry],
   });

@@ -205,10 +205,17 @@ export class AnomalyScorer implements Service {
     let timer: NodeJS.Timeout | undefined;
     const bound = this.o.scoreTimeoutMs ?? 5000;
     const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), bound)));
+    // One model failing (in its worker) leaves the other models' scores in place.
     const work = Promise.all(
       [...groups.values()].map(async ({ model, items }) => {
-        const out = await pool.score({ key: model.key, version: model.manifest.version, artifact: model.artifact }, items.map((i) => i.input));
-        if (!late) this.apply(model, items, out);
+        try {
+          const out = await pool.score({ key: model.key, version: model.manifest.version, artifact: model.artifact }, items.map((i) => i.input));
+          if (!late) this.apply(model, items, out);
+        } catch (err) {
+          if (late) return;
+          this.o.metrics.anomalyUnscored.inc({ reason: "error" });
+          this.o.log.warn({ model: model.key, version: model.manifest.version, layerWindows: items.length, err: String(err) }, "anomaly scoring failed; these windows are sent without scores");
+        }
       }),
     );
     try {
@@ -216,12 +223,7 @@ export class AnomalyScorer implements Service {
         late = true;
         this.o.metrics.anomalyUnscored.inc({ reason: "timeout" });
         this.o.log.warn({ windows: batch.length, boundMs: bound, queued: pool.queued }, "anomaly scoring took too long; windows sent without scores");
-        work.catch(() => undefined);
       }
-    } catch (err) {
-      late = true;
-      this.o.metrics.anomalyUnscored.inc({ reason: "error" });
-      this.o.log.warn({ windows: batch.length, err: String(err) }, "anomaly scoring failed; windows sent without scores");
     } finally {
       clearTimeout(timer);
     }

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { silentLogger } from "../../common/log.js";
 import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { cleanupContainers, execDetached, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
+import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
 /** A steady workload: a little counting, then a short sleep, forever (busybox sh from the base layer). */
 const STEADY = "while :; do i=0; while [ $i -lt 300 ]; do i=$((i+1)); done; sleep 0.1; done";
@@ -61,7 +61,8 @@ describe("anomaly scores on a real container", () => {
     assert.ok(["wasm", "cpu", "node"].includes(status.backend), `backend ${status.backend}: ${status.backendReason}`);
 
     const t0 = Date.now();
-    await execDetached(c, ["/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"]);
+    // The docker CLI rather than the API: a detached exec over the API leaves its socket open for ~30 s.
+    await execFileP("docker", ["exec", "-d", c.id, "/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"]);
     const mine = () => windows.filter((w) => w.containerId === c.id && Number(w.end?.seconds ?? 0n) * 1000 >= t0);
     // The first two windows in which the burning layer shows, once their scores are in.
     const burning = await waitFor(

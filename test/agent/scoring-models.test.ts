@@ -183,3 +183,46 @@ describe("model lifecycle on a node", () => {
     assert.ok((await readFile(join(dir, "generic.json"), "utf8")).length > 0);
   });
 });
+
+describe("scoring never holds the spool", () => {
+  let scorer: AnomalyScorer;
+  let metrics: AgentMetrics;
+
+  before(async () => {
+    metrics = new AgentMetrics();
+    scorer = new AnomalyScorer({ log: silentLogger(), metrics, imageOf: () => IMAGE, warmupMs: 3_600_000, scoreTimeoutMs: 100 });
+    await scorer.start();
+    const pool = scorer.workers;
+    assert.ok(pool !== undefined);
+    const g = await pool.train(baselineInputs(220, 1), { key: "generic", scope: { kind: "generic" }, minWindows: 200, seed: 1 });
+    await scorer.store.install(g.artifact, "generic", "deployed");
+  });
+  after(async () => {
+    await scorer?.stop();
+  });
+
+  it("a batch whose scores take longer than the bound goes on without them, counted; batches keep their order", async () => {
+    const pool = scorer.workers;
+    assert.ok(pool !== undefined);
+    // A long training holds the only worker.
+    const busy = pool.train(baselineInputs(4000, 9), { key: "generic", scope: { kind: "generic" }, minWindows: 200, epochs: 30 });
+    const rand = seeded(12);
+    const forwarded: string[] = [];
+    const t0 = Date.now();
+    const b1 = [windowOf("first", [{ id: "l", vector: baselineVector(rand) }])];
+    const b2 = [windowOf("second", [{ id: "l", vector: baselineVector(rand) }])];
+    const done = new Promise<void>((resolve) => {
+      scorer.process(b1, (b) => forwarded.push(b[0]?.containerId ?? ""));
+      scorer.process(b2, (b) => {
+        forwarded.push(b[0]?.containerId ?? "");
+        resolve();
+      });
+    });
+    await done;
+    assert.ok(Date.now() - t0 < 2000, `forwarded after ${Date.now() - t0} ms`);
+    assert.deepEqual(forwarded, ["first", "second"]);
+    assert.equal(b1[0]?.layers[0]?.anomaly, undefined);
+    assert.match(await metrics.registry.metrics(), /shadowlayer_agent_anomaly_unscored_total\{reason="timeout"\} 2/);
+    await busy.catch(() => undefined);
+  });
+});
