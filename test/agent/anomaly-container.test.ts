@@ -1,12 +1,14 @@
 /**
  * The anomaly model on a real container, end to end in the agent: a container of the multi-layer
- * test image runs a steady loop from its base layer; with short windows (500 ms, 100 ms ticks) the
- * agent trains the image's model on those baseline windows in its worker pool, then a CPU burn is
- * started from another layer (the app's own busybox copy). That layer's score crosses 50 within
- * two windows, its reasons name a CPU feature, and the base layer stays below 50.
+ * test image runs a steady loop from its base layer and a mostly sleeping loop from another layer
+ * (the app's own busybox copy); with short windows (500 ms, 100 ms ticks) the agent trains the
+ * image's model on those baseline windows in its worker pool. Then the second loop starts burning
+ * CPU (told through a file in a bind-mounted directory, so no process enters the container).
+ * That layer's score crosses 50 within two windows, its reasons name a CPU feature, and the base
+ * layer stays below 50.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -15,8 +17,14 @@ import { silentLogger } from "../../common/log.js";
 import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
-/** A steady workload: a little counting, then a short sleep, forever (busybox sh from the base layer). */
-const STEADY = "while :; do i=0; while [ $i -lt 300 ]; do i=$((i+1)); done; sleep 0.1; done";
+/*
+ * One process per layer and no forks, so the baseline is steady: each counts a little (enough CPU
+ * that its CPU ticks move at most samples: the telemetry re-reads a process's counters only then),
+ * then naps with the shell's own `read -t 0.1` on a FIFO that never delivers (no `sleep` process).
+ * The tool layer's loop stops napping once /ctl/burn exists, and spins.
+ */
+const STEADY = "while :; do i=0; while [ $i -lt 1500 ]; do i=$((i+1)); done; read -t 0.1 x <> /ctl/fifo; done";
+const TOOL = "while :; do i=0; while [ $i -lt 1500 ]; do i=$((i+1)); done; [ -e /ctl/burn ] || read -t 0.1 x <> /ctl/fifo; done";
 
 describe("anomaly scores on a real container", () => {
   let eng: TestEngine;
@@ -35,7 +43,7 @@ describe("anomaly scores on a real container", () => {
       windowMs: 500,
       refreshMs: 1000,
       inventory: false,
-      anomaly: { warmupMs: 1000, minWindows: 50, seed: 1 },
+      anomaly: { warmupMs: 1000, minWindows: 80, seed: 1 },
       log: silentLogger(),
     });
     agent.telemetry.on("window", (w) => windows.push(w));
@@ -52,24 +60,25 @@ describe("anomaly scores on a real container", () => {
     const layers = JSON.parse(layersJson) as string[];
     const base = layers[0] ?? "";
     const tool = layers[2] ?? "";
-    const c = await runContainer(eng.docker, eng.app, ["/bin/sh", "-c", STEADY]);
+    const ctl = join(dir, "ctl");
+    await mkdir(ctl);
+    await execFileP("mkfifo", [join(ctl, "fifo")]);
+    const c = await runContainer(eng.docker, eng.app, ["/bin/sh", "-c", `/opt/app/bin/busybox sh -c '${TOOL}' & ${STEADY}`], { binds: [`${ctl}:/ctl`] });
     await waitFor("the container in the graph", () => agent.collector.container(c.id)?.pid ?? undefined);
-    const model = await waitFor("the image's own model trained on the baseline", () => agent.anomaly.store.get(imageId), 45_000, 200);
-    assert.ok(model.manifest.trainingWindows >= 50);
+    const model = await waitFor("the image's own model trained on the baseline", () => agent.anomaly.store.get(imageId), 40_000, 200);
+    assert.ok(model.manifest.trainingWindows >= 80);
     assert.ok((await readdir(join(dir, "agent", "agent-anomaly-node", "models"))).includes(`image-${imageId.slice("sha256:".length)}.json`));
     const status = agent.anomaly.status();
     assert.ok(["wasm", "cpu", "node"].includes(status.backend), `backend ${status.backend}: ${status.backendReason}`);
 
     const t0 = Date.now();
-    // The docker CLI rather than the API: a detached exec over the API leaves its socket open for ~30 s.
-    await execFileP("docker", ["exec", "-d", c.id, "/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"]);
-    const mine = () => windows.filter((w) => w.containerId === c.id && Number(w.end?.seconds ?? 0n) * 1000 >= t0);
-    // The first two windows in which the burning layer shows, once their scores are in.
+    await writeFile(join(ctl, "burn"), "");
+    // The first two windows that end after the burn started, once their scores are in.
     const burning = await waitFor(
-      "two scored windows with the burning layer",
+      "two scored windows after the burn started",
       () => {
-        const ws = mine().filter((w) => w.layers.some((l) => l.layerId === tool));
-        return ws.length >= 2 && ws.slice(0, 2).every((w) => w.layers.every((l) => l.anomaly !== undefined)) ? ws.slice(0, 2) : undefined;
+        const ws = windows.filter((w) => w.containerId === c.id && Number(w.end?.seconds ?? 0n) * 1000 + Math.floor((w.end?.nanos ?? 0) / 1e6) > t0).slice(0, 2);
+        return ws.length === 2 && ws.every((w) => w.layers.every((l) => l.anomaly !== undefined)) ? ws : undefined;
       },
       15_000,
       100,
