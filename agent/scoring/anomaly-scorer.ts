@@ -93,12 +93,14 @@ export class AnomalyScorer implements Service {
   private scored = 0;
   private backlog = 0;
   private tail: Promise<void> = Promise.resolve();
+  private starting: Promise<void> | undefined;
+  private stopped = false;
   private readonly minWindows: number;
   private readonly now: () => number;
 
   constructor(private readonly o: AnomalyScorerOptions) {
     this.enabled = o.enabled ?? true;
-    this.unavailable = this.enabled ? "starting" : "anomaly scoring is off (--anomaly off)";
+    this.unavailable = this.enabled ? "the anomaly workers are starting" : "anomaly scoring is off (--anomaly off)";
     this.rules = hygieneRules(o.hygiene);
     this.minWindows = Math.max(1, Math.floor(o.minWindows ?? MIN_TRAINING_WINDOWS));
     this.now = o.now ?? Date.now;
@@ -112,15 +114,37 @@ export class AnomalyScorer implements Service {
   }
 
   /**
-   * Measures the event loop, loads the model directory and starts the workers. A backend that
-   * cannot start leaves the agent running without scores (logged, and in the status's reason).
+   * Measures the event loop, loads the model directory and starts the workers. The workers load
+   * tfjs (seconds): the agent does not wait for them, and windows go on unscored (their baselines
+   * kept) until they are ready. A backend that cannot start leaves the agent running without
+   * scores (logged, and in the status's reason).
    */
   async start(): Promise<void> {
     this.loop.start();
     if (!this.enabled) return;
     await this.store.start();
+    this.starting = this.startPool();
+  }
+
+  /** Resolves once the workers are ready or could not start. */
+  ready(): Promise<void> {
+    return this.starting ?? Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.starting;
+    await this.tail;
+    await this.store.stop();
+    await this.pool?.close();
+    this.pool = undefined;
+    this.loop.stop();
+  }
+
+  private async startPool(): Promise<void> {
+    let pool: ScoringPool;
     try {
-      this.pool = await ScoringPool.start({
+      pool = await ScoringPool.start({
         log: this.o.log,
         ...(this.o.workers !== undefined ? { workers: this.o.workers } : {}),
         ...(this.o.backend !== undefined ? { backend: this.o.backend } : {}),
@@ -131,21 +155,15 @@ export class AnomalyScorer implements Service {
       this.o.log.error({ err: this.unavailable }, "anomaly scoring unavailable; windows are sent without scores");
       return;
     }
-    const b = this.pool.backend;
+    if (this.stopped) return pool.close();
+    this.pool = pool;
+    const b = pool.backend;
     this.unavailable = "";
     if (b !== undefined) this.o.metrics.anomalyBackend.set({ backend: b.name }, 1);
     this.o.log.info(
-      { backend: b?.name, reason: b?.reason, workers: this.pool.workers, models: this.store.all().length, modelDir: this.store.dir, warmupMs: this.warmupMs, minWindows: this.minWindows },
+      { backend: b?.name, reason: b?.reason, workers: pool.workers, models: this.store.all().length, modelDir: this.store.dir, warmupMs: this.warmupMs, minWindows: this.minWindows },
       "anomaly scoring on",
     );
-  }
-
-  async stop(): Promise<void> {
-    await this.tail;
-    await this.store.stop();
-    await this.pool?.close();
-    this.pool = undefined;
-    this.loop.stop();
   }
 
   /** The worker pool (undefined while scoring is off or unavailable). */
@@ -175,8 +193,8 @@ export class AnomalyScorer implements Service {
 
   /** Sets `anomaly` on the layers of `batch` that a model can score; bounded, never rejects. */
   async score(batch: readonly WindowSummary[]): Promise<void> {
+    if (!this.enabled) return;
     const pool = this.pool;
-    if (pool === undefined) return;
     const groups = new Map<string, { model: LoadedModel; items: Pending[] }>();
     for (const w of batch) {
       const image = this.o.imageOf(w.containerId);
@@ -192,6 +210,7 @@ export class AnomalyScorer implements Service {
         const layer = layers.get(x.layerId);
         if (layer === undefined || !(x.input.seconds > 0) || !Number.isFinite(x.input.seconds)) continue;
         this.remember(image, x.input);
+        if (pool === undefined) continue;
         const model = (image !== undefined ? this.store.get(image) : undefined) ?? this.store.get(GENERIC_KEY);
         if (model === undefined) continue;
         const g = groups.get(model.key) ?? { model, items: [] };
@@ -199,6 +218,7 @@ export class AnomalyScorer implements Service {
         groups.set(model.key, g);
       }
     }
+    if (pool === undefined) return;
     this.maybeTrain(pool);
     if (groups.size === 0) return;
     let late = false;

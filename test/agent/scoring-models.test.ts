@@ -44,6 +44,7 @@ describe("anomaly models on the agent", () => {
     metrics = new AgentMetrics();
     scorer = new AnomalyScorer({ log: silentLogger(), metrics, imageOf: () => IMAGE, modelDir: dir, warmupMs: 3_600_000, pollMs: 200 });
     await scorer.start();
+    await scorer.ready();
     const pool = scorer.workers;
     assert.ok(pool !== undefined, scorer.status().backendReason);
     artifacts.generic = await pool.train(baselineInputs(220, 1), { key: "generic", scope: { kind: "generic" }, minWindows: 200, seed: 1 });
@@ -150,6 +151,7 @@ describe("model lifecycle on a node", () => {
     dir = await mkdtemp(join(tmpdir(), "sl-scoring-life-"));
     scorer = new AnomalyScorer({ log: silentLogger(), metrics: new AgentMetrics(), imageOf: (c) => (c === "c1" ? IMAGE : undefined), modelDir: dir, warmupMs: 60_000, minWindows: 60, seed: 1, now: () => now });
     await scorer.start();
+    await scorer.ready();
   });
   after(async () => {
     await scorer?.stop();
@@ -192,6 +194,7 @@ describe("scoring never holds the spool", () => {
     metrics = new AgentMetrics();
     scorer = new AnomalyScorer({ log: silentLogger(), metrics, imageOf: () => IMAGE, warmupMs: 3_600_000, scoreTimeoutMs: 100 });
     await scorer.start();
+    await scorer.ready();
     const pool = scorer.workers;
     assert.ok(pool !== undefined);
     const g = await pool.train(baselineInputs(220, 1), { key: "generic", scope: { kind: "generic" }, minWindows: 200, seed: 1 });
