@@ -50,6 +50,12 @@ export interface AnomalyScorerOptions {
   /** Baseline windows kept per image (default 2,000) and for the generic model (default 4,000). */
   baselinePerImage?: number;
   genericBaseline?: number;
+  /**
+   * A container's first windows are not kept as baseline (default 3): they hold its start (every
+   * process new, its whole history counted at once), not its steady behaviour. They are scored
+   * all the same, and the alert hygiene's warm-up keeps them from alerting.
+   */
+  startWindows?: number;
   /** Images whose baselines are kept at once; the least recently seen goes first (default 32). */
   maxImages?: number;
   /** Training epochs and seed (the model's defaults when absent). */
@@ -90,6 +96,8 @@ export class AnomalyScorer implements Service {
   private readonly baselines = new Map<string, BaselineBuffer>();
   private generic: BaselineBuffer | undefined;
   private readonly training = new Set<string>();
+  /** Windows seen per container, up to `startWindows` (for the baseline's skip of a start). */
+  private readonly started = new Map<string, number>();
   private scored = 0;
   private backlog = 0;
   private tail: Promise<void> = Promise.resolve();
@@ -206,10 +214,13 @@ export class AnomalyScorer implements Service {
         continue;
       }
       const layers = new Map(w.layers.map((l) => [l.layerId, l]));
+      const seen = this.started.get(w.containerId) ?? 0;
+      const steady = seen >= (this.o.startWindows ?? 3);
+      if (!steady) this.started.set(w.containerId, seen + 1);
       for (const x of inputs) {
         const layer = layers.get(x.layerId);
         if (layer === undefined || !(x.input.seconds > 0) || !Number.isFinite(x.input.seconds)) continue;
-        this.remember(image, x.input);
+        if (steady) this.remember(image, x.input);
         if (pool === undefined) continue;
         const model = (image !== undefined ? this.store.get(image) : undefined) ?? this.store.get(GENERIC_KEY);
         if (model === undefined) continue;
@@ -251,6 +262,7 @@ export class AnomalyScorer implements Service {
 
   /** A container went away: its layers' alert states go too. */
   forget(containerId: string): void {
+    this.started.delete(containerId);
     for (const k of this.hygiene.keys()) if (k.startsWith(`${containerId}/`)) this.hygiene.delete(k);
   }
 

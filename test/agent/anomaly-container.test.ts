@@ -5,7 +5,7 @@
  * image's model on those baseline windows in its worker pool. Then the second loop starts burning
  * CPU (told through a file in a bind-mounted directory, so no process enters the container).
  * That layer's score crosses 50 within two windows, its reasons name a CPU feature, and the base
- * layer stays below 50.
+ * layer stays below 50. The aggregator's agent list shows the node's backend, model and scores.
  */
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
@@ -13,7 +13,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
+import { startAggregator, type RunningAggregator } from "../../aggregator/server.js";
+import { renderAgents } from "../../cli/agents-format.js";
+import { callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
+import { QueryService } from "../../proto/gen/shadowlayer/v1/query_pb.js";
 import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
@@ -30,26 +34,31 @@ describe("anomaly scores on a real container", () => {
   let eng: TestEngine;
   let dir: string;
   let agent: RunningAgent;
+  let aggregator: RunningAggregator;
   const windows: WindowSummary[] = [];
 
   before(async () => {
     eng = await testEngine();
     dir = await mkdtemp(join(tmpdir(), "sl-anomaly-"));
+    aggregator = await startAggregator({ dataDir: join(dir, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger() });
     agent = await startAgent({
       node: "anomaly-node",
+      aggregator: `127.0.0.1:${aggregator.port}`,
+      heartbeatMs: 500,
       tls: "insecure",
       dataDir: join(dir, "agent"),
       sampleMs: 100,
       windowMs: 500,
       refreshMs: 1000,
       inventory: false,
-      anomaly: { warmupMs: 1000, minWindows: 80, seed: 1 },
+      anomaly: { warmupMs: 1000, minWindows: 100, seed: 1 },
       log: silentLogger(),
     });
     agent.telemetry.on("window", (w) => windows.push(w));
   });
   after(async () => {
     await agent?.stop();
+    await aggregator?.stop();
     await cleanupContainers(eng.docker);
     await rm(dir, { recursive: true, force: true });
   });
@@ -66,7 +75,7 @@ describe("anomaly scores on a real container", () => {
     const c = await runContainer(eng.docker, eng.app, ["/bin/sh", "-c", `/opt/app/bin/busybox sh -c '${TOOL}' & ${STEADY}`], { binds: [`${ctl}:/ctl`] });
     await waitFor("the container in the graph", () => agent.collector.container(c.id)?.pid ?? undefined);
     const model = await waitFor("the image's own model trained on the baseline", () => agent.anomaly.store.get(imageId), 40_000, 200);
-    assert.ok(model.manifest.trainingWindows >= 80);
+    assert.ok(model.manifest.trainingWindows >= 100);
     assert.ok((await readdir(join(dir, "agent", "agent-anomaly-node", "models"))).includes(`image-${imageId.slice("sha256:".length)}.json`));
     const status = agent.anomaly.status();
     assert.ok(["wasm", "cpu", "node"].includes(status.backend), `backend ${status.backend}: ${status.backendReason}`);
@@ -98,7 +107,21 @@ describe("anomaly scores on a real container", () => {
         assert.ok((l.anomaly?.score ?? 0) < 50, `layer ${l.layerName} (${l.layerId === base ? "base" : "other"}) scored ${l.anomaly?.score}`);
       }
     }
-    assert.ok(agent.anomaly.status().windowsScored > 0n);
     assert.ok(agent.anomaly.status().eventLoopP99Ms > 0);
+
+    // What `shadowlayer agents` shows, from the heartbeat at the aggregator.
+    const client = makeClient(QueryService, `127.0.0.1:${aggregator.port}`, channelCredentials("insecure"));
+    try {
+      const summary = await waitFor("the heartbeat with the model", async () => {
+        const a = (await callUnary(client, QueryService.method.listAgents, {})).agents.find((x) => x.node === "anomaly-node");
+        return a?.telemetry?.anomaly?.models.some((m) => m.scopeId === imageId && m.origin === "trained") ? a : undefined;
+      });
+      const s = summary.telemetry?.anomaly;
+      assert.equal(s?.backend, status.backend);
+      assert.ok((s?.windowsScored ?? 0n) > 0n);
+      assert.match(renderAgents([summary]), new RegExp(`\\s${status.backend}\\s+1(\\+generic)?\\s+\\d+\\s+\\d+\\.\\d\\s`));
+    } finally {
+      client.close();
+    }
   });
 });
