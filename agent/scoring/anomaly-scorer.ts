@@ -2,6 +2,7 @@
  * The anomaly model on a node: sits between the telemetry's windows and the spool. Each batch of
  * windows is scored in the worker pool, layer by layer, with the model of the container's image
  * (or, while that image warms up, the node's generic model, flagged `generic`), the alert hygiene
+ * of models/alerting.ts (AlertGate: warm-up, persistence, hysteresis, cooldown; models/ANOMALY.md)
  * applied per (container, layer), and `LayerFeatures.anomaly` set; then the batch is handed on, in
  * the order batches came. Scoring is bounded: a batch not scored in time (or when scoring fails)
  * goes on without anomaly, counted and logged. With no model at all a window carries no anomaly.
@@ -17,6 +18,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { CommandStatus, type ModelUpdate } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import { AnomalyReasonSchema, AnomalySchema, AnomalyStatusSchema, ModelInfoSchema, type AnomalyStatus, type LayerFeatures, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import type { Logger } from "../../common/log.js";
+import { AlertGate, type AlertPolicy } from "../../models/alerting.js";
 import { inputsFromWindow } from "../../models/input.js";
 import { MAX_ARTIFACT_BYTES, MIN_TRAINING_WINDOWS, type BackendName, type ModelInput, type ModelScope, type ScoredWindow } from "../../models/types.js";
 import type { CommandOutcome } from "../actions/command-handler.js";
@@ -24,7 +26,6 @@ import type { AgentMetrics } from "../metrics.js";
 import type { Service } from "../service-runner.js";
 import { BaselineBuffer } from "./baseline-buffer.js";
 import { EventLoopDelay } from "./event-loop-delay.js";
-import { INITIAL_HYGIENE, hygieneRules, nextHygiene, type HygieneRules, type HygieneState } from "./hygiene.js";
 import { GENERIC_KEY, ModelRejected, ModelStore, type LoadedModel } from "./model-store.js";
 import { ScoringPool } from "./scoring-pool.js";
 
@@ -45,15 +46,15 @@ export interface AnomalyScorerOptions {
   minWindows?: number;
   /** How long a batch may wait for its scores before it goes on without them (default 5 s). */
   scoreTimeoutMs?: number;
-  /** Alert hygiene rules (hygiene.ts). */
-  hygiene?: Partial<HygieneRules>;
+  /** Alert hygiene (models/alerting.ts; its defaults when absent). */
+  alerts?: Partial<AlertPolicy>;
   /** Baseline windows kept per image (default 2,000) and for the generic model (default 4,000). */
   baselinePerImage?: number;
   genericBaseline?: number;
   /**
    * A container's first windows are not kept as baseline (default 3): they hold its start (every
    * process new, its whole history counted at once), not its steady behaviour. They are scored
-   * all the same, and the alert hygiene's warm-up keeps them from alerting.
+   * all the same, and the alert gate's warm-up keeps them from alerting.
    */
   startWindows?: number;
   /** Images whose baselines are kept at once; the least recently seen goes first (default 32). */
@@ -73,13 +74,12 @@ export type AnomalySettings = Omit<AnomalyScorerOptions, "log" | "metrics" | "im
 
 /** Batches waiting to be handed on past which new ones skip scoring (counted as "backlog"). */
 const MAX_BACKLOG = 16;
-/** (container, layer) alert states kept; beyond it the oldest are forgotten. */
-const MAX_HYGIENE_STATES = 50_000;
 const MAX_REASONS = 5;
 
 interface Pending {
   layer: LayerFeatures;
   input: ModelInput;
+  containerId: string;
   stateKey: string;
 }
 
@@ -91,8 +91,10 @@ export class AnomalyScorer implements Service {
   private unavailable: string;
   private readonly enabled: boolean;
   private readonly loop = new EventLoopDelay();
-  private readonly rules: HygieneRules;
-  private readonly hygiene = new Map<string, HygieneState>();
+  private readonly gate: AlertGate;
+  /** The alert streams (container/layer) of each container, to forget them with it; and those alerting now. */
+  private readonly streams = new Map<string, Set<string>>();
+  private readonly alerting = new Set<string>();
   private readonly baselines = new Map<string, BaselineBuffer>();
   private generic: BaselineBuffer | undefined;
   private readonly training = new Set<string>();
@@ -109,7 +111,7 @@ export class AnomalyScorer implements Service {
   constructor(private readonly o: AnomalyScorerOptions) {
     this.enabled = o.enabled ?? true;
     this.unavailable = this.enabled ? "the anomaly workers are starting" : "anomaly scoring is off (--anomaly off)";
-    this.rules = hygieneRules(o.hygiene);
+    this.gate = new AlertGate(o.alerts);
     this.minWindows = Math.max(1, Math.floor(o.minWindows ?? MIN_TRAINING_WINDOWS));
     this.now = o.now ?? Date.now;
     this.store = new ModelStore({ log: o.log, minWindows: this.minWindows, ...(o.modelDir !== undefined ? { dir: o.modelDir } : {}), ...(o.pollMs !== undefined ? { pollMs: o.pollMs } : {}) });
@@ -225,7 +227,7 @@ export class AnomalyScorer implements Service {
         const model = (image !== undefined ? this.store.get(image) : undefined) ?? this.store.get(GENERIC_KEY);
         if (model === undefined) continue;
         const g = groups.get(model.key) ?? { model, items: [] };
-        g.items.push({ layer, input: x.input, stateKey: `${w.containerId}/${x.layerId}` });
+        g.items.push({ layer, input: x.input, containerId: w.containerId, stateKey: `${w.containerId}/${x.layerId}` });
         groups.set(model.key, g);
       }
     }
@@ -263,7 +265,12 @@ export class AnomalyScorer implements Service {
   /** A container went away: its layers' alert states go too. */
   forget(containerId: string): void {
     this.started.delete(containerId);
-    for (const k of this.hygiene.keys()) if (k.startsWith(`${containerId}/`)) this.hygiene.delete(k);
+    for (const k of this.streams.get(containerId) ?? []) {
+      this.gate.forget(k);
+      this.alerting.delete(k);
+    }
+    this.streams.delete(containerId);
+    this.o.metrics.anomalyAlerting.set(this.alerting.size);
   }
 
   /** The model version in use for an image (its own, else the generic one), if any. */
@@ -324,9 +331,12 @@ export class AnomalyScorer implements Service {
       const r = out[i];
       if (r === undefined || !Number.isFinite(r.score)) return;
       const score = Math.min(100, Math.max(0, r.score));
-      const state = nextHygiene(this.hygiene.get(it.stateKey) ?? INITIAL_HYGIENE, score, this.rules);
-      this.hygiene.delete(it.stateKey);
-      this.hygiene.set(it.stateKey, state);
+      const state = this.gate.update(it.stateKey, score);
+      let keys = this.streams.get(it.containerId);
+      if (keys === undefined) this.streams.set(it.containerId, (keys = new Set()));
+      keys.add(it.stateKey);
+      if (state.alerting) this.alerting.add(it.stateKey);
+      else this.alerting.delete(it.stateKey);
       it.layer.anomaly = create(AnomalySchema, {
         score,
         reasons: r.reasons.slice(0, MAX_REASONS).map((x) =>
@@ -340,15 +350,9 @@ export class AnomalyScorer implements Service {
       });
       scored++;
     });
-    for (const k of this.hygiene.keys()) {
-      if (this.hygiene.size <= MAX_HYGIENE_STATES) break;
-      this.hygiene.delete(k);
-    }
     this.scored += scored;
     this.o.metrics.anomalyWindowsScored.inc({ model: generic ? "generic" : "image" }, scored);
-    let alerting = 0;
-    for (const s of this.hygiene.values()) if (s.alerting) alerting++;
-    this.o.metrics.anomalyAlerting.set(alerting);
+    this.o.metrics.anomalyAlerting.set(this.alerting.size);
   }
 
   /** Keeps a window as baseline for its image (until the image has a model) and for the generic model. */

@@ -141,6 +141,20 @@ describe("anomaly models on the agent", () => {
     await new Promise((r) => setTimeout(r, 400));
     assert.equal(scorer.modelFor(IMAGE)?.manifest.version, artifacts.v2.version);
   });
+
+  it("alerting follows the alert gate per (container, layer): warm-up, a lone spike never, two in a row yes, then clears", async () => {
+    const seq = [30, 30, 30, 1, 30, 1, 1, 30, 30, 1, 1];
+    const got: Array<[number, boolean]> = [];
+    for (const cpu of seq) {
+      const b = [windowOf("c-alert", [{ id: "layer-a", vector: baselineVector(rand, cpu) }])];
+      await scorer.score(b);
+      const a = b[0]?.layers[0]?.anomaly;
+      got.push([Math.round(a?.score ?? -1), a?.alerting ?? false]);
+    }
+    const alerting = got.map(([, x]) => x);
+    assert.deepEqual(alerting, [false, false, false, false, false, false, false, false, true, true, false], JSON.stringify(got));
+    assert.match(await metrics.registry.metrics(), /shadowlayer_agent_anomaly_alerting_layers 0/);
+  });
 });
 
 describe("model lifecycle on a node", () => {
