@@ -22,12 +22,13 @@ import type { WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.
 import { cleanupContainers, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
 /*
- * One process per layer and no forks, so the baseline is steady: each counts a little (enough CPU
- * that its CPU ticks move at most samples: the telemetry re-reads a process's counters only then),
- * then naps with the shell's own `read -t 0.1` on a FIFO that never delivers (no `sleep` process).
- * The tool layer's loop stops napping once /ctl/burn exists, and spins.
+ * One process per layer and no forks, so the baseline is steady: each counts between naps taken
+ * with the shell's own `read -t 0.1` on a FIFO that never delivers (no `sleep` process; `[` is a
+ * builtin). The base layer's loop counts very little (so a burn next to it barely disturbs it);
+ * the tool layer's counts more, so its baseline has some CPU and context switches, and once
+ * /ctl/burn exists it stops napping and spins.
  */
-const STEADY = "while :; do i=0; while [ $i -lt 1500 ]; do i=$((i+1)); done; read -t 0.1 x <> /ctl/fifo; done";
+const STEADY = "while :; do i=0; while [ $i -lt 100 ]; do i=$((i+1)); done; read -t 0.1 x <> /ctl/fifo; done";
 const TOOL = "while :; do i=0; while [ $i -lt 1500 ]; do i=$((i+1)); done; [ -e /ctl/burn ] || read -t 0.1 x <> /ctl/fifo; done";
 
 describe("anomaly scores on a real container", () => {
@@ -93,14 +94,16 @@ describe("anomaly scores on a real container", () => {
       100,
     );
     const scores = burning.map((w) => w.layers.find((l) => l.layerId === tool)?.anomaly);
-    const hit = scores.find((a) => (a?.score ?? 0) >= 50);
-    assert.ok(hit !== undefined, `burning layer scores ${scores.map((a) => a?.score).join(", ")}`);
+    // The first window may hold only the burn's first moments; one of the two crosses 50 for the CPU.
+    assert.ok(
+      scores.some((a) => (a?.score ?? 0) >= 50),
+      `burning layer scores ${scores.map((a) => a?.score).join(", ")}`,
+    );
+    const cpu = (a: (typeof scores)[number]) => (a?.reasons ?? []).some((r) => r.feature.startsWith("cpu_seconds"));
+    const hit = scores.find((a) => (a?.score ?? 0) >= 50 && cpu(a));
+    assert.ok(hit !== undefined, `reasons ${scores.map((a) => a?.reasons.map((r) => `${r.feature} ${r.sigma.toFixed(1)}σ`).join(", ")).join(" | ")}`);
     assert.equal(hit.generic, false);
     assert.equal(hit.modelVersion, model.manifest.version);
-    assert.ok(
-      hit.reasons.some((r) => r.feature.startsWith("cpu_seconds")),
-      `reasons ${hit.reasons.map((r) => `${r.feature} ${r.sigma.toFixed(1)}σ`).join(", ")}`,
-    );
     for (const w of burning) {
       for (const l of w.layers) {
         if (l.layerId === tool) continue;
@@ -119,7 +122,7 @@ describe("anomaly scores on a real container", () => {
       const s = summary.telemetry?.anomaly;
       assert.equal(s?.backend, status.backend);
       assert.ok((s?.windowsScored ?? 0n) > 0n);
-      assert.match(renderAgents([summary]), new RegExp(`\\s${status.backend}\\s+1(\\+generic)?\\s+\\d+\\s+\\d+\\.\\d\\s`));
+      assert.match(renderAgents([summary]), new RegExp(`\\s${status.backend}\\s+[1-9]\\d*(\\+generic)?\\s+\\d+\\s+\\d+\\.\\d\\s`));
     } finally {
       client.close();
     }
