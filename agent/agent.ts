@@ -341,7 +341,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   let seq = 0;
   const viaJournal = (action: Command["action"], id: string | undefined) => journal.run(create(CommandSchema, { id: id ?? `local-${node}-${Date.now()}-${++seq}`, action }));
   log.info(
-    { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds, anomalyBackend: anomaly.status().backend || "off" },
+    { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds, anomaly: anomaly.status().enabled ? "on (backend logged when its workers are ready)" : "off" },
     "agent started",
   );
   return {
