@@ -57,15 +57,14 @@ export class AnomalyModel {
     const network = this.net();
     const d = COLUMN_NAMES.length;
     const out: ScoredWindow[] = [];
+    const size = Math.min(SCORE_BATCH, inputs.length) * d;
+    const buffers = { z: new Float32Array(size), sigma: new Float64Array(size), raw: new Float64Array(size), mask: new Uint8Array(size) };
+    const { z, sigma, raw, mask } = buffers;
     for (let start = 0; start < inputs.length; start += SCORE_BATCH) {
       const batch = inputs.slice(start, start + SCORE_BATCH);
       const n = batch.length;
-      const z = new Float32Array(n * d);
-      const sigma = new Float64Array(n * d);
-      const raw = new Float64Array(n * d);
-      const mask = new Uint8Array(n * d);
-      const masked = normalise(this.manifest.normalisation, batch, { z, sigma, raw, mask });
-      const recon = network.run(z, n, d);
+      const masked = normalise(this.manifest.normalisation, batch, buffers);
+      const recon = network.run(n * d === z.length ? z : z.subarray(0, n * d), n, d);
       for (let i = 0; i < n; i++) out.push(this.scoreRow(i * d, z, recon, sigma, raw, mask, masked[i]!));
     }
     return out;

@@ -98,11 +98,15 @@ export class Forward {
 
   /** Reconstructions of `rows` rows of `width` values (row-major). */
   run(x: Float32Array, rows: number, width: number): Float32Array {
-    return tf.tidy(() => {
+    let out: Float32Array | undefined;
+    // The array is passed out by the closure, not returned: tidy() would walk every element of a
+    // returned typed array looking for tensors.
+    tf.tidy(() => {
       let h: tf.Tensor2D = tf.tensor2d(x, [rows, width]);
       for (const l of this.layers) h = tf.fused.matMul({ a: h, b: l.kernel, bias: l.bias, activation: l.activation }) as tf.Tensor2D;
-      return h.dataSync() as Float32Array;
+      out = h.dataSync() as Float32Array;
     });
+    return out!;
   }
 
   dispose(): void {

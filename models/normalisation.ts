@@ -22,7 +22,7 @@ export function quantileSorted(sorted: ArrayLike<number>, u: number): number {
   return sorted[lo]! + (h - lo) * (sorted[hi]! - sorted[lo]!);
 }
 
-/** Transformed column values of the inputs, one Float64Array per column, masked entries left out. */
+/** Transformed column values of the inputs, one list per column, masked entries left out. */
 function transformedColumns(inputs: readonly ModelInput[]): number[][] {
   const cols: number[][] = MODEL_COLUMNS.map(() => []);
   const raw = new Float64Array(MODEL_COLUMNS.length);
