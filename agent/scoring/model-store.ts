@@ -53,6 +53,8 @@ export interface ModelStoreOptions {
 }
 
 export const GENERIC_KEY = "generic";
+/** Models loaded at once (each holds its artifact's text, tens of KiB); a node runs far fewer images. */
+export const MAX_MODELS = 1024;
 const IMAGE_ID = /^sha256:([0-9a-f]{64})$/;
 const FILE_NAME = /^(?:image-([0-9a-f]{64})|generic)\.json$/;
 
@@ -252,6 +254,7 @@ export class ModelStore extends EventEmitter<ModelStoreEvents> {
     }
     const scopeKey = manifest.scope.kind === "generic" ? GENERIC_KEY : manifest.scope.imageId;
     if (scopeKey !== key) this.reject({ key, reason: "scope", message: `the model is for ${scopeKey.slice(0, 80)}, not ${key}` });
+    if (!this.models.has(key) && this.models.size >= MAX_MODELS) this.reject({ key, reason: "too-many", message: `${MAX_MODELS} models are loaded already` });
     return { key, manifest, artifact: text, origin, loadedAt: new Date() };
   }
 
