@@ -221,8 +221,9 @@ export class AnomalyScorer implements Service {
       if (!steady) this.started.set(w.containerId, seen + 1);
       for (const x of inputs) {
         const layer = layers.get(x.layerId);
-        if (layer === undefined || !(x.input.seconds > 0) || !Number.isFinite(x.input.seconds)) continue;
-        if (steady) this.remember(image, x.input);
+        if (layer === undefined) continue;
+        // A window without a usable length is scored (the model masks its per-second columns) but not kept.
+        if (steady && x.input.seconds > 0 && Number.isFinite(x.input.seconds)) this.remember(image, x.input);
         if (pool === undefined) continue;
         const model = (image !== undefined ? this.store.get(image) : undefined) ?? this.store.get(GENERIC_KEY);
         if (model === undefined) continue;

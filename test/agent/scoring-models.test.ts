@@ -142,6 +142,28 @@ describe("anomaly models on the agent", () => {
     assert.equal(scorer.modelFor(IMAGE)?.manifest.version, artifacts.v2.version);
   });
 
+  it("bad input: NaN, Infinity, negative deltas, a cut vector, no window length — nothing throws, the rest is scored", async () => {
+    const rand2 = seeded(21);
+    const odd = baselineVector(rand2);
+    odd[0] = Number.NaN;
+    odd[1] = Number.POSITIVE_INFINITY;
+    odd[3] = -1e12;
+    const cut = windowOf("c-bad", [{ id: "cut", vector: baselineVector(rand2) }]);
+    const l0 = cut.layers[0];
+    assert.ok(l0 !== undefined);
+    l0.featuresF64le = l0.featuresF64le.subarray(0, 13);
+    const timeless = windowOf("c-bad", [{ id: "timeless", vector: baselineVector(rand2) }]);
+    delete timeless.start;
+    const b = [windowOf("c-bad", [{ id: "odd", vector: odd }, { id: "fine", vector: baselineVector(rand2) }]), cut, timeless];
+    await scorer.score(b);
+    const [odd0, fine] = b[0]?.layers ?? [];
+    assert.ok(odd0?.anomaly !== undefined && Number.isFinite(odd0.anomaly.score), "a vector with NaN/Infinity/negatives is scored");
+    assert.ok((odd0.anomaly.maskedFeatures ?? 0) > 0, "its unavailable features are masked");
+    assert.ok(fine?.anomaly !== undefined);
+    assert.equal(l0.anomaly, undefined, "a cut vector is left out");
+    assert.ok(timeless.layers[0]?.anomaly !== undefined, "a window without a length is scored, its rates masked");
+  });
+
   it("alerting follows the alert gate per (container, layer): warm-up, a lone spike never, two in a row yes, then clears", async () => {
     const seq = [30, 30, 30, 1, 30, 1, 1, 30, 30, 1, 1];
     const got: Array<[number, boolean]> = [];
