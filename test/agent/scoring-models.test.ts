@@ -57,11 +57,17 @@ describe("anomaly models on the agent", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("without any model a window carries no anomaly", async () => {
+  it("without any model a window carries no anomaly; the backend is reported and exported", async () => {
     const b = batch();
     await scorer.score(b);
     assert.equal(b[0]?.layers[0]?.anomaly, undefined);
-    assert.equal(scorer.status().windowsScored, 0n);
+    const s = scorer.status();
+    assert.equal(s.windowsScored, 0n);
+    assert.equal(s.enabled, true);
+    assert.ok(["node", "wasm", "cpu"].includes(s.backend), s.backendReason);
+    const text = await metrics.registry.metrics();
+    assert.match(text, new RegExp(`shadowlayer_agent_anomaly_backend\\{backend="${s.backend}"\\} 1`));
+    assert.match(text, /shadowlayer_agent_event_loop_delay_p99_seconds \d/);
   });
 
   it("a corrupt image model is rejected and counted; the generic model scores, flagged generic", async () => {
