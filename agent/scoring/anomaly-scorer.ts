@@ -110,7 +110,7 @@ export class AnomalyScorer implements Service {
 
   constructor(private readonly o: AnomalyScorerOptions) {
     this.enabled = o.enabled ?? true;
-    this.unavailable = this.enabled ? "the anomaly workers are starting" : "anomaly scoring is off (--anomaly off)";
+    this.unavailable = this.enabled ? "no model yet: the anomaly workers start with the first one" : "anomaly scoring is off (--anomaly off)";
     this.gate = new AlertGate(o.alerts);
     this.minWindows = Math.max(1, Math.floor(o.minWindows ?? MIN_TRAINING_WINDOWS));
     this.now = o.now ?? Date.now;
@@ -124,21 +124,25 @@ export class AnomalyScorer implements Service {
   }
 
   /**
-   * Measures the event loop, loads the model directory and starts the workers. The workers load
-   * tfjs (seconds): the agent does not wait for them, and windows go on unscored (their baselines
-   * kept) until they are ready. A backend that cannot start leaves the agent running without
+   * Measures the event loop and loads the model directory. The workers (they load tfjs: seconds of
+   * CPU) start with the first model, loaded or due to be trained, so an agent with nothing to score
+   * never pays for them; the agent never waits for them, and until they are ready windows go on
+   * unscored (their baselines kept). A backend that cannot start leaves the agent running without
    * scores (logged, and in the status's reason).
    */
   async start(): Promise<void> {
     this.loop.start();
     if (!this.enabled) return;
+    this.store.on("loaded", () => void this.ready());
     await this.store.start();
-    this.starting = this.startPool();
+    if (this.store.all().length > 0) void this.ready();
   }
 
-  /** Resolves once the workers are ready or could not start. */
+  /** Starts the workers if they are not yet, and resolves once they are ready or could not start. */
   ready(): Promise<void> {
-    return this.starting ?? Promise.resolve();
+    if (!this.enabled || this.stopped) return Promise.resolve();
+    this.starting ??= this.startPool();
+    return this.starting;
   }
 
   async stop(): Promise<void> {
@@ -152,6 +156,7 @@ export class AnomalyScorer implements Service {
   }
 
   private async startPool(): Promise<void> {
+    this.unavailable = "the anomaly workers are starting";
     let pool: ScoringPool;
     try {
       pool = await ScoringPool.start({
@@ -167,8 +172,8 @@ export class AnomalyScorer implements Service {
     }
     if (this.stopped) return pool.close();
     this.pool = pool;
-    const b = pool.backend;
     this.unavailable = "";
+    const b = pool.backend;
     if (b !== undefined) this.o.metrics.anomalyBackend.set({ backend: b.name }, 1);
     this.o.log.info(
       { backend: b?.name, reason: b?.reason, workers: pool.workers, models: this.store.all().length, modelDir: this.store.dir, warmupMs: this.warmupMs, minWindows: this.minWindows },
@@ -232,7 +237,11 @@ export class AnomalyScorer implements Service {
         groups.set(model.key, g);
       }
     }
-    if (pool === undefined) return;
+    if (pool === undefined) {
+      // Enough baseline for the generic model (every image's windows are in it): time for the workers.
+      if ((this.generic?.size ?? 0) >= this.minWindows) void this.ready();
+      return;
+    }
     this.maybeTrain(pool);
     if (groups.size === 0) return;
     let late = false;
