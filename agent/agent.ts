@@ -33,6 +33,7 @@ import { AggregatorLink } from "./link/aggregator-link.js";
 import { Spool, type SpoolBody } from "./link/spool.js";
 import { windowBatches } from "./link/window-batches.js";
 import { AgentMetrics } from "./metrics.js";
+import { AnomalyScorer, type AnomalySettings } from "./scoring/anomaly-scorer.js";
 import { EngineWatcher } from "./runtime/engine-watcher.js";
 import { NodeFacts } from "./runtime/node-facts.js";
 import { partService, service, startServices, type Service } from "./service-runner.js";
@@ -93,6 +94,11 @@ export interface AgentOptions {
    * agent per engine; a test or benchmark sharing an engine with others limits it to its own.
    */
   serviceFilter?: (labels: Record<string, string>) => boolean;
+  /**
+   * The anomaly model (agent/scoring/): on by default; models in `<data-dir>/agent-<node>/models/`
+   * (in memory without a data dir).
+   */
+  anomaly?: AnomalySettings;
   log: Logger;
 }
 
@@ -101,6 +107,8 @@ export interface RunningAgent {
   engine: EngineInfo;
   collector: LdgCollector;
   telemetry: Telemetry;
+  /** Scores each window batch between the telemetry and the spool. */
+  anomaly: AnomalyScorer;
   inventory: InventoryScanner | undefined;
   spool: Spool | undefined;
   link: AggregatorLink | undefined;
@@ -161,6 +169,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
   });
   const state = o.dataDir === undefined ? undefined : new AgentState(join(o.dataDir, `agent-${node}`), log);
+  const anomaly = new AnomalyScorer({
+    ...o.anomaly,
+    log,
+    metrics,
+    imageOf: (id) => collector.container(id)?.image.id,
+    ...(state !== undefined ? { modelDir: join(state.dir, "models") } : {}),
+  });
   const scanner = o.inventory === false ? undefined : new InventoryScanner(state?.inventory, log, o.inventoryBudget !== undefined ? { budget: o.inventoryBudget } : {});
   const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
   // Filled in as their services start; the event wiring below reads them at call time.
@@ -203,7 +218,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.pullTimeoutMs !== undefined ? { pullTimeoutMs: o.pullTimeoutMs } : {}),
     switchovers: machine,
   });
-  const journal = new CommandJournal(state?.commands, o.commandHandler ?? commands, { log });
+  const journal = new CommandJournal(state?.commands, o.commandHandler ?? commands, { log, modelUpdate: (a) => anomaly.modelUpdate(a) });
   const newLink = (aggregator: string) =>
     new AggregatorLink({
       address: aggregator,
@@ -218,7 +233,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       ...(scanner !== undefined ? { inventories: () => scanner.all() } : {}),
       heartbeat: async () => ({
         at: timestampNow(),
-        telemetry: { ...telemetry.status(), spoolPending: BigInt(spool?.pending ?? 0), spoolDropped: BigInt(spool?.dropped ?? 0) },
+        telemetry: { ...telemetry.status(), anomaly: anomaly.status(), spoolPending: BigInt(spool?.pending ?? 0), spoolDropped: BigInt(spool?.dropped ?? 0) },
         node: await facts.context(),
       }),
       ...(o.heartbeatMs !== undefined ? { heartbeatMs: o.heartbeatMs } : {}),
@@ -240,9 +255,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       },
     );
   };
-  telemetry.on("windows", (windows) => {
-    for (const batch of windowBatches(windows)) toSpool({ case: "windows", value: { windows: batch } });
-  });
+  // Scored on the way (bounded: a batch never waits longer than the scoring bound), spooled in order.
+  telemetry.on("windows", (windows) =>
+    anomaly.process(windows, (scored) => {
+      for (const batch of windowBatches(scored)) toSpool({ case: "windows", value: { windows: batch } });
+    }),
+  );
   telemetry.on("detection", (d) => toSpool({ case: "detection", value: d }));
   // Routes change only when a service's container appears or changes state, not on every process change.
   const serviceStates = new Map<string, string>();
@@ -258,6 +276,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   scanner?.on("inventory", (inv) => link?.inventory(inv));
   collector.on("delete", (id) => {
     link?.delete(id);
+    anomaly.forget(id);
     void commands.originalGone(id);
     serviceStates.delete(id);
     void routes.refresh();
@@ -292,6 +311,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     service("shadows", () => commands.sweep()),
     service("inventory", () => undefined, () => scanner?.close()),
     service("node-facts", () => facts.start()),
+    // Before the telemetry, so its first windows find the models; stopped after it, so no batch is lost.
+    anomaly,
     // The exec-event source is chosen first: with --exec-source ebpf and no eBPF, nothing starts.
     partService("telemetry", telemetry),
     partService("engine-watcher", watcher),
@@ -320,7 +341,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   let seq = 0;
   const viaJournal = (action: Command["action"], id: string | undefined) => journal.run(create(CommandSchema, { id: id ?? `local-${node}-${Date.now()}-${++seq}`, action }));
   log.info(
-    { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds },
+    { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds, anomaly: anomaly.status().enabled ? "on (backend logged when its workers are ready)" : "off" },
     "agent started",
   );
   return {
@@ -328,6 +349,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     engine: info,
     collector,
     telemetry,
+    anomaly,
     inventory: scanner,
     spool,
     link,

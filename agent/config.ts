@@ -6,20 +6,21 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { AgentOptions } from "./agent.js";
 import { DEFAULT_INVENTORY_BUDGET } from "./inventory/inventory-budget.js";
-import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, positiveNumber, programSettings, resolveSettings, type Env, type ProgramSettings, type Source } from "../common/config.js";
+import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, positiveNumber, programSettings, resolveSettings, wholeNumber, type Env, type ProgramSettings, type Source } from "../common/config.js";
 
 const EXEC_SOURCES = ["auto", "ebpf", "proc"] as const;
+const ANOMALY_BACKENDS = ["auto", "wasm", "cpu", "node"] as const;
 
-/** A duration: milliseconds as a bare number, or with a unit (`500ms`, `30s`, `2m`). */
+/** A duration: milliseconds as a bare number, or with a unit (`500ms`, `30s`, `2m`, `1h`). */
 const duration = z
   .union([z.number(), z.string()])
   .transform((v, ctx) => {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(String(v));
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(String(v));
     if (m === null || Number(m[1]) <= 0) {
-      ctx.addIssue({ code: "custom", message: "expected a duration: milliseconds, or a number with ms, s or m" });
+      ctx.addIssue({ code: "custom", message: "expected a duration: milliseconds, or a number with ms, s, m or h" });
       return z.NEVER;
     }
-    return Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : 1);
+    return Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : m[2] === "h" ? 3_600_000 : 1);
   });
 
 const schema = z.object({
@@ -46,6 +47,11 @@ const schema = z.object({
   switchObserve: duration.optional(),
   switchHealthTimeout: duration.optional(),
   switchDrainTimeout: duration.optional(),
+  anomaly: z.enum(["on", "off"], { error: "expected on or off" }).default("on"),
+  anomalyWarmup: duration.default(30 * 60_000),
+  anomalyMinWindows: wholeNumber.min(1, { error: "expected at least 1" }).default(200),
+  anomalyWorkers: wholeNumber.min(1, { error: "expected at least 1" }).max(16, { error: "expected at most 16" }).default(1),
+  anomalyBackend: z.enum(ANOMALY_BACKENDS, { error: `expected one of ${ANOMALY_BACKENDS.join(", ")}` }).default("auto"),
 }).superRefine(loopbackWhenInsecure("http"));
 
 type Key = keyof z.input<typeof schema>;
@@ -93,6 +99,13 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
       windowMs: s.window * 1000,
       execSource: s.execSource,
       spoolMax: Math.floor(s.spoolMax),
+      anomaly: {
+        enabled: s.anomaly === "on",
+        warmupMs: s.anomalyWarmup,
+        minWindows: s.anomalyMinWindows,
+        workers: s.anomalyWorkers,
+        backend: s.anomalyBackend,
+      },
       inventoryBudget: { maxMs: s.inventoryBudgetMs, maxEntries: Math.floor(s.inventoryBudgetEntries), maxBytes: Math.floor(s.inventoryBudgetMb * 1024 * 1024) },
       ...(s.aggregator !== undefined ? { aggregator: s.aggregator } : {}),
       ...(s.dockerRoot !== undefined ? { dockerRoot: s.dockerRoot } : {}),

@@ -67,6 +67,69 @@ export class AgentMetrics {
     labelNames: ["kind", "outcome"],
     registers: [this.registry],
   });
+  readonly anomalyBackend = new Gauge({
+    name: "shadowlayer_agent_anomaly_backend",
+    help: "1 for the tfjs backend the anomaly workers run (node, wasm or cpu); none while scoring is off",
+    labelNames: ["backend"],
+    registers: [this.registry],
+  });
+  readonly anomalyWindowsScored = new Counter({
+    name: "shadowlayer_agent_anomaly_windows_scored_total",
+    help: "Layer-windows given an anomaly score, by the model that scored them (image or generic)",
+    labelNames: ["model"],
+    registers: [this.registry],
+  });
+  readonly anomalyUnscored = new Counter({
+    name: "shadowlayer_agent_anomaly_unscored_total",
+    help: "Window batches (or one model's share of a batch) sent on without anomaly scores although a model was there: timeout, error, backlog",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
+  readonly anomalyWorkerRestarts = new Counter({
+    name: "shadowlayer_agent_anomaly_worker_restarts_total",
+    help: "Anomaly workers replaced after dying or holding a task past its timeout",
+    registers: [this.registry],
+  });
+  readonly anomalyModelsRejected = new Counter({
+    name: "shadowlayer_agent_anomaly_models_rejected_total",
+    help: "Model artifacts rejected (corrupt, other feature version, too few windows, wrong image), by reason",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
+  readonly anomalyTrainings = new Counter({
+    name: "shadowlayer_agent_anomaly_trainings_total",
+    help: "Models trained on this node, by scope (image or generic) and result",
+    labelNames: ["scope", "result"],
+    registers: [this.registry],
+  });
+  readonly anomalyAlerting = new Gauge({
+    name: "shadowlayer_agent_anomaly_alerting_layers",
+    help: "Container layers in an anomaly alert after the latest window (persistence, hysteresis, cooldown applied)",
+    registers: [this.registry],
+  });
+  /** Read at each scrape (set by the agent): the models loaded, by scope. */
+  anomalyModelCounts: () => { image: number; generic: number } = () => ({ image: 0, generic: 0 });
+  readonly anomalyModels = new Gauge({
+    name: "shadowlayer_agent_anomaly_models",
+    help: "Anomaly models loaded, by scope (image or generic)",
+    labelNames: ["scope"],
+    registers: [this.registry],
+    collect: () => {
+      const c = this.anomalyModelCounts();
+      this.anomalyModels.set({ scope: "image" }, c.image);
+      this.anomalyModels.set({ scope: "generic" }, c.generic);
+    },
+  });
+  /** Read at each scrape (set by the agent): the event loop's delay p99 in seconds. */
+  eventLoopP99: () => number = () => 0;
+  readonly eventLoopDelayP99: Gauge = new Gauge({
+    name: "shadowlayer_agent_event_loop_delay_p99_seconds",
+    help: "99th percentile of the agent's event-loop delay since it started (perf_hooks.monitorEventLoopDelay)",
+    registers: [this.registry],
+    collect: () => {
+      this.eventLoopDelayP99.set(this.eventLoopP99());
+    },
+  });
   /** Read at each scrape from the traffic proxy (set by the agent). */
   proxyStats: () => Array<{ accepted: number; held: number; refused: number; cut: number }> = () => [];
   readonly proxyConnections = new Gauge({

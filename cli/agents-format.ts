@@ -1,9 +1,11 @@
 /**
  * How agents look for people (a table) and machines (JSON with snake_case keys): their exec-event
- * source, spool and node load, and their link, so a node that is cut off reads as such.
+ * source, spool and node load, anomaly scoring (backend, models, windows scored, event-loop delay),
+ * and their link, so a node that is cut off reads as such.
  */
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { AgentSummary } from "../proto/gen/shadowlayer/v1/query_pb.js";
+import type { AnomalyStatus } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { humanBytes } from "./ldg-format.js";
 import { renderTable } from "./table.js";
 
@@ -22,6 +24,39 @@ function ago(t: Timestamp | undefined, now: number): string {
   if (t === undefined) return "";
   const s = Math.max(0, Math.round((now - timestampDate(t).getTime()) / 1000));
   return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}
+
+function anomalyJson(s: AnomalyStatus | undefined): Record<string, unknown> | null {
+  if (s === undefined) return null;
+  return {
+    enabled: s.enabled,
+    backend: s.backend || null,
+    backend_reason: s.backendReason || null,
+    models: s.models.map((m) => ({
+      scope: m.scope,
+      scope_id: m.scopeId || null,
+      version: m.version,
+      feature_version: m.featureVersion,
+      training_windows: Number(m.trainingWindows),
+      created: iso(m.created),
+      origin: m.origin,
+      backend: m.backend,
+    })),
+    windows_scored: Number(s.windowsScored),
+    worker_restarts: Number(s.workerRestarts),
+    event_loop_p99_ms: s.eventLoopP99Ms,
+    models_rejected: Number(s.modelsRejected),
+    last_rejection: s.lastRejection || null,
+  };
+}
+
+/** The table's anomaly cells: backend ("off" when disabled), models (image+generic), windows scored, loop p99. */
+function anomalyCells(s: AnomalyStatus | undefined): string[] {
+  if (s === undefined) return ["?", "?", "?", "?"];
+  if (!s.enabled) return ["off", "-", "-", s.eventLoopP99Ms.toFixed(1)];
+  const generic = s.models.filter((m) => m.scope === "generic").length;
+  const images = s.models.length - generic;
+  return [s.backend || "unavailable", `${images}${generic > 0 ? "+generic" : ""}`, String(s.windowsScored), s.eventLoopP99Ms.toFixed(1)];
 }
 
 export function agentJson(a: AgentSummary): Record<string, unknown> {
@@ -46,6 +81,7 @@ export function agentJson(a: AgentSummary): Record<string, unknown> {
     detections: Number(a.detections),
     capped_writes: Number(a.cappedWrites),
     capped_reason: a.cappedReason || null,
+    anomaly: anomalyJson(t?.anomaly),
     link: {
       synced: l?.synced ?? false,
       last_ack: iso(l?.lastAck),
@@ -70,7 +106,7 @@ export function agentJson(a: AgentSummary): Record<string, unknown> {
 
 export function renderAgents(as: readonly AgentSummary[], now = Date.now()): string {
   return renderTable(
-    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "OVERSIZE", "WINDOWS", "DETECTIONS", "LOAD%", "MEM FREE", "CAPPED", "LAST LINK ERROR"],
+    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "OVERSIZE", "WINDOWS", "DETECTIONS", "ANOMALY", "MODELS", "SCORED", "LOOP P99 MS", "LOAD%", "MEM FREE", "CAPPED", "LAST LINK ERROR"],
     as.map((a) => {
       const err = lastLinkError(a);
       return [
@@ -84,6 +120,7 @@ export function renderAgents(as: readonly AgentSummary[], now = Date.now()): str
         String(a.link?.agent?.droppedOversize ?? 0),
         String(a.windows),
         String(a.detections),
+        ...anomalyCells(a.telemetry?.anomaly),
         a.nodeContext ? a.nodeContext.loadPercent.toFixed(0) : "?",
         a.nodeContext ? humanBytes(a.nodeContext.memoryAvailableBytes) : "?",
         // Writes refused at the node's caps; the reason is in --json and the aggregator's log.

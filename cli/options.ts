@@ -75,6 +75,14 @@ export function agentOptions(cmd: Command): Command {
     .option("--exec-source <source>", "exec events: auto (eBPF when available, else /proc polling), or force ebpf or proc (default: auto)")
     .option("--bpftrace <path>", "bpftrace binary (default: bpftrace on PATH)")
     .option("--spool-max <items>", "telemetry items kept while the aggregator is unreachable, oldest dropped first (default: 100000)")
+    .option("--anomaly <on|off>", "score every layer-window with the image's anomaly model (0-100, reasons, alerting) before it is sent (default: on)")
+    .option(
+      "--anomaly-warmup <duration>",
+      "how long a new image's windows are collected before its own model is trained; until then the node's generic model scores it, flagged generic (ms, or 90s, 30m, 1h; default: 30m)",
+    )
+    .option("--anomaly-min-windows <n>", "fewest baseline layer-windows a model is trained on; also the fewest a deployed model must have been trained on (default: 200)")
+    .option("--anomaly-workers <n>", "worker threads that train and score, off the agent's event loop (default: 1, at most 16)")
+    .option("--anomaly-backend <backend>", "tfjs backend: auto (tfjs-node if installed, else wasm, else cpu), or force wasm, cpu or node (default: auto)")
     .option("--inventory-budget-ms <ms>", "time one image's package inventory may take; past it the inventory is sent partial (default: 60000)")
     .option("--inventory-budget-entries <n>", "directory entries one image's inventory may read, all layers together (default: 1000000)")
     .option("--inventory-budget-mb <mb>", "package database bytes one image's inventory may read, in MiB (default: 256)")

@@ -3,7 +3,7 @@
  * never calls a handler directly: commands reach it through the journal, which records each one
  * before it acts and its outcome after (see command-journal.ts).
  */
-import { CommandStatus, type PrepareShadow, type Rollback, type Switchover } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
+import { CommandStatus, type ModelUpdate, type PrepareShadow, type Rollback, type Switchover } from "../../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { SwitchoverRecord } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 
 /** A handler's answer; the journal turns it into the CommandResult sent back. */
@@ -22,6 +22,12 @@ export interface CommandHandler {
   switchover(action: Switchover, id: string): Promise<CommandOutcome>;
   rollback(action: Rollback, id: string): Promise<CommandOutcome>;
 }
+
+/**
+ * ModelUpdate: validate the artifact, store it in the model directory and hot-load it, answering
+ * OK (loaded) or REJECTED (the model in use stays). The anomaly scorer's, whatever the handler above.
+ */
+export type ModelUpdateHandler = (action: ModelUpdate, id: string) => Promise<CommandOutcome>;
 
 /** The action names, as the proto's oneof cases spell them. */
 export type ActionName = keyof CommandHandler;

@@ -12,7 +12,7 @@ import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { Service } from "../service-runner.js";
 import type { StateSublevel } from "../state/state-sublevel.js";
-import { unimplemented, type CommandHandler, type CommandOutcome } from "./command-handler.js";
+import { unimplemented, type CommandHandler, type CommandOutcome, type ModelUpdateHandler } from "./command-handler.js";
 
 export type JournalState = "accepted" | "finished";
 
@@ -41,6 +41,8 @@ export interface CommandJournalOptions {
   maxFinished?: number;
   /** How long stop() waits for running commands (default 30 s). */
   stopDeadlineMs?: number;
+  /** Who takes ModelUpdate (the anomaly scorer); answered UNIMPLEMENTED without one. */
+  modelUpdate?: ModelUpdateHandler;
 }
 
 /** The stored form of an entry (JSON in the sublevel), checked when read back. */
@@ -158,7 +160,7 @@ export class CommandJournal implements Service {
       container: cmd.action.case === "modelUpdate" ? cmd.action.value.imageId : (cmd.action.value?.containerId ?? ""),
       receivedAt: new Date(),
       state: "accepted",
-      command: cmd,
+      command: withoutArtifact(cmd),
     };
     const key = seqKey(this.next++);
     const log = this.o.log.child({ command: cmd.id, action: entry.action, container: entry.container });
@@ -188,6 +190,8 @@ export class CommandJournal implements Service {
         return this.handler.switchover(cmd.action.value, cmd.id);
       case "rollback":
         return this.handler.rollback(cmd.action.value, cmd.id);
+      case "modelUpdate":
+        return this.o.modelUpdate?.(cmd.action.value, cmd.id) ?? Promise.resolve(unimplemented("modelUpdate"));
       default:
         return Promise.resolve(unimplemented(cmd.action.case));
     }
@@ -239,6 +243,12 @@ function result(id: string, o: CommandOutcome): CommandResult {
     shadowContainerId: o.shadowContainerId ?? "",
     ...(o.switchover !== undefined ? { switchover: o.switchover } : {}),
   });
+}
+
+/** A ModelUpdate's artifact (up to 4 MiB) is not journaled: the model directory keeps the model. */
+function withoutArtifact(cmd: Command): Command {
+  if (cmd.action.case !== "modelUpdate") return cmd;
+  return create(CommandSchema, { id: cmd.id, action: { case: "modelUpdate", value: { ...cmd.action.value, artifact: new Uint8Array() } } });
 }
 
 function toStored(e: JournalEntry): StoredEntry {

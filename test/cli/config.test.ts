@@ -41,6 +41,7 @@ describe("agent configuration", () => {
         windowMs: 10_000,
         execSource: "auto",
         spoolMax: 100_000,
+        anomaly: { enabled: true, warmupMs: 30 * 60_000, minWindows: 200, workers: 1, backend: "auto" },
         inventoryBudget: { maxMs: 60_000, maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024 },
         signingKeyPub: join(homedir(), ".shadowlayer", "tls", "cosign.pub"),
       },
