@@ -27,6 +27,7 @@ import { registerTop } from "./commands/top.js";
 import { registerUp } from "./commands/up.js";
 import { registerVulns } from "./commands/vulns.js";
 import { registerWatch } from "./commands/watch.js";
+import { registerWindows } from "./commands/windows.js";
 
 const program = new Command()
   .name("shadowlayer")
@@ -35,7 +36,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // In the order `--help` lists them.
-for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerSwitchover, registerRollback, registerHistory, registerPolicy, registerCerts, registerDemo]) {
+for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerWindows, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerSwitchover, registerRollback, registerHistory, registerPolicy, registerCerts, registerDemo]) {
   register(program);
 }
 
