@@ -26,6 +26,8 @@ import { anomalyFreshUntil } from "../vulns/scoring.js";
 
 /** How often every container is scored again, for drift that faded (1 h, 24 h). */
 const RESCORE_EVERY_MS = 5 * 60_000;
+/** Anomaly reasons kept per layer verdict (the model sends at most 5). */
+const MAX_ANOMALY_REASONS = 5;
 /** Detections read back on start to know each layer's latest drift. */
 const DETECTIONS_ON_START = 100_000;
 
@@ -116,7 +118,9 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
     for (const l of scored) {
       const a = l.anomaly;
       if (a === undefined) continue;
-      entry.layers.set(l.layerId, { anomaly: { score: a.score, alerting: a.alerting, generic: a.generic, modelVersion: a.modelVersion, reasons: a.reasons.map((r) => ({ feature: r.feature, sigma: r.sigma })) }, freshUntil });
+      // What an agent sends is bounded here: the top reasons only, names cut to a sane length.
+      const reasons = a.reasons.slice(0, MAX_ANOMALY_REASONS).map((r) => ({ feature: r.feature.slice(0, 128), sigma: r.sigma }));
+      entry.layers.set(l.layerId, { anomaly: { score: a.score, alerting: a.alerting, generic: a.generic, modelVersion: a.modelVersion.slice(0, 128), reasons }, freshUntil });
     }
     this.recompute(w.containerId, arrived);
   }
