@@ -15,6 +15,7 @@ import { unaryHandler } from "../../common/grpc.js";
 import type { Logger } from "../../common/log.js";
 import type { AgentIngest } from "../ingest/agent-service.js";
 import type { GraphStore } from "../store/graph-store.js";
+import { parseArtifact } from "../../models/artifact.js";
 
 /** What an artifact is, once validated. */
 export interface DeployableModel {
@@ -26,8 +27,8 @@ export interface DeployableModel {
 export interface ModelDeployDeps {
   graphs: Pick<GraphStore, "all" | "nodeList">;
   ingest: Pick<AgentIngest, "sendCommand" | "connectedNodes">;
-  /** Validates an artifact (models/artifact.ts parseArtifact); throws with the reason it is refused. */
-  validate: (artifact: Uint8Array) => DeployableModel;
+  /** Validates an artifact; throws with the reason it is refused (default: deployableArtifact). */
+  validate?: (artifact: Uint8Array) => DeployableModel;
   log: Logger;
   /** How long a node may take to validate and load it (default 30 s). */
   timeoutMs?: number;
@@ -37,6 +38,12 @@ export interface ModelDeployDeps {
 export const MAX_DEPLOY_BYTES = 4 * 1024 * 1024 - 4096;
 const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
 const NODE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,252}$/;
+
+/** An artifact as models/artifact.ts reads it (a ModelError names what is wrong): its version and image. */
+export function deployableArtifact(artifact: Uint8Array): DeployableModel {
+  const a = parseArtifact(artifact);
+  return { version: a.manifest.version, imageId: a.manifest.scope.kind === "image" ? a.manifest.scope.imageId : undefined };
+}
 
 /** The nodes a model goes to: those with a container of its image, or every known node for the generic model. */
 export function deployTargets(graphs: ModelDeployDeps["graphs"], imageId: string | undefined): string[] {
@@ -54,7 +61,7 @@ export function modelAdminImpl(d: ModelDeployDeps): grpc.UntypedServiceImplement
       if (req.node !== "" && !NODE.test(req.node)) throw new ShadowError(Code.InvalidArgument, `${JSON.stringify(req.node.slice(0, 80))} is not a node name`);
       let model: DeployableModel;
       try {
-        model = d.validate(req.artifact);
+        model = (d.validate ?? deployableArtifact)(req.artifact);
       } catch (err) {
         throw new ShadowError(Code.InvalidArgument, `artifact refused: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
