@@ -28,6 +28,8 @@ export function scoresJson(s: ContainerScores): Record<string, unknown> {
       threat: l.threat,
       drift: l.drift,
       anomaly: l.hasAnomaly ? l.anomaly : null,
+      // Only an alerting verdict counts in risk (it then has an `anomaly` reason naming the feature).
+      anomaly_alerting: l.reasons.some((r) => r.kind === "anomaly"),
       vulns: l.vulns,
       reasons: l.reasons.map((r) => ({ kind: r.kind, id: r.id, value: r.value, detail: r.detail })),
     })),

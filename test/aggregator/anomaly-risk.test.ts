@@ -21,6 +21,8 @@ import { scoreContainer, type LayerAnomaly } from "../../aggregator/risk/score-c
 import { ANOMALY_REASON, planRebuilds } from "../../aggregator/rebuild/rebuild-plan.js";
 import { proactiveReason } from "../../aggregator/control/proactive-trigger.js";
 import { anomalyFreshUntil } from "../../aggregator/vulns/scoring.js";
+import { renderScores, scoresJson } from "../../cli/vulns-format.js";
+import { renderTop } from "../../cli/telemetry-format.js";
 import { waitFor } from "../harness/engine.js";
 import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
 import { containerIdOf, testGraph, upsertOf } from "../harness/test-graphs.js";
@@ -89,6 +91,28 @@ describe("anomaly verdicts in the scores (pure)", () => {
     assert.equal(l?.risk, 0);
     assert.deepEqual(l?.reasons, []);
     assert.deepEqual(planRebuilds([s], [g]), []);
+  });
+
+  it("shows in `scores` (the score, ! and the feature while alerting) and in `top`", () => {
+    const alerting = scoreContainer(facts(verdict(true)));
+    const table = renderScores([alerting]);
+    assert.match(table, /ANOMALY/);
+    assert.match(table, /82! cpu_seconds\.rate/);
+    assert.match(table, /cpu_seconds\.rate 7\.3σ above baseline \(score 82, model 2026-11-28T09:00:00\.000Z-0badc0de\) on /);
+    const calm = renderScores([scoreContainer(facts(verdict(false)))]);
+    assert.match(calm, / 82 /);
+    assert.doesNotMatch(calm, /82!/);
+    const json = scoresJson(alerting) as { layers: Array<{ layer_id: string; anomaly: number | null; anomaly_alerting: boolean }> };
+    assert.deepEqual(json.layers.map((l) => [l.anomaly, l.anomaly_alerting]), [[82, true], [null, false]]);
+    const w = create(WindowSummarySchema, {
+      node: NODE,
+      containerId: ID,
+      containerName: "web",
+      start: timestampFromDate(new Date(now.getTime() - 10_000)),
+      end: timestampFromDate(now),
+      layers: [{ layerId: BASE, layerName: "base", processes: 1, cpuSeconds: 9, anomaly: burn(true) }],
+    });
+    assert.match(renderTop([w]), /ANOMALY[\s\S]*82! cpu_seconds\.rate/);
   });
 
   it("a stale verdict counts as absent", () => {
