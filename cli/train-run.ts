@@ -1,7 +1,8 @@
 /**
  * `shadowlayer train`: an anomaly model per image (or the node-level generic model) from baseline
  * windows, read from the aggregator (ListWindows over a time range) or from a file that
- * `shadowlayer windows --json` wrote. The image's layer-windows are selected, the model trained
+ * `shadowlayer windows --json` wrote. The layer-windows of the image's containers are selected
+ * (of every container for the generic model), the model trained
  * (models/train.ts, progress on stderr), written as a versioned artifact file and, with
  * `--deploy`, sent through the aggregator to the agents that run the image (DeployModel).
  */
@@ -115,24 +116,20 @@ async function fetchAll(flags: ClientFlags, plan: TrainPlan): Promise<ImportedWi
   return out;
 }
 
-/** An image: its id and the ids of its layers. */
+/** An image: its id, and containers of it the aggregator named (for windows that do not carry the image). */
 interface ImageTarget {
   imageId: string;
-  layers: Set<string>;
+  containers: Set<string>;
 }
-
-/** An image layer (not the writable layer, not a volume), by its id and the kind the export gave. */
-const isImageLayer = (layerId: string, kind: string | undefined) => (kind ?? "image") === "image" && !layerId.startsWith("rw:") && !layerId.startsWith("volume:");
 
 /**
  * The image a reference names: an image id, or a container (name, id, id prefix) that the windows
- * name with its image, else that the aggregator has a graph of. Its layers are those the graph and
- * the windows of its containers list.
+ * name with its image, else that the aggregator has a graph of.
  */
 async function resolveImage(ref: string, windows: readonly ImportedWindow[], flags: ClientFlags, fromFile: boolean): Promise<ImageTarget> {
   const byContainer = (w: ImportedWindow) => w.window.containerName === ref || w.window.containerId === ref || (/^[0-9a-f]{4,63}$/.test(ref) && w.window.containerId.startsWith(ref));
   let imageId = /^sha256:[0-9a-f]{64}$/.test(ref) ? ref : windows.find((w) => w.imageId !== undefined && byContainer(w))?.imageId;
-  const layers = new Set<string>();
+  const containers = new Set<string>();
   if (imageId === undefined) {
     try {
       const c = await connect(flags, QueryService);
@@ -143,7 +140,7 @@ async function resolveImage(ref: string, windows: readonly ImportedWindow[], fla
         });
         if (g !== undefined && g.imageId !== "") {
           imageId = g.imageId;
-          for (const l of g.layers) if (isImageLayer(l.layerId, undefined)) layers.add(l.layerId);
+          containers.add(g.containerId);
         }
       } finally {
         c.client.close();
@@ -156,19 +153,22 @@ async function resolveImage(ref: string, windows: readonly ImportedWindow[], fla
   if (imageId === undefined) {
     throw new ShadowError(Code.NotFound, `unknown image ${JSON.stringify(ref)}: no window names a container of that name or id${fromFile ? "" : " and the aggregator knows none"} (give a container name, id or id prefix, or an image id sha256:…)`);
   }
-  for (const w of windows) if (w.imageId === imageId) for (const l of w.window.layers) if (isImageLayer(l.layerId, w.kinds.get(l.layerId))) layers.add(l.layerId);
-  if (layers.size === 0) throw new ShadowError(Code.NotFound, `unknown image ${imageId}: no window of a container of it, and no graph of one at the aggregator`);
-  return { imageId, layers };
+  return { imageId, containers };
 }
 
-/** The model inputs of the selected layers (every layer for the generic model). */
-function selectInputs(windows: readonly ImportedWindow[], layers: Set<string> | undefined): { inputs: ModelInput[]; otherVersion: number } {
+/**
+ * The model inputs: every layer-window of the image's containers (the agent scores all of a
+ * container's layers, its writable layer and volumes too, with its image's model), or of every
+ * container for the generic model.
+ */
+function selectInputs(windows: readonly ImportedWindow[], image: ImageTarget | undefined): { inputs: ModelInput[]; otherVersion: number } {
   const inputs: ModelInput[] = [];
   let otherVersion = 0;
   for (const w of windows) {
+    if (image !== undefined && w.imageId !== image.imageId && !image.containers.has(w.window.containerId)) continue;
     const got = inputsFromWindow(w.window);
     if (got.length === 0 && w.window.layers.length > 0 && w.window.featureVersion !== FEATURE_VERSION) otherVersion += w.window.layers.length;
-    for (const g of got) if (layers === undefined || layers.has(g.layerId)) inputs.push(g.input);
+    for (const g of got) inputs.push(g.input);
   }
   return { inputs, otherVersion };
 }
@@ -181,7 +181,7 @@ async function trainOne(flags: ClientFlags, plan: TrainPlan, target: string, win
   const image = target === "generic" ? undefined : await resolveImage(target, windows, flags, plan.fromFile !== undefined);
   const scope: ModelScope = image === undefined ? { kind: "generic" } : { kind: "image", imageId: image.imageId };
   const what = image === undefined ? "the generic model" : `image ${image.imageId}`;
-  const { inputs, otherVersion } = selectInputs(windows, image?.layers);
+  const { inputs, otherVersion } = selectInputs(windows, image);
   if (inputs.length < MIN_TRAINING_WINDOWS) {
     const other = otherVersion > 0 ? `; ${otherVersion} more are of an older feature version, which no model takes` : "";
     throw new ShadowError(Code.FailedPrecondition, `too few windows for ${what}: ${inputs.length} layer-windows of feature version ${FEATURE_VERSION} in ${source} (${MIN_TRAINING_WINDOWS} needed${other}); widen --since or let the agents record longer`);

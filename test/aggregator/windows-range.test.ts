@@ -164,8 +164,29 @@ describe("ListWindows by time range (102,000 windows, real level)", () => {
   });
 });
 
-describe("the window time index of an older store", () => {
-  it("is built when the store opens", async () => {
+describe("the window time index", () => {
+  it("loses a window's entry when the window is pruned", async () => {
+    await withTempLevel(async (db) => {
+      const t = await TelemetryStore.open(db, { maxWindowsPerNode: 100 });
+      for (let seq = 1; seq <= 12; seq++) {
+        const ws = Array.from({ length: 10 }, (_, i) => window("n1", A, "web", seq * 10 + i));
+        await t.put("n1", create(TelemetryItemSchema, { spoolId: "sp", spoolSeq: BigInt(seq), body: { case: "windows", value: { windows: ws } } }));
+      }
+      let windows = 0;
+      let index = 0;
+      for await (const _ of db.keys(keys.windowRange)) windows++;
+      for await (const _ of db.keys(keys.windowEndRange)) index++;
+      assert.ok(windows < 120, `pruned to ${windows}`);
+      assert.equal(index, windows);
+      assert.equal(t.stats("n1").windows, windows);
+      const listed: StoredWindow[] = [];
+      for await (const e of t.windowsEnded({}, 0, Number.MAX_SAFE_INTEGER)) listed.push(e.item);
+      assert.equal(listed.length, windows);
+    });
+  });
+
+
+  it("is built when an older store opens", async () => {
     await withTempLevel(async (db) => {
       const t = await TelemetryStore.open(db);
       const ws = Array.from({ length: 50 }, (_, i) => window("n1", A, "web", i));

@@ -35,8 +35,8 @@ const APP = `sha256:${"b".repeat(64)}`;
 const ID = containerIdOf(1, 0x7a);
 const NODE = "train-node";
 
-/** `n` exported windows of container "web" (image IMAGE): two image layers and the writable one. */
-function exportLines(n: number): string {
+/** `n` exported windows of a container (default "web" of IMAGE): two image layers and the writable one. */
+function exportLines(n: number, c: { id: string; name: string; imageId: string } = { id: ID, name: "web", imageId: IMAGE }): string {
   let x = 9;
   const rnd = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   const vec = (scale: number) => encodeFeatures(Array.from({ length: FEATURE_COUNT }, (_, k) => scale * ((k % 5) + rnd() * 0.2)));
@@ -45,23 +45,23 @@ function exportLines(n: number): string {
   for (let i = 0; i < n; i++) {
     const w = create(WindowSummarySchema, {
       node: NODE,
-      containerId: ID,
-      containerName: "web",
+      containerId: c.id,
+      containerName: c.name,
       start: timestampFromDate(new Date(t0 + i * 10_000)),
       end: timestampFromDate(new Date(t0 + (i + 1) * 10_000)),
       featureVersion: FEATURE_VERSION,
       layers: [
         { layerId: BASE, layerName: "base", featuresF64le: vec(1) },
         { layerId: APP, layerName: "app", featuresF64le: vec(2) },
-        { layerId: `rw:${ID}`, layerName: "rw", featuresF64le: vec(3) },
+        { layerId: `rw:${c.id}`, layerName: "rw", featuresF64le: vec(3) },
       ],
     });
     const kinds = new Map([
       [BASE, "image"],
       [APP, "image"],
-      [`rw:${ID}`, "writable"],
+      [`rw:${c.id}`, "writable"],
     ]);
-    lines.push(JSON.stringify(exportWindow(w, { imageId: IMAGE, image: "example/web:1", kinds })));
+    lines.push(JSON.stringify(exportWindow(w, { imageId: c.imageId, image: "example/web:1", kinds })));
   }
   return `${lines.join("\n")}\n`;
 }
@@ -75,7 +75,8 @@ describe("shadowlayer train --from-file", () => {
   const run = (...args: string[]) => execFileP(process.execPath, [CLI, "train", ...args], { maxBuffer: 64 * 1024 * 1024, timeout: 120_000 });
 
   before(async () => {
-    await writeFile(join(dir.path, "windows.jsonl"), exportLines(150));
+    // The image's container, and a container of another image whose windows are not the image's.
+    await writeFile(join(dir.path, "windows.jsonl"), exportLines(150) + exportLines(60, { id: containerIdOf(2, 0x7b), name: "api", imageId: `sha256:${"4".repeat(64)}` }));
     await writeFile(join(dir.path, "few.jsonl"), exportLines(40));
     await writeFile(join(dir.path, "bad.jsonl"), `${exportLines(2)}{"layers": 7}\n`);
     agg = await startAggregator({ dataDir: join(dir.path, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger() });
@@ -97,8 +98,8 @@ describe("shadowlayer train --from-file", () => {
     const [r] = JSON.parse(stdout) as Array<{ ok: boolean; image_id: string; version: string; windows: number; backend: string; calibration_p995: number; train_seconds: number; file: string }>;
     assert.equal(r?.ok, true);
     assert.equal(r?.image_id, IMAGE);
-    // The image layers' windows: 150 x 2 (the writable layer is not the image's).
-    assert.equal(r?.windows, 300);
+    // Every layer-window of the image's container, the writable layer's too (the agent scores them all).
+    assert.equal(r?.windows, 450);
     assert.match(r?.backend ?? "", /^(wasm|cpu|node)$/);
     assert.ok((r?.calibration_p995 ?? 0) > 0);
     assert.equal(r?.file, join(out, `image-${IMAGE.slice(7, 19)}-${(r?.version ?? "").replace(/[^A-Za-z0-9._-]/g, "-")}.json`));
@@ -107,7 +108,7 @@ describe("shadowlayer train --from-file", () => {
     assert.deepEqual(a.manifest.scope, { kind: "image", imageId: IMAGE });
     assert.equal(a.manifest.version, r?.version);
     assert.match(stderr, /epoch 1\/3 {2}loss /);
-    assert.match(stderr, /150 windows read from /);
+    assert.match(stderr, /210 windows read from /);
   });
 
   it("deploys it through the aggregator and prints each node's outcome", async () => {
@@ -120,7 +121,7 @@ describe("shadowlayer train --from-file", () => {
 
   it("says what is wrong: too few windows, an unknown image, a bad line, no aggregator", async () => {
     await assert.rejects(run("--from-file", join(dir.path, "few.jsonl"), "--image", "web", "--out", join(dir.path, "x"), "--aggregator", address, "--insecure"), (e: { stderr: string }) =>
-      /too few windows for image sha256:3{64}: 80 layer-windows of feature version layer-window-v2 in .*few\.jsonl \(200 needed\)/.test(e.stderr),
+      /too few windows for image sha256:3{64}: 120 layer-windows of feature version layer-window-v2 in .*few\.jsonl \(200 needed\)/.test(e.stderr),
     );
     await assert.rejects(run("--from-file", join(dir.path, "windows.jsonl"), "--image", "nosuch", "--out", join(dir.path, "x"), "--aggregator", address, "--insecure"), (e: { stderr: string }) => /unknown image "nosuch"/.test(e.stderr));
     await assert.rejects(run("--from-file", join(dir.path, "bad.jsonl"), "--generic", "--out", join(dir.path, "x")), (e: { stderr: string }) => /bad\.jsonl:3: layers is not an array/.test(e.stderr));
