@@ -1,9 +1,10 @@
 /**
  * `shadowlayer train` from an exported windows file, as a user runs it (the built CLI): the
- * image's layer-windows are selected, a model trained and written as a versioned artifact that the
- * model library accepts, the summary printed; `--deploy` sends it through a real aggregator to the
- * test agent running the image and prints its outcome. Too few windows, an unknown image, a bad
- * file and an aggregator that is down each end in one clear sentence.
+ * layer-windows of the image's containers are selected, a model trained and written as a
+ * versioned artifact that the model library accepts, the summary printed; `--deploy` sends it
+ * through a real aggregator to the test agent running the image and reports its outcome. Too few
+ * windows, an unknown image, a bad file and an aggregator that is down each end in one clear
+ * sentence.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -77,7 +78,6 @@ describe("shadowlayer train --from-file", () => {
   before(async () => {
     // The image's container, and a container of another image whose windows are not the image's.
     await writeFile(join(dir.path, "windows.jsonl"), exportLines(150) + exportLines(60, { id: containerIdOf(2, 0x7b), name: "api", imageId: `sha256:${"4".repeat(64)}` }));
-    await writeFile(join(dir.path, "few.jsonl"), exportLines(40));
     await writeFile(join(dir.path, "bad.jsonl"), `${exportLines(2)}{"layers": 7}\n`);
     agg = await startAggregator({ dataDir: join(dir.path, "agg"), listen: "127.0.0.1:0", tls: "insecure", log: silentLogger() });
     address = `127.0.0.1:${agg.port}`;
@@ -92,13 +92,13 @@ describe("shadowlayer train --from-file", () => {
     await agg.stop();
   });
 
-  it("trains the image's model from the file, writes a versioned artifact the library accepts, prints the summary", async () => {
+  it("trains the image's model from the file, writes a versioned artifact the library accepts, deploys it", async () => {
     const out = join(dir.path, "models");
-    const { stdout, stderr } = await run("--from-file", join(dir.path, "windows.jsonl"), "--image", "web", "--out", out, "--epochs", "3", "--seed", "1", "--json", "--aggregator", address, "--insecure");
-    const [r] = JSON.parse(stdout) as Array<{ ok: boolean; image_id: string; version: string; windows: number; backend: string; calibration_p995: number; train_seconds: number; file: string }>;
+    const { stdout, stderr } = await run("--from-file", join(dir.path, "windows.jsonl"), "--image", "web", "--out", out, "--epochs", "3", "--seed", "1", "--deploy", "--json", "--aggregator", address, "--insecure");
+    const [r] = JSON.parse(stdout) as Array<{ ok: boolean; image_id: string; version: string; windows: number; backend: string; calibration_p995: number; train_seconds: number; file: string; deployments: Array<{ node: string; outcome: string; message: string }> }>;
     assert.equal(r?.ok, true);
     assert.equal(r?.image_id, IMAGE);
-    // Every layer-window of the image's container, the writable layer's too (the agent scores them all).
+    // Every layer-window of the image's container, the writable layer's too (the agent scores them all); not the other image's.
     assert.equal(r?.windows, 450);
     assert.match(r?.backend ?? "", /^(wasm|cpu|node)$/);
     assert.ok((r?.calibration_p995 ?? 0) > 0);
@@ -109,21 +109,26 @@ describe("shadowlayer train --from-file", () => {
     assert.equal(a.manifest.version, r?.version);
     assert.match(stderr, /epoch 1\/3 {2}loss /);
     assert.match(stderr, /210 windows read from /);
+    assert.deepEqual(r?.deployments.map((d) => [d.node, d.outcome]), [[NODE, "loaded"]]);
+    const sent = agent.commands.filter((c) => c.action.case === "modelUpdate");
+    assert.equal(sent.length, 1);
+    assert.ok(sent[0]?.action.case === "modelUpdate" && sent[0].action.value.version === r?.version && sent[0].action.value.imageId === IMAGE);
   });
 
-  it("deploys it through the aggregator and prints each node's outcome", async () => {
-    const { stdout } = await run("--from-file", join(dir.path, "windows.jsonl"), "--image", IMAGE, "--out", join(dir.path, "deployed"), "--epochs", "2", "--deploy", "--aggregator", address, "--insecure");
-    assert.match(stdout, new RegExp(`image ${IMAGE}: model \\S+`));
-    assert.match(stdout, /windows, backend (wasm|cpu|node), calibration p99\.5 [0-9.e-]+, final loss [0-9.e-]+, trained in [0-9.]+ s/);
-    assert.match(stdout, /train-node: loaded \(loaded \S+\)/);
-    assert.equal(agent.commands.filter((c) => c.action.case === "modelUpdate").length, 1);
-  });
-
-  it("says what is wrong: too few windows, an unknown image, a bad line, no aggregator", async () => {
-    await assert.rejects(run("--from-file", join(dir.path, "few.jsonl"), "--image", "web", "--out", join(dir.path, "x"), "--aggregator", address, "--insecure"), (e: { stderr: string }) =>
-      /too few windows for image sha256:3{64}: 120 layer-windows of feature version layer-window-v2 in .*few\.jsonl \(200 needed\)/.test(e.stderr),
+  it("prints a summary per model and says why the others were not trained: too few windows, an unknown image", async () => {
+    const err = await run("--from-file", join(dir.path, "windows.jsonl"), "--image", "web", "--image", "api", "--image", "nosuch", "--epochs", "2", "--out", join(dir.path, "more"), "--aggregator", address, "--insecure").then(
+      () => assert.fail("exits non-zero when a model is not trained"),
+      (e: { stdout: string; stderr: string }) => e,
     );
-    await assert.rejects(run("--from-file", join(dir.path, "windows.jsonl"), "--image", "nosuch", "--out", join(dir.path, "x"), "--aggregator", address, "--insecure"), (e: { stderr: string }) => /unknown image "nosuch"/.test(e.stderr));
+    assert.match(err.stdout, new RegExp(`image ${IMAGE} \\(web\\): model \\S+`));
+    assert.match(err.stdout, /450 windows, backend (wasm|cpu|node), calibration p99\.5 [0-9.e+-]+, final loss [0-9.e+-]+, trained in [0-9.]+ s/);
+    assert.match(err.stdout, /written to .*image-333333333333-/);
+    assert.match(err.stdout, /image api: not trained: too few windows for image sha256:4{64}: 180 layer-windows of feature version layer-window-v2 in .*windows\.jsonl \(200 needed\)/);
+    assert.match(err.stdout, /image nosuch: not trained: unknown image "nosuch"/);
+    assert.match(err.stderr, /2 of 3 models not trained/);
+  });
+
+  it("refuses a bad file by its line, and says when the aggregator is down", async () => {
     await assert.rejects(run("--from-file", join(dir.path, "bad.jsonl"), "--generic", "--out", join(dir.path, "x")), (e: { stderr: string }) => /bad\.jsonl:3: layers is not an array/.test(e.stderr));
     await assert.rejects(run("--since", "1h", "--generic", "--aggregator", "127.0.0.1:1", "--insecure"), (e: { stderr: string }) => /the aggregator at 127\.0\.0\.1:1 is not answering/.test(e.stderr));
   });

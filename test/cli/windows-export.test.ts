@@ -2,7 +2,7 @@
  * `shadowlayer windows`: a time range of windows from a real aggregator (fed by a test agent's
  * stream), exported as JSON lines and as a JSON array with each layer's features by name, the
  * container's image and layer kinds and the anomaly verdict; a table for people; progress on
- * stderr; clear refusals of bad flags. The export reads back (`train --from-file`) to the same
+ * stderr; a bad flag refused with a sentence (an aggregator that is down: train-file.test.ts). The export reads back (`train --from-file`) to the same
  * vectors, and a hostile line is refused with its reason.
  */
 import assert from "node:assert/strict";
@@ -21,7 +21,7 @@ import { PACKAGE_ROOT } from "../../common/paths.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { decodeFeatures, encodeFeatures, FEATURE_COUNT, FEATURE_NAMES, FEATURE_VERSION } from "../../models/features.js";
 import { exportWindow, importWindow } from "../../cli/window-export.js";
-import { parseTimeFlag } from "../../cli/time-range.js";
+import { parseTimeFlag, parseTimeRange } from "../../cli/time-range.js";
 import { connectAgent, type AgentStream } from "../harness/agent-stream.js";
 import { containerIdOf, publish, testGraph, upsertOf } from "../harness/test-graphs.js";
 import { tempDir } from "../harness/temp-dir.js";
@@ -111,29 +111,22 @@ describe("shadowlayer windows", () => {
     assert.match(stderr, /windows: 121 read \(through /);
   });
 
-  it("narrows by time, container and node; a JSON array; a table", async () => {
-    const since = new Date(t0 + 50 * 10_000).toISOString();
-    const until = new Date(t0 + 60 * 10_000).toISOString();
-    const arr = JSON.parse((await cli("windows", "--since", since, "--until", until, "--container", "web", "--json", "--array")).stdout) as unknown[];
+  it("narrows by time and container; a JSON array; a table with the anomaly", async () => {
+    const since = new Date(t0 + 3 * 10_000).toISOString();
+    const until = new Date(t0 + 13 * 10_000).toISOString();
+    const arr = JSON.parse((await cli("windows", "--since", since, "--until", until, "--container", "web", "--json", "--array")).stdout) as Array<{ container_name: string }>;
     assert.equal(arr.length, 10);
-    const none = JSON.parse((await cli("windows", "--since", since, "--until", until, "--node", "other-node", "--json", "--array")).stdout) as unknown[];
-    assert.deepEqual(none, []);
-    const gone = (await cli("windows", "--since", "3h", "--container", "gone", "--json")).stdout.trim().split("\n");
+    assert.ok(arr.every((w) => w.container_name === "web"));
+    const gone = (await cli("windows", "--since", "3h", "--container", "gone", "--node", NODE, "--json")).stdout.trim().split("\n");
     assert.equal(gone.length, 1, "a removed container's windows by its name");
     const table = (await cli("windows", "--since", since, "--until", until)).stdout;
     assert.match(table, /END\s+CONTAINER\s+NODE\s+IMAGE\s+SECONDS\s+LAYERS\s+FEATURES\s+ANOMALY/);
     assert.equal(table.trim().split("\n").length, 11);
-    const anomalous = (await cli("windows", "--since", new Date(t0 + 3 * 10_000).toISOString(), "--until", new Date(t0 + 4 * 10_000).toISOString())).stdout;
-    assert.match(anomalous, /77! cpu_seconds\.rate/);
+    assert.match(table, /77! cpu_seconds\.rate/);
   });
 
   it("refuses bad flags with a sentence", async () => {
     await assert.rejects(cli("windows", "--since", "yesterday"), (e: { stderr: string }) => /--since: expected a duration back from now \(90s, 30m, 24h, 7d\) or an ISO time, got "yesterday"/.test(e.stderr));
-    await assert.rejects(cli("windows", "--since", "1h", "--until", "2h"), (e: { stderr: string }) => /--until .* must be after --since/.test(e.stderr));
-    await assert.rejects(
-      execFileP(process.execPath, [CLI, "windows", "--since", "1h", "--aggregator", "127.0.0.1:1", "--insecure"], { timeout: 30_000 }),
-      (e: { stderr: string }) => /the aggregator at 127\.0\.0\.1:1 is not answering/.test(e.stderr),
-    );
   });
 });
 
@@ -166,5 +159,6 @@ describe("the window export format", () => {
     assert.equal(parseTimeFlag("90s", "--since", now).toISOString(), "2026-11-28T11:58:30.000Z");
     assert.equal(parseTimeFlag("2026-11-01T00:00:00Z", "--since", now).toISOString(), "2026-11-01T00:00:00.000Z");
     assert.throws(() => parseTimeFlag("-1h", "--since", now), /--since: expected/);
+    assert.throws(() => parseTimeRange({ since: "1h", until: "2h" }, now), /--until \(2026-11-28T10:00:00\.000Z\) must be after --since/);
   });
 });
