@@ -2,8 +2,9 @@
  * `shadowlayer windows`: a time range of windows from a real aggregator (fed by a test agent's
  * stream), exported as JSON lines and as a JSON array with each layer's features by name, the
  * container's image and layer kinds and the anomaly verdict; a table for people; progress on
- * stderr; a bad flag refused with a sentence (an aggregator that is down: train-file.test.ts). The export reads back (`train --from-file`) to the same
- * vectors, and a hostile line is refused with its reason.
+ * stderr; a bad flag refused with a sentence (an aggregator that is down: train-file.test.ts).
+ * The export reads back (`train --from-file`) to the same vectors, and a hostile line is refused
+ * with its reason.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
