@@ -4,6 +4,9 @@
  */
 import { Code, ShadowError } from "../common/errors.js";
 
+/** Windows `train` reads when neither --since nor --from-file says: the last day. */
+export const DEFAULT_SINCE = "24h";
+
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 
 /** A time from a flag's text; `flag` names it in the error. */

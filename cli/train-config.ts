@@ -8,7 +8,7 @@ import { Code, ShadowError } from "../common/errors.js";
 import type { Env } from "../common/config.js";
 import { resolveClientConfig } from "./config.js";
 import type { ClientFlags } from "./options.js";
-import { parseTimeFlag } from "./time-range.js";
+import { DEFAULT_SINCE, parseTimeFlag } from "./time-range.js";
 import type { TrainPlan } from "./train-run.js";
 
 export type TrainFlags = ClientFlags & {
@@ -25,8 +25,6 @@ export type TrainFlags = ClientFlags & {
   json?: boolean;
 };
 
-/** Windows read when neither --since nor --from-file says: the last day. */
-export const DEFAULT_SINCE = "24h";
 const REF = /^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,254}$/;
 
 function wholeIn(text: string | undefined, flag: string, min: number, max: number): number | undefined {

@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import { action, out, runtime } from "../action.js";
 import { clientOptions } from "../options.js";
-import { DEFAULT_SINCE, resolveTrainPlan, type TrainFlags } from "../train-config.js";
+import { DEFAULT_SINCE } from "../time-range.js";
+import type { TrainFlags } from "../train-config.js";
 
 export function registerTrain(program: Command): void {
   clientOptions(program.command("train").description("train anomaly models from baseline windows, write versioned artifacts and (--deploy) send them to the agents running each image"))
@@ -20,8 +21,9 @@ export function registerTrain(program: Command): void {
 }
 
 async function train(o: TrainFlags): Promise<void> {
-  const plan = resolveTrainPlan(o, process.env);
   const { Code, ShadowError } = await runtime();
+  const { resolveTrainPlan } = await import("../train-config.js");
+  const plan = resolveTrainPlan(o, process.env);
   // Its own module: the model libraries load only for `train`, not for every client command.
   const { renderTrainResults, runTrain } = await import("../train-run.js");
   const results = await runTrain(o, plan);
