@@ -57,7 +57,7 @@ abstract class CalibratedDetector {
     return this.calibration;
   }
 
-  /** Calibrated scores (0-100) of the inputs; calibrate() first. */
+  /** Calibrated scores (0-100) of the inputs (for the EWMA this advances the streams like statistic()); calibrate() first. */
   score(inputs: readonly ModelInput[], streamKeys?: readonly string[]): number[] {
     const c = this.calibration;
     if (!c) throw new RangeError("baseline detector: calibrate() before score()");

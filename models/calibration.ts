@@ -24,14 +24,27 @@ export const CALIBRATION_RULE =
   "score = 100 / (1 + p / 0.005), p = P(held-out statistic >= e) from the held-out quantiles up to their " +
   "99.9th percentile q999, p = 0.001 * (q999 / e)^2 beyond it; score >= 50 (the held-out p99.5) is anomalous";
 
+/**
+ * Quantile at level u with the Weibull plotting position (type 6: h = (n + 1)·u − 1, clamped to the
+ * sample): a fresh draw exceeds it with probability 1 − u on average, the property the score's
+ * "0.5% of normal windows reach 50" rests on (type 7 would give 0.7% with 500 held-out windows).
+ */
+function unbiasedQuantile(sorted: Float64Array, u: number): number {
+  const n = sorted.length;
+  const h = Math.min(n - 1, Math.max(0, (n + 1) * u - 1));
+  const lo = Math.floor(h);
+  const hi = Math.min(n - 1, lo + 1);
+  return sorted[lo]! + (h - lo) * (sorted[hi]! - sorted[lo]!);
+}
+
 /** Fits the mapping on the held-out windows' statistics (non-finite values are left out). */
 export function fitCalibration(heldOutStatistics: readonly number[]): Calibration {
   const finite = heldOutStatistics.filter((x) => Number.isFinite(x));
   if (finite.length === 0) throw new RangeError("calibration needs at least one finite held-out statistic");
   const sorted = Float64Array.from(finite).sort();
   const quantiles: number[] = [];
-  for (let i = 0; i < QUANTILE_COUNT; i++) quantiles.push(quantileSorted(sorted, i / (QUANTILE_COUNT - 1)));
-  return { windows: finite.length, p995: quantileSorted(sorted, 1 - ANCHOR_TAIL), quantiles, rule: CALIBRATION_RULE };
+  for (let i = 0; i < QUANTILE_COUNT; i++) quantiles.push(unbiasedQuantile(sorted, i / (QUANTILE_COUNT - 1)));
+  return { windows: finite.length, p995: quantiles[Math.round((1 - ANCHOR_TAIL) * (QUANTILE_COUNT - 1))]!, quantiles, rule: CALIBRATION_RULE };
 }
 
 /** P(held-out ≥ e) read off the stored quantiles, interpolating linearly between them. */

@@ -5,7 +5,7 @@
  */
 
 import { Code, ShadowError } from "../common/errors.js";
-import { parseArtifact, serializeArtifact } from "./artifact.js";
+import { ModelError, parseArtifact, serializeArtifact } from "./artifact.js";
 import { activeBackend } from "./backend.js";
 import { calibratedScore } from "./calibration.js";
 import { COLUMN_NAMES, signedExpm1 } from "./columns.js";
@@ -24,6 +24,8 @@ export class AnomalyModel {
   private network: Forward | undefined;
   /** Baseline medians in feature units, per column (the reasons' `baseline`). */
   private readonly baselines: number[];
+  /** Scratch: one row's squared errors. */
+  private readonly squares = new Float64Array(COLUMN_NAMES.length);
 
   /** Wraps an already validated artifact (train.ts and fromArtifact); the network loads on first use. */
   constructor(artifact: ModelArtifact) {
@@ -34,7 +36,14 @@ export class AnomalyModel {
 
   /** Validates an artifact (object, JSON text or bytes) and loads it; throws ModelError. */
   static fromArtifact(a: ModelArtifact | string | Uint8Array, o: { minWindows?: number } = {}): AnomalyModel {
-    return new AnomalyModel(parseArtifact(typeof a === "string" || a instanceof Uint8Array ? a : serializeArtifact(a), o));
+    if (typeof a === "string" || a instanceof Uint8Array) return new AnomalyModel(parseArtifact(a, o));
+    let text: string;
+    try {
+      text = serializeArtifact(a);
+    } catch (err) {
+      throw new ModelError("invalid", `model artifact cannot be serialised: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    return new AnomalyModel(parseArtifact(text, o));
   }
 
   private net(): Forward {
@@ -64,21 +73,26 @@ export class AnomalyModel {
 
   private scoreRow(base: number, z: Float32Array, recon: Float32Array, sigma: Float64Array, raw: Float64Array, mask: Uint8Array, masked: number): ScoredWindow {
     const d = COLUMN_NAMES.length;
-    const sq = new Float64Array(d);
+    if (masked >= d) return { score: 0, error: 0, reasons: [], masked };
+    const sq = this.squares;
+    // The MAX_REASONS largest squared errors, by insertion (d is a few dozen).
+    const top: number[] = [];
     let total = 0;
     for (let j = 0; j < d; j++) {
       if (!mask[base + j]) continue;
       const e = z[base + j]! - recon[base + j]!;
       sq[j] = e * e;
       total += sq[j]!;
+      if (sq[j]! <= 0 || (top.length === MAX_REASONS && sq[j]! <= sq[top[MAX_REASONS - 1]!]!)) continue;
+      let k = Math.min(top.length, MAX_REASONS - 1);
+      top[k] = j;
+      while (k > 0 && sq[top[k - 1]!]! < sq[j]!) {
+        top[k] = top[k - 1]!;
+        top[--k] = j;
+      }
     }
-    const present = d - masked;
-    if (present === 0) return { score: 0, error: 0, reasons: [], masked };
-    const error = total / present;
-    const order: number[] = [];
-    for (let j = 0; j < d; j++) if (mask[base + j] && sq[j]! > 0) order.push(j);
-    order.sort((a, b) => sq[b]! - sq[a]!);
-    const reasons: AnomalyReasonOut[] = order.slice(0, MAX_REASONS).map((j) => ({
+    const error = total / (d - masked);
+    const reasons: AnomalyReasonOut[] = top.map((j) => ({
       feature: COLUMN_NAMES[j]!,
       sigma: sigma[base + j]!,
       contribution: sq[j]! / total,

@@ -26,6 +26,8 @@ export const LEARNING_RATE = 0.003;
 export const FLAT_LOSS_SHARE = 0.01;
 /** … for this many epochs in a row. */
 export const FLAT_EPOCHS = 3;
+/** Training lets the event loop run at least this often (ms), wherever it runs. */
+export const YIELD_MS = 10;
 
 /** mulberry32: a small seeded generator for reproducible shuffles. */
 function random(seed: number): () => number {
@@ -60,6 +62,18 @@ export function dataHash(inputs: readonly ModelInput[]): string {
   return h.digest("hex");
 }
 
+/**
+ * Per row, the mean squared error over the entries present in the target (NaN = masked): the same
+ * error the scores are computed from. A row with nothing present contributes 0.
+ */
+function maskedMse(yTrue: tf.Tensor, yPred: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const present = tf.logicalNot(tf.isNaN(yTrue));
+    const diff = tf.where(present, tf.sub(yTrue, yPred), tf.zerosLike(yPred));
+    return tf.div(tf.sum(tf.square(diff), -1), tf.maximum(tf.sum(tf.cast(present, "float32"), -1), 1));
+  });
+}
+
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
@@ -84,34 +98,49 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
   const heldOut = order.slice(0, heldCount).map((i) => inputs[i]!);
 
   const normalisation = fitNormalisation(train);
+  await tick();
   const d = COLUMN_NAMES.length;
   const n = train.length;
   const z = new Float32Array(n * d);
-  normalise(normalisation, train, { z });
+  const mask = new Uint8Array(n * d);
+  normalise(normalisation, train, { z, mask });
+  // Targets: NaN where masked, so the loss leaves those entries out (maskedMse).
+  const target = z.map((x, k) => (mask[k] ? x : Number.NaN));
 
   const architecture = { inputs: d, hidden: [...DEFAULT_HIDDEN], activation: HIDDEN_ACTIVATION };
   const network = buildNetwork(architecture, seed);
   const optimizer = tf.train.adam(LEARNING_RATE);
-  network.compile({ optimizer, loss: "meanSquaredError" });
+  network.compile({ optimizer, loss: maskedMse });
 
   const next = random(seed ^ 0x9e3779b9);
   const batch = new Float32Array(BATCH_SIZE * d);
+  const batchTarget = new Float32Array(BATCH_SIZE * d);
   let best = Number.POSITIVE_INFINITY;
   let flat = 0;
   let epoch = 0;
   let loss = Number.NaN;
+  let lastYield = performance.now();
   try {
     while (epoch < epochs) {
       const perm = shuffled(n, next);
       let sum = 0;
       for (let s = 0; s < n; s += BATCH_SIZE) {
         const rows = Math.min(BATCH_SIZE, n - s);
-        for (let r = 0; r < rows; r++) batch.set(z.subarray(perm[s + r]! * d, perm[s + r]! * d + d), r * d);
+        for (let r = 0; r < rows; r++) {
+          const from = perm[s + r]! * d;
+          batch.set(z.subarray(from, from + d), r * d);
+          batchTarget.set(target.subarray(from, from + d), r * d);
+        }
         const x = tf.tensor2d(batch.subarray(0, rows * d), [rows, d]);
+        const y = tf.tensor2d(batchTarget.subarray(0, rows * d), [rows, d]);
         try {
-          sum += (Number(await network.trainOnBatch(x, x)) * rows);
+          sum += Number(await network.trainOnBatch(x, y)) * rows;
         } finally {
-          x.dispose();
+          tf.dispose([x, y]);
+        }
+        if (performance.now() - lastYield > YIELD_MS) {
+          await tick();
+          lastYield = performance.now();
         }
       }
       epoch++;
@@ -121,7 +150,6 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
         best = loss;
         flat = 0;
       } else if (++flat >= FLAT_EPOCHS) break;
-      await tick();
     }
     if (!Number.isFinite(loss)) throw new ModelError("invalid", `training diverged (loss ${loss})`);
 
@@ -145,6 +173,7 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
       epochs: epoch,
       finalLoss: loss,
     };
+    await tick();
     const uncalibrated = new AnomalyModel({ manifest, weights });
     const errors = uncalibrated.score(heldOut).map((s) => s.error);
     uncalibrated.dispose();

@@ -136,6 +136,9 @@ describe("model artifact", () => {
     rejects("[]", "invalid", /artifact is not an object/);
     rejects("null", "invalid", /artifact is not an object/);
     rejects('"text"', "invalid", /artifact is not an object/);
+    const cyclic = JSON.parse(good) as Json;
+    cyclic.self = cyclic;
+    assert.throws(() => AnomalyModel.fromArtifact(cyclic as ModelArtifact), (err: unknown) => err instanceof ModelError && err.reason === "invalid" && /cannot be serialised/.test(err.message));
   });
 
   it("ignores prototype keys in hostile JSON", () => {

@@ -71,6 +71,18 @@ describe("calibration", () => {
     }
   });
 
+  it("is unbiased with a small held-out set: 0.5% of fresh windows ≥ 50 on average", () => {
+    // 200 calibrations on 500 held-out draws each, 2,000 fresh draws each: one trial's share has
+    // sd ≈ sqrt(0.005/500 + 0.005/2000) ≈ 0.0035, the mean of 200 ≈ 0.00025; ±0.001 is 4 sd.
+    let sum = 0;
+    for (let trial = 0; trial < 200; trial++) {
+      const cal = fitCalibration(draws(500, 1000 + trial));
+      sum += draws(2000, 5000 + trial).filter((e) => calibratedScore(cal, e) >= 50).length / 2000;
+    }
+    const mean = sum / 200;
+    assert.ok(Math.abs(mean - 0.005) < 0.001, `mean share ≥ 50: ${mean}`);
+  });
+
   it("needs a finite statistic", () => {
     assert.throws(() => fitCalibration([Number.NaN, Number.POSITIVE_INFINITY]), /at least one finite/);
     const one = fitCalibration([2]);

@@ -8,11 +8,16 @@ import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { LayerFeaturesSchema, WindowSummarySchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { Code, ShadowError } from "../../common/errors.js";
 import { activeBackend, initBackend } from "../../models/backend.js";
+import { fitCalibration } from "../../models/calibration.js";
+import { COLUMN_NAMES } from "../../models/columns.js";
 import { FEATURE_COUNT, FEATURE_VERSION, encodeFeatures } from "../../models/features.js";
 import { inputsFromWindow } from "../../models/input.js";
 import { AnomalyModel } from "../../models/model.js";
+import { weightShapes, weightsHash } from "../../models/network.js";
 import { trainModel } from "../../models/train.js";
+import type { ModelArtifact } from "../../models/types.js";
 import { syntheticInputs } from "./synthetic.js";
 
 function window(featureVersion: string, startMs: number | undefined, endMs: number | undefined) {
@@ -44,6 +49,36 @@ describe("model inputs and backend", () => {
     assert.deepEqual(inputsFromWindow(window("layer-window-v1", 0, 10_000)), []);
     assert.ok(Number.isNaN(inputsFromWindow(window(FEATURE_VERSION, undefined, 10_000))[0]!.input.seconds));
     assert.ok(Number.isNaN(inputsFromWindow(window(FEATURE_VERSION, 10_000, 10_000))[0]!.input.seconds));
+  });
+
+  it("loads an artifact without a backend but scores only once one runs", () => {
+    // A hand-made artifact: zero weights (the reconstruction is the centre), unit scales.
+    const arch = { inputs: COLUMN_NAMES.length, hidden: [4], activation: "relu" };
+    const arrays = weightShapes(arch).map((w) => new Float32Array(w.shape.reduce((a, b) => a * b, 1)));
+    const hash = weightsHash(arrays);
+    const artifact: ModelArtifact = {
+      manifest: {
+        format: "shadowlayer-anomaly-model",
+        formatVersion: 1,
+        version: `2026-01-01T00:00:00.000Z-${hash.slice(0, 8)}`,
+        featureVersion: FEATURE_VERSION,
+        scope: { kind: "generic" },
+        architecture: arch,
+        normalisation: { columns: [...COLUMN_NAMES], center: COLUMN_NAMES.map(() => 0), scale: COLUMN_NAMES.map(() => 1), transform: "signed-log1p" },
+        calibration: fitCalibration([1, 2, 3]),
+        backend: "cpu",
+        trainingWindows: 200,
+        dataHash: "0".repeat(64),
+        weightsHash: hash,
+        createdAt: "2026-01-01T00:00:00.000Z",
+        epochs: 0,
+        finalLoss: 0,
+      },
+      weights: weightShapes(arch).map((w, i) => ({ name: w.name, shape: w.shape, dataB64: Buffer.from(arrays[i]!.buffer).toString("base64") })),
+    };
+    const model = AnomalyModel.fromArtifact(artifact);
+    assert.equal(activeBackend(), undefined);
+    assert.throws(() => model.score(syntheticInputs(1, 1)), (err: unknown) => err instanceof ShadowError && err.code === Code.FailedPrecondition && /initBackend/.test(err.message));
   });
 
   it("picks wasm when tfjs-node is missing, says why, and switches on request", async () => {
