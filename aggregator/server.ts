@@ -26,6 +26,7 @@ import { TelemetryStore } from "./store/telemetry-store.js";
 import { AdminService } from "../proto/gen/shadowlayer/v1/query_pb.js";
 import type { Policy } from "../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { adminImpl } from "./api/admin-service.js";
+import { modelAdminImpl } from "./api/model-deploy.js";
 import { serviceGuard } from "./api/authorize.js";
 import { vulnsQueryImpl } from "./api/vulns-service.js";
 import type { FeedConfig } from "./feeds/feed-config.js";
@@ -141,7 +142,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   server.addService(serviceDefinition(AgentService), guard(AgentService, { connect: ingest.handler }));
   const vulnDeps = { store, scores, feeds, metrics };
   server.addService(serviceDefinition(QueryService), guard(QueryService, { ...queryServiceImpl({ store, telemetry, ingest, metrics }), ...vulnsQueryImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildQueryImpl({ scheduler: rebuilds, metrics }) : {}), ...switchoverQueryImpl({ records: switchovers, metrics }) }));
-  server.addService(serviceDefinition(AdminService), guard(AdminService, { ...adminImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildAdminImpl({ scheduler: rebuilds }) : {}), ...switchoverAdminImpl({ control }) }));
+  server.addService(serviceDefinition(AdminService), guard(AdminService, { ...adminImpl(vulnDeps), ...(rebuilds !== undefined ? rebuildAdminImpl({ scheduler: rebuilds }) : {}), ...switchoverAdminImpl({ control }), ...modelAdminImpl({ graphs: store, ingest, log }) }));
   const health = new HealthImplementation({
     "": "SERVING",
     [AgentService.typeName]: "SERVING",

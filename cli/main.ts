@@ -24,9 +24,11 @@ import { registerRollback } from "./commands/rollback.js";
 import { registerScores } from "./commands/scores.js";
 import { registerSwitchover } from "./commands/switchover.js";
 import { registerTop } from "./commands/top.js";
+import { registerTrain } from "./commands/train.js";
 import { registerUp } from "./commands/up.js";
 import { registerVulns } from "./commands/vulns.js";
 import { registerWatch } from "./commands/watch.js";
+import { registerWindows } from "./commands/windows.js";
 
 const program = new Command()
   .name("shadowlayer")
@@ -35,7 +37,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // In the order `--help` lists them.
-for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerSwitchover, registerRollback, registerHistory, registerPolicy, registerCerts, registerDemo]) {
+for (const register of [registerUp, registerAggregator, registerAgent, registerGraph, registerContainers, registerWatch, registerTop, registerWindows, registerDetections, registerAgents, registerScores, registerVulns, registerSbom, registerFeeds, registerRebuilds, registerSwitchover, registerRollback, registerHistory, registerTrain, registerPolicy, registerCerts, registerDemo]) {
   register(program);
 }
 

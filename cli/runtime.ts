@@ -19,3 +19,6 @@ export { RebuildEvent_Type } from "../proto/gen/shadowlayer/v1/rebuild_pb.js";
 export { Code, ShadowError } from "../common/errors.js";
 export { rebuildEventJson, rebuildJobJson, rebuildsJson, renderRebuildJob, renderRebuilds, renderRebuildsView, stateLabel } from "./rebuilds-format.js";
 export { feedJson, inventoryLine, policyJson, renderFeeds, renderScores, renderVulns, scoresJson, vulnsJson } from "./vulns-format.js";
+export { exportWindow, importWindow, renderWindows } from "./window-export.js";
+export { fetchWindows } from "./window-fetch.js";
+export { parseTimeRange } from "./time-range.js";

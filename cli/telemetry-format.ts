@@ -3,7 +3,7 @@
  * feature vector).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import type { Anomaly, Detection, Gauge, WindowSummary } from "../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { decodeFeatures, namedFeatures } from "../models/features.js";
 import { humanBytes, shortLayerId } from "./ldg-format.js";
 import { renderTable } from "./table.js";
@@ -11,6 +11,27 @@ import { renderTable } from "./table.js";
 export function windowSeconds(w: WindowSummary): number {
   if (w.start === undefined || w.end === undefined) return 0;
   return Math.max(0.001, (timestampDate(w.end).getTime() - timestampDate(w.start).getTime()) / 1000);
+}
+
+/** A layer's anomaly verdict as JSON (null: no model scored the window). */
+export function anomalyJson(a: Anomaly | undefined): Record<string, unknown> | null {
+  if (a === undefined) return null;
+  return {
+    score: a.score,
+    alerting: a.alerting,
+    generic: a.generic,
+    model_version: a.modelVersion,
+    masked_features: a.maskedFeatures,
+    error: a.error,
+    reasons: a.reasons.map((r) => ({ feature: r.feature, sigma: r.sigma, contribution: r.contribution, value: r.value, baseline: r.baseline })),
+  };
+}
+
+/** The anomaly cell of a table: "82! cpu_seconds.rate" (! while alerting), "-" with no verdict. */
+export function anomalyCell(a: Anomaly | undefined): string {
+  if (a === undefined) return "-";
+  const feature = a.reasons[0]?.feature ?? "";
+  return `${Math.round(a.score)}${a.alerting ? "!" : ""}${feature !== "" ? ` ${feature}` : ""}`;
 }
 
 const gaugeJson = (g: Gauge | undefined) => (g === undefined || !g.available ? { available: false, reason: g?.reason ?? "" } : g.value);
@@ -29,6 +50,7 @@ export function windowJson(w: WindowSummary): Record<string, unknown> {
       layer_name: l.layerName,
       library_layers: l.libraryLayers,
       features: namedFeatures(decodeFeatures(l.featuresF64le)),
+      anomaly: anomalyJson(l.anomaly),
     })),
     cgroup: w.cgroup && {
       cpu_seconds: gaugeJson(w.cgroup.cpuSeconds),
@@ -75,7 +97,7 @@ export function renderTop(windows: readonly WindowSummary[]): string {
   for (const w of windows) {
     const s = windowSeconds(w);
     for (const l of w.layers) {
-      if (l.processes === 0 && l.execs === 0 && l.driftEvents === 0 && l.cpuSeconds === 0) continue;
+      if (l.processes === 0 && l.execs === 0 && l.driftEvents === 0 && l.cpuSeconds === 0 && l.anomaly === undefined) continue;
       const cpu = (l.cpuSeconds / s) * 100;
       rows.push({
         cpu,
@@ -91,12 +113,13 @@ export function renderTop(windows: readonly WindowSummary[]): string {
           String(l.execs),
           String(l.newConnections),
           l.driftEvents > 0 ? String(l.driftEvents) : "-",
+          anomalyCell(l.anomaly),
         ],
       });
     }
   }
   rows.sort((a, b) => b.cpu - a.cpu);
-  return renderTable(["CONTAINER", "LAYER", "NAME", "PROCS", "CPU%", "RSS", "READ", "WRITE", "EXECS", "CONNS", "DRIFT"], rows.map((r) => r.cells));
+  return renderTable(["CONTAINER", "LAYER", "NAME", "PROCS", "CPU%", "RSS", "READ", "WRITE", "EXECS", "CONNS", "DRIFT", "ANOMALY"], rows.map((r) => r.cells));
 }
 
 export function renderDetections(ds: readonly Detection[]): string {

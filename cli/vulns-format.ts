@@ -28,6 +28,8 @@ export function scoresJson(s: ContainerScores): Record<string, unknown> {
       threat: l.threat,
       drift: l.drift,
       anomaly: l.hasAnomaly ? l.anomaly : null,
+      // Only an alerting verdict counts in risk (it then has an `anomaly` reason naming the feature).
+      anomaly_alerting: l.reasons.some((r) => r.kind === "anomaly"),
       vulns: l.vulns,
       reasons: l.reasons.map((r) => ({ kind: r.kind, id: r.id, value: r.value, detail: r.detail })),
     })),
@@ -62,9 +64,23 @@ function vulnJson(v: VulnMatch): Record<string, unknown> {
 }
 
 
+/**
+ * The container's highest anomaly score among its layers with a fresh verdict ("-": none), with
+ * "!" and the feature when the verdict is alerting (then it counts in risk).
+ */
+function anomalyColumn(s: ContainerScores): string {
+  let best: { score: number; feature: string | undefined } | undefined;
+  for (const l of s.layers) {
+    if (!l.hasAnomaly || (best !== undefined && l.anomaly <= best.score)) continue;
+    best = { score: l.anomaly, feature: l.reasons.find((r) => r.kind === "anomaly")?.id };
+  }
+  if (best === undefined) return "-";
+  return best.feature === undefined ? best.score.toFixed(0) : `${best.score.toFixed(0)}! ${best.feature}`;
+}
+
 export function renderScores(list: readonly ContainerScores[]): string {
   return renderTable(
-    ["CONTAINER", "NODE", "RISK", "THREAT", "VULNS", "POLICY", "REBUILD", "SWITCH", "TOP REASON"],
+    ["CONTAINER", "NODE", "RISK", "THREAT", "ANOMALY", "VULNS", "POLICY", "REBUILD", "SWITCH", "TOP REASON"],
     list.map((s) => {
       const top = [...s.layers].sort((a, b) => b.risk - a.risk)[0];
       const r = top?.reasons[0];
@@ -73,11 +89,12 @@ export function renderScores(list: readonly ContainerScores[]): string {
         s.node,
         s.risk.toFixed(1),
         s.threat.toFixed(1),
+        anomalyColumn(s),
         String(s.vulns),
         `${s.policy?.name ?? "?"} (${s.policy?.rebuildThreshold ?? "?"}/${s.policy?.switchThreshold ?? "?"})`,
         s.rebuild ? "yes" : "-",
         s.switch ? "yes" : "-",
-        r === undefined ? (s.caveats[0] ?? "-").slice(0, 60) : `${r.id} on ${shortLayerId(top?.layerId ?? "")}`,
+        r === undefined ? (s.caveats[0] ?? "-").slice(0, 60) : `${r.kind === "anomaly" ? r.detail || r.id : r.id} on ${shortLayerId(top?.layerId ?? "")}`,
       ];
     }),
   );

@@ -19,6 +19,7 @@ import {
   type AgentSummary,
   type ContainerSummary,
   type StoredWindow,
+  type ListWindowsRequest,
   type GraphEvent,
   type TelemetryEvent,
 } from "../../proto/gen/shadowlayer/v1/query_pb.js";
@@ -29,7 +30,7 @@ import type { GraphStore } from "../store/graph-store.js";
 import type { TelemetryFilter, TelemetryStore } from "../store/telemetry-store.js";
 import type { AgentIngest } from "../ingest/agent-service.js";
 import { DetectionSchema, WindowSummarySchema, type Detection, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { encodedSize } from "../../common/encoded-size.js";
 import { changesOf, runBoundedWatch } from "./bounded-watch.js";
 import { pageOf, pageOfEntries, type PageKey, type PageRequest } from "./pages.js";
@@ -120,6 +121,37 @@ async function telemetryPage<K extends "windows" | "detections">(
   );
 }
 
+/** A Timestamp as milliseconds, checked: before 1970 or past year 10000 is refused. */
+function rangeMs(t: Timestamp | undefined, name: string, open: number): number {
+  if (t === undefined) return open;
+  const ms = timestampMs(t);
+  if (!Number.isFinite(ms) || ms < 0 || ms > 253_402_300_800_000) throw new ShadowError(Code.InvalidArgument, `${name}: ${ms} ms is not a time this aggregator stores`);
+  return ms;
+}
+
+/**
+ * A page of the windows that ended in [since, until), by end time: the whole range, page after
+ * page (`limit`, when given, stops the listing after that many). The page key is the window's
+ * time index key and its place, so a walk lists each window of the range once, whatever arrives.
+ */
+async function windowRangePage(telemetry: TelemetryStore, filter: TelemetryFilter, req: ListWindowsRequest, size: (w: StoredWindow) => number) {
+  const sinceMs = rangeMs(req.since, "since", 0);
+  const untilMs = rangeMs(req.until, "until", Number.MAX_SAFE_INTEGER);
+  if (untilMs <= sinceMs) throw new ShadowError(Code.InvalidArgument, `until (${new Date(untilMs).toISOString()}) must be after since (${new Date(sinceMs).toISOString()})`);
+  const limit = req.limit === 0 ? Number.POSITIVE_INFINITY : req.limit;
+  return pageOfEntries(
+    async function* (after: PageKey | undefined) {
+      let place = Number(after?.[1] ?? 0);
+      for await (const e of telemetry.windowsEnded(filter, sinceMs, untilMs, after === undefined ? undefined : String(after[0]))) {
+        if (++place > limit) return;
+        yield { key: [e.key, place], item: e.item };
+      }
+    },
+    { size, query: `windows-range ${filter.node ?? ""} ${filter.containerId ?? filter.containerPrefix ?? ""} ${filter.containerName ?? ""} ${sinceMs} ${untilMs} ${req.limit}` },
+    req,
+  );
+}
+
 export interface QueryDeps {
   store: GraphStore;
   telemetry: TelemetryStore;
@@ -134,6 +166,19 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
     if (ref === "") return undefined;
     if (/^[0-9a-f]{64}$/.test(ref)) return ref;
     return findGraph(store, ref).containerId;
+  };
+  /**
+   * The container part of a telemetry filter: a known container by its id; one whose graph is gone
+   * (its windows remain, for training) by the id prefix or the name its windows carry.
+   */
+  const containerPart = (ref: string): TelemetryFilter => {
+    try {
+      const id = containerFilter(ref);
+      return id === undefined ? {} : { containerId: id };
+    } catch (err) {
+      if (!(err instanceof ShadowError) || err.code !== Code.NotFound) throw err;
+      return /^[0-9a-f]{4,63}$/.test(ref) ? { containerPrefix: ref } : { containerName: ref };
+    }
   };
   const telemetryFilter = (nodeRef: string, containerRef: string): TelemetryFilter => {
     const node = checkNode(nodeRef);
@@ -172,8 +217,14 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
       return create(ListAgentsResponseSchema, { agents: page.items.map(agent), nextPageToken: page.nextPageToken });
     }),
     listWindows: unaryHandler(m.listWindows, async (req) => {
-      const filter = telemetryFilter(req.node, req.container);
-      const page = await telemetryPage(telemetry, "windows", filter, req, (w) => encodedSize(StoredWindowSchema, w));
+      if (req.since === undefined && req.until === undefined) {
+        const filter = telemetryFilter(req.node, req.container);
+        const page = await telemetryPage(telemetry, "windows", filter, req, (w) => encodedSize(StoredWindowSchema, w));
+        return create(ListWindowsResponseSchema, { windows: page.items, nextPageToken: page.nextPageToken });
+      }
+      const node = checkNode(req.node);
+      const filter: TelemetryFilter = { ...(node ? { node } : {}), ...containerPart(req.container) };
+      const page = await windowRangePage(telemetry, filter, req, (w) => encodedSize(StoredWindowSchema, w));
       return create(ListWindowsResponseSchema, { windows: page.items, nextPageToken: page.nextPageToken });
     }),
     listDetections: unaryHandler(m.listDetections, async (req) => {

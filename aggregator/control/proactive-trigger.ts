@@ -12,6 +12,7 @@ import { SwitchoverKind, SwitchoverTrigger } from "../../proto/gen/shadowlayer/v
 import type { ContainerScores } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import type { Logger } from "../../common/log.js";
 import type { AggregatorMetrics } from "../metrics.js";
+import { ANOMALY_REASON } from "../rebuild/rebuild-plan.js";
 import type { SwitchoverStore } from "../store/switchover-store.js";
 import { isShadowContainer, type ControlJobs, type SwitchoverControl } from "./switchover-control.js";
 
@@ -31,10 +32,17 @@ export interface ProactiveTriggerOptions {
   sweepMs?: number;
 }
 
-/** Why the scores warrant a switch, in words: the risk against the threshold and the advisories behind it. */
+/**
+ * Why the scores warrant a switch, in words: the risk against the threshold and the advisories
+ * behind it; an anomaly as `performance-anomaly (<feature> …σ above baseline …)`.
+ */
 export function proactiveReason(s: ContainerScores): string {
   const ids: string[] = [];
-  for (const l of [...s.layers].sort((a, b) => b.risk - a.risk)) for (const r of l.reasons) if (!ids.includes(r.id)) ids.push(r.id);
+  for (const l of [...s.layers].sort((a, b) => b.risk - a.risk))
+    for (const r of l.reasons) {
+      const id = r.kind === "anomaly" ? `${ANOMALY_REASON} (${r.detail || r.id})` : r.id;
+      if (!ids.includes(id)) ids.push(id);
+    }
   const named = ids.slice(0, REASON_ADVISORIES).join(", ") + (ids.length > REASON_ADVISORIES ? ` and ${ids.length - REASON_ADVISORIES} more` : "");
   return `risk ${s.risk.toFixed(1)} ≥ switch threshold ${s.policy?.switchThreshold ?? "?"} (policy ${s.policy?.name ?? "?"})${named !== "" ? `: ${named}` : ""}`;
 }

@@ -34,6 +34,16 @@ export interface PlannedRebuild {
   /** Containers running the image (ids, sorted) and their nodes. */
   containers: string[];
   nodes: string[];
+  /**
+   * What the reason names do not say, one line each: for `performance-anomaly` the feature, its
+   * deviation, the score and the model (the job's log starts with them, `rebuilds --job` shows them).
+   */
+  notes?: string[];
+}
+
+/** The job note of an anomaly reason: the feature named, with the layer and container it was seen on. */
+export function anomalyNote(r: ScoreReason, layerName: string, containerName: string): string {
+  return `${ANOMALY_REASON}: ${r.detail || r.id} on layer ${layerName} of ${containerName}`;
 }
 
 /** A score reason as a job's reason: the advisory id, "drift", "performance-anomaly"; undefined for other kinds. */
@@ -59,6 +69,8 @@ interface ImageAcc {
   risk: number;
   sourceLayer: string;
   sourceLayerName: string;
+  /** The weightiest anomaly reason seen for the image, as its note. */
+  anomaly: { value: number; note: string } | undefined;
 }
 
 /** The images of each layer id and the containers of each image, from the graphs. */
@@ -69,7 +81,7 @@ function indexGraphs(graphs: readonly LayerGraph[]): { imagesOfLayer: Map<string
     if (g.imageId === "") continue;
     let acc = images.get(g.imageId);
     if (acc === undefined) {
-      acc = { image: g.image, containers: new Set(), nodes: new Set(), reasons: new Map(), risk: 0, sourceLayer: "", sourceLayerName: "" };
+      acc = { image: g.image, containers: new Set(), nodes: new Set(), reasons: new Map(), risk: 0, sourceLayer: "", sourceLayerName: "", anomaly: undefined };
       images.set(g.imageId, acc);
     }
     // The same name whichever container is read first: the smallest non-empty one.
@@ -95,9 +107,11 @@ export function planRebuilds(scores: readonly ContainerScores[], graphs: readonl
     for (const l of s.layers) {
       if (l.risk <= 0 || l.risk < threshold) continue;
       const reasons: Array<[string, number]> = [];
+      let anomaly: { value: number; note: string } | undefined;
       for (const r of l.reasons) {
         const name = reasonName(r);
         if (name !== undefined) reasons.push([name, name === DRIFT_REASON || name === ANOMALY_REASON ? Infinity : r.value]);
+        if (name === ANOMALY_REASON && (anomaly === undefined || r.value > anomaly.value)) anomaly = { value: r.value, note: anomalyNote(r, l.layerName || l.layerId.slice(0, 19), s.containerName || s.containerId.slice(0, 12)) };
       }
       if (reasons.length === 0) continue;
       for (const imageId of imagesOfLayer.get(l.layerId) ?? []) {
@@ -105,6 +119,7 @@ export function planRebuilds(scores: readonly ContainerScores[], graphs: readonl
         if (acc === undefined) continue;
         asked.add(imageId);
         for (const [name, value] of reasons) acc.reasons.set(name, Math.max(acc.reasons.get(name) ?? -Infinity, value));
+        if (anomaly !== undefined && (acc.anomaly === undefined || anomaly.value > acc.anomaly.value || (anomaly.value === acc.anomaly.value && anomaly.note < acc.anomaly.note))) acc.anomaly = anomaly;
         // The riskiest layer asks; of equal ones the lowest in the stack (by id, for a stable pick).
         if (l.risk > acc.risk || (l.risk === acc.risk && (acc.sourceLayer === "" || l.layerId < acc.sourceLayer))) {
           acc.risk = l.risk;
@@ -128,6 +143,7 @@ export function planRebuilds(scores: readonly ContainerScores[], graphs: readonl
       sourceLayerName: acc.sourceLayerName,
       containers: [...acc.containers].sort().slice(0, MAX_PLAN_CONTAINERS),
       nodes: [...acc.nodes].sort(),
+      notes: acc.anomaly !== undefined && reasons.includes(ANOMALY_REASON) ? [acc.anomaly.note] : [],
     });
   }
   return plans.sort((a, b) => b.risk - a.risk || (a.id < b.id ? -1 : 1));

@@ -25,7 +25,7 @@ import type { ScoreEngine } from "../risk/score-engine.js";
 import type { GraphStore } from "../store/graph-store.js";
 import { jobIdOf } from "./job-key.js";
 import { JobStore } from "./job-store.js";
-import { MAX_PLAN_CONTAINERS, planRebuilds, type PlannedRebuild } from "./rebuild-plan.js";
+import { ANOMALY_REASON, MAX_PLAN_CONTAINERS, planRebuilds, type PlannedRebuild } from "./rebuild-plan.js";
 import type { BuilderLease, BuilderPoolApi, JobRunner, StrategyName } from "./types.js";
 
 export const DEFAULT_MAX_ATTEMPTS = 5;
@@ -428,6 +428,8 @@ export class RebuildScheduler extends EventEmitter<RebuildSchedulerEvents> {
 
   private async run(job: RebuildJob, r: Running): Promise<void> {
     const tail = new LogTail();
+    // What the reasons' names do not say (an anomaly's feature) opens every attempt's log.
+    for (const n of this.planned.get(job.imageId)?.notes ?? []) if (job.reasons.includes(ANOMALY_REASON)) tail.push(`planned for ${n}`);
     const current = () => !this.closed && r.cause !== "cancel" && this.store.get(job.id) === job && job.state === RebuildState.RUNNING;
     let shadow: Shadow | undefined;
     let failure: unknown;
@@ -744,6 +746,7 @@ function newJob(p: PlannedRebuild, ts: Timestamp): RebuildJob {
     state: RebuildState.QUEUED,
     containers: p.containers,
     nodes: p.nodes,
+    logTail: (p.notes ?? []).map((n) => `planned for ${n}`),
     createdAt: ts,
     updatedAt: ts,
   });

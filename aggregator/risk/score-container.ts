@@ -1,6 +1,6 @@
 /**
- * One container's scores from what is known of it: per layer the threat of its vulnerabilities
- * and its drift, merged into risk, and the decision of its environment's policy. Each score
+ * One container's scores from what is known of it: per layer the threat of its vulnerabilities,
+ * its drift and the anomaly model's latest verdict, merged into risk, and the decision of its environment's policy. Each score
  * carries its reasons (advisory ids, the drift's time) and its caveats (what is not known yet).
  */
 import { create } from "@bufbuild/protobuf";
@@ -17,7 +17,7 @@ import {
   type VulnMatch,
 } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import type { ImageMatchResult } from "../vulns/image-matches.js";
-import { aggregateThreat, driftScore, riskScore } from "../vulns/scoring.js";
+import { aggregateThreat, anomalyDetail, anomalyTerm, driftScore, riskScore, round1, type AnomalyFacts } from "../vulns/scoring.js";
 
 /** Reasons listed per layer (the riskiest first); the count of all is in `vulns`. */
 const MAX_REASONS = 10;
@@ -31,8 +31,17 @@ export interface ContainerFacts {
   feedsLoaded: boolean;
   /** The latest drift detection per layer id. */
   drift: ReadonlyMap<string, Date> | undefined;
+  /** The latest anomaly verdict per layer id, with until when it counts. */
+  anomaly?: ReadonlyMap<string, LayerAnomaly> | undefined;
   policy: Policy;
   now: Date;
+}
+
+/** A layer's latest anomaly verdict (from its newest scored window). */
+export interface LayerAnomaly {
+  anomaly: AnomalyFacts;
+  /** Past this the verdict is stale: has_anomaly false, as if no model scored the layer. */
+  freshUntil: Date;
 }
 
 export function scoreContainer(f: ContainerFacts): ContainerScores {
@@ -57,6 +66,12 @@ export function scoreContainer(f: ContainerFacts): ContainerScores {
     const latest = f.drift?.get(l.layerId);
     const d = driftScore(latest, now);
     const reasons: ScoreReason[] = vulns.slice(0, MAX_REASONS).map((v) => create(ScoreReasonSchema, { kind: "vuln", id: v.id, value: round3(v.threat), detail: vulnDetail(v) }));
+    const seen = f.anomaly?.get(l.layerId);
+    const fresh = seen !== undefined && now <= seen.freshUntil ? seen.anomaly : undefined;
+    const a = anomalyTerm(fresh);
+    if (fresh !== undefined && a > 0) {
+      reasons.unshift(create(ScoreReasonSchema, { kind: "anomaly", id: fresh.reasons[0]?.feature || "anomaly", value: round3(a / 100), detail: anomalyDetail(fresh) }));
+    }
     if (d > 0 && latest !== undefined) {
       reasons.unshift(create(ScoreReasonSchema, { kind: "drift", id: "drift", value: d / 100, detail: `executable not from any image layer run at ${latest.toISOString()}` }));
     }
@@ -64,10 +79,11 @@ export function scoreContainer(f: ContainerFacts): ContainerScores {
       layerId: l.layerId,
       layerName: l.name,
       threat,
-      anomaly: 0,
-      hasAnomaly: false,
+      // The model's score is shown whenever a fresh one exists; only an alerting one counts in risk.
+      anomaly: fresh === undefined ? 0 : round1(Math.min(100, Math.max(0, Number.isFinite(fresh.score) ? fresh.score : 0))),
+      hasAnomaly: fresh !== undefined,
       drift: d,
-      risk: riskScore(threat, undefined, d),
+      risk: riskScore(threat, fresh === undefined ? undefined : a, d),
       vulns: vulns.length,
       reasons,
     });

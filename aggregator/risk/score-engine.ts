@@ -1,13 +1,14 @@
 /**
  * Keeps every container's scores current: recomputed when its graph, its image's inventory, the
- * feeds, its drift detections or the policies change, and announced (an `upsert` event) only when
- * something an operator would see changed. Drift fades with time, so all are looked at again
- * every few minutes.
+ * feeds, its drift detections, its windows' anomaly verdicts or the policies change, and announced
+ * (an `upsert` event) only when something an operator would see changed. Drift fades with time,
+ * so all are looked at again every few minutes; an anomaly verdict goes stale after a few windows,
+ * so its container is looked at again when it does.
  */
 import { EventEmitter } from "node:events";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Level } from "level";
-import type { Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import type { Detection, WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import { PolicySchema, type ContainerScores, type ImageInventory, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
@@ -20,10 +21,13 @@ import type { TelemetryStore } from "../store/telemetry-store.js";
 import { ImageMatches, type ImageMatchResult } from "../vulns/image-matches.js";
 import { orderPolicies, selectPolicy } from "./policies.js";
 import { validatePolicy } from "./policy-schema.js";
-import { scoreContainer } from "./score-container.js";
+import { scoreContainer, type LayerAnomaly } from "./score-container.js";
+import { anomalyFreshUntil } from "../vulns/scoring.js";
 
 /** How often every container is scored again, for drift that faded (1 h, 24 h). */
 const RESCORE_EVERY_MS = 5 * 60_000;
+/** Anomaly reasons kept per layer verdict (the model sends at most 5). */
+const MAX_ANOMALY_REASONS = 5;
 /** Detections read back on start to know each layer's latest drift. */
 const DETECTIONS_ON_START = 100_000;
 
@@ -47,6 +51,8 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
   private readonly imageMatches: ImageMatches;
   /** Latest drift detection per container and layer. */
   private readonly drift = new Map<string, Map<string, Date>>();
+  /** Latest anomaly verdict per container and layer, and the timer that rescores it when one goes stale. */
+  private readonly anomalies = new Map<string, { layers: Map<string, LayerAnomaly>; timer?: NodeJS.Timeout | undefined }>();
   private tick: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -73,8 +79,10 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
     o.graphs.on("upsert", (g) => e.recompute(g.containerId));
     o.graphs.on("delete", (id) => {
       e.drift.delete(id);
+      e.forgetAnomalies(id);
       if (e.scores.delete(id)) e.emit("delete", id);
     });
+    o.telemetry.on("window", (w) => e.noteWindow(w));
     o.telemetry.on("detection", (d) => {
       e.noteDetection(d);
       e.recompute(d.containerId);
@@ -89,6 +97,51 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
 
   stop(): void {
     if (this.tick) clearInterval(this.tick);
+    for (const id of [...this.anomalies.keys()]) this.forgetAnomalies(id);
+  }
+
+  private forgetAnomalies(containerId: string): void {
+    const a = this.anomalies.get(containerId);
+    if (a?.timer !== undefined) clearTimeout(a.timer);
+    this.anomalies.delete(containerId);
+  }
+
+  /** Keeps a window's anomaly verdicts; the container is rescored when it had or has one. */
+  private noteWindow(w: WindowSummary, arrived = new Date()): void {
+    const scored = w.layers.filter((l) => l.anomaly !== undefined);
+    if (scored.length === 0 && !this.anomalies.has(w.containerId)) return;
+    const end = w.end === undefined ? undefined : timestampDate(w.end);
+    const seconds = w.start === undefined || end === undefined ? Number.NaN : (end.getTime() - timestampDate(w.start).getTime()) / 1000;
+    const freshUntil = anomalyFreshUntil(end, seconds, arrived);
+    let entry = this.anomalies.get(w.containerId);
+    if (entry === undefined) this.anomalies.set(w.containerId, (entry = { layers: new Map() }));
+    for (const l of scored) {
+      const a = l.anomaly;
+      if (a === undefined) continue;
+      // What an agent sends is bounded here: the top reasons only, names cut to a sane length.
+      const reasons = a.reasons.slice(0, MAX_ANOMALY_REASONS).map((r) => ({ feature: r.feature.slice(0, 128), sigma: r.sigma }));
+      entry.layers.set(l.layerId, { anomaly: { score: a.score, alerting: a.alerting, generic: a.generic, modelVersion: a.modelVersion.slice(0, 128), reasons }, freshUntil });
+    }
+    this.recompute(w.containerId, arrived);
+  }
+
+  /** Drops stale verdicts and sets the timer for the next one to go stale (which rescores the container). */
+  private scheduleAnomalyExpiry(containerId: string, now: Date): void {
+    const entry = this.anomalies.get(containerId);
+    if (entry === undefined) return;
+    if (entry.timer !== undefined) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    let next = Number.POSITIVE_INFINITY;
+    for (const [layerId, a] of entry.layers) {
+      if (a.freshUntil < now) entry.layers.delete(layerId);
+      else next = Math.min(next, a.freshUntil.getTime());
+    }
+    if (entry.layers.size === 0) {
+      this.anomalies.delete(containerId);
+      return;
+    }
+    entry.timer = setTimeout(() => this.recompute(containerId), Math.max(0, next - now.getTime()) + 5);
+    entry.timer.unref();
   }
 
   private noteDetection(d: Detection): void {
@@ -166,10 +219,12 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
       matches: this.matches(g.imageId),
       feedsLoaded: this.feeds.index.stats.advisories > 0,
       drift: this.drift.get(g.containerId),
+      anomaly: this.anomalies.get(g.containerId)?.layers,
       policy: this.policyFor(g.labels),
       now,
     });
     if (view?.disagreement !== undefined) s.caveats.push(view.disagreement);
+    this.scheduleAnomalyExpiry(containerId, now);
     const fp = fingerprint(s);
     const prev = this.scores.get(containerId);
     this.scores.set(containerId, { scores: s, fp });
@@ -181,6 +236,6 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
 /** What an operator would notice changed (not the computation time). */
 function fingerprint(s: ContainerScores): string {
   const parts = [s.policy?.name ?? "", String(s.risk), String(s.threat), String(s.vulns), String(s.rebuild), String(s.switch), s.caveats.join("|")];
-  for (const l of s.layers) parts.push(`${l.layerId}:${l.risk}:${l.threat}:${l.drift}:${l.vulns}:${l.reasons.map((r) => r.id).join(",")}`);
+  for (const l of s.layers) parts.push(`${l.layerId}:${l.risk}:${l.threat}:${l.drift}:${l.hasAnomaly ? Math.round(l.anomaly) : "-"}:${l.vulns}:${l.reasons.map((r) => r.id).join(",")}`);
   return parts.join(";");
 }

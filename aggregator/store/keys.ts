@@ -12,6 +12,8 @@ const SPOOL = "spool!";
 /** The prefix of one feed generation's chunk keys. */
 const feedGen = (feed: string, gen: number) => `feed!${feed}!g${hex(gen, 8)}!`;
 const NODE_SPOOL = "nspool!";
+/** The largest window end the time index holds (12 hex digits of milliseconds: year 10889). */
+const MAX_END_MS = 0xffffffffffff;
 
 export const keys = {
   /** LayerGraph (protobuf binary) by container id. */
@@ -44,6 +46,21 @@ export const keys = {
   window: (node: string, spoolId: string, seq: bigint, index: number) => `win!${node}!${spoolId}!${hex(seq, 16)}!${hex(index, 4)}`,
   windowRange: under("win!"),
   windowsOfNode: (node: string) => under(`win!${node}!`),
+  /**
+   * The time index of windows: empty values, keyed by the window's end (milliseconds since the
+   * epoch, 12 hex digits) and then its `window` key, so a time range is one contiguous read.
+   */
+  windowEnd: (endMs: number, windowKey: string) => `wend!${hex(Math.max(0, Math.min(MAX_END_MS, Math.floor(endMs))), 12)}!${windowKey}`,
+  windowEndRange: under("wend!"),
+  /** The index keys of windows that ended in [sinceMs, untilMs). */
+  windowsEndedIn: (sinceMs: number, untilMs: number) => ({
+    gte: `wend!${hex(Math.max(0, Math.min(MAX_END_MS, Math.ceil(sinceMs))), 12)}!`,
+    lt: `wend!${hex(Math.max(0, Math.min(MAX_END_MS, Math.ceil(untilMs))), 12)}!`,
+  }),
+  /** The `window` key an index key points at. */
+  windowOfEnd: (endKey: string) => endKey.slice("wend!".length + 13),
+  /** Set once every stored window is in the time index (stores from before it are indexed on open). */
+  windowEndIndexed: "meta!wend-index",
   /** Detection (protobuf binary), likewise. */
   detection: (node: string, spoolId: string, seq: bigint) => `det!${node}!${spoolId}!${hex(seq, 16)}`,
   detectionRange: under("det!"),

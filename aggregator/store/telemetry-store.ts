@@ -22,18 +22,47 @@ export interface TelemetryStoreEvents {
 /** Whether the sending node may write about this container (false: the item's part is not stored). */
 export type ContainerScope = (containerId: string, kind: "window" | "detection") => boolean;
 
-/** Which windows or detections a listing holds. */
+/**
+ * Which windows or detections a listing holds. A container is named by id, or (for one whose graph
+ * is gone, so that its id is not known any more) by a prefix of its id or by its name.
+ */
 export interface TelemetryFilter {
   node?: string;
   containerId?: string;
+  containerPrefix?: string;
+  containerName?: string;
+}
+
+/** Whether the filter names a container at all (items are decoded only then). */
+const namesContainer = (f: TelemetryFilter) => f.containerId !== undefined || f.containerPrefix !== undefined || f.containerName !== undefined;
+
+/** Whether a container (id and name) is the one the filter names. */
+export function containerMatches(f: TelemetryFilter, id: string | undefined, name: string | undefined): boolean {
+  if (f.containerId !== undefined && id !== f.containerId) return false;
+  if (f.containerPrefix !== undefined && !(id ?? "").startsWith(f.containerPrefix)) return false;
+  if (f.containerName !== undefined && name !== f.containerName) return false;
+  return true;
 }
 
 /** Whether a stored window or detection is about the filter's container (decoded only when one is named). */
 function matches(kind: "windows" | "detections", v: Uint8Array, filter: TelemetryFilter): boolean {
-  if (filter.containerId === undefined) return true;
-  const id = kind === "windows" ? fromBinary(StoredWindowSchema, v).window?.containerId : fromBinary(DetectionSchema, v).containerId;
-  return id === filter.containerId;
+  if (!namesContainer(filter)) return true;
+  if (kind === "windows") {
+    const w = fromBinary(StoredWindowSchema, v).window;
+    return containerMatches(filter, w?.containerId, w?.containerName);
+  }
+  const d = fromBinary(DetectionSchema, v);
+  return containerMatches(filter, d.containerId, d.containerName);
 }
+
+/** A window's end in milliseconds (its start when it has no end; 0 when neither). */
+function endMsOf(w: WindowSummary | undefined): number {
+  const t = w?.end ?? w?.start;
+  return t === undefined ? 0 : Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
+}
+
+/** Windows read per round trip when a time range is listed through the index. */
+const RANGE_BATCH = 256;
 
 export interface TelemetryStoreOptions {
   /** Windows kept per node (default 200,000). */
@@ -44,6 +73,7 @@ export interface TelemetryStoreOptions {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const EMPTY = new Uint8Array(0);
 
 export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
   /** Last seq stored, by `keys.nodeSpoolSeq(node, spoolId)`. */
@@ -67,11 +97,22 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     const s = new TelemetryStore(db, o);
     await migrateSpoolSeqs(db);
     for await (const [k, v] of db.iterator(keys.nodeSpoolSeqRange)) s.lastSeq.set(k, BigInt(dec.decode(v)));
+    // A store from before the time index gets it now, in the pass that counts the windows anyway.
+    const indexed = (await db.get(keys.windowEndIndexed)) !== undefined;
+    let index: Array<{ type: "put"; key: string; value: Uint8Array }> = [];
     for await (const [k, v] of db.iterator(keys.windowRange)) {
       const w = fromBinary(StoredWindowSchema, v).window;
       s.count(keys.nodeOfTelemetry(k)).windows++;
       if (w !== undefined) s.latest.set(w.containerId, w);
+      if (!indexed) {
+        index.push({ type: "put", key: keys.windowEnd(endMsOf(w), k), value: EMPTY });
+        if (index.length >= 10_000) {
+          await db.batch(index);
+          index = [];
+        }
+      }
     }
+    if (!indexed) await db.batch([...index, { type: "put", key: keys.windowEndIndexed, value: enc.encode("1") }]);
     for await (const k of db.keys(keys.detectionRange)) s.count(keys.nodeOfTelemetry(k)).detections++;
     return s;
   }
@@ -108,7 +149,9 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
       const kept = ws.filter((w) => scope(w.containerId, "window"));
       kept.forEach((w, index) => {
         const stored = create(StoredWindowSchema, { spoolId: item.spoolId, spoolSeq: item.spoolSeq, window: w, index });
-        ops.push({ type: "put", key: keys.window(node, item.spoolId, item.spoolSeq, index), value: toBinary(StoredWindowSchema, stored) });
+        const key = keys.window(node, item.spoolId, item.spoolSeq, index);
+        ops.push({ type: "put", key, value: toBinary(StoredWindowSchema, stored) });
+        ops.push({ type: "put", key: keys.windowEnd(endMsOf(w), key), value: EMPTY });
       });
       ops.push(seqOp);
       await this.db.batch(ops);
@@ -145,9 +188,14 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     if (drop <= 0) return;
     const range = kind === "win" ? keys.windowsOfNode(node) : keys.detectionsOfNode(node);
     const doomed: string[] = [];
-    for await (const k of this.db.keys({ ...range, limit: drop })) doomed.push(k);
+    if (kind === "win") {
+      // A window's time index entry goes with it.
+      for await (const [k, v] of this.db.iterator({ ...range, limit: drop })) doomed.push(k, keys.windowEnd(endMsOf(fromBinary(StoredWindowSchema, v).window), k));
+    } else {
+      for await (const k of this.db.keys({ ...range, limit: drop })) doomed.push(k);
+    }
     await this.db.batch(doomed.map((key) => ({ type: "del" as const, key })));
-    if (kind === "win") c.windows -= doomed.length;
+    if (kind === "win") c.windows -= doomed.length / 2;
     else c.detections -= doomed.length;
   }
 
@@ -199,9 +247,37 @@ export class TelemetryStore extends EventEmitter<TelemetryStoreEvents> {
     for await (const [key, v] of this.db.iterator({ ...from, lt: range.lt })) {
       if (key <= range.gt) continue;
       const item = kind === "windows" ? fromBinary(StoredWindowSchema, v) : fromBinary(DetectionSchema, v);
-      const containerId = item.$typeName === "shadowlayer.v1.StoredWindow" ? item.window?.containerId : item.containerId;
-      if (filter.containerId !== undefined && containerId !== filter.containerId) continue;
+      const [id, name] = item.$typeName === "shadowlayer.v1.StoredWindow" ? [item.window?.containerId, item.window?.containerName] : [item.containerId, item.containerName];
+      if (!containerMatches(filter, id, name)) continue;
       yield { key, item: item as K extends "windows" ? StoredWindow : Detection };
+    }
+  }
+
+  /**
+   * Windows that ended in [sinceMs, untilMs) and match `filter`, by end time (then node and
+   * arrival), each with its time index key; from the start of the range or after `after` (a key
+   * this gave). Reads the index, so a range costs its own windows whatever else is stored.
+   */
+  async *windowsEnded(filter: TelemetryFilter, sinceMs: number, untilMs: number, after?: string): AsyncGenerator<{ key: string; item: StoredWindow }> {
+    const range = keys.windowsEndedIn(sinceMs, untilMs);
+    const nodePrefix = filter.node === undefined ? undefined : `win!${filter.node}!`;
+    let from: { gte: string } | { gt: string } = after !== undefined && after >= range.gte ? { gt: after } : { gte: range.gte };
+    for (;;) {
+      const batch: string[] = [];
+      for await (const k of this.db.keys({ ...from, lt: range.lt, limit: RANGE_BATCH })) batch.push(k);
+      if (batch.length === 0) return;
+      from = { gt: batch[batch.length - 1] as string };
+      const wanted = batch.filter((k) => nodePrefix === undefined || keys.windowOfEnd(k).startsWith(nodePrefix));
+      const values = await this.db.getMany(wanted.map(keys.windowOfEnd));
+      for (let i = 0; i < wanted.length; i++) {
+        const v = values[i];
+        // Pruned between the two reads: gone.
+        if (v === undefined) continue;
+        const item = fromBinary(StoredWindowSchema, v);
+        if (!containerMatches(filter, item.window?.containerId, item.window?.containerName)) continue;
+        yield { key: wanted[i] as string, item };
+      }
+      if (batch.length < RANGE_BATCH) return;
     }
   }
 

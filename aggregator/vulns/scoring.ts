@@ -66,6 +66,48 @@ export function driftScore(latest: Date | undefined, now: Date): number {
   return 0;
 }
 
+/** An anomaly verdict as scoring reads it (telemetry.proto Anomaly). */
+export interface AnomalyFacts {
+  score: number;
+  alerting: boolean;
+  generic: boolean;
+  modelVersion: string;
+  reasons: ReadonlyArray<{ feature: string; sigma: number }>;
+}
+
+/** A layer's anomaly verdict counts for this many of its windows' lengths after its window ended. */
+export const ANOMALY_FRESH_WINDOWS = 3;
+
+/**
+ * Until when a verdict counts: ANOMALY_FRESH_WINDOWS window lengths (each held to 1 s - 10 min)
+ * after its window ended, by the aggregator's clock when the agent's runs ahead.
+ */
+export function anomalyFreshUntil(windowEnd: Date | undefined, windowSeconds: number, arrived: Date): Date {
+  const len = Math.min(600, Math.max(1, Number.isFinite(windowSeconds) ? windowSeconds : 10));
+  const from = windowEnd === undefined || windowEnd > arrived ? arrived : windowEnd;
+  return new Date(from.getTime() + ANOMALY_FRESH_WINDOWS * len * 1000);
+}
+
+/**
+ * The risk formula's anomaly term A (0-100): the model's score while the layer is in an anomaly
+ * alert, else 0. Alert hygiene (warm-up, k of n windows, hysteresis, cooldown: models/ANOMALY.md)
+ * decides what counts, so one high window moves no risk; the score itself is still shown.
+ */
+export function anomalyTerm(a: AnomalyFacts | undefined): number {
+  if (a === undefined || !a.alerting || !Number.isFinite(a.score)) return 0;
+  return Math.min(100, Math.max(0, a.score));
+}
+
+/** An anomaly as one line of a score's reasons: "cpu_seconds.rate 7.3σ above baseline (score 82, model v)". */
+export function anomalyDetail(a: AnomalyFacts): string {
+  const top = a.reasons[0];
+  const model = `${a.generic ? "generic model" : "model"} ${a.modelVersion || "?"}`;
+  const score = `score ${Math.round(Number.isFinite(a.score) ? a.score : 0)}, ${model}`;
+  if (top === undefined) return `anomalous behaviour (${score})`;
+  const sigma = Number.isFinite(top.sigma) ? top.sigma : 0;
+  return `${top.feature} ${Math.abs(sigma).toFixed(1)}σ ${sigma >= 0 ? "above" : "below"} baseline (${score})`;
+}
+
 /**
  * Risk (0-100): threat, anomaly and drift combined as independent chances of the layer being
  * (about to be) compromised: 100 x (1 - (1 - T)(1 - A)(1 - D)), each as a fraction.
