@@ -11,7 +11,7 @@ import { EwmaDetector, ZScoreDetector } from "../../models/baselines.js";
 import { calibratedScore, fitCalibration } from "../../models/calibration.js";
 import { trainModel } from "../../models/train.js";
 import type { ModelInput } from "../../models/types.js";
-import { detection, latencies, labelWindows, mean, splitBaseline, streamKey, type Detection, type InjectionLatency, type InjectionRecord, type LayerWindowRecord } from "./anomaly-metrics.js";
+import { detection, EXCLUDED, latencies, labelWindows, mean, splitBaseline, streamKey, type Detection, type InjectionLatency, type InjectionRecord, type LayerWindowRecord } from "./anomaly-metrics.js";
 
 /** Every HELD_OUT_EVERY-th baseline window (in time order) is held out for calibration. */
 export const HELD_OUT_EVERY = 5;
@@ -31,7 +31,7 @@ export interface Evaluation {
   aeOwnCalibration: DetectorFigures;
   zscore: DetectorFigures;
   ewma: DetectorFigures;
-  counts: { baseline: number; fit: number; heldOut: number; evaluation: number; positive: number; normal: number };
+  counts: { baseline: number; fit: number; heldOut: number; evaluation: number; positive: number; normal: number; excluded: number };
   /** Main-thread throughput of AnomalyModel.score over the evaluation windows (one batch). */
   mainInferWindowsPerS: number;
   trainS: number;
@@ -69,9 +69,11 @@ export async function evaluate(
   const backend = await initBackend("auto");
   log(`tfjs backend: ${backend.name} (${backend.reason})`);
   const baseline = [...baselineWindows].sort(byTime);
-  const evalW = [...evaluationWindows].sort(byTime);
+  const all = [...evaluationWindows].sort(byTime);
+  const allLabels = labelWindows(all, injections);
+  const evalW = all.filter((_, i) => allLabels[i] !== EXCLUDED);
+  const label = allLabels.filter((l) => l !== EXCLUDED);
   const { fit, heldOut, heldOutIdx } = splitBaseline(baseline, HELD_OUT_EVERY);
-  const label = labelWindows(evalW, injections);
   const fitIn = fit.map(toInput);
   const heldIn = heldOut.map(toInput);
   const evalIn = evalW.map(toInput);
@@ -102,10 +104,10 @@ export async function evaluate(
 
   // EWMA: one stream per (container, layer), run over the baseline then the evaluation, in time order.
   const ew = EwmaDetector.fit(fitIn);
-  const seq = [...baseline, ...evalW];
+  const seq = [...baseline, ...all];
   const stat = ew.statistic(seq.map(toInput), seq.map(streamKey));
   const eCal = fitCalibration(heldOutIdx.map((i) => stat[i]!));
-  const eAlarm = evalW.map((_, j) => calibratedScore(eCal, stat[baseline.length + j]!) >= ALARM_AT);
+  const eAlarm = all.map((_, j) => calibratedScore(eCal, stat[baseline.length + j]!) >= ALARM_AT).filter((_, j) => allLabels[j] !== EXCLUDED);
 
   const positive = label.filter((l) => l >= 0).length;
   return {
@@ -115,7 +117,7 @@ export async function evaluate(
     aeOwnCalibration: figures(evalW, label, aeOwnAlarm, injections),
     zscore: figures(evalW, label, zAlarm, injections),
     ewma: figures(evalW, label, eAlarm, injections),
-    counts: { baseline: baseline.length, fit: fit.length, heldOut: heldOut.length, evaluation: evalW.length, positive, normal: evalW.length - positive },
+    counts: { baseline: baseline.length, fit: fit.length, heldOut: heldOut.length, evaluation: evalW.length, positive, normal: evalW.length - positive, excluded: all.length - evalW.length },
     mainInferWindowsPerS,
     trainS,
     epochs,

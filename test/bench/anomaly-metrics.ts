@@ -35,23 +35,36 @@ export interface ContainerWindowRecord {
 export interface InjectionRecord {
   name: string;
   container: string;
-  /** Layers the injection's processes were attributed to (the declared one plus any observed). */
+  /** The layers labelled positive: the one providing the injection's executable. */
   layers: string[];
   declaredLayer: string;
+  /** Layers the telemetry attributed the injection's process tree to while it ran (sampled every 250 ms). */
   observedLayers: string[];
   t0: number;
   t1: number;
   exitCode: number | null;
 }
 
+/** labelWindows' value for a window left out of the scoring (see labelWindows). */
+export const EXCLUDED = -2;
+
 /**
- * The labelling rule: a layer-window is positive when it belongs to the injected container, to a
- * layer the injection's processes were attributed to, and its [start, end] overlaps the injection's
- * [t0, t1]. Every other window (other layers of the same container during the injection included)
- * is normal. Returns, per window, the index of its injection or -1.
+ * The labelling rule: a layer-window is positive when it belongs to the injected container, to the
+ * injection's layer (the one providing the executable all its processes run) and its
+ * [start, end] overlaps the injection's [t0, t1]. Windows of another layer the injection's process
+ * tree was also seen in (docker exec's runc init, whose executable is the host's, is attributed to
+ * the writable layer for a tick) that overlap the injection are left out of the scoring
+ * (EXCLUDED): caused by the injection, but not where it ran. Every other window (the container's
+ * other layers during the injection included) is normal. Returns, per window, the index of its
+ * injection, -1 for normal, or EXCLUDED.
  */
 export function labelWindows(windows: readonly LayerWindowRecord[], injections: readonly InjectionRecord[]): number[] {
-  return windows.map((w) => injections.findIndex((inj) => inj.container === w.container && inj.layers.includes(w.layerId) && w.start < inj.t1 && w.end > inj.t0));
+  return windows.map((w) => {
+    const overlapping = (inj: InjectionRecord) => inj.container === w.container && w.start < inj.t1 && w.end > inj.t0;
+    const k = injections.findIndex((inj) => overlapping(inj) && inj.layers.includes(w.layerId));
+    if (k >= 0) return k;
+    return injections.some((inj) => overlapping(inj) && inj.observedLayers.includes(w.layerId)) ? EXCLUDED : -1;
+  });
 }
 
 export interface Detection {

@@ -118,7 +118,8 @@ export async function startSink(holdMs: number, maxOpen: number): Promise<{ port
 
 /** Where the dropped binary is written (the container's writable layer). */
 export const DROPPED_DIR = "/tmp/.cache";
-export const DROPPED_PATH = `${DROPPED_DIR}/kworker`;
+/** Named busybox: busybox picks its applet from its own name, so a copy must keep it. */
+export const DROPPED_PATH = `${DROPPED_DIR}/busybox`;
 
 export interface Injection {
   name: "cpu-burn" | "memory-leak" | "conn-burst" | "fork-storm" | "dropped-binary" | "io-storm";
@@ -178,7 +179,7 @@ export const INJECTIONS: readonly Injection[] = [
     // the web binary twice a second.
     script: () => `B=${DROPPED_PATH}; i=0; while [ $i -lt 100 ]; do $B md5sum ${WEB_BUSYBOX} >/dev/null; $B sleep 0.5; i=$((i+1)); done`,
     prepare: async (c) => {
-      await dropFile(c, "/tmp", ".cache/kworker", findBusybox(), 0o755);
+      await dropFile(c, "/tmp", ".cache/busybox", findBusybox(), 0o755);
     },
   },
   {

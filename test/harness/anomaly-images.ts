@@ -71,6 +71,8 @@ export async function ensureAnbImage(docker: Docker, base: string): Promise<stri
 /** Writes one file into a running container's writable layer through the engine (no process runs in the container). */
 export async function dropFile(c: Docker.Container, dir: string, name: string, data: Buffer, mode: number): Promise<void> {
   const p = tar.pack();
+  const parts = name.split("/");
+  for (let i = 1; i < parts.length; i++) p.entry({ name: parts.slice(0, i).join("/"), type: "directory", mode: 0o755, mtime: new Date() });
   p.entry({ name, mode, mtime: new Date() }, data);
   p.finalize();
   const chunks: Buffer[] = [];
