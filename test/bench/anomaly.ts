@@ -194,11 +194,13 @@ function brief(f: DetectorFigures): Record<string, number> {
   return { precision: round3(f.precision), recall: round3(f.recall), f1: round3(f.f1), fp_per_1000: round3(f.fp_per_1000), latency_windows: round3(f.latency_windows), tp: f.tp, fp: f.fp, fn: f.fn };
 }
 
-async function report(rec: Recording, mainLoopNote: string): Promise<void> {
+/** `afterWorker` runs once the worker phase is over (the full run stops its load and telemetry there). */
+async function report(rec: Recording, mainLoopNote: string, afterWorker: () => Promise<void> = async () => {}): Promise<void> {
   const baseline = rec.layerWindows.filter((w) => w.start >= rec.baselineStart && w.end <= rec.baselineEnd);
   const evaluation = rec.layerWindows.filter((w) => w.start >= rec.evalStart && w.end <= rec.evalEnd);
   say(`${baseline.length} baseline layer-windows, ${evaluation.length} evaluation layer-windows; worker phase (${mainLoopNote}) ...`);
   const w = await workerPhase(baseline);
+  await afterWorker();
   say(`worker: backend ${w.result.backend}; trained on ${w.result.trainWindows} windows in ${w.result.trainS.toFixed(2)} s (${w.result.epochs} epochs); ${w.result.inferWindows} windows scored in ${w.result.inferS.toFixed(2)} s; main event loop p99 ${w.p99Ms.toFixed(2)} ms (max ${w.maxMs.toFixed(1)})`);
   // Loaded here, not at the top: a run records (and saves) its windows before any model code loads.
   const { evaluate } = await import("./anomaly-eval.js");
@@ -260,7 +262,13 @@ async function main(): Promise<number> {
     writeFileSync(file, JSON.stringify(r.rec));
     say(`recording saved to ${file} (rerun the evaluation with --windows ${file})`);
     // Telemetry and load keep running through the worker phase: the main loop is the agent's.
-    await report(r.rec, "telemetry and load running on the main thread");
+    await report(r.rec, "telemetry and load running on the main thread", async () => {
+      await load?.stop();
+      await recorder?.stop();
+      load = undefined;
+      recorder = undefined;
+      await removeOurContainers(eng.docker);
+    });
     say(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     return 0;
   } finally {
