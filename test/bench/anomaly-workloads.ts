@@ -4,9 +4,12 @@
  * containers) and the six injections, each a bounded `docker exec` (every injected script runs under
  * busybox `timeout -s KILL`, and its loops have counts) of binaries from one known layer.
  */
+import { readFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type Docker from "dockerode";
 import { findBusybox } from "../../cli/demo-images.js";
+import { parsePidList } from "../../agent/telemetry/cgroup-sampler.js";
+import { parseStatSample } from "../../agent/telemetry/proc-sampler.js";
 import { withTimeout } from "../../common/timeout.js";
 import { dropFile } from "../harness/anomaly-images.js";
 import { runContainer, waitFor } from "../harness/engine.js";
@@ -196,34 +199,119 @@ export const INJECTIONS: readonly Injection[] = [
 export interface ExecRun {
   /** Host pid of the exec'd process. */
   pid: number;
-  /** ms since epoch: just before the exec started / when it was seen finished. */
+  /** ms since epoch: just before the exec started. */
   t0: number;
+  /**
+   * ms since epoch: the first look (every 100 ms) that found no process of the exec's tree left
+   * (the exec'd process and every process it started, orphans too), so the label covers exactly
+   * the time the injection ran (children killed with their shell may outlive it).
+   */
   t1: number;
   exitCode: number | null;
+  /** Processes of the tree seen. */
+  processes: number;
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, "latin1");
+  } catch {
+    return undefined;
+  }
+}
+
+/** The cgroup.procs file holding `pid` (cgroup v1 pids controller, else v2). */
+function procsFileOf(pid: number): string | undefined {
+  const text = readText(`/proc/${pid}/cgroup`);
+  if (text === undefined) return undefined;
+  const lines = text.split("\n");
+  const v1 = lines.find((l) => /^\d+:pids:/.test(l));
+  if (v1 !== undefined) return `/sys/fs/cgroup/pids${v1.slice(v1.indexOf(":pids:") + 6)}/cgroup.procs`;
+  const v2 = lines.find((l) => l.startsWith("0::"));
+  return v2 === undefined ? undefined : `/sys/fs/cgroup${v2.slice(3)}/cgroup.procs`;
+}
+
+/** Follows one process tree inside a container's cgroup: members stay members when orphaned. */
+class TreeWatch {
+  /** pid -> start time, of the members still alive. */
+  private readonly alive = new Map<number, bigint>();
+  seen = 0;
+
+  constructor(
+    root: number,
+    private readonly procsFile: string | undefined,
+  ) {
+    const st = this.stat(root);
+    if (st !== undefined) this.add(root, st.startTime);
+  }
+
+  private stat(pid: number) {
+    const text = readText(`/proc/${pid}/stat`);
+    return text === undefined ? undefined : parseStatSample(text);
+  }
+
+  private add(pid: number, start: bigint): void {
+    this.alive.set(pid, start);
+    this.seen++;
+  }
+
+  /** One look: adds new children of members, drops members that are gone; returns how many are alive. */
+  look(): number {
+    const pids = this.procsFile === undefined ? [] : parsePidList(readText(this.procsFile) ?? "").slice(0, 10_000);
+    for (const pid of pids) {
+      if (this.alive.has(pid)) continue;
+      const st = this.stat(pid);
+      if (st !== undefined && this.alive.has(st.ppid)) this.add(pid, st.startTime);
+    }
+    for (const [pid, start] of [...this.alive]) {
+      const st = this.stat(pid);
+      if (st === undefined || st.startTime !== start || st.state === "Z") this.alive.delete(pid);
+    }
+    return this.alive.size;
+  }
 }
 
 /**
- * Runs one injection in `c` for `seconds` (busybox `timeout -s KILL`), waiting until it ends.
- * `during` is called about every 250 ms with the exec's host pid while it runs.
+ * Runs one injection in `c` for `seconds` (busybox `timeout -s KILL`), waiting until its whole
+ * process tree is gone. `during` is called about every 250 ms with the exec's host pid while it runs.
  */
 export async function runInjection(c: Docker.Container, inj: Injection, seconds: number, sinkPort: number, during: (pid: number) => void): Promise<ExecRun> {
   const cmd = [inj.exe, "timeout", "-s", "KILL", String(seconds), inj.exe, "sh", "-c", inj.script({ sinkPort })];
   const ex = await c.exec({ Cmd: cmd, AttachStdout: false, AttachStderr: false });
   const t0 = Date.now();
   await ex.start({ Detach: true });
+  const end = t0 + (seconds + 15) * 1000;
   let pid = 0;
-  let exitCode: number | null = null;
-  const end = Date.now() + (seconds + 15) * 1000;
-  for (;;) {
+  for (; pid === 0; await new Promise((r) => setTimeout(r, 20))) {
     const info = await withTimeout(ex.inspect(), 10_000, "exec inspect");
     if (info.Pid > 0) pid = info.Pid;
-    if (!info.Running && (pid > 0 || Date.now() - t0 > 2000)) {
+    else if (!info.Running && Date.now() - t0 > 2000) throw new Error(`injection ${inj.name} ended before its pid was seen (exit ${info.ExitCode})`);
+    if (Date.now() > end) throw new Error(`injection ${inj.name}: no pid`);
+  }
+  const tree = new TreeWatch(pid, procsFileOf(pid));
+  let t1 = 0;
+  let lastDuring = 0;
+  for (;;) {
+    const now = Date.now();
+    if (tree.look() === 0) {
+      t1 = now;
+      break;
+    }
+    if (now - lastDuring >= 250) {
+      lastDuring = now;
+      during(pid);
+    }
+    if (now > end) throw new Error(`injection ${inj.name} still running ${seconds + 15} s after it started`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  let exitCode: number | null = null;
+  for (let i = 0; i < 50; i++) {
+    const info = await withTimeout(ex.inspect(), 10_000, "exec inspect");
+    if (!info.Running) {
       exitCode = info.ExitCode ?? null;
       break;
     }
-    if (pid > 0) during(pid);
-    if (Date.now() > end) throw new Error(`injection ${inj.name} still running ${seconds + 15} s after it started`);
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, 100));
   }
-  return { pid, t0, t1: Date.now(), exitCode };
+  return { pid, t0, t1, exitCode, processes: tree.seen };
 }

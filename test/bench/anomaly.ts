@@ -123,7 +123,7 @@ async function record(docker: Docker, dockerRoot: string, services: Service[], i
     });
     if (!observed.has(declared)) say(`WARNING: ${inj.name}'s processes were never seen in its declared layer ${declared}`);
     injections.push({ name: inj.name, container: svc.name, layers: [declared], declaredLayer: declared, observedLayers: [...observed], t0: run.t0, t1: run.t1, exitCode: run.exitCode });
-    say(`injection ${inj.name} in ${svc.name}: ${((run.t1 - run.t0) / 1000).toFixed(1)} s, exit ${run.exitCode}, declared layer ${declared}, observed ${[...observed].join(",") || "(none)"}`);
+    say(`injection ${inj.name} in ${svc.name}: ${((run.t1 - run.t0) / 1000).toFixed(1)} s, ${run.processes} processes, exit ${run.exitCode}, declared layer ${declared}, observed ${[...observed].join(",") || "(none)"}`);
   }
   await sleep(TAIL_S * 1000);
   const evalEnd = Date.now();
