@@ -73,6 +73,8 @@ export interface Recording {
   services: { name: string; kind: string }[];
   load: LoadFigures | null;
   sinkAccepted: number;
+  /** The machine's 1-minute load average at the start and end of the recording (it may be shared). */
+  load1: { start: number; end: number };
 }
 
 /** Waits for the next window boundary (at most two windows), then 50 ms more. */
@@ -96,6 +98,7 @@ async function record(docker: Docker, dockerRoot: string, services: Service[], i
   const webs = services.filter((s) => s.kind === "web");
   const totalS = WARMUP_S + BASELINE_S + INJECTIONS.length * (QUIET_S + INJECT_S + 2) + TAIL_S + WORKER_TIMEOUT_MS / 1000 + 30;
   const load = startLoad({ ports: webs.map((s) => s.port!), ...LOAD }, totalS);
+  const load1Start = loadavg()[0]!;
   const recorder = await Recorder.start({ docker, dockerRoot, windowMs: WINDOW_MS, sampleMs: SAMPLE_MS }, new Map(services.map((s) => [s.id, s.name])));
   say(`recording: ${services.length} containers, ${WINDOW_MS / 1000} s windows of ${SAMPLE_MS} ms ticks, exec source ${recorder.execSource}; warm-up ${WARMUP_S} s`);
   await sleep(WARMUP_S * 1000);
@@ -142,6 +145,7 @@ async function record(docker: Docker, dockerRoot: string, services: Service[], i
     services: services.map((s) => ({ name: s.name, kind: s.kind })),
     load: load.figures,
     sinkAccepted: sink.accepted(),
+    load1: { start: round3(load1Start), end: round3(loadavg()[0]!) },
   };
   await sink.close();
   return { rec, recorder, load };
@@ -230,6 +234,7 @@ async function report(rec: Recording, mainLoopNote: string, afterWorker: () => P
     exec_source: rec.execSource,
     injections_layers: Object.fromEntries(rec.injections.map((i) => [i.name, { container: i.container, declared: i.declaredLayer, observed: i.observedLayers }])),
     requests: rec.load,
+    load1: rec.load1,
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
