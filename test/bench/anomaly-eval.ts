@@ -11,7 +11,7 @@ import { EwmaDetector, ZScoreDetector } from "../../models/baselines.js";
 import { calibratedScore, fitCalibration } from "../../models/calibration.js";
 import { trainModel } from "../../models/train.js";
 import type { ModelInput } from "../../models/types.js";
-import { detection, EXCLUDED, latencies, labelWindows, mean, splitBaseline, streamKey, type Detection, type InjectionLatency, type InjectionRecord, type LayerWindowRecord } from "./anomaly-metrics.js";
+import { coverage, detection, EXCLUDED, latencies, labelWindows, mean, splitBaseline, streamKey, type Detection, type InjectionLatency, type InjectionRecord, type LayerWindowRecord } from "./anomaly-metrics.js";
 
 /** Every HELD_OUT_EVERY-th baseline window (in time order) is held out for calibration. */
 export const HELD_OUT_EVERY = 5;
@@ -20,6 +20,8 @@ export const ALARM_AT = 50;
 
 export interface DetectorFigures extends Detection {
   latency_windows: number;
+  /** Recall on the positive windows the injection covered at least half of (the rule counts any overlap). */
+  recall_half_covered: number;
   per_injection: Record<string, { windows: number; recall: number; first_detected: number | null }>;
 }
 
@@ -56,7 +58,9 @@ function figures(evalW: readonly LayerWindowRecord[], label: readonly number[], 
   const lat: InjectionLatency[] = latencies(evalW, label, alarm, injections);
   const per: DetectorFigures["per_injection"] = {};
   for (const l of lat) per[l.name] = { windows: l.windows, recall: l.recall, first_detected: l.firstDetected };
-  return { ...d, latency_windows: mean(lat.map((l) => l.latency)), per_injection: per };
+  const half = evalW.map((w, i) => i).filter((i) => label[i]! >= 0 && coverage(evalW[i]!, injections[label[i]!]!) >= 0.5);
+  const recallHalf = half.length === 0 ? 0 : half.filter((i) => alarm[i]).length / half.length;
+  return { ...d, latency_windows: mean(lat.map((l) => l.latency)), recall_half_covered: recallHalf, per_injection: per };
 }
 
 export async function evaluate(

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { detection, EXCLUDED, labelWindows, latencies, splitBaseline, type InjectionRecord, type LayerWindowRecord } from "./anomaly-metrics.js";
+import { coverage, detection, EXCLUDED, labelWindows, latencies, splitBaseline, type InjectionRecord, type LayerWindowRecord } from "./anomaly-metrics.js";
 
 function win(container: string, layerId: string, start: number): LayerWindowRecord {
   return { container, containerId: container, layerId, layerName: layerId, start, end: start + 2000, seconds: 2, vector: [] };
@@ -41,6 +41,12 @@ describe("anomaly benchmark figures", () => {
         [2, null, 2],
       ],
     );
+  });
+
+  it("coverage is the share of a window the injection ran in", () => {
+    assert.equal(coverage(win("web-1", "web", 14_000), inj), 0.5);
+    assert.equal(coverage(win("web-1", "web", 10_000), inj), 0.975);
+    assert.equal(coverage(win("web-1", "web", 20_000), inj), 0);
   });
 
   it("holds out every n-th baseline window", () => {

@@ -131,6 +131,12 @@ export function latencies(windows: readonly LayerWindowRecord[], label: readonly
   });
 }
 
+/** Share (0-1) of a window's length its injection covered. */
+export function coverage(w: Pick<LayerWindowRecord, "start" | "end">, inj: Pick<InjectionRecord, "t0" | "t1">): number {
+  const len = w.end - w.start;
+  return len <= 0 ? 0 : Math.max(0, Math.min(w.end, inj.t1) - Math.max(w.start, inj.t0)) / len;
+}
+
 export function mean(xs: readonly number[]): number {
   return xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length;
 }

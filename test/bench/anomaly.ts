@@ -195,7 +195,7 @@ function shares(rec: Recording): { computed: number; reported: number | null; by
 }
 
 function brief(f: DetectorFigures): Record<string, number> {
-  return { precision: round3(f.precision), recall: round3(f.recall), f1: round3(f.f1), fp_per_1000: round3(f.fp_per_1000), latency_windows: round3(f.latency_windows), tp: f.tp, fp: f.fp, fn: f.fn };
+  return { precision: round3(f.precision), recall: round3(f.recall), f1: round3(f.f1), fp_per_1000: round3(f.fp_per_1000), latency_windows: round3(f.latency_windows), recall_half_covered: round3(f.recall_half_covered), tp: f.tp, fp: f.fp, fn: f.fn };
 }
 
 /** `afterWorker` runs once the worker phase is over (the full run stops its load and telemetry there). */
