@@ -151,6 +151,15 @@ async function record(docker: Docker, dockerRoot: string, services: Service[], i
   return { rec, recorder, load };
 }
 
+/** This thread's event-loop delay p99 (ms) over `ms` with no worker: the reference for the worker phase's. */
+async function loopDelayAlone(ms: number): Promise<number> {
+  const h = monitorEventLoopDelay({ resolution: 10 });
+  h.enable();
+  await sleep(ms);
+  h.disable();
+  return h.percentile(99) / 1e6;
+}
+
 /** Runs the worker job while this thread's event-loop delay is measured. */
 async function workerPhase(baseline: readonly LayerWindowRecord[]): Promise<{ result: WorkerResult; p99Ms: number; maxMs: number }> {
   const job: WorkerJob = {
@@ -203,9 +212,10 @@ async function report(rec: Recording, mainLoopNote: string, afterWorker: () => P
   const baseline = rec.layerWindows.filter((w) => w.start >= rec.baselineStart && w.end <= rec.baselineEnd);
   const evaluation = rec.layerWindows.filter((w) => w.start >= rec.evalStart && w.end <= rec.evalEnd);
   say(`${baseline.length} baseline layer-windows, ${evaluation.length} evaluation layer-windows; worker phase (${mainLoopNote}) ...`);
+  const alone = await loopDelayAlone(10_000);
   const w = await workerPhase(baseline);
   await afterWorker();
-  say(`worker: backend ${w.result.backend}; trained on ${w.result.trainWindows} windows in ${w.result.trainS.toFixed(2)} s (${w.result.epochs} epochs); ${w.result.inferWindows} windows scored in ${w.result.inferS.toFixed(2)} s; main event loop p99 ${w.p99Ms.toFixed(2)} ms (max ${w.maxMs.toFixed(1)})`);
+  say(`worker: backend ${w.result.backend}; trained on ${w.result.trainWindows} windows in ${w.result.trainS.toFixed(2)} s (${w.result.epochs} epochs); ${w.result.inferWindows} windows scored in ${w.result.inferS.toFixed(2)} s; main event loop p99 ${w.p99Ms.toFixed(2)} ms (max ${w.maxMs.toFixed(1)}; ${alone.toFixed(2)} ms over 10 s before the worker)`);
   // Loaded here, not at the top: a run records (and saves) its windows before any model code loads.
   const { evaluate } = await import("./anomaly-eval.js");
   const ev = await evaluate(baseline, evaluation, rec.injections, rec.imageId, say);
@@ -222,6 +232,7 @@ async function report(rec: Recording, mainLoopNote: string, afterWorker: () => P
     infer_windows_per_s: round3(w.result.inferWindows / Math.max(1e-6, w.result.inferS)),
     train_s_10k: round3(w.result.trainS),
     event_loop_p99_ms: round3(w.p99Ms),
+    event_loop_p99_ms_no_worker: round3(alone),
     cpu_attributed_share: round3(share.reported ?? share.computed),
     cpu_attributed_share_source: share.reported !== null ? "telemetry" : "computed",
     cpu_attributed_share_computed: round3(share.computed),
