@@ -9,6 +9,8 @@
  *  - models/train.ts     `trainModel()` (normalisation, autoencoder, calibration).
  *  - models/artifact.ts  `parseArtifact()` / `serializeArtifact()` (validation, ModelError).
  *  - models/baselines.ts per-feature z-score and EWMA detectors (the benchmark's baselines).
+ *  - models/alerting.ts  `AlertGate`: warm-up, k of n persistence, hysteresis and cooldown.
+ *  - models/input.ts     `inputsFromWindow()`: a WindowSummary's layers as model inputs.
  */
 
 /** Which tfjs backend runs the model. */
