@@ -47,6 +47,13 @@ export class AgentMetrics {
     registers: [this.registry],
   });
   readonly windows = new Counter({ name: "shadowlayer_agent_windows_total", help: "Window summaries produced", registers: [this.registry] });
+  readonly exitsCharged = new Counter({ name: "shadowlayer_agent_exits_charged_total", help: "Processes charged to a layer at exit (kernel exit events)", registers: [this.registry] });
+  readonly cpuAttributedShare = new Histogram({
+    name: "shadowlayer_agent_cpu_attributed_share",
+    help: "Per container window, the share of the cgroup's CPU time that reached a layer",
+    buckets: [0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1],
+    registers: [this.registry],
+  });
   readonly spoolPending = new Gauge({ name: "shadowlayer_agent_spool_pending", help: "Telemetry items waiting in the spool", registers: [this.registry] });
   readonly spoolDropped = new Counter({ name: "shadowlayer_agent_spool_dropped_total", help: "Oldest telemetry items dropped because the spool was full", registers: [this.registry] });
   readonly spoolFailed = new Counter({

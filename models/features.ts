@@ -7,8 +7,9 @@
 export const FEATURE_VERSION = "layer-window-v2";
 /**
  * Versions a window may follow. v1 (53 numbers) is v2 without `listen_sockets`, with gauge rates
- * over the window's length instead of the time between the samples, and without the CPU and I/O of
- * processes charged at exit: stored v1 windows still decode, no model takes them.
+ * over the window's length instead of the time between the samples, without the CPU and I/O of
+ * processes charged at exit, with a reaped child's I/O on its parent's layer, and with 0 where v2
+ * writes NaN for a feature not measured: stored v1 windows still decode, no model takes them.
  */
 export const KNOWN_FEATURE_VERSIONS = ["layer-window-v1", "layer-window-v2"] as const;
 
@@ -38,9 +39,9 @@ export type Stat = (typeof STATS)[number];
 /** Counts over the whole window, after the metric block. */
 export const COUNTS = [
   { name: "process_count", meaning: "mean number of live processes attributed to the layer per tick" },
-  { name: "process_starts", meaning: "processes first seen in the window (new pid + start time)" },
+  { name: "process_starts", meaning: "processes first seen in the window (new pid + start time), including those charged at exit without ever being sampled (v2)" },
   { name: "exec_count", meaning: "exec events whose executable the layer provides (eBPF: every exec; polling: new or re-exec'd processes seen)" },
-  { name: "new_connections", meaning: "TCP sockets first seen in the window owned by the layer's processes" },
+  { name: "new_connections", meaning: "non-listening TCP sockets (opened or accepted) first seen in the window owned by the layer's processes" },
   { name: "drift_events", meaning: "drift detections (executable only in the writable layer or a volume) attributed to the layer" },
   { name: "listen_sockets", meaning: "listening TCP sockets first seen in the window owned by the layer's processes (v2)" },
 ] as const;

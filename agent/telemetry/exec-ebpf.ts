@@ -1,7 +1,11 @@
 /**
- * Exec events from the kernel, streamed by bpftrace (v0.17 here) from the
- * `sched:sched_process_exec` tracepoint. An exec is seen the moment it happens, with the mount
- * namespace that keys it to a container, instead of being found (or missed) by the next /proc scan.
+ * Process lifecycle events from the kernel, streamed by bpftrace (v0.17 here) from the
+ * `sched:sched_process_exec` and `sched_process_fork` tracepoints, and `sched_switch` away from a
+ * process's dying last thread (its exit, with final totals). An exec is
+ * seen the moment it happens, with the mount namespace that keys it to a container, instead of
+ * being found (or missed) by the next /proc scan; a fork names the parent of a process that may
+ * never exec; the exit of a process's last thread carries its CPU, I/O, fault and context-switch
+ * totals, so that a process living less than a sampling tick is still charged to a layer.
  * When bpftrace cannot run or dies, callers fall back to polling: see `ebpfUnavailableReason` and
  * the "exit" event.
  */
@@ -33,8 +37,44 @@ export interface ExecEvent {
   monoNs: bigint;
 }
 
+/** A process (or thread: the tracepoint cannot tell them apart) created by `parent`. */
+export interface ForkEvent {
+  /** tgid of the forking process. */
+  parent: number;
+  /** pid of the new task (a thread id when a thread was created). */
+  child: number;
+  mntns: number;
+  monoNs: bigint;
+}
+
+/**
+ * The last thread of a process exited: its totals over its whole life (every thread, dead ones
+ * included). I/O totals include what the kernel folded in from its reaped children.
+ */
+export interface ProcessExitEvent {
+  /** tgid of the process. */
+  pid: number;
+  /** tgid of its real parent at exit: the process that reaps it (and gets its I/O folded in). */
+  ppid: number;
+  mntns: number;
+  /** group leader's start time in clock ticks (field 22 of /proc/<pid>/stat): with pid, the identity. */
+  startTimeTicks: bigint;
+  monoNs: bigint;
+  cpuNs: number;
+  rchar: number;
+  wchar: number;
+  readBytes: number;
+  writeBytes: number;
+  minflt: number;
+  majflt: number;
+  nvcsw: number;
+  nivcsw: number;
+}
+
 export type BpftraceLine =
   | { kind: "exec"; event: ExecEvent }
+  | { kind: "fork"; event: ForkEvent }
+  | { kind: "exit"; event: ProcessExitEvent }
   | { kind: "lost"; count: number }
   | { kind: "attached"; probes: number }
   | { kind: "ignored" } // other well-formed types we do not need
@@ -63,6 +103,16 @@ const STDERR_TAIL_LINES = 8;
  */
 const PRINTF = String.raw`"%d %d %u %llu %llu\t%s\t%s\n"`;
 const HEAD = /^(\d{1,10}) (\d{1,10}) (\d{1,10}) (\d{1,20}) (\d{1,20})$/;
+/**
+ * Fork and exit lines hold only numbers and start with a word, where an exec line starts with a
+ * digit: a line's kind is never in doubt, and neither carries text from the process.
+ */
+const FORK_PRINTF = String.raw`"fork %d %d %u %llu\n"`;
+const FORK_LINE = /^fork (\d{1,10}) (\d{1,10}) (\d{1,10}) (\d{1,20})\n$/;
+/** include/linux/sched.h: the state of a task in its last schedule(). */
+const TASK_DEAD = 0x80;
+const EXIT_PRINTF = String.raw`"exit %d %d %u %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n"`;
+const EXIT_LINE = new RegExp(String.raw`^exit (\d{1,10}) (\d{1,10}) (\d{1,10})((?: \d{1,20}){11})\n$`);
 
 /**
  * The bpftrace program text. Events from the host mount namespace `hostMntNs` are filtered in kernel
@@ -80,6 +130,9 @@ export function execProgram(hostMntNs?: number, o?: { readyParent?: number }): s
   const mntns = "curtask->nsproxy->mnt_ns->ns.inum";
   const parent = ready === undefined ? "" : ` || curtask->real_parent->tgid == ${ready}`;
   const filter = hostMntNs === undefined ? "" : `/ ${mntns} != ${hostMntNs}${parent} /\n`;
+  const notHost = hostMntNs === undefined ? "" : ` && ${mntns} != ${hostMntNs}`;
+  // Totals of the thread group: what dead threads left in signal_struct plus the last thread's own.
+  const total = (field: string): string => `curtask->signal->${field} + curtask->${field}`;
   // start_boottime is in ns; /proc/<pid>/stat shows it as clock ticks of 1/USER_HZ = 10 ms.
   // nsecs is bpf_ktime_get_ns(), i.e. CLOCK_MONOTONIC.
   return (
@@ -88,7 +141,34 @@ export function execProgram(hostMntNs?: number, o?: { readyParent?: number }): s
     "{\n" +
     `  printf(${PRINTF}, pid, curtask->real_parent->tgid, ${mntns}, ` +
     "curtask->start_boottime / 10000000, nsecs, comm, str(args->filename));\n" +
-    "}\n"
+    "}\n" +
+    "tracepoint:sched:sched_process_fork\n" +
+    (hostMntNs === undefined ? "" : `/ ${mntns} != ${hostMntNs} /\n`) +
+    "{\n" +
+    `  printf(${FORK_PRINTF}, pid, args->child_pid, ${mntns}, nsecs);\n` +
+    "}\n" +
+    // The exit is read at the dying task's last context switch (state TASK_DEAD), not at
+    // sched_process_exit: there its CPU time lags by up to a scheduler tick plus the whole exit
+    // path, 15-35% of a 10 ms process's measured here. By then its namespaces are released, so
+    // sched_process_exit notes the mount namespace of a process's last thread (signal->live is 0)
+    // for the switch to print: one event per process.
+    "tracepoint:sched:sched_process_exit\n" +
+    `/ curtask->signal->live.counter == 0${notHost} /\n` +
+    "{\n" +
+    `  @exiting[tid] = ${mntns};\n` +
+    "}\n" +
+    "tracepoint:sched:sched_switch\n" +
+    `/ curtask->__state == ${TASK_DEAD} && @exiting[tid] != 0 /\n` +
+    "{\n" +
+    `  printf(${EXIT_PRINTF}, pid, curtask->real_parent->tgid, @exiting[tid], ` +
+    "curtask->group_leader->start_boottime / 10000000, nsecs, " +
+    "curtask->signal->sum_sched_runtime + curtask->se.sum_exec_runtime, " +
+    [total("ioac.rchar"), total("ioac.wchar"), total("ioac.read_bytes"), total("ioac.write_bytes"), total("min_flt"), total("maj_flt"), total("nvcsw"), total("nivcsw")].join(", ") +
+    ");\n" +
+    "  delete(@exiting[tid]);\n" +
+    "}\n" +
+    // Not printed when bpftrace stops.
+    "END { clear(@exiting); }\n"
   );
 }
 
@@ -135,7 +215,44 @@ function splitCommFilename(rest: string): [string, string] | undefined {
   return [rest.slice(0, first), rest.slice(first + 1)];
 }
 
+/** A total as a number, or undefined past 2^53 (not exact; no real process gets there: 2^53 ns is 104 days of CPU, 2^53 B is 8 PiB). */
+function exactCount(text: string): number | undefined {
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+function parseFork(data: string): BpftraceLine {
+  const m = FORK_LINE.exec(data);
+  if (m === null) return { kind: "malformed", reason: "fork line is not 'fork <parent> <child> <mntns> <nsecs>'" };
+  const parent = Number(m[1]);
+  const child = Number(m[2]);
+  const mntns = Number(m[3]);
+  if (parent < 1 || parent > PID_MAX_LIMIT || child < 1 || child > PID_MAX_LIMIT) return { kind: "malformed", reason: `fork pid out of range (${parent} -> ${child})` };
+  if (mntns < 1 || mntns > 0xffff_ffff) return { kind: "malformed", reason: `mntns ${mntns} out of range` };
+  return { kind: "fork", event: { parent, child, mntns, monoNs: BigInt(m[4] ?? "0") } };
+}
+
+function parseExit(data: string): BpftraceLine {
+  const m = EXIT_LINE.exec(data);
+  if (m === null) return { kind: "malformed", reason: "exit line is not 'exit' and 14 unsigned numbers" };
+  const pid = Number(m[1]);
+  const ppid = Number(m[2]);
+  const mntns = Number(m[3]);
+  if (pid < 1 || pid > PID_MAX_LIMIT) return { kind: "malformed", reason: `pid ${pid} out of range` };
+  if (ppid > PID_MAX_LIMIT) return { kind: "malformed", reason: `ppid ${ppid} out of range` };
+  if (mntns < 1 || mntns > 0xffff_ffff) return { kind: "malformed", reason: `mntns ${mntns} out of range` };
+  const rest = (m[4] ?? "").trim().split(" ");
+  const start = BigInt(rest[0] ?? "0");
+  const monoNs = BigInt(rest[1] ?? "0");
+  const nums = rest.slice(2).map(exactCount);
+  if (nums.some((n) => n === undefined)) return { kind: "malformed", reason: "exit totals beyond 2^53" };
+  const [cpuNs, rchar, wchar, readBytes, writeBytes, minflt, majflt, nvcsw, nivcsw] = nums as number[] as [number, number, number, number, number, number, number, number, number];
+  return { kind: "exit", event: { pid, ppid, mntns, startTimeTicks: start, monoNs, cpuNs, rchar, wchar, readBytes, writeBytes, minflt, majflt, nvcsw, nivcsw } };
+}
+
 function parsePrintf(data: string, monoToWall: (ns: bigint) => Date): BpftraceLine {
+  if (data.startsWith("fork ")) return parseFork(data);
+  if (data.startsWith("exit ")) return parseExit(data);
   if (!data.endsWith("\n")) return { kind: "malformed", reason: "printf data does not end with a newline" };
   const body = data.slice(0, -1);
   const tab = body.indexOf("\t");
@@ -263,17 +380,18 @@ export interface BpfExecSourceOptions {
   perfRbPages?: number;
 }
 
-type Events = { exec: [ExecEvent]; lost: [number]; exit: [string] };
+type Events = { exec: [ExecEvent]; fork: [ForkEvent]; processExit: [ProcessExitEvent]; lost: [number]; exit: [string] };
 
 /**
- * Runs bpftrace and turns its JSON lines into "exec" events. "lost" reports perf-buffer overflows
+ * Runs bpftrace and turns its JSON lines into "exec", "fork" and "processExit" events (fork and
+ * exit events from the host's mount namespace are filtered in kernel). "lost" reports perf-buffer overflows
  * (events the kernel dropped); "exit" is emitted (with a reason) if bpftrace dies after start()
  * resolved, so the caller can fall back to polling.
  */
 export class BpfExecSource extends EventEmitter<Events> {
   readonly kind = "ebpf";
-  /** events: execs emitted; lost: dropped by the kernel; malformed: stdout lines skipped; truncated: execs whose filename may be cut. */
-  readonly counters = { events: 0, lost: 0, malformed: 0, truncated: 0 };
+  /** events: execs emitted; forks, exits: those emitted; lost: dropped by the kernel; malformed: stdout lines skipped; truncated: execs whose filename may be cut. */
+  readonly counters = { events: 0, forks: 0, exits: 0, lost: 0, malformed: 0, truncated: 0 };
 
   readonly #bin: string;
   readonly #hostMntNs: number | undefined;
@@ -372,7 +490,7 @@ export class BpfExecSource extends EventEmitter<Events> {
         // Sentinels started before the probe was live never report; forget them before pids recycle.
         setTimeout(() => this.#sentinels.clear(), 5000).unref();
         const startupMs = Math.round(performance.now() - t0);
-        this.#log.info({ attachedMs, startupMs, confirmed, pid: this.#child?.pid }, "bpftrace is tracing sched_process_exec");
+        this.#log.info({ attachedMs, startupMs, confirmed, pid: this.#child?.pid }, "bpftrace is tracing sched_process_exec, sched_process_fork and process exits");
         resolve();
       };
       const timer = setTimeout(
@@ -481,9 +599,17 @@ export class BpfExecSource extends EventEmitter<Events> {
         this.emit("exec", e);
         return;
       }
+      case "fork":
+        this.counters.forks++;
+        this.emit("fork", parsed.event);
+        return;
+      case "exit":
+        this.counters.exits++;
+        this.emit("processExit", parsed.event);
+        return;
       case "lost":
         this.counters.lost += parsed.count;
-        this.#log.warn({ lost: parsed.count, totalLost: this.counters.lost }, "bpftrace perf buffer overflowed: exec events lost");
+        this.#log.warn({ lost: parsed.count, totalLost: this.counters.lost }, "bpftrace perf buffer overflowed: exec, fork or exit events lost");
         this.emit("lost", parsed.count);
         return;
       case "attached":

@@ -7,7 +7,7 @@ import { Code, ShadowError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import type { AgentMetrics } from "../metrics.js";
 import { readProcLink } from "../runtime/proc-files.js";
-import { BpfExecSource, ebpfUnavailableReason, type ExecEvent } from "./exec-ebpf.js";
+import { BpfExecSource, ebpfUnavailableReason, type ExecEvent, type ForkEvent, type ProcessExitEvent } from "./exec-ebpf.js";
 import type { ExecSourceKind } from "./exec-tracker.js";
 
 /** auto (eBPF when available, else polling), ebpf (required), proc (polling only). */
@@ -23,11 +23,16 @@ export interface ExecSourceOptions {
   pollMs: number;
   /** Every exec event from eBPF (polling reports through the sampler instead). */
   onExec: (ev: ExecEvent) => void;
+  /** Every fork and process exit from eBPF (none while polling). */
+  onFork?: (ev: ForkEvent) => void;
+  onProcessExit?: (ev: ProcessExitEvent) => void;
 }
 
 /** bpftrace's own counts while it runs. */
 export interface BpfCounters {
   events: number;
+  forks: number;
+  exits: number;
   lost: number;
   malformed: number;
 }
@@ -77,6 +82,8 @@ export class ExecSource {
       ...(this.o.bpftrace !== undefined ? { bpftrace: this.o.bpftrace } : {}),
     });
     bpf.on("exec", (ev) => this.o.onExec(ev));
+    bpf.on("fork", (ev) => this.o.onFork?.(ev));
+    bpf.on("processExit", (ev) => this.o.onProcessExit?.(ev));
     bpf.on("lost", (n) => this.o.metrics.execEventsLost.inc(n));
     bpf.on("exit", (reason) => {
       if (this.stopped || this.bpf !== bpf) return;
@@ -93,9 +100,9 @@ export class ExecSource {
     }
     this.bpf = bpf;
     this.active = "ebpf";
-    this.why = "bpftrace tracepoint:sched:sched_process_exec";
+    this.why = "bpftrace tracepoint:sched:sched_process_exec, sched_process_fork, sched_switch (process exit)";
     this.o.metrics.execSource.set({ source: "ebpf" }, 1);
-    log.info({ execSource: "ebpf" }, "exec events: eBPF (bpftrace sched_process_exec), short-lived processes included");
+    log.info({ execSource: "ebpf" }, "exec, fork and exit events: eBPF (bpftrace sched_process_exec/fork, sched_switch at exit), short-lived processes included and charged at exit");
   }
 
   async stop(): Promise<void> {

@@ -28,6 +28,9 @@ export interface ExecSighting {
   path: string;
   pid: number;
   source: ExecSourceKind;
+  /** eBPF only: the process's start time (clock ticks) and the exec's kernel time, to key the exit charging. */
+  startTimeTicks?: bigint;
+  monoNs?: bigint;
 }
 
 export interface ExecTrackerOptions {
@@ -115,6 +118,20 @@ export class ExecTracker {
     this.maybeDetect({ container: r, attribution, path, pid, source: "proc-poll" }, { pid, ppid, startTimeTicks: startTime, comm, at: new Date() });
   }
 
+  /**
+   * The running container whose mount namespace `mntns` was at kernel time `monoNs` (fork and exit
+   * events), by the same rule as exec events; undefined when not known (yet) or from before its start.
+   */
+  containerOf(mntns: number, monoNs: bigint): string | undefined {
+    let owner = this.mntns.get(mntns);
+    if (owner === undefined && Date.now() - this.lastRebuild > 200) {
+      this.rebuild();
+      owner = this.mntns.get(mntns);
+    }
+    if (owner === undefined || this.before({ monoNs }, owner)) return undefined;
+    return owner.id;
+  }
+
   private scheduleRetry(): void {
     if (this.retryTimer !== undefined) return;
     this.retryTimer = setTimeout(() => {
@@ -169,7 +186,7 @@ export class ExecTracker {
       }
       a = this.o.collector.attributePath(r, path);
     }
-    const s: ExecSighting = { container: r, attribution: a, path: a.path, pid: ev.pid, source: "ebpf" };
+    const s: ExecSighting = { container: r, attribution: a, path: a.path, pid: ev.pid, source: "ebpf", startTimeTicks: ev.startTimeTicks, monoNs: ev.monoNs };
     this.o.onExec(s);
     this.maybeDetect(s, { pid: ev.pid, ppid: ev.ppid, startTimeTicks: ev.startTimeTicks, comm: ev.comm, at: ev.at });
     return true;
@@ -192,7 +209,7 @@ export class ExecTracker {
    * The exec happened before the container's init process started (start times are cut to a
    * clock tick, so an exec within the tick of the start counts as after it).
    */
-  private before(ev: ExecEvent, owner: NsOwner): boolean {
+  private before(ev: { monoNs: bigint }, owner: NsOwner): boolean {
     const boot = this.boot;
     if (boot === undefined || owner.startedNs < 0n) return false;
     return ev.monoNs + boot.offsetNs + boot.errorNs < owner.startedNs;

@@ -25,9 +25,10 @@ export interface NetSample {
   /** Sockets per state over tcp and tcp6; every state below is present, 0 when none. */
   tcpByState: Record<string, number>;
   /**
-   * Sockets with an owner (inode != 0) that are not LISTEN, by inode, so the caller can spot new
-   * connections and find their process through /proc/<pid>/fd -> socket:[inode]. TIME_WAIT sockets
-   * have no owner and inode 0, so they only appear in tcpByState.
+   * Sockets with an owner (inode != 0), listening ones included, by inode, so the caller can spot
+   * new connections and listening sockets and find their process through /proc/<pid>/fd ->
+   * socket:[inode]. TIME_WAIT sockets, and connections still in an accept queue, have no owner
+   * and inode 0, so they only appear in tcpByState.
    */
   tcpSockets: Map<number, { state: string; local: string; remote: string }>;
   /** What could not be read (e.g. "tcp6": "net/tcp6 missing (IPv6 disabled)", "shared": why the host netns is unknown). */
@@ -55,7 +56,6 @@ const TCP_STATES = [
   "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
 ];
 const TIME_WAIT = 6;
-const LISTEN = 10;
 
 function stateName(code: number): string {
   return TCP_STATES[code] || `STATE_${code.toString(16).toUpperCase()}`;
@@ -364,7 +364,7 @@ export class NetSampler {
     const addTable = (text: string, v6: boolean): void => {
       scanTcp(text, (state, localAt, remoteAt, inode) => {
         count(state);
-        if (state !== LISTEN && inode !== 0) {
+        if (inode !== 0) {
           s.tcpSockets.set(inode, { state: stateName(state), local: decodeAddress(text, localAt, v6), remote: decodeAddress(text, remoteAt, v6) });
         }
       });
@@ -373,7 +373,7 @@ export class NetSampler {
       byDiag &&
       diagTcpSockets((state, v6, buf, idAt, inode) => {
         count(state);
-        if (state !== LISTEN && inode !== 0) s.tcpSockets.set(inode, { state: stateName(state), local: diagAddress(buf, idAt, idAt + 4, v6), remote: diagAddress(buf, idAt + 2, idAt + 20, v6) });
+        if (inode !== 0) s.tcpSockets.set(inode, { state: stateName(state), local: diagAddress(buf, idAt, idAt + 4, v6), remote: diagAddress(buf, idAt + 2, idAt + 20, v6) });
       });
     const timeWait = diagDone ? sockstatTimeWait(readProcFile(`${base}/sockstat`, "latin1") ?? "") : undefined;
     if (byDiag && (!diagDone || timeWait === undefined)) {

@@ -227,12 +227,14 @@ export class ProcSampler {
 
   /**
    * Which of the socket inodes in `want` a process holds (its `socket:[N]` fd links); empty if it
-   * vanished. Stops once all are found, and after `maxFds` fds (8,192 unless a test says less).
+   * vanished. Stops once all are found, and after `maxFds` fds (8,192 unless a test says less);
+   * `cost.links` counts the links read, for a caller's budget.
    */
-  socketInodes(pid: number, want: ReadonlySet<number>, maxFds = MAX_FDS_SCANNED): number[] {
+  socketInodes(pid: number, want: ReadonlySet<number>, maxFds = MAX_FDS_SCANNED, cost?: { links: number }): number[] {
     const dir = `${this.procRoot}/${pid}/fd`;
     const out: number[] = [];
     eachFd(dir, (name) => {
+      if (cost !== undefined) cost.links++;
       const l = readProcLink(`${dir}/${name}`);
       if (l !== undefined && l.startsWith("socket:[")) {
         const inode = Number(l.slice(8, -1));

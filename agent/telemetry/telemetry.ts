@@ -3,10 +3,12 @@
  * each running container, attributes each process's metrics to the layer that provides its
  * executable, and every window (default 10 s) emits one WindowSummary per container with a
  * feature vector per layer (models/FEATURES.md). Exec events come from eBPF when it can run here,
- * else from /proc polling; drift detections are emitted as soon as they are seen.
+ * with fork and exit events so that processes too short for a tick are charged at exit
+ * (lifecycle.ts), else from /proc polling; drift detections are emitted as soon as they are seen.
  *
- * This class wires the parts: the exec source (exec-source.ts), the exec tracker, the sampler
- * (layer-sampler.ts) and the window builder (window-builder.ts), and owns the tick timer.
+ * This class wires the parts: the exec source (exec-source.ts), the exec tracker, the process
+ * lifecycle records (lifecycle.ts), the sampler (layer-sampler.ts) and the window builder
+ * (window-builder.ts), and owns the tick timer.
  */
 import { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
@@ -16,7 +18,8 @@ import type { LdgCollector } from "../layers/ldg-collector.js";
 import type { AgentMetrics } from "../metrics.js";
 import { ExecSource, type ExecSourceChoice } from "./exec-source.js";
 import { ExecTracker, type ExecSighting, type ExecSourceKind } from "./exec-tracker.js";
-import { LayerSampler } from "./layer-sampler.js";
+import { LayerSampler, type ExitStats } from "./layer-sampler.js";
+import { ProcessLifecycle } from "./lifecycle.js";
 import type { ProcessTable } from "./process-table.js";
 import { WindowBuilder } from "./window-builder.js";
 
@@ -58,6 +61,8 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   private readonly execSource: ExecSource;
   private readonly builder: WindowBuilder;
   private readonly sampler: LayerSampler;
+  /** Kernel fork/exec/exit records (public for tests, which feed it events). */
+  readonly lifecycle: ProcessLifecycle;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: TelemetryOptions) {
@@ -72,6 +77,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       onExec: (s) => this.onExec(s),
       onDetection: (d, s) => this.onDetection(d, s),
     });
+    this.lifecycle = new ProcessLifecycle({ containerOf: (mntns, monoNs) => this.tracker.containerOf(mntns, monoNs) });
     this.execSource = new ExecSource({
       procRoot: o.procRoot,
       log: o.log,
@@ -80,6 +86,8 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       ...(o.bpftrace !== undefined ? { bpftrace: o.bpftrace } : {}),
       pollMs: this.sampleMs,
       onExec: (ev) => this.tracker.onEbpf(ev),
+      onFork: (ev) => this.lifecycle.onFork(ev),
+      onProcessExit: (ev) => this.lifecycle.onExit(ev),
     });
     this.builder = new WindowBuilder({ node: o.node, windowMs: this.windowMs, tickMs: this.sampleMs, names: o.collector });
     this.sampler = new LayerSampler({
@@ -90,6 +98,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       execSource: this.execSource,
       windows: this.builder,
       passesPerFull: Math.max(1, Math.round(fullEveryMs / this.sampleMs)),
+      lifecycle: this.lifecycle,
     });
     o.collector.on("upsert", () => this.tracker.rebuild());
   }
@@ -127,6 +136,11 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     });
   }
 
+  /** Exit charging's counts: charged, unattributed (no layer found), duplicates (an identity seen twice). */
+  get exitStats(): Readonly<ExitStats> {
+    return this.sampler.exitStats;
+  }
+
   get activeExecSource(): ExecSourceKind {
     return this.execSource.kind;
   }
@@ -153,7 +167,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
       this.sampler.forget(w.containerId);
       this.emitWindows([w]);
     }
-    this.builder.endTick();
+    this.builder.endTick(now);
     this.o.metrics.samplePasses.inc();
     this.o.metrics.samplePassSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (this.builder.due(now)) this.flush(now);
@@ -167,12 +181,19 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   private emitWindows(batch: WindowSummary[]): void {
     if (batch.length === 0) return;
     this.o.metrics.windows.inc(batch.length);
+    for (const w of batch) {
+      this.o.metrics.exitsCharged.inc(w.exitsCharged);
+      if (w.cpuAttributedShare?.available === true) this.o.metrics.cpuAttributedShare.observe(w.cpuAttributedShare.value);
+    }
     for (const w of batch) this.emit("window", w);
     this.emit("windows", batch);
   }
 
   private onExec(s: ExecSighting): void {
     this.o.metrics.execEvents.inc({ source: s.source });
+    if (s.startTimeTicks !== undefined && s.monoNs !== undefined) {
+      this.lifecycle.onExec(s.pid, { containerId: s.container.id, layerId: s.attribution.layerId, startTimeTicks: s.startTimeTicks, monoNs: s.monoNs });
+    }
     this.builder.layer(s.container.id, s.attribution.layerId).counts.exec_count++;
   }
 

@@ -6,8 +6,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { LayerFeaturesSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
-import { encodeFeatures, FEATURE_VERSION, featureIndex } from "../../models/features.js";
+import { GaugeSchema, LayerFeaturesSchema, WindowSummarySchema, type CgroupFeatures, type Gauge, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { encodeFeatures, FEATURE_VERSION, featureIndex, type CountName } from "../../models/features.js";
 import type { LdgCollector } from "../layers/ldg-collector.js";
 import type { CgroupSample } from "./cgroup-sampler.js";
 import { cgroupFeatures, netFeatures } from "./container-context.js";
@@ -34,6 +34,20 @@ interface ContainerWindow {
   cgroupVersion: string;
   netFirst: NetSample | undefined;
   netLast: NetSample | undefined;
+  /** Counts that could not be measured for any of the container's layers this window (e.g. socket table unreadable). */
+  unavailableCounts: Set<CountName>;
+  exitsCharged: number;
+}
+
+/**
+ * The share of the cgroup's CPU time in the window that reached a layer, capped at 1 (a process
+ * charged at exit early in a window may have run at the end of the previous one).
+ */
+export function cpuAttributedShare(layersCpuSeconds: number, cgroup: CgroupFeatures | undefined): Gauge {
+  const cg = cgroup?.cpuSeconds;
+  if (cg === undefined || !cg.available) return create(GaugeSchema, { available: false, reason: `cgroup CPU unavailable: ${cg?.reason || "not sampled"}` });
+  if (!(cg.value > 0)) return create(GaugeSchema, { available: false, reason: "the cgroup's CPU counter did not move in the window" });
+  return create(GaugeSchema, { available: true, value: Math.min(1, Math.max(0, layersCpuSeconds / cg.value)) });
 }
 
 export interface WindowBuilderOptions {
@@ -50,6 +64,9 @@ export class WindowBuilder {
   private readonly containers = new Map<string, ContainerWindow>();
   private start = new Date();
   private ticks = 0;
+  /** When the window's first and latest ticks sampled (ms), for gauges' growth per second. */
+  private firstTickAt = 0;
+  private lastTickAt = 0;
 
   constructor(private readonly o: WindowBuilderOptions) {}
 
@@ -95,9 +112,21 @@ export class WindowBuilder {
     return out;
   }
 
-  /** Counts a tick once every container was sampled. */
-  endTick(): void {
+  /** Counts a tick, sampled at `at`, once every container was sampled. */
+  endTick(at: Date): void {
+    if (this.ticks === 0) this.firstTickAt = at.getTime();
+    this.lastTickAt = at.getTime();
     this.ticks++;
+  }
+
+  /** A count could not be measured for the container in this window: NaN for every one of its layers. */
+  countUnavailable(containerId: string, name: CountName): void {
+    this.container(containerId).unavailableCounts.add(name);
+  }
+
+  /** A process's totals were charged at its exit in this window. */
+  exitCharged(containerId: string): void {
+    this.container(containerId).exitsCharged++;
   }
 
   /** Whether the window is over at `now` (within half a tick). */
@@ -120,7 +149,7 @@ export class WindowBuilder {
   private container(id: string): ContainerWindow {
     let c = this.containers.get(id);
     if (c === undefined) {
-      c = { layers: new Map(), cgroupFirst: undefined, cgroupLast: undefined, cgroupVersion: "", netFirst: undefined, netLast: undefined };
+      c = { layers: new Map(), cgroupFirst: undefined, cgroupLast: undefined, cgroupVersion: "", netFirst: undefined, netLast: undefined, unavailableCounts: new Set(), exitsCharged: 0 };
       this.containers.set(id, c);
     }
     return c;
@@ -138,9 +167,13 @@ export class WindowBuilder {
 
   private end(id: string, name: string, c: ContainerWindow, end: Date): WindowSummary {
     const seconds = Math.max(0.001, (end.getTime() - this.start.getTime()) / 1000);
+    const sampledSeconds = (this.lastTickAt - this.firstTickAt) / 1000;
     const layers = [];
+    let layersCpu = 0;
     for (const [layerId, w] of c.layers) {
-      const f = w.features(this.ticks, seconds);
+      for (const name of c.unavailableCounts) w.countUnavailable(name);
+      const f = w.features(this.ticks, seconds, sampledSeconds);
+      layersCpu += f[CPU_SECONDS] ?? 0;
       layers.push(
         create(LayerFeaturesSchema, {
           layerId,
@@ -158,6 +191,7 @@ export class WindowBuilder {
         }),
       );
     }
+    const cgroup = cgroupFeatures(c.cgroupFirst, c.cgroupLast, c.cgroupVersion);
     const summary = create(WindowSummarySchema, {
       node: this.o.node,
       containerId: id,
@@ -167,11 +201,15 @@ export class WindowBuilder {
       ticks: this.ticks,
       featureVersion: FEATURE_VERSION,
       layers,
-      cgroup: cgroupFeatures(c.cgroupFirst, c.cgroupLast, c.cgroupVersion),
+      cgroup,
       net: netFeatures(c.netFirst, c.netLast),
+      cpuAttributedShare: cpuAttributedShare(layersCpu, cgroup),
+      exitsCharged: c.exitsCharged,
     });
     // The next window starts where this one ended.
     c.layers = new Map();
+    c.unavailableCounts = new Set();
+    c.exitsCharged = 0;
     c.cgroupFirst = c.cgroupLast;
     c.netFirst = c.netLast;
     return summary;

@@ -395,7 +395,7 @@ describe("NetSampler on a fake /proc", () => {
     netDir(502, "container", ["dev", "tcp"]);
   });
 
-  it("sums interfaces, counts TCP states over tcp and tcp6, and keeps owned non-LISTEN sockets", () => {
+  it("sums interfaces, counts TCP states over tcp and tcp6, and keeps owned sockets, listening ones included", () => {
     const net = new NetSampler({ procRoot });
     const s = net.sample(500, 1);
     assert.ok(s);
@@ -407,8 +407,9 @@ describe("NetSampler on a fake /proc", () => {
       ESTABLISHED: 6, SYN_SENT: 0, SYN_RECV: 0, FIN_WAIT1: 0, FIN_WAIT2: 0, TIME_WAIT: 48, CLOSE: 0,
       CLOSE_WAIT: 0, LAST_ACK: 0, LISTEN: 3, CLOSING: 0, NEW_SYN_RECV: 0,
     });
-    assert.deepEqual([...s.tcpSockets.keys()].sort(), [143345, 143347, 144906, 144926, 144927, 144928]);
+    assert.deepEqual([...s.tcpSockets.keys()].sort(), [143344, 143345, 143347, 144905, 144906, 144913, 144926, 144927, 144928]);
     assert.deepEqual(s.tcpSockets.get(144927), { state: "ESTABLISHED", local: "127.0.0.1:57526", remote: "127.0.0.1:18082" });
+    assert.deepEqual(s.tcpSockets.get(144905), { state: "LISTEN", local: "127.0.0.1:18080", remote: "0.0.0.0:0" });
     assert.deepEqual(s.unavailable, {});
     assert.deepEqual(net.files(500), [`${procRoot}/500/net/dev`, `${procRoot}/500/net/tcp`, `${procRoot}/500/net/tcp6`]);
   });
@@ -421,7 +422,7 @@ describe("NetSampler on a fake /proc", () => {
     assert.equal(a.rxBytes, 1986776 + 722429356);
     assert.equal(a.extRxBytes, 722429356);
     assert.equal(a.tcpByState["LISTEN"], 1);
-    assert.equal(a.tcpSockets.size, 0);
+    assert.deepEqual([...a.tcpSockets.keys()], [1059], "the listening socket (owned); TIME_WAIT ones have no owner");
     assert.equal(net.sample(1, 7), a, "same netns, same pass: cached");
     const b = net.sample(1, 8);
     assert.notEqual(b, a);

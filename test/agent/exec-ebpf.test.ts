@@ -21,6 +21,8 @@ import {
   parseBpftraceLine,
   type BpftraceLine,
   type ExecEvent,
+  type ForkEvent,
+  type ProcessExitEvent,
 } from "../../agent/telemetry/exec-ebpf.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger } from "../../common/log.js";
@@ -198,12 +200,73 @@ describe("parseBpftraceLine on captured bpftrace 0.17 output", () => {
   });
 });
 
+describe("parseBpftraceLine: fork and exit lines (bpftrace 0.17 output captured here)", () => {
+  const printf = (data: string): string => JSON.stringify({ type: "printf", data });
+  // A shell (21901) forked dd (21918), which read and wrote 5 MiB and exited; the host's mntns.
+  const fork = '{"type": "printf", "data": "fork 21901 21918 4026531832 61459490412036\\n"}';
+  const exit = '{"type": "printf", "data": "exit 21918 21901 4026531832 6145949 61459511661321 11994985 5249856 5242973 40960 0 381 1 1 4\\n"}';
+
+  it("reads a fork: parent tgid, child pid, mount namespace, kernel time", () => {
+    assert.deepEqual(parseBpftraceLine(fork, msToWall), { kind: "fork", event: { parent: 21901, child: 21918, mntns: 4026531832, monoNs: 61459490412036n } satisfies ForkEvent });
+  });
+
+  it("reads an exit: identity, reaper, CPU ns, I/O, faults and context switches", () => {
+    const expected: ProcessExitEvent = {
+      pid: 21918, ppid: 21901, mntns: 4026531832, startTimeTicks: 6145949n, monoNs: 61459511661321n,
+      cpuNs: 11994985, rchar: 5249856, wchar: 5242973, readBytes: 40960, writeBytes: 0, minflt: 381, majflt: 1, nvcsw: 1, nivcsw: 4,
+    };
+    assert.deepEqual(parseBpftraceLine(exit, msToWall), { kind: "exit", event: expected });
+  });
+
+  it("turns malformed fork and exit lines into reasons, never exceptions", () => {
+    const cases: [string, RegExp][] = [
+      [printf("fork 1 2 3\n"), /fork line/],
+      [printf("fork 1 2 3 4 5\n"), /fork line/],
+      [printf("fork 1 2 3 4"), /fork line/],
+      [printf("fork -1 2 3 4\n"), /fork line/],
+      [printf("fork 0 2 3 4\n"), /pid out of range/],
+      [printf("fork 1 99999999 3 4\n"), /pid out of range/],
+      [printf("fork 1 2 0 4\n"), /mntns 0/],
+      [printf("exit 1 1 1 1 1 1 1 1 1 1 1 1 1\n"), /14 unsigned numbers/],
+      [printf("exit 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1\n"), /14 unsigned numbers/],
+      [printf("exit 1 1 1 1 1 1 1 1 1 1 1 1 1 x\n"), /14 unsigned numbers/],
+      [printf("exit 0 1 1 1 1 1 1 1 1 1 1 1 1 1\n"), /pid 0 out of range/],
+      [printf("exit 1 1 0 1 1 1 1 1 1 1 1 1 1 1\n"), /mntns 0/],
+      [printf("exit 1 1 1 1 1 18446744073709551615 1 1 1 1 1 1 1 1\n"), /beyond 2\^53/],
+      [printf("exit 1 1 1 1 1 1 1 1 1 1 1 1 1 1\nexit 2 1 1 1 1 1 1 1 1 1 1 1 1 1\n"), /14 unsigned numbers/],
+      [printf(`fork ${"1".repeat(5000)} 2 3 4\n`), /fork line/],
+    ];
+    for (const [line, reason] of cases) {
+      const p = parseBpftraceLine(line, msToWall);
+      assert.equal(p.kind, "malformed", line.slice(0, 120));
+      assert.match((p as { reason: string }).reason, reason, line.slice(0, 120));
+    }
+  });
+
+  it("an exec whose comm and filename imitate fork or exit lines stays an exec, whole", () => {
+    const name = "exit 1 1 1 1 1";
+    const line = printf(`13950 13929 4026532176 234325 2343253523657\t${name.slice(0, 15)}\t/tmp/${name}\nfork 1 2 3 4\n`);
+    const p = parseBpftraceLine(line, msToWall);
+    assert.equal(p.kind, "exec");
+    assert.equal((p as { event: ExecEvent }).event.filename, `/tmp/${name}\nfork 1 2 3 4`);
+    // A line that starts like a fork but is not one is malformed, not an exec.
+    assert.equal(parseBpftraceLine(printf("fork\tx\t/bin/x\n"), msToWall).kind, "malformed");
+  });
+});
+
 describe("execProgram", () => {
   it("filters the host mount namespace in kernel only when asked", () => {
-    assert.doesNotMatch(execProgram(), /!=/);
+    assert.doesNotMatch(execProgram(), /ns\.inum !=/);
     assert.match(execProgram(4026531832), /\/ curtask->nsproxy->mnt_ns->ns\.inum != 4026531832 \//);
     assert.match(execProgram(4026531832, { readyParent: 42 }), /\/ curtask->nsproxy->mnt_ns->ns\.inum != 4026531832 \|\| curtask->real_parent->tgid == 42 \//);
     assert.doesNotMatch(execProgram(undefined, { readyParent: 42 }), /tgid ==/);
+    // Fork and exit probes too, the exit one only for a process's last thread, both off the host.
+    const p = execProgram(4026531832);
+    assert.match(p, /tracepoint:sched:sched_process_fork\n\/ curtask->nsproxy->mnt_ns->ns\.inum != 4026531832 \//);
+    assert.match(p, /tracepoint:sched:sched_process_exit\n\/ curtask->signal->live\.counter == 0 && curtask->nsproxy->mnt_ns->ns\.inum != 4026531832 \//);
+    assert.match(execProgram(), /sched_process_exit\n\/ curtask->signal->live\.counter == 0 \//);
+    // The totals are printed at the dead task's last context switch.
+    assert.match(p, /tracepoint:sched:sched_switch\n\/ curtask->__state == 128 && @exiting\[tid\] != 0 \//);
     assert.throws(() => execProgram(-1), (e: unknown) => e instanceof ShadowError && e.code === Code.InvalidArgument);
     assert.throws(() => execProgram(2 ** 32), (e: unknown) => e instanceof ShadowError && e.code === Code.InvalidArgument);
   });
@@ -426,6 +489,40 @@ describe("BpfExecSource on the real kernel", () => {
     assert.equal(source.counters.lost, lostBefore);
     assert.equal(source.counters.lost, 0);
     assert.equal(source.counters.malformed, 0);
+  });
+
+  it("reports a fork and, at the exit of the last thread, the process's CPU and I/O totals", async (t) => {
+    if (!needsEbpf(t) || source === undefined) return;
+    const forks: ForkEvent[] = [];
+    const exits: ProcessExitEvent[] = [];
+    const onFork = (e: ForkEvent): void => void forks.push(e);
+    const onExit = (e: ProcessExitEvent): void => void exits.push(e);
+    source.on("fork", onFork);
+    source.on("processExit", onExit);
+    try {
+      // The shell forks dd (4 MiB through it), then exits itself.
+      const out = execFileSync("/bin/sh", ["-c", "echo $$; dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null & echo $!; wait"], { encoding: "utf8" });
+      const [sh, dd] = out.trim().split("\n").map(Number) as [number, number];
+      // (Polled: the recorder re-checks only on exec events.)
+      for (const end = Date.now() + 15_000; !(exits.some((e) => e.pid === dd) && exits.some((e) => e.pid === sh)); ) {
+        if (Date.now() > end) assert.fail(`no exit events for sh ${sh} and dd ${dd} within 15 s`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const ddExit = exits.find((e) => e.pid === dd);
+      assert.ok(ddExit);
+      assert.equal(ddExit.ppid, sh);
+      assert.ok(ddExit.rchar >= 4 * 2 ** 20 && ddExit.wchar >= 4 * 2 ** 20, `rchar ${ddExit.rchar} wchar ${ddExit.wchar}`);
+      assert.ok(ddExit.cpuNs > 0);
+      assert.equal(exits.filter((e) => e.pid === dd).length, 1, "one exit per process");
+      assert.ok(forks.some((f) => f.parent === sh && f.child === dd), "the fork of dd by the shell");
+      // Same identity as the exec event of dd.
+      assert.equal(rec.of(dd).at(-1)?.startTimeTicks, ddExit.startTimeTicks);
+      // The shell's totals at exit include the reaped dd's I/O (the kernel folds it in).
+      assert.ok((exits.find((e) => e.pid === sh)?.rchar ?? 0) >= ddExit.rchar);
+    } finally {
+      source.off("fork", onFork);
+      source.off("processExit", onExit);
+    }
   });
 
   it("stop() ends bpftrace, is idempotent, and emits no exit", async (t) => {

@@ -20,13 +20,14 @@ import { ProcessTable } from "../../agent/telemetry/process-table.js";
 import { cgroupFeatures, netFeatures } from "../../agent/telemetry/container-context.js";
 import { ExecSource } from "../../agent/telemetry/exec-source.js";
 import { Telemetry } from "../../agent/telemetry/telemetry.js";
-import { WindowBuilder } from "../../agent/telemetry/window-builder.js";
+import { cpuAttributedShare, WindowBuilder } from "../../agent/telemetry/window-builder.js";
+import type { ProcessExitEvent } from "../../agent/telemetry/exec-ebpf.js";
 import { emptyMetrics, LayerWindow } from "../../agent/telemetry/layer-window.js";
 import { TelemetryStore } from "../../aggregator/store/telemetry-store.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { silentLogger } from "../../common/log.js";
 import { decodeFeatures, encodeFeatures, FEATURE_COUNT, FEATURE_NAMES, featureIndex, METRIC_INDEX, METRICS, namedFeatures, type MetricName } from "../../models/features.js";
-import { TelemetryItemSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
+import { CgroupFeaturesSchema, GaugeSchema, TelemetryItemSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
 /** A layer's decoded feature vector (empty when the layer is absent). */
 const feat = (l: { featuresF64le: Uint8Array } | undefined): number[] => (l === undefined ? [] : decodeFeatures(l.featuresF64le));
@@ -88,7 +89,8 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
       w.addTick(v, 2, true);
     }
     w.counts.exec_count = 3;
-    const f = w.features(4, 2);
+    // Ticks 0.5 s apart: 1.5 s between the first and the last sample.
+    const f = w.features(4, 2, 1.5);
     assert.equal(f[cpu], 1); // sum
     assert.equal(f[cpu + 1], 0.25); // mean per tick
     assert.equal(f[cpu + 2], 0.5); // busiest tick
@@ -96,7 +98,7 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
     assert.equal(f[rss], 400); // last
     assert.equal(f[rss + 1], 250); // mean
     assert.equal(f[rss + 2], 400); // max
-    assert.equal(f[rss + 3], 150); // (400 - 100) / 2 s
+    assert.equal(f[rss + 3], 200); // (400 - 100) / 1.5 s between the samples, not the window's 2 s
     assert.equal(f[featureIndex("process_count")], 2);
     assert.equal(f[featureIndex("exec_count")], 3);
   });
@@ -108,10 +110,10 @@ describe("feature vector (models/features.ts) and per-layer windows", () => {
     const v = emptyMetrics();
     v[METRIC_INDEX.rss_bytes] = 1000;
     w.addTick(v, 1, false);
-    const f = w.features(3, 3);
+    const f = w.features(3, 3, 2);
     const rss = featureIndex("rss_bytes.sum");
     assert.equal(f[rss + 1], 1000 / 3);
-    assert.equal(f[rss + 3], 1000 / 3);
+    assert.equal(f[rss + 3], 1000 / 2);
     assert.equal(f[featureIndex("process_count")], 1 / 3);
   });
 });
@@ -128,12 +130,12 @@ describe("window builder", () => {
     const b = new WindowBuilder({ node: "n", windowMs: 3000, tickMs: 1000, names });
     b.begin(new Date(0));
     b.addTick("a", new Map([["base", tick(100, 1)]]));
-    b.endTick();
+    b.endTick(new Date(1000));
     b.addTick("a", new Map([["base", tick(100, 1)], ["late", tick(600, 2)]]));
-    b.endTick();
+    b.endTick(new Date(2000));
     assert.equal(b.due(new Date(2000)), false);
     b.addTick("a", new Map([["base", tick(100, 1)]]));
-    b.endTick();
+    b.endTick(new Date(3000));
     assert.equal(b.due(new Date(2500)), true, "within half a tick of 3 s");
     const [w, ...rest] = b.flush([{ id: "a", name: "a-name" }], new Date(3000));
     assert.equal(rest.length, 0);
@@ -154,7 +156,7 @@ describe("window builder", () => {
     b.begin(new Date(0));
     b.addTick("a", new Map([["l", tick(1, 1)]]));
     b.addTick("b", new Map([["l", tick(1, 1)]]));
-    b.endTick();
+    b.endTick(new Date(1000));
     const gone = b.endGone(new Set(["a"]), new Date(1000));
     assert.deepEqual(gone.map((w) => [w.containerId, w.containerName, w.ticks]), [["b", "name-b", 1]]);
     assert.deepEqual(b.endGone(new Set(["a"]), new Date(1000)), []);
@@ -256,7 +258,12 @@ interface FakeProc {
   wchar?: number;
   readBytes?: number;
   writeBytes?: number;
+  /** /proc/<pid>/io unreadable (as for another user's process without root). */
+  noIo?: boolean;
 }
+
+/** The fake container's mount namespace (every fake process lives in it). */
+const FAKE_MNTNS = 4026532900;
 
 function fakeHost(root: string, id: string): { proc: string; cg: string; writeProc: (pid: number, o: FakeProc) => void; setPids: (pids: number[]) => void; setCpu: (usec: number) => void } {
   const proc = join(root, "proc");
@@ -273,7 +280,9 @@ function fakeHost(root: string, id: string): { proc: string; cg: string; writePr
     // Fields 10 (minflt), 12 (majflt), 14-15 (utime, stime), 20 (threads), 22 (start), 24 (rss pages).
     writeFileSync(join(p, "stat"), `${pid} (${o.comm}) S 1 ${pid} ${pid} 0 -1 0 ${o.minflt ?? 10} 0 ${o.majflt ?? 0} 0 ${o.ticks} ${o.stime ?? 0} 0 0 20 0 ${o.threads ?? 1} 0 ${o.start} 100 ${o.rssPages ?? 50} 0`);
     writeFileSync(join(p, "status"), `Name:\t${o.comm}\nvoluntary_ctxt_switches:\t${o.ctxVoluntary ?? 1}\nnonvoluntary_ctxt_switches:\t${o.ctxInvoluntary ?? 1}\n`);
-    writeFileSync(join(p, "io"), `rchar: ${o.rchar ?? 10}\nwchar: ${o.wchar ?? 10}\nsyscr: 1\nsyscw: 1\nread_bytes: ${o.readBytes ?? 0}\nwrite_bytes: ${o.writeBytes ?? 0}\n`);
+    if (o.noIo !== true) writeFileSync(join(p, "io"), `rchar: ${o.rchar ?? 10}\nwchar: ${o.wchar ?? 10}\nsyscr: 1\nsyscw: 1\nread_bytes: ${o.readBytes ?? 0}\nwrite_bytes: ${o.writeBytes ?? 0}\n`);
+    mkdirSync(join(p, "ns"));
+    symlinkSync(`mnt:[${FAKE_MNTNS}]`, join(p, "ns", "mnt"));
     writeFileSync(join(p, "cmdline"), `${o.comm}\0`);
     writeFileSync(join(p, "cgroup"), `0::/docker/${id}\n`);
     writeFileSync(join(p, "maps"), "");
@@ -328,6 +337,9 @@ describe("the layer vector from a fake /proc", () => {
     h.setCpu(2);
     tel.tick(new Date(1000));
     const fds = table.current(id).find((t) => t.info.pid === 100)?.detail.fds;
+    // I/O readings are judged one tick late (models/FEATURES.md, "A child's I/O").
+    h.setCpu(3);
+    tel.tick(new Date(1500));
     tel.flush(new Date(2000));
     const layer = windows.find((w) => w.containerId === id)?.layers.find((l) => l.layerId === "layer:/bin/work");
     assert.ok(layer, "the work process's layer has a window");
@@ -401,5 +413,155 @@ describe("pid recycling (fake /proc)", () => {
     assert.equal(table.ranSince(id, 1, "x"), false, "CPU counter did not move");
     h.setCpu(5);
     assert.equal(table.ranSince(id, 1, "x"), true);
+  });
+});
+
+describe("layer-window-v2: gauge rates, unavailable features, attributed CPU share", () => {
+  const names = { container: (id: string) => ({ name: `name-${id}` }), layerName: () => "" } as unknown as Pick<LdgCollector, "container" | "layerName">;
+
+  it("a 2 MB/s leak reads 2 MB/s with two ticks per window (growth over the time between the samples)", () => {
+    const b = new WindowBuilder({ node: "n", windowMs: 2000, tickMs: 1000, names });
+    b.begin(new Date(0));
+    const out: WindowSummary[] = [];
+    for (let t = 1; t <= 4; t++) {
+      const v = emptyMetrics();
+      v[METRIC_INDEX.rss_bytes] = 50e6 + 2e6 * t;
+      b.addTick("a", new Map([["l", { v, n: 1 }]]));
+      b.endTick(new Date(t * 1000));
+      if (b.due(new Date(t * 1000))) out.push(...b.flush([{ id: "a", name: "a" }], new Date(t * 1000)));
+    }
+    assert.equal(out.length, 2);
+    for (const w of out) assert.equal(namedFeatures(feat(w.layers[0]))["rss_bytes.rate"], 2e6);
+    // One sample in a window: no growth can be measured, and none is made up.
+    const one = new WindowBuilder({ node: "n", windowMs: 1000, tickMs: 1000, names });
+    one.begin(new Date(0));
+    one.addTick("a", new Map([["l", { v: emptyMetrics(), n: 1 }]]));
+    one.endTick(new Date(1000));
+    const f = namedFeatures(feat(one.flush([{ id: "a", name: "a" }], new Date(1000))[0]?.layers[0]));
+    assert.ok(Number.isNaN(f["rss_bytes.rate"]));
+    assert.equal(f["rss_bytes.sum"], 0);
+  });
+
+  it("a feature not measured is NaN in the vector (not 0), for that layer and window only", () => {
+    const b = new WindowBuilder({ node: "n", windowMs: 2000, tickMs: 1000, names });
+    b.begin(new Date(0));
+    b.layer("a", "l").metricUnavailable(METRIC_INDEX.read_bytes);
+    b.countUnavailable("a", "new_connections");
+    b.addTick("a", new Map([["l", { v: emptyMetrics(), n: 1 }], ["m", { v: emptyMetrics(), n: 1 }]]));
+    b.endTick(new Date(1000));
+    const [w] = b.flush([{ id: "a", name: "a" }], new Date(1000));
+    const l = namedFeatures(feat(w?.layers.find((x) => x.layerId === "l")));
+    const m = namedFeatures(feat(w?.layers.find((x) => x.layerId === "m")));
+    for (const s of ["sum", "mean", "max", "rate"]) assert.ok(Number.isNaN(l[`read_bytes.${s}`]), s);
+    assert.equal(l["write_bytes.sum"], 0);
+    assert.equal(m["read_bytes.sum"], 0, "another layer measured it");
+    assert.ok(Number.isNaN(l["new_connections"]) && Number.isNaN(m["new_connections"]), "the socket table is the container's");
+    assert.equal(l["listen_sockets"], 0);
+    // The next window measures again.
+    b.addTick("a", new Map([["l", { v: emptyMetrics(), n: 1 }]]));
+    b.endTick(new Date(2000));
+    const next = namedFeatures(feat(b.flush([{ id: "a", name: "a" }], new Date(2000))[0]?.layers[0]));
+    assert.equal(next["read_bytes.sum"], 0);
+    assert.equal(next["new_connections"], 0);
+  });
+
+  it("cpu_attributed_share is the layers' CPU over the cgroup's, unavailable with a reason otherwise", () => {
+    const cg = (cpu: { available: boolean; value?: number; reason?: string }) => create(CgroupFeaturesSchema, { cpuSeconds: create(GaugeSchema, cpu) });
+    assert.deepEqual([cpuAttributedShare(0.9, cg({ available: true, value: 1 })).available, cpuAttributedShare(0.9, cg({ available: true, value: 1 })).value], [true, 0.9]);
+    assert.equal(cpuAttributedShare(1.2, cg({ available: true, value: 1 })).value, 1, "capped: an exit charged early in a window may have run in the previous one");
+    assert.match(cpuAttributedShare(0, cg({ available: true, value: 0 })).reason, /did not move/);
+    assert.match(cpuAttributedShare(0, cg({ available: false, reason: "cpu.stat missing" })).reason, /cpu\.stat missing/);
+    assert.equal(cpuAttributedShare(0, undefined).available, false);
+  });
+});
+
+describe("charging at exit and a child's I/O on its own layer (fake /proc, kernel events fed by hand)", () => {
+  const id = "d".repeat(64);
+  const exitEv = (pid: number, ppid: number, start: number, o: Partial<ProcessExitEvent>): ProcessExitEvent => ({
+    pid, ppid, mntns: FAKE_MNTNS, startTimeTicks: BigInt(start), monoNs: process.hrtime.bigint(),
+    cpuNs: 0, rchar: 0, wchar: 0, readBytes: 0, writeBytes: 0, minflt: 0, majflt: 0, nvcsw: 0, nivcsw: 0, ...o,
+  });
+
+  it("charges each process once, to its executable's layer, and takes a reaped child's I/O off its reaper", () => {
+    const h = fakeHost(join(tmp, "exits"), id);
+    const shell = { start: 10, ticks: 0, comm: "sh", exe: "/bin/sh", rchar: 1000 };
+    h.writeProc(1, shell);
+    h.setPids([1]);
+    h.setCpu(1_000_000);
+    const { tel, windows } = fakeTelemetry(h, id);
+    tel.tick(new Date(0)); // baseline
+
+    // A job from another layer starts and is sampled once (all it did so far is this window's).
+    h.writeProc(200, { start: 400_100, ticks: 2, comm: "job", exe: "/bin/job", rchar: 500 });
+    h.setPids([1, 200]);
+    h.setCpu(1_020_000);
+    tel.tick(new Date(1000));
+
+    // The job exits (a zombie still listed), and is reaped: its 3000 bytes land in the shell's io.
+    const lc = tel.lifecycle;
+    lc.onExit(exitEv(200, 1, 400_100, { cpuNs: 50e6, rchar: 3000 }));
+    lc.onExit(exitEv(200, 1, 400_100, { cpuNs: 50e6, rchar: 3000 })); // the same exit twice
+    // A subshell forked without exec, never sampled: the shell's layer.
+    lc.onFork({ parent: 1, child: 300, mntns: FAKE_MNTNS, monoNs: process.hrtime.bigint() });
+    lc.onExit(exitEv(300, 1, 400_120, { cpuNs: 20e6, rchar: 100 }));
+    // A tool exec'd from a third layer, never sampled: its exec's layer.
+    lc.onExec(301, { containerId: id, layerId: "layer:/bin/tool", startTimeTicks: 400_150n, monoNs: process.hrtime.bigint() });
+    lc.onExit(exitEv(301, 1, 400_150, { cpuNs: 30e6, rchar: 200 }));
+    // Another subshell whose exit is seen before the shell reaps it: the shell's figures dip first.
+    lc.onFork({ parent: 1, child: 302, mntns: FAKE_MNTNS, monoNs: process.hrtime.bigint() });
+    lc.onExit(exitEv(302, 1, 400_160, { cpuNs: 10e6, rchar: 700 }));
+    // (Its stat moves too: the agent re-reads io only for a process that ran.)
+    h.writeProc(1, { ...shell, ticks: 1, rchar: 1000 + 3000 + 100 + 200 });
+    h.setCpu(1_100_000);
+    tel.tick(new Date(2000));
+
+    // 302 is reaped, and the shell reads 50 bytes of its own.
+    h.writeProc(1, { ...shell, ticks: 2, rchar: 1000 + 3000 + 100 + 200 + 700 + 50 });
+    h.setPids([1]);
+    h.setCpu(1_150_000);
+    tel.tick(new Date(3000));
+    // A reading is judged one tick late (a child's exit event may trail its reap): one more tick.
+    h.setCpu(1_150_001);
+    tel.tick(new Date(4000));
+    tel.flush(new Date(4000));
+
+    const w = windows.find((x) => x.containerId === id);
+    assert.ok(w);
+    const layer = (l: string) => namedFeatures(feat(w.layers.find((x) => x.layerId === `layer:${l}`)));
+    const job = layer("/bin/job");
+    const sh = layer("/bin/sh");
+    const tool = layer("/bin/tool");
+    assert.equal(job["read_bytes.sum"], 3000, "sampled 500, then the rest at exit");
+    assert.ok(Math.abs((job["cpu_seconds.sum"] ?? 0) - 0.05) < 1e-9, `job CPU ${job["cpu_seconds.sum"]}`);
+    assert.equal(job["process_starts"], 1);
+    assert.equal(tool["read_bytes.sum"], 200);
+    assert.equal(tool["process_starts"], 1);
+    assert.equal(sh["read_bytes.sum"], 100 + 700 + 50, "its subshells' own I/O and its own 50 bytes, none of the job's or the tool's");
+    assert.equal(sh["process_starts"], 2);
+    assert.equal(w.exitsCharged, 4);
+    assert.deepEqual(tel.exitStats, { charged: 4, unattributed: 0, duplicates: 1 });
+    // job 0.02 + 0.03, subshells 0.02 + 0.01, tool 0.03, shell 0.02: 0.13 s of the cgroup's 0.15 s.
+    assert.equal(w.cpuAttributedShare?.available, true);
+    assert.ok(Math.abs((w.cpuAttributedShare?.value ?? 0) - 0.13 / 0.150001) < 1e-9, `share ${w.cpuAttributedShare?.value}`);
+    assert.deepEqual(lc.sizes.queued, 0);
+  });
+
+  it("a process whose io cannot be read makes its layer's I/O features NaN, not 0", () => {
+    const h = fakeHost(join(tmp, "noio"), id);
+    h.writeProc(1, { start: 10, ticks: 0, comm: "init", exe: "/bin/init" });
+    h.writeProc(7, { start: 20, ticks: 0, comm: "secret", exe: "/bin/secret", noIo: true });
+    h.setPids([1, 7]);
+    h.setCpu(1);
+    const { tel, windows } = fakeTelemetry(h, id);
+    tel.tick(new Date(0));
+    h.setCpu(2);
+    tel.tick(new Date(1000));
+    tel.flush(new Date(1000));
+    const w = windows.find((x) => x.containerId === id);
+    const secret = namedFeatures(feat(w?.layers.find((x) => x.layerId === "layer:/bin/secret")));
+    const init = namedFeatures(feat(w?.layers.find((x) => x.layerId === "layer:/bin/init")));
+    for (const m of ["read_bytes", "write_bytes", "disk_read_bytes", "disk_write_bytes"]) assert.ok(Number.isNaN(secret[`${m}.sum`]), m);
+    assert.equal(secret["cpu_seconds.sum"], 0);
+    assert.equal(init["read_bytes.sum"], 0);
   });
 });
