@@ -92,6 +92,11 @@ export function detectionJson(d: Detection): Record<string, unknown> {
 }
 
 /** The `top` table: one row per container layer with processes or events, busiest first. */
+/** A byte counter per second; "n/a" when the agent could not measure it (sent as NaN, never 0). */
+function perSecond(bytes: number, seconds: number): string {
+  return Number.isFinite(bytes) ? `${humanBytes(Math.round(bytes / seconds))}/s` : "n/a";
+}
+
 export function renderTop(windows: readonly WindowSummary[]): string {
   const rows: Array<{ cpu: number; cells: string[] }> = [];
   for (const w of windows) {
@@ -108,8 +113,8 @@ export function renderTop(windows: readonly WindowSummary[]): string {
           String(l.processes),
           cpu.toFixed(1),
           humanBytes(l.rssBytes),
-          `${humanBytes(Math.round(l.readBytes / s))}/s`,
-          `${humanBytes(Math.round(l.writeBytes / s))}/s`,
+          perSecond(l.readBytes, s),
+          perSecond(l.writeBytes, s),
           String(l.execs),
           String(l.newConnections),
           l.driftEvents > 0 ? String(l.driftEvents) : "-",

@@ -477,7 +477,8 @@ export type ListWindowsRequest = Message<"shadowlayer.v1.ListWindowsRequest"> & 
 
   /**
    * Only windows that ended at or after `since` and before `until` (either may be unset). With
-   * either set, `limit` defaults to 100000 and pages go through the whole range.
+   * either set, `limit` 0 means the whole range (a set limit stops after that many) and pages go
+   * through it, by window end.
    *
    * @generated from field: google.protobuf.Timestamp since = 6;
    */
