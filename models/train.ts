@@ -16,6 +16,7 @@ import { AnomalyModel } from "./model.js";
 import { DEFAULT_HIDDEN, HIDDEN_ACTIVATION, buildNetwork, exportWeights, weightsHash } from "./network.js";
 import { fitNormalisation, normalise } from "./normalisation.js";
 import { MIN_TRAINING_WINDOWS, type ModelArtifact, type ModelInput, type ModelManifest, type TrainOptions } from "./types.js";
+import { seededRandom } from "./random.js";
 
 export const DEFAULT_EPOCHS = 30;
 export const DEFAULT_HOLDOUT = 0.2;
@@ -29,17 +30,6 @@ export const FLAT_EPOCHS = 3;
 /** Training lets the event loop run at least this often (ms), wherever it runs. */
 export const YIELD_MS = 10;
 
-/** mulberry32: a small seeded generator for reproducible shuffles. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffled(n: number, next: () => number): number[] {
   const idx = Array.from({ length: n }, (_, i) => i);
@@ -92,7 +82,7 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
   const seed = o.seed ?? 1;
   const backend = activeBackend() ?? (await initBackend());
 
-  const order = shuffled(inputs.length, random(seed));
+  const order = shuffled(inputs.length, seededRandom(seed));
   const heldCount = Math.min(inputs.length - 1, Math.max(1, Math.round(inputs.length * holdout)));
   const train = order.slice(heldCount).map((i) => inputs[i]!);
   const heldOut = order.slice(0, heldCount).map((i) => inputs[i]!);
@@ -112,7 +102,7 @@ export async function trainModel(inputs: readonly ModelInput[], o: TrainOptions 
   const optimizer = tf.train.adam(LEARNING_RATE);
   network.compile({ optimizer, loss: maskedMse });
 
-  const next = random(seed ^ 0x9e3779b9);
+  const next = seededRandom(seed ^ 0x9e3779b9);
   const batch = new Float32Array(BATCH_SIZE * d);
   const batchTarget = new Float32Array(BATCH_SIZE * d);
   let best = Number.POSITIVE_INFINITY;

@@ -8,17 +8,9 @@ import { FEATURE_COUNT, FEATURE_NAMES, FEATURE_VERSION, encodeFeatures } from ".
 import type { ModelInput } from "../../models/types.js";
 import { LayerFeaturesSchema, WindowSummarySchema, type WindowSummary } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 
-/** A small deterministic generator (mulberry32). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as seeded } from "../../models/random.js";
+
+export { seeded };
 
 /** One steady layer-window's vector; `cpuTimes` multiplies the cpu_seconds features (a burn). */
 export function baselineVector(rand: () => number, cpuTimes = 1): number[] {

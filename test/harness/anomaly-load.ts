@@ -6,17 +6,9 @@
  */
 import { connect } from "node:net";
 
-/** A small seeded PRNG (mulberry32): the schedule is the same for the same seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../models/random.js";
+
+export { seededRandom };
 
 export interface LoadPlan {
   /** Loopback ports of the web containers; each request goes to one, round robin. */

@@ -7,17 +7,9 @@
 import { FEATURE_COUNT, FEATURE_NAMES, METRICS, STATS } from "../../models/features.js";
 import type { ModelInput } from "../../models/types.js";
 
-/** mulberry32, so every test sees the same windows. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as seeded } from "../../models/random.js";
+
+export { seeded };
 
 function gauss(next: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
