@@ -26,6 +26,30 @@ export interface ContainerFacts {
   upperDir: string;
   lowerDirs: string[];
   mounts: MountFact[];
+  /** The pod this container belongs to (from CRI); absent outside Kubernetes. */
+  pod?: PodFacts;
+  /**
+   * Set when the layer directories cannot be read or checked on this storage (containerd with a
+   * snapshotter other than overlayfs): the graph lists the image's layers, says why in its mount
+   * check (unavailable) and attributes no process rather than guess.
+   */
+  storageUnavailable?: string;
+  /**
+   * A disagreement the runtime found in its own storage chain (containerd: the snapshot parents
+   * are not the image's chain ids); the mount check reports it as a mismatch.
+   */
+  storageProblem?: string;
+}
+
+/** A Kubernetes pod as CRI describes it (values the pod's author controls: capped before they leave). */
+export interface PodFacts {
+  name: string;
+  namespace: string;
+  uid: string;
+  /** The pod sandbox's id in the runtime. */
+  sandboxId: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
 }
 
 export interface ImageFacts {

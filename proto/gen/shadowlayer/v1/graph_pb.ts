@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shadowlayer/v1/graph.proto.
  */
 export const file_shadowlayer_v1_graph: GenFile = /*@__PURE__*/
-  fileDesc("ChpzaGFkb3dsYXllci92MS9ncmFwaC5wcm90bxIOc2hhZG93bGF5ZXIudjEioAMKCkxheWVyR3JhcGgSFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEhAKCGltYWdlX2lkGAQgASgJEgwKBG5vZGUYBSABKAkSDQoFc3RhdGUYBiABKAkSNgoGbGFiZWxzGAcgAygLMiYuc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaC5MYWJlbHNFbnRyeRIlCgZsYXllcnMYCCADKAsyFS5zaGFkb3dsYXllci52MS5MYXllchIvCgttb3VudF9jaGVjaxgJIAEoCzIaLnNoYWRvd2xheWVyLnYxLk1vdW50Q2hlY2sSLwoLb2JzZXJ2ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnN0b3JhZ2VfZHJpdmVyGAsgASgJEgsKA3BpZBgMIAEoBRIRCgl0cnVuY2F0ZWQYDSABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLjAgoFTGF5ZXISEAoIbGF5ZXJfaWQYASABKAkSDAoEbmFtZRgCIAEoCRInCgRraW5kGAMgASgOMhkuc2hhZG93bGF5ZXIudjEuTGF5ZXJLaW5kEhQKDGRlcGVuZGVuY2llcxgEIAMoCRIQCghzZXJ2aWNlcxgFIAMoCRIqCglwcm9jZXNzZXMYBiADKAsyFy5zaGFkb3dsYXllci52MS5Qcm9jZXNzEg0KBWRyaWZ0GAcgASgIEhIKCnNpemVfYnl0ZXMYCCABKAQSEgoKY3JlYXRlZF9ieRgJIAEoCRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVpbmRleBgLIAEoBRIQCghjaGFpbl9pZBgMIAEoCRIQCghjYWNoZV9pZBgNIAEoCRITCgttb3VudF9wb2ludBgOIAEoCRIOCgZzb3VyY2UYDyABKAkikQEKB1Byb2Nlc3MSCwoDcGlkGAEgASgFEgwKBG5hbWUYAiABKAkSCwoDZXhlGAMgASgJEgwKBGFyZ3YYBCADKAkSGAoQc3RhcnRfdGltZV90aWNrcxgFIAEoBBINCgVkcmlmdBgGIAEoCBIUCgxkcmlmdF9yZWFzb24YByABKAkSEQoJdHJ1bmNhdGVkGAggASgIInkKCk1vdW50Q2hlY2sSMAoGc3RhdHVzGAEgASgOMiAuc2hhZG93bGF5ZXIudjEuTW91bnRDaGVja1N0YXR1cxIOCgZkZXRhaWwYAiABKAkSFAoMZW5naW5lX2NoYWluGAMgAygJEhMKC21vdW50X2NoYWluGAQgAygJKm0KCUxheWVyS2luZBIaChZMQVlFUl9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQTEFZRVJfS0lORF9JTUFHRRABEhcKE0xBWUVSX0tJTkRfV1JJVEFCTEUQAhIVChFMQVlFUl9LSU5EX1ZPTFVNRRADKpYBChBNb3VudENoZWNrU3RhdHVzEiIKHk1PVU5UX0NIRUNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFU1PVU5UX0NIRUNLX1NUQVRVU19PSxABEh8KG01PVU5UX0NIRUNLX1NUQVRVU19NSVNNQVRDSBACEiIKHk1PVU5UX0NIRUNLX1NUQVRVU19VTkFWQUlMQUJMRRADYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChpzaGFkb3dsYXllci92MS9ncmFwaC5wcm90bxIOc2hhZG93bGF5ZXIudjEi0wUKCkxheWVyR3JhcGgSFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAIgASgJEg0KBWltYWdlGAMgASgJEhAKCGltYWdlX2lkGAQgASgJEgwKBG5vZGUYBSABKAkSDQoFc3RhdGUYBiABKAkSNgoGbGFiZWxzGAcgAygLMiYuc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaC5MYWJlbHNFbnRyeRIlCgZsYXllcnMYCCADKAsyFS5zaGFkb3dsYXllci52MS5MYXllchIvCgttb3VudF9jaGVjaxgJIAEoCzIaLnNoYWRvd2xheWVyLnYxLk1vdW50Q2hlY2sSLwoLb2JzZXJ2ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnN0b3JhZ2VfZHJpdmVyGAsgASgJEgsKA3BpZBgMIAEoBRIRCgl0cnVuY2F0ZWQYDSABKAgSCwoDcG9kGA4gASgJEhEKCW5hbWVzcGFjZRgPIAEoCRIPCgdwb2RfdWlkGBAgASgJEg8KB3J1bnRpbWUYESABKAkSPQoKcG9kX2xhYmVscxgSIAMoCzIpLnNoYWRvd2xheWVyLnYxLkxheWVyR3JhcGguUG9kTGFiZWxzRW50cnkSRwoPcG9kX2Fubm90YXRpb25zGBMgAygLMi4uc2hhZG93bGF5ZXIudjEuTGF5ZXJHcmFwaC5Qb2RBbm5vdGF0aW9uc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMAoOUG9kTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo1ChNQb2RBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4wIKBUxheWVyEhAKCGxheWVyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJwoEa2luZBgDIAEoDjIZLnNoYWRvd2xheWVyLnYxLkxheWVyS2luZBIUCgxkZXBlbmRlbmNpZXMYBCADKAkSEAoIc2VydmljZXMYBSADKAkSKgoJcHJvY2Vzc2VzGAYgAygLMhcuc2hhZG93bGF5ZXIudjEuUHJvY2VzcxINCgVkcmlmdBgHIAEoCBISCgpzaXplX2J5dGVzGAggASgEEhIKCmNyZWF0ZWRfYnkYCSABKAkSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFaW5kZXgYCyABKAUSEAoIY2hhaW5faWQYDCABKAkSEAoIY2FjaGVfaWQYDSABKAkSEwoLbW91bnRfcG9pbnQYDiABKAkSDgoGc291cmNlGA8gASgJIpEBCgdQcm9jZXNzEgsKA3BpZBgBIAEoBRIMCgRuYW1lGAIgASgJEgsKA2V4ZRgDIAEoCRIMCgRhcmd2GAQgAygJEhgKEHN0YXJ0X3RpbWVfdGlja3MYBSABKAQSDQoFZHJpZnQYBiABKAgSFAoMZHJpZnRfcmVhc29uGAcgASgJEhEKCXRydW5jYXRlZBgIIAEoCCJ5CgpNb3VudENoZWNrEjAKBnN0YXR1cxgBIAEoDjIgLnNoYWRvd2xheWVyLnYxLk1vdW50Q2hlY2tTdGF0dXMSDgoGZGV0YWlsGAIgASgJEhQKDGVuZ2luZV9jaGFpbhgDIAMoCRITCgttb3VudF9jaGFpbhgEIAMoCSptCglMYXllcktpbmQSGgoWTEFZRVJfS0lORF9VTlNQRUNJRklFRBAAEhQKEExBWUVSX0tJTkRfSU1BR0UQARIXChNMQVlFUl9LSU5EX1dSSVRBQkxFEAISFQoRTEFZRVJfS0lORF9WT0xVTUUQAyqWAQoQTW91bnRDaGVja1N0YXR1cxIiCh5NT1VOVF9DSEVDS19TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVNT1VOVF9DSEVDS19TVEFUVVNfT0sQARIfChtNT1VOVF9DSEVDS19TVEFUVVNfTUlTTUFUQ0gQAhIiCh5NT1VOVF9DSEVDS19TVEFUVVNfVU5BVkFJTEFCTEUQA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * The Layer Dependency Graph (LDG) of one container: its real overlay layers, bottom first.
@@ -94,6 +94,41 @@ export type LayerGraph = Message<"shadowlayer.v1.LayerGraph"> & {
    * @generated from field: bool truncated = 13;
    */
   truncated: boolean;
+
+  /**
+   * Kubernetes identity, from the runtime's CRI (empty for a container outside any pod): the
+   * pod's name, namespace and uid, its labels and annotations (cut to the agent's caps).
+   *
+   * @generated from field: string pod = 14;
+   */
+  pod: string;
+
+  /**
+   * @generated from field: string namespace = 15;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string pod_uid = 16;
+   */
+  podUid: string;
+
+  /**
+   * The container runtime the agent read this container from: "docker" or "containerd".
+   *
+   * @generated from field: string runtime = 17;
+   */
+  runtime: string;
+
+  /**
+   * @generated from field: map<string, string> pod_labels = 18;
+   */
+  podLabels: { [key: string]: string };
+
+  /**
+   * @generated from field: map<string, string> pod_annotations = 19;
+   */
+  podAnnotations: { [key: string]: string };
 };
 
 /**
@@ -182,7 +217,8 @@ export type Layer = Message<"shadowlayer.v1.Layer"> & {
   chainId: string;
 
   /**
-   * Storage-driver directory id (overlay2/<cache_id>).
+   * Storage directory id: overlay2/<cache_id> on Docker, the overlayfs snapshot id
+   * (snapshots/<id>/fs) on containerd.
    *
    * @generated from field: string cache_id = 13;
    */
