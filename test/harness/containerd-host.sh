@@ -40,16 +40,7 @@ cri_ok() {
   ctr --address "$SOCK" --timeout 5s plugins ls 2>/dev/null | awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" { print $NF }' | grep -qx ok
 }
 
-if [ -S "$SOCK" ] && answers; then
-  if cri_ok; then
-    say "containerd answers on $SOCK (CRI ok)"
-    printf '%s\n' "$SOCK"
-    exit 0
-  fi
-  die "containerd on $SOCK answers but its CRI plugin is not ok (see $LOG; stop it: kill \$(cat $PIDFILE))"
-fi
-
-[ "$(id -u)" = 0 ] || die "no containerd on $SOCK and not root: run this script as root"
+[ "$(id -u)" = 0 ] || { [ -S "$SOCK" ] && answers && cri_ok && { printf '%s\n' "$SOCK"; exit 0; }; die "no usable containerd on $SOCK and not root: run this script as root"; }
 
 if ! command -v containerd >/dev/null 2>&1 || ! command -v ctr >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
   say "installing containerd and runc"
@@ -57,12 +48,12 @@ if ! command -v containerd >/dev/null 2>&1 || ! command -v ctr >/dev/null 2>&1 |
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null
 fi
 
-mkdir -p "$DIR" "$STATE" "$ROOT" "$(dirname "$LOG")"
+mkdir -p "$DIR" "$STATE" "$DIR/runc" "$ROOT" "$(dirname "$LOG")"
 chmod 0711 "$DIR"
 
 # The default config with our paths, section by section (the key names repeat across sections).
 containerd config default | awk \
-  -v root="$ROOT" -v state="$STATE" -v sock="$SOCK" -v ttrpc="$TTRPC_SOCK" -v sandbox="$SANDBOX_IMAGE" -v opt="$ROOT/opt" '
+  -v root="$ROOT" -v state="$STATE" -v sock="$SOCK" -v ttrpc="$TTRPC_SOCK" -v sandbox="$SANDBOX_IMAGE" -v opt="$ROOT/opt" -v runc="$DIR/runc" '
   /^[[:space:]]*\[/ { sect = $0; gsub(/^[[:space:]]+|[[:space:]]+$/, "", sect) }
   function set(v) { sub(/=.*/, "= " v); }
   sect == "" && /^root = /                                   { set("\"" root "\"") }
@@ -78,24 +69,37 @@ containerd config default | awk \
   sect == "[plugins.\"io.containerd.grpc.v1.cri\"]" && /^[[:space:]]*disable_tcp_service = /   { set("true") }
   sect == "[plugins.\"io.containerd.grpc.v1.cri\"]" && /^[[:space:]]*systemd_cgroup = /        { set("false") }
   sect == "[plugins.\"io.containerd.grpc.v1.cri\".containerd]" && /^[[:space:]]*snapshotter = / { set("\"overlayfs\"") }
+  sect == "[plugins.\"io.containerd.grpc.v1.cri\"]" && /^[[:space:]]*restrict_oom_score_adj = / { set("true") }
   /^[[:space:]]*SystemdCgroup = /                            { set("false") }
+  sect ~ /containerd\.runtimes\.runc\.options\]$/ && /^[[:space:]]*Root = /  { set("\"" runc "\"") }
   sect == "[plugins.\"io.containerd.internal.v1.opt\"]" && /^[[:space:]]*path = / { set("\"" opt "\"") }
   { print }
 ' >"$CONFIG.tmp"
 
 # Check that every setting landed (a different default layout must fail loudly, not run on Docker's paths).
 for want in "^root = \"$ROOT\"" "^state = \"$STATE\"" "address = \"$SOCK\"" "address = \"$TTRPC_SOCK\"" \
-  "sandbox_image = \"$SANDBOX_IMAGE\"" 'snapshotter = "overlayfs"' 'SystemdCgroup = false'; do
+  "sandbox_image = \"$SANDBOX_IMAGE\"" 'snapshotter = "overlayfs"' 'SystemdCgroup = false' 'restrict_oom_score_adj = true' \
+  "Root = \"$DIR/runc\""; do
   grep -Eq "$want" "$CONFIG.tmp" || die "could not set '$want' in the containerd config (containerd $(containerd --version))"
 done
 if grep -q '/run/containerd/containerd.sock' "$CONFIG.tmp"; then die "the generated config still names Docker's containerd socket"; fi
+
+# Running already with this very config: reuse it. With another config: restart it below.
+if [ -S "$SOCK" ] && answers && cmp -s "$CONFIG.tmp" "$CONFIG"; then
+  rm -f "$CONFIG.tmp"
+  cri_ok || die "containerd on $SOCK answers but its CRI plugin is not ok (see $LOG; stop it: kill \$(cat $PIDFILE))"
+  say "containerd answers on $SOCK (CRI ok)"
+  printf '%s\n' "$SOCK"
+  exit 0
+fi
 mv "$CONFIG.tmp" "$CONFIG"
 
-# A stale instance of ours (socket there, not answering): stop it by its pid file, drop the sockets.
+# A stale instance of ours (not answering, or started from another config): stop it by its pid
+# file (only a containerd whose command line names our config), drop the sockets.
 if [ -f "$PIDFILE" ]; then
   old="$(cat "$PIDFILE" 2>/dev/null || true)"
-  if [ -n "$old" ] && [ "$(cat "/proc/$old/comm" 2>/dev/null || true)" = containerd ] && grep -qF -- "$CONFIG" "/proc/$old/cmdline" 2>/dev/null; then
-    say "stopping unresponsive containerd $old"
+  if [ -n "$old" ] && [ "$(cat "/proc/$old/comm" 2>/dev/null || true)" = containerd ] && tr '\0' ' ' <"/proc/$old/cmdline" | grep -qF -- "$CONFIG" 2>/dev/null; then
+    say "stopping our containerd $old (unresponsive or configured differently)"
     kill "$old" 2>/dev/null || true
     for _ in $(seq 1 20); do [ -e "/proc/$old" ] || break; sleep 0.25; done
     kill -9 "$old" 2>/dev/null || true
