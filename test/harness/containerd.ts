@@ -8,7 +8,7 @@
  * the kubelet's way, over CRI's gRPC API, with host networking (no CNI is configured).
  */
 import { execFile, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,10 +21,8 @@ import { findBusybox } from "../../cli/demo-images.js";
 import { followEngine } from "../../common/engine-progress.js";
 import { Code } from "../../common/errors.js";
 import { testEngine, TEST_LABEL, type TestEngine } from "./engine.js";
-import type * as grpc from "@grpc/grpc-js";
-import { callUnary } from "../../common/grpc.js";
-import { unixClient } from "../../agent/runtime/containerd/client.js";
-import { NamespaceMode, RuntimeService } from "../../proto/gen/runtime/v1/api_pb.js";
+import { CriClient, type PodSandboxConfigInit } from "../../agent/runtime/containerd/cri.js";
+import { NamespaceMode } from "../../proto/gen/runtime/v1/api_pb.js";
 
 const execFileP = promisify(execFile);
 
@@ -39,8 +37,8 @@ const PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!;
 export interface TestContainerd {
   socket: string;
   namespace: string;
-  /** A raw CRI RuntimeService client on the socket (what the kubelet dials). */
-  rpc: grpc.Client;
+  /** A CRI client on the socket (the kubelet's API). */
+  cri: CriClient;
   /** containerd's root (content, metadata, snapshots). */
   root: string;
   /** The overlayfs snapshotter's snapshot directories (`<root>/io.containerd.snapshotter.v1.overlayfs/snapshots`). */
@@ -185,14 +183,15 @@ async function setUp(): Promise<TestContainerd> {
   const engine = await testEngine();
   await ensureSandboxImage(engine.docker);
   const ids = await importImages(socket, engine.docker, [SANDBOX_IMAGE, engine.app, engine.base]);
-  const rpc = unixClient(RuntimeService, socket);
-  rpcClient = rpc;
+  const cri = new CriClient(socket, { deadlineMs: 30_000 });
+  await cri.version();
+  criClient = cri;
   const appImage = containerdRef(engine.app);
   const root = process.env["SHADOWLAYER_CONTAINERD_ROOT"] ?? "/var/lib/shadowlayer-containerd";
   return {
     socket,
     namespace: CRI_NAMESPACE,
-    rpc,
+    cri,
     root,
     snapshotsDir: join(root, "io.containerd.snapshotter.v1.overlayfs", "snapshots"),
     appImage,
@@ -217,9 +216,7 @@ export function podLogRoot(): string {
   return logRoot;
 }
 
-let rpcClient: grpc.Client | undefined;
-
-const CRI_DEADLINE_MS = 60_000;
+let criClient: CriClient | undefined;
 
 export interface PodSpec {
   /** Pod name (metadata.name) and, by default, the container's name too. */
@@ -245,15 +242,9 @@ export interface RunningPod {
   uid: string;
 }
 
-function client(): grpc.Client {
-  if (rpcClient === undefined) throw new Error("testContainerd() has not been awaited");
-  return rpcClient;
-}
-
-/** A kubelet-like pod uid (a UUID v4 built from random bytes). */
-function podUid(): string {
-  const h = createHash("sha256").update(`${process.pid}-${Date.now()}-${Math.random()}`).digest("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+function client(): CriClient {
+  if (criClient === undefined) throw new Error("testContainerd() has not been awaited");
+  return criClient;
 }
 
 /**
@@ -262,60 +253,56 @@ function podUid(): string {
  * cgroupfs, logs under a temp dir, and the test label with this process's pid for cleanup.
  */
 export async function runPod(spec: PodSpec): Promise<RunningPod> {
-  const rpc = client();
-  const uid = spec.uid ?? podUid();
+  const cri = client();
+  const uid = spec.uid ?? randomUUID();
   const nsOptions = { network: NamespaceMode.NODE, pid: NamespaceMode.CONTAINER, ipc: NamespaceMode.POD };
-  const labels = { ...spec.labels, [TEST_LABEL]: String(process.pid), "io.kubernetes.pod.name": spec.name, "io.kubernetes.pod.namespace": spec.namespace, "io.kubernetes.pod.uid": uid };
-  const config = {
+  // The labels the kubelet puts on a pod's sandbox and containers.
+  const kube = { "io.kubernetes.pod.name": spec.name, "io.kubernetes.pod.namespace": spec.namespace, "io.kubernetes.pod.uid": uid };
+  const config: PodSandboxConfigInit = {
     metadata: { name: spec.name, namespace: spec.namespace, uid, attempt: 0 },
     // Host network shares the node's UTS namespace: the kubelet sets no hostname then.
     hostname: "",
     logDirectory: join(podLogRoot(), uid),
-    labels,
+    labels: { ...spec.labels, ...kube, [TEST_LABEL]: String(process.pid) },
     annotations: { ...spec.annotations },
     linux: { cgroupParent: `/kubepods/besteffort/pod${uid}`, securityContext: { namespaceOptions: nsOptions } },
   };
-  const { podSandboxId } = await callUnary(rpc, RuntimeService.method.runPodSandbox, { config }, { deadlineMs: CRI_DEADLINE_MS });
+  const podId = await cri.runPodSandbox(config);
   try {
     const name = spec.containerName ?? spec.name;
-    const { containerId } = await callUnary(
-      rpc,
-      RuntimeService.method.createContainer,
+    const containerId = await cri.createContainer(
+      podId,
       {
-        podSandboxId,
-        sandboxConfig: config,
-        config: {
-          metadata: { name, attempt: 0 },
-          image: { image: spec.image },
-          command: spec.command,
-          args: spec.args ?? [],
-          mounts: (spec.mounts ?? []).map((m) => ({ containerPath: m.containerPath, hostPath: m.hostPath, readonly: m.readonly ?? false })),
-          labels: { ...spec.containerLabels, [TEST_LABEL]: String(process.pid), "io.kubernetes.container.name": name },
-          annotations: { ...spec.containerAnnotations },
-          logPath: `${name}.log`,
-          linux: { securityContext: { namespaceOptions: nsOptions } },
-        },
+        metadata: { name, attempt: 0 },
+        image: { image: spec.image },
+        command: spec.command,
+        args: spec.args ?? [],
+        mounts: (spec.mounts ?? []).map((m) => ({ containerPath: m.containerPath, hostPath: m.hostPath, readonly: m.readonly ?? false })),
+        labels: { ...spec.containerLabels, ...kube, "io.kubernetes.container.name": name, [TEST_LABEL]: String(process.pid) },
+        annotations: { ...spec.containerAnnotations },
+        logPath: `${name}.log`,
+        linux: { securityContext: { namespaceOptions: nsOptions } },
       },
-      { deadlineMs: CRI_DEADLINE_MS },
+      config,
     );
-    await callUnary(rpc, RuntimeService.method.startContainer, { containerId }, { deadlineMs: CRI_DEADLINE_MS });
-    return { podId: podSandboxId, containerId, uid };
+    await cri.startContainer(containerId);
+    return { podId, containerId, uid };
   } catch (err) {
-    await removePod(podSandboxId).catch(() => undefined);
+    await removePod(podId).catch(() => undefined);
     throw err;
   }
 }
 
 /** Stops and removes a pod sandbox and its containers (the kubelet's order). */
 export async function removePod(podId: string): Promise<void> {
-  const rpc = client();
-  await callUnary(rpc, RuntimeService.method.stopPodSandbox, { podSandboxId: podId }, { deadlineMs: CRI_DEADLINE_MS });
-  await callUnary(rpc, RuntimeService.method.removePodSandbox, { podSandboxId: podId }, { deadlineMs: CRI_DEADLINE_MS });
+  const cri = client();
+  await cri.stopPodSandbox(podId);
+  await cri.removePodSandbox(podId);
 }
 
 /** The pid of a pod container's process (0 when it is not running), from CRI's verbose ContainerStatus. */
 export async function containerPid(containerId: string): Promise<number> {
-  const res = await callUnary(client(), RuntimeService.method.containerStatus, { containerId, verbose: true }, { deadlineMs: CRI_DEADLINE_MS });
+  const res = await client().containerStatus(containerId, true);
   const info = res.info["info"];
   if (info === undefined) return 0;
   const pid = (JSON.parse(info) as { pid?: unknown }).pid;
@@ -324,9 +311,8 @@ export async function containerPid(containerId: string): Promise<number> {
 
 /** Removes every pod this test process started (by the test label), and its ctr containers. */
 export async function cleanupPods(): Promise<void> {
-  if (rpcClient === undefined) return;
-  const rpc = rpcClient;
-  const { items } = await callUnary(rpc, RuntimeService.method.listPodSandbox, { filter: { labelSelector: { [TEST_LABEL]: String(process.pid) } } }, { deadlineMs: CRI_DEADLINE_MS });
+  if (criClient === undefined) return;
+  const items = await criClient.listPodSandbox({ labelSelector: { [TEST_LABEL]: String(process.pid) } });
   await Promise.all(items.map((p) => removePod(p.id).catch(() => undefined)));
   const socket = (await cached?.catch(() => undefined))?.socket;
   if (socket !== undefined) {
