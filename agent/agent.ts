@@ -357,7 +357,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         if (o.http === undefined) return;
         http = await startHttpEndpoint(o.http, [metrics.registry], () => ({
           ok: true,
-          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; exec events: ${telemetry.activeExecSource}; ${servicesDetail(proxy)}`,
+          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; runtime: ${info.kind} ${info.version}; exec events: ${telemetry.activeExecSource}; ${acting ? servicesDetail(proxy) : "shadows and switchovers: not on containerd"}`,
         }));
       },
       () => http?.close(),
