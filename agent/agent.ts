@@ -10,7 +10,8 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { CommandSchema, HelloSchema, HostInfoSchema, RollbackSchema, SwitchoverSchema, type Command, type CommandResult, type Hello, type Rollback, type Switchover } from "../proto/gen/shadowlayer/v1/agent_pb.js";
 import { SwitchoverKind, SwitchoverOutcome } from "../proto/gen/shadowlayer/v1/switchover_pb.js";
 import type { TlsMaterial } from "../common/certs.js";
-import { connectEngine, engineSocket, type EngineInfo } from "../common/engine.js";
+import Docker from "dockerode";
+import { engineSocket } from "../common/engine.js";
 import { startHttpEndpoint, type HttpEndpoint } from "../common/http-endpoint.js";
 import { refuseInsecureListen } from "../common/listen-address.js";
 import type { Logger } from "../common/log.js";
@@ -18,6 +19,7 @@ import { VERSION } from "../common/version.js";
 import { AgentCommands, readRegistryFiles, registrySignatures } from "./actions/agent-commands.js";
 import type { CommandHandler } from "./actions/command-handler.js";
 import { CommandJournal } from "./actions/command-journal.js";
+import { CommandStatus } from "../proto/gen/shadowlayer/v1/agent_pb.js";
 import type { StoredSignatureReader } from "./actions/prepare-shadow.js";
 import { ServiceRoutes } from "./actions/switchover/service-routes.js";
 import { SERVICE_LABELS } from "./actions/switchover/service-labels.js";
@@ -35,6 +37,8 @@ import { windowBatches } from "./link/window-batches.js";
 import { AgentMetrics } from "./metrics.js";
 import { AnomalyScorer, type AnomalySettings } from "./scoring/anomaly-scorer.js";
 import { EngineWatcher } from "./runtime/engine-watcher.js";
+import { connectRuntime } from "./runtime/connect.js";
+import type { RuntimeChoice, RuntimeInfo } from "./runtime/runtime.js";
 import { NodeFacts } from "./runtime/node-facts.js";
 import { partService, service, startServices, type Service } from "./service-runner.js";
 import { AgentState } from "./state/agent-state.js";
@@ -44,7 +48,13 @@ import { Telemetry, type ExecSourceChoice } from "./telemetry/telemetry.js";
 
 export interface AgentOptions {
   node?: string;
+  /** The container runtime to read (default auto: containerd with CRI if it answers, else Docker). */
+  runtime?: RuntimeChoice;
   dockerSocket?: string;
+  /** containerd's socket, its namespace of pods (k8s.io) and its overlayfs snapshotter root as mounted here. */
+  containerdSocket?: string;
+  containerdNamespace?: string;
+  containerdSnapshots?: string;
   /** /proc of the host (a DaemonSet mounts it at /host/proc). */
   procRoot?: string;
   /** The engine's data root as mounted in the agent; defaults to what the engine reports. */
@@ -104,7 +114,8 @@ export interface AgentOptions {
 
 export interface RunningAgent {
   node: string;
-  engine: EngineInfo;
+  /** The runtime read: docker or containerd, its version, storage. */
+  runtime: RuntimeInfo;
   collector: LdgCollector;
   telemetry: Telemetry;
   /** Scores each window batch between the telemetry and the spool. */
@@ -140,18 +151,29 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const node = o.node ?? defaultNodeName();
   const log = o.log.child({ node });
   const metrics = new AgentMetrics();
-  const { docker, events, info } = await connectEngine(engineSocket(o.dockerSocket));
-  if (info.driver !== "overlay2") {
-    log.warn({ driver: info.driver }, "storage driver is not overlay2: layer directories and mount checks are unavailable");
+  const connected = await connectRuntime({
+    ...(o.runtime !== undefined ? { runtime: o.runtime } : {}),
+    ...(o.dockerSocket !== undefined ? { dockerSocket: o.dockerSocket } : {}),
+    ...(o.dockerRoot !== undefined ? { dockerRoot: o.dockerRoot } : {}),
+    ...(o.containerdSocket !== undefined ? { containerdSocket: o.containerdSocket } : {}),
+    ...(o.containerdNamespace !== undefined ? { containerdNamespace: o.containerdNamespace } : {}),
+    ...(o.containerdSnapshots !== undefined ? { containerdSnapshots: o.containerdSnapshots } : {}),
+  });
+  const runtime = connected.runtime;
+  const info = runtime.info;
+  if (info.driver !== "overlay2" && info.driver !== "overlayfs") {
+    log.warn({ runtime: info.kind, driver: info.driver }, "storage is not overlay2/overlayfs: layer directories and mount checks are unavailable");
   }
+  // Shadows and switchovers act through the Engine API; on containerd they are not performed (yet).
+  const acting = connected.docker !== undefined;
+  const docker = connected.docker?.docker ?? new Docker({ socketPath: engineSocket(o.dockerSocket) });
   const procRoot = o.procRoot ?? "/proc";
   const facts = new NodeFacts(procRoot);
   const processes = new ProcessTable(procRoot, new CgroupSampler({ procRoot, ...(o.cgroupRoot !== undefined ? { cgroupRoot: o.cgroupRoot } : {}) }));
   const collector = new LdgCollector({
-    docker,
+    runtime,
     node,
     procRoot,
-    dockerRoot: o.dockerRoot ?? (info.rootDir || "/var/lib/docker"),
     log,
     metrics,
     processes,
@@ -177,7 +199,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(state !== undefined ? { modelDir: join(state.dir, "models") } : {}),
   });
   const scanner = o.inventory === false ? undefined : new InventoryScanner(state?.inventory, log, o.inventoryBudget !== undefined ? { budget: o.inventoryBudget } : {});
-  const watcher = new EngineWatcher({ docker, events, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
+  const watcher = new EngineWatcher({ runtime, collector, log, metrics, refreshMs: o.refreshMs ?? 2000 });
   // Filled in as their services start; the event wiring below reads them at call time.
   let spool: Spool | undefined;
   let link: AggregatorLink | undefined;
@@ -189,6 +211,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       agentVersion: VERSION,
       engineVersion: info.version,
       storageDriver: info.driver,
+      runtime: info.kind,
       host: create(HostInfoSchema, facts.host),
     });
   const registry = await readRegistryFiles(o.registryAuth, o.registryCa);
@@ -218,7 +241,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.pullTimeoutMs !== undefined ? { pullTimeoutMs: o.pullTimeoutMs } : {}),
     switchovers: machine,
   });
-  const journal = new CommandJournal(state?.commands, o.commandHandler ?? commands, { log, modelUpdate: (a) => anomaly.modelUpdate(a) });
+  const handler = o.commandHandler ?? (acting ? commands : notOnContainerd);
+  const journal = new CommandJournal(state?.commands, handler, { log, modelUpdate: (a) => anomaly.modelUpdate(a) });
   const newLink = (aggregator: string) =>
     new AggregatorLink({
       address: aggregator,
@@ -268,7 +292,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     link?.upsert(g);
     const image = collector.container(g.containerId)?.image;
     if (image !== undefined) scanner?.want(image);
-    if (g.labels[SERVICE_LABELS.address] !== undefined && serviceStates.get(g.containerId) !== g.state) {
+    if (acting && g.labels[SERVICE_LABELS.address] !== undefined && serviceStates.get(g.containerId) !== g.state) {
       serviceStates.set(g.containerId, g.state);
       void routes.refresh();
     }
@@ -277,8 +301,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   collector.on("delete", (id) => {
     link?.delete(id);
     anomaly.forget(id);
-    void commands.originalGone(id);
     serviceStates.delete(id);
+    if (!acting) return;
+    void commands.originalGone(id);
     void routes.refresh();
   });
 
@@ -305,10 +330,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     journal,
     // Before the link: interrupted switchovers are finished, then every service address is served.
     service("switchover-recovery", async () => {
+      if (!acting) return;
       await recoverInterrupted(journal, machine, records, log);
       await routes.refresh();
     }),
-    service("shadows", () => commands.sweep()),
+    service("shadows", () => (acting ? commands.sweep() : undefined)),
     service("inventory", () => undefined, () => scanner?.close()),
     service("node-facts", () => facts.start()),
     // Before the telemetry, so its first windows find the models; stopped after it, so no batch is lost.
@@ -331,7 +357,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         if (o.http === undefined) return;
         http = await startHttpEndpoint(o.http, [metrics.registry], () => ({
           ok: true,
-          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; exec events: ${telemetry.activeExecSource}; ${servicesDetail(proxy)}`,
+          detail: `${link === undefined ? "no aggregator configured" : link.connected ? "aggregator connected" : "aggregator unreachable (working on)"}; runtime: ${info.kind} ${info.version}; exec events: ${telemetry.activeExecSource}; ${acting ? servicesDetail(proxy) : "shadows and switchovers: not on containerd"}`,
         }));
       },
       () => http?.close(),
@@ -341,12 +367,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   let seq = 0;
   const viaJournal = (action: Command["action"], id: string | undefined) => journal.run(create(CommandSchema, { id: id ?? `local-${node}-${Date.now()}-${++seq}`, action }));
   log.info(
-    { engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds, anomaly: anomaly.status().enabled ? "on (backend logged when its workers are ready)" : "off" },
+    { runtime: info.kind, engine: info.version, driver: info.driver, containers: collector.current().length, aggregator: o.aggregator, execSource: telemetry.activeExecSource, windowSeconds: telemetry.windowSeconds, anomaly: anomaly.status().enabled ? "on (backend logged when its workers are ready)" : "off" },
     "agent started",
   );
   return {
     node,
-    engine: info,
+    runtime: info,
     collector,
     telemetry,
     anomaly,
@@ -362,6 +388,20 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     metrics,
     httpPort: http?.port,
     stop: () => running.stop(),
+  };
+}
+
+/** On containerd nodes: the sensing half runs; rebuilt shadows are switched to through a Docker engine only. */
+const notOnContainerd: CommandHandler = {
+  prepareShadow: () => Promise.resolve(refused("prepareShadow")),
+  switchover: () => Promise.resolve(refused("switchover")),
+  rollback: () => Promise.resolve(refused("rollback")),
+};
+
+function refused(action: string): { status: CommandStatus; message: string } {
+  return {
+    status: CommandStatus.UNIMPLEMENTED,
+    message: `this agent reads containerd (--runtime containerd): ${action} acts through a Docker engine and is not performed on containerd nodes yet`,
   };
 }
 

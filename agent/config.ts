@@ -6,9 +6,12 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { AgentOptions } from "./agent.js";
 import { DEFAULT_INVENTORY_BUDGET } from "./inventory/inventory-budget.js";
+import { RUNTIME_CHOICES } from "./runtime/runtime.js";
 import { PROGRAM_SHAPE, PROGRAM_SOURCES, SHARED, hostPort, httpAddress, loopbackWhenInsecure, path, positiveNumber, programSettings, resolveSettings, wholeNumber, type Env, type ProgramSettings, type Source } from "../common/config.js";
 
 const EXEC_SOURCES = ["auto", "ebpf", "proc"] as const;
+/** Where containerd listens on a plain node (k3s and RKE2: /run/k3s/containerd/containerd.sock). */
+const CONTAINERD_SOCKET = "/run/containerd/containerd.sock";
 const ANOMALY_BACKENDS = ["auto", "wasm", "cpu", "node"] as const;
 
 /** A duration: milliseconds as a bare number, or with a unit (`500ms`, `30s`, `2m`, `1h`). */
@@ -27,8 +30,15 @@ const schema = z.object({
   ...PROGRAM_SHAPE,
   node: SHARED.node.schema,
   aggregator: hostPort.optional(),
+  runtime: z.enum(RUNTIME_CHOICES, { error: `expected one of ${RUNTIME_CHOICES.join(", ")}` }).default("auto"),
   dockerSocket: SHARED.dockerSocket.schema,
   dockerRoot: path.optional(),
+  containerdSocket: path.default(CONTAINERD_SOCKET),
+  containerdNamespace: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/, { error: "expected a containerd namespace (letters, digits, . _ -)" })
+    .default("k8s.io"),
+  containerdSnapshots: path.optional(),
   procRoot: path.default("/proc"),
   cgroupRoot: path.default("/sys/fs/cgroup"),
   http: httpAddress.default("127.0.0.1:9465"),
@@ -62,6 +72,9 @@ const SOURCES: Partial<Record<Key, Source>> = {
   node: SHARED.node.source,
   aggregator: { env: "SHADOWLAYER_AGGREGATOR" },
   dockerSocket: SHARED.dockerSocket.source,
+  runtime: { env: "SHADOWLAYER_RUNTIME" },
+  containerdSocket: { env: "CONTAINERD_ADDRESS" },
+  containerdNamespace: { env: "CONTAINERD_NAMESPACE" },
 };
 
 /** The agent's flags as commander hands them over (text, or true for a switch). */
@@ -90,7 +103,10 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
     agent: {
       node: s.node,
       dataDir: s.dataDir,
+      runtime: s.runtime,
       dockerSocket: s.dockerSocket,
+      containerdSocket: s.containerdSocket,
+      containerdNamespace: s.containerdNamespace,
       procRoot: s.procRoot,
       cgroupRoot: s.cgroupRoot,
       http: s.http,
@@ -109,6 +125,7 @@ export function resolveAgentConfig(flags: AgentFlags, env: Env, rename: Partial<
       inventoryBudget: { maxMs: s.inventoryBudgetMs, maxEntries: Math.floor(s.inventoryBudgetEntries), maxBytes: Math.floor(s.inventoryBudgetMb * 1024 * 1024) },
       ...(s.aggregator !== undefined ? { aggregator: s.aggregator } : {}),
       ...(s.dockerRoot !== undefined ? { dockerRoot: s.dockerRoot } : {}),
+      ...(s.containerdSnapshots !== undefined ? { containerdSnapshots: s.containerdSnapshots } : {}),
       ...(s.bpftrace !== undefined ? { bpftrace: s.bpftrace } : {}),
       ...(signingKeyPub !== undefined ? { signingKeyPub } : {}),
       ...(s.registryAuth !== undefined ? { registryAuth: s.registryAuth } : {}),

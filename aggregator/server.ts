@@ -129,7 +129,7 @@ export async function startAggregator(o: AggregatorOptions): Promise<RunningAggr
   const control = new SwitchoverControl({ graphs: store, records: switchovers, ingest, ...(rebuilds !== undefined ? { jobs: rebuilds } : {}), log, metrics });
   const triggers = [
     ...(rebuilds !== undefined ? [new ProactiveTrigger({ scores, graphs: store, jobs: rebuilds, records: switchovers, control, log, metrics })] : []),
-    new DriftTrigger({ detections: telemetry, graphs: store, policyFor: (labels) => scores.policyFor(labels), records: switchovers, control, log, metrics }),
+    new DriftTrigger({ detections: telemetry, graphs: store, policyFor: (labels, pod) => scores.policyFor(labels, pod), records: switchovers, control, log, metrics }),
   ];
   control.start();
   for (const t of triggers) t.start();

@@ -67,6 +67,9 @@ export function agentJson(a: AgentSummary): Record<string, unknown> {
     node: a.node,
     connected: a.connected,
     agent_version: a.agentVersion,
+    runtime: a.runtime || null,
+    runtime_version: a.runtimeVersion || null,
+    storage_driver: a.storageDriver || null,
     last_seen: iso(a.lastSeen),
     exec_source: t?.execSource ?? null,
     exec_source_reason: t?.execSourceReason ?? null,
@@ -106,12 +109,13 @@ export function agentJson(a: AgentSummary): Record<string, unknown> {
 
 export function renderAgents(as: readonly AgentSummary[], now = Date.now()): string {
   return renderTable(
-    ["NODE", "CONNECTED", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "OVERSIZE", "WINDOWS", "DETECTIONS", "ANOMALY", "MODELS", "SCORED", "LOOP P99 MS", "LOAD%", "MEM FREE", "CAPPED", "LAST LINK ERROR"],
+    ["NODE", "CONNECTED", "RUNTIME", "EXEC SOURCE", "EXECS", "LOST", "SPOOLED", "DROPPED", "OVERSIZE", "WINDOWS", "DETECTIONS", "ANOMALY", "MODELS", "SCORED", "LOOP P99 MS", "LOAD%", "MEM FREE", "CAPPED", "LAST LINK ERROR"],
     as.map((a) => {
       const err = lastLinkError(a);
       return [
         a.node,
         a.connected ? "yes" : "no",
+        a.runtime || "?",
         a.telemetry?.execSource || "?",
         String(a.telemetry?.execEvents ?? 0),
         String(a.telemetry?.execEventsLost ?? 0),

@@ -12,6 +12,9 @@ export function containerJson(c: ContainerSummary): Record<string, unknown> {
     image: c.image,
     node: c.node,
     state: c.state,
+    pod: c.pod,
+    namespace: c.namespace,
+    runtime: c.runtime,
     layer_count: c.layerCount,
     process_count: c.processCount,
     drift: c.drift,
@@ -20,9 +23,21 @@ export function containerJson(c: ContainerSummary): Record<string, unknown> {
 }
 
 export function renderContainers(rows: readonly ContainerSummary[]): string {
-  const head = ["CONTAINER", "NAME", "IMAGE", "NODE", "STATE", "LAYERS", "PROCS", "DRIFT"];
+  // Pods only where there are any (a Docker host has none): NAMESPACE/POD after the name.
+  const pods = rows.some((r) => r.pod !== "");
+  const head = ["CONTAINER", "NAME", ...(pods ? ["POD"] : []), "IMAGE", "NODE", "STATE", "LAYERS", "PROCS", "DRIFT"];
   return renderTable(
     head,
-    rows.map((r) => [r.containerId.slice(0, 12), r.containerName, r.image, r.node, r.state, String(r.layerCount), String(r.processCount), r.drift ? "yes" : "-"]),
+    rows.map((r) => [
+      r.containerId.slice(0, 12),
+      r.containerName,
+      ...(pods ? [r.pod === "" ? "-" : `${r.namespace}/${r.pod}`] : []),
+      r.image,
+      r.node,
+      r.state,
+      String(r.layerCount),
+      String(r.processCount),
+      r.drift ? "yes" : "-",
+    ]),
   );
 }

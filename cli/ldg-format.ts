@@ -35,6 +35,14 @@ export interface LdgJson {
   state: string;
   pid: number;
   storage_driver: string;
+  /** docker or containerd. */
+  runtime: string;
+  /** Kubernetes identity (CRI), "" outside a pod. */
+  pod: string;
+  namespace: string;
+  pod_uid: string;
+  pod_labels: Record<string, string>;
+  pod_annotations: Record<string, string>;
   observed_at: string | null;
   labels: Record<string, string>;
   layers: Array<Record<string, unknown> & { layer_id: string; dependencies: string[]; services: string[] }>;
@@ -76,6 +84,12 @@ export function toLdgJson(g: LayerGraph): LdgJson {
     state: g.state,
     pid: g.pid,
     storage_driver: g.storageDriver,
+    runtime: g.runtime,
+    pod: g.pod,
+    namespace: g.namespace,
+    pod_uid: g.podUid,
+    pod_labels: { ...g.podLabels },
+    pod_annotations: { ...g.podAnnotations },
     observed_at: iso(g.observedAt),
     labels: { ...g.labels },
     layers: g.layers.map(layerJson),
@@ -113,6 +127,7 @@ export function renderTree(g: LayerGraph): string {
   const lines: string[] = [];
   const status = CHECK[g.mountCheck?.status ?? MountCheckStatus.UNSPECIFIED];
   lines.push(safeLine`${g.containerName || g.containerId.slice(0, 12)}  ${g.containerId.slice(0, 12)}  ${g.image}  ${g.state}  node=${g.node}`);
+  if (g.pod !== "") lines.push(safeLine`  pod ${g.namespace}/${g.pod} (uid ${g.podUid || "?"}) on ${g.runtime}`);
   lines.push(`  mount check: ${status}${g.mountCheck?.detail ? safeLine` (${g.mountCheck.detail})` : ""}`);
   g.layers.forEach((l, i) => {
     const last = i === g.layers.length - 1;

@@ -39,7 +39,8 @@ export interface UpConfig {
 export function resolveUpConfig(o: UpFlags, env: Env): UpConfig {
   const aggregator = resolveAggregatorConfig({ ...o, listen: o.listen ?? "127.0.0.1:7443", http: o.http ?? "127.0.0.1:9464", ...falcoTokenDefault(o, env) }, env);
   const agent = resolveAgentConfig(
-    { ...o, http: o.agentHttp, aggregator: undefined },
+    // `up` is the single-host default on a Docker engine (its demo and switchovers act through it).
+    { ...o, http: o.agentHttp, aggregator: undefined, runtime: "docker" },
     env,
     // The agent dials the aggregator `up` starts, whatever SHADOWLAYER_AGGREGATOR says.
     { http: { flag: "--agent-http" }, aggregator: {} },
@@ -178,7 +179,7 @@ export async function runUp(c: UpConfig, out: (line: string) => void): Promise<(
   await writeEndpoint(dataDir, { address, insecure: c.aggregator.insecure, pid: process.pid, node, startedAt: new Date().toISOString() });
   out(
     `shadowlayer up: aggregator ${address} (${c.aggregator.insecure ? "INSECURE" : "mTLS"}), metrics http://${dialAddress(http, aggregator.httpPort ?? 0)}/metrics, ` +
-      `agent node ${node}, engine ${agent.engine.version}, exec events via ${agent.telemetry.activeExecSource}; data in ${paths.dir}. ` +
+      `agent node ${node}, ${agent.runtime.kind} ${agent.runtime.version}, exec events via ${agent.telemetry.activeExecSource}; data in ${paths.dir}. ` +
       "Try `shadowlayer demo`, `shadowlayer graph <container>` and `shadowlayer top`. Ctrl-C stops.",
   );
   const falco = c.aggregator.aggregator.falco;

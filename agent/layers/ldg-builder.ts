@@ -2,8 +2,7 @@
  * Builds a container's Layer Dependency Graph from the engine's facts, the image's real layer
  * directories, the container's processes, and its root mount as the kernel sees it.
  */
-import { readlinkSync } from "node:fs";
-import { join, posix } from "node:path";
+import { posix } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
@@ -23,13 +22,19 @@ import type { ProcInfo } from "../runtime/container-processes.js";
 import { OverlayStack } from "../overlay/overlay-stack.js";
 import { resolveInRoot } from "../overlay/resolve-in-root.js";
 import type { ContainerFacts, MountFact } from "../runtime/engine-facts.js";
-import { cacheIdOfDir, layerName, type ResolvedImage } from "./image-layers.js";
+import type { RuntimeKind, StorageLayout } from "../runtime/runtime.js";
+import { dockerLayout } from "../runtime/docker-runtime.js";
+import { layerName, type ResolvedImage } from "./image-layers.js";
 import { overlayRoot, parseMountinfo } from "./mountinfo.js";
 
 export interface LdgBuilderOptions {
   node: string;
   procRoot: string;
-  dockerRoot: string;
+  /** The runtime the facts come from; Docker's with `dockerRoot` when absent. */
+  runtime?: RuntimeKind;
+  /** How the runtime names layer directories (the mount check). */
+  layout?: StorageLayout;
+  dockerRoot?: string;
 }
 
 export function writableLayerId(containerId: string): string {
@@ -65,7 +70,11 @@ export class LdgBuilder {
   /** container id + pid -> the mount check, which cannot change while that process lives. */
   private readonly mountCache = new Map<string, MountCheck>();
 
-  constructor(private readonly opts: LdgBuilderOptions) {}
+  private readonly layout: StorageLayout;
+
+  constructor(private readonly opts: LdgBuilderOptions) {
+    this.layout = opts.layout ?? dockerLayout(opts.dockerRoot ?? "/var/lib/docker");
+  }
 
   clear(): void {
     this.exeCache.clear();
@@ -101,7 +110,7 @@ export class LdgBuilder {
       name: "container writable layer",
       kind: LayerKind.WRITABLE,
       dependencies: topId !== undefined ? [topId] : [],
-      cacheId: cacheIdOfDir(c.upperDir),
+      cacheId: c.upperDir === "" ? "" : this.layout.dirKey(c.upperDir),
       index: -1,
     });
     layers.push(rw);
@@ -123,7 +132,8 @@ export class LdgBuilder {
     }
 
     const services = new Map<string, Set<string>>();
-    for (const p of procs) {
+    // Without layer directories no process can be placed on a layer: none is, rather than a wrong one.
+    for (const p of c.storageUnavailable !== undefined ? [] : procs) {
       if (p.exe === "") continue;
       const a = this.attribute(c, image, p);
       const layer = byId.get(a.layerId);
@@ -161,6 +171,10 @@ export class LdgBuilder {
       observedAt: timestampFromDate(now),
       storageDriver: c.driver,
       pid: c.pid,
+      runtime: this.opts.runtime ?? "docker",
+      ...(c.pod !== undefined
+        ? { pod: c.pod.name, namespace: c.pod.namespace, podUid: c.pod.uid, podLabels: c.pod.labels, podAnnotations: c.pod.annotations }
+        : {}),
     });
   }
 
@@ -221,32 +235,26 @@ export class LdgBuilder {
     return check;
   }
 
-  private resolveLowerDir(dir: string): string {
-    const m = /\/l\/([A-Z0-9]+)\/?$/.exec(dir);
-    if (m?.[1] !== undefined) {
-      try {
-        // l/<short> -> ../<cacheId>/diff
-        return cacheIdOfDir(readlinkSync(join(this.opts.dockerRoot, "overlay2", "l", m[1])));
-      } catch {
-        return `l/${m[1]}`;
-      }
-    }
-    return cacheIdOfDir(dir);
-  }
-
   private computeMountCheck(c: ContainerFacts, image: ResolvedImage): MountCheck {
-    const engineChain = c.lowerDirs.map(cacheIdOfDir);
+    const layout = this.layout;
+    const engineChain = c.lowerDirs.map((d) => layout.dirKey(d));
     const base = { engineChain };
-    if (c.driver !== "overlay2") {
+    if (c.storageUnavailable !== undefined) {
+      return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: c.storageUnavailable });
+    }
+    if (c.driver !== "overlay2" && c.driver !== "overlayfs") {
       return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: `storage driver ${c.driver || "unknown"} is not overlay2` });
     }
+    if (c.storageProblem !== undefined) {
+      return create(MountCheckSchema, { ...base, status: MountCheckStatus.MISMATCH, detail: c.storageProblem });
+    }
     const imageChain = image.layers.map((l) => l.cacheId).reverse();
-    const engineImageChain = engineChain.filter((id) => !id.endsWith("-init"));
+    const engineImageChain = engineChain.filter((id) => layout.isImageEntry(id));
     if (engineImageChain.join() !== imageChain.join()) {
       return create(MountCheckSchema, {
         ...base,
         status: MountCheckStatus.MISMATCH,
-        detail: `container lowerdirs [${engineImageChain.join(", ")}] differ from the image's layerdb chain [${imageChain.join(", ")}]`,
+        detail: `container lowerdirs [${engineImageChain.join(", ")}] differ from the image's layer chain [${imageChain.join(", ")}]`,
       });
     }
     if (c.pid <= 0) {
@@ -260,13 +268,13 @@ export class LdgBuilder {
     if (root === undefined) {
       return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: "root mount is not overlayfs" });
     }
-    const mountChain = root.lowerDirs.map((d) => this.resolveLowerDir(d));
+    const mountChain = root.lowerDirs.map((d) => layout.mountDirKey(d));
     const problems: string[] = [];
     if (mountChain.join() !== engineChain.join()) {
-      problems.push(`mounted lowerdirs [${mountChain.join(", ")}] differ from the engine's [${engineChain.join(", ")}]`);
+      problems.push(`mounted lowerdirs [${mountChain.join(", ")}] differ from the runtime's [${engineChain.join(", ")}]`);
     }
-    if (cacheIdOfDir(root.upperDir) !== cacheIdOfDir(c.upperDir)) {
-      problems.push(`mounted upperdir ${root.upperDir} differs from the engine's ${c.upperDir}`);
+    if (layout.mountDirKey(root.upperDir) !== layout.dirKey(c.upperDir)) {
+      problems.push(`mounted upperdir ${root.upperDir} differs from the runtime's ${c.upperDir}`);
     }
     return create(MountCheckSchema, {
       engineChain,

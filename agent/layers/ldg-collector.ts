@@ -1,24 +1,26 @@
 /**
- * Keeps the current LDG of every container on this engine and reports changes. Refreshes are
- * serialized; a container that vanishes between list and inspect is dropped quietly and counted.
+ * Keeps the current LDG of every container on this node's runtime (Docker or containerd) and
+ * reports changes. Refreshes are serialized; a container that vanishes between list and inspect
+ * (or whose image or snapshot goes meanwhile) is dropped quietly and counted.
  */
 import { EventEmitter } from "node:events";
 import type Docker from "dockerode";
 import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import type { Logger } from "../../common/log.js";
 import { scanContainerProcesses, type ProcInfo } from "../runtime/container-processes.js";
-import { isEngineNotFound } from "../../common/engine.js";
-import { parseContainerInspect, type ContainerFacts } from "../runtime/engine-facts.js";
+import type { ContainerFacts } from "../runtime/engine-facts.js";
+import { DockerRuntime } from "../runtime/docker-runtime.js";
+import type { ContainerRuntime } from "../runtime/runtime.js";
 import type { AgentMetrics } from "../metrics.js";
 import type { ProcessTable } from "../telemetry/process-table.js";
-import { ImageLayerResolver, type ResolvedImage } from "./image-layers.js";
+import type { ResolvedImage } from "./image-layers.js";
 import { graphFingerprint, LdgBuilder, type Attribution } from "./ldg-builder.js";
 
-export interface LdgCollectorOptions {
-  docker: Docker;
+export type LdgCollectorOptions = LdgCollectorBase & ({ runtime: ContainerRuntime } | { docker: Docker; dockerRoot: string });
+
+interface LdgCollectorBase {
   node: string;
   procRoot: string;
-  dockerRoot: string;
   log: Logger;
   metrics: AgentMetrics;
   /**
@@ -48,14 +50,14 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
   private readonly facts = new Map<string, ContainerFacts>();
   /** Facts and image of each container as of its last graph, for attribution by telemetry. */
   private readonly resolved = new Map<string, RunningContainer>();
-  private readonly resolver: ImageLayerResolver;
   private readonly builder: LdgBuilder;
+  readonly runtime: ContainerRuntime;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: LdgCollectorOptions) {
     super();
-    this.resolver = new ImageLayerResolver(o.docker, o.dockerRoot);
-    this.builder = new LdgBuilder({ node: o.node, procRoot: o.procRoot, dockerRoot: o.dockerRoot });
+    this.runtime = "runtime" in o ? o.runtime : new DockerRuntime({ docker: o.docker, dockerRoot: o.dockerRoot });
+    this.builder = new LdgBuilder({ node: o.node, procRoot: o.procRoot, runtime: this.runtime.info.kind, layout: this.runtime.layout });
   }
 
   /** The current graphs. */
@@ -105,7 +107,7 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
   clearCaches(): void {
     this.facts.clear();
     for (const id of this.o.processes?.ids() ?? []) this.o.processes?.forget(id);
-    this.resolver.clear();
+    this.runtime.clearCaches();
     this.builder.clear();
   }
 
@@ -117,8 +119,7 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
   /** Lists every container and rebuilds each graph; emits what changed. */
   refreshAll(): Promise<void> {
     return this.serial(async () => {
-      const list = await this.o.docker.listContainers({ all: true });
-      const ids = new Set(list.map((c) => c.Id));
+      const ids = new Set(await this.runtime.listContainers());
       for (const id of [...this.graphs.keys()]) if (!ids.has(id)) this.drop(id);
       for (const id of [...this.facts.keys()]) if (!ids.has(id)) this.facts.delete(id);
       await this.rebuildChanged(ids);
@@ -182,17 +183,13 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
   private async inspect(id: string): Promise<ContainerFacts | undefined> {
     const hit = this.facts.get(id);
     if (hit !== undefined) return hit;
-    try {
-      const facts = parseContainerInspect(await this.o.docker.getContainer(id).inspect());
-      this.facts.set(id, facts);
-      return facts;
-    } catch (err) {
-      if (isEngineNotFound(err)) {
-        this.o.metrics.vanished.inc({ what: "container" });
-        return undefined;
-      }
-      throw err;
+    const facts = await this.runtime.inspect(id);
+    if (facts === undefined) {
+      this.o.metrics.vanished.inc({ what: "container" });
+      return undefined;
     }
+    this.facts.set(id, facts);
+    return facts;
   }
 
   private processesOf(facts: ContainerFacts, scanned: Map<string, ProcInfo[]> | undefined): ProcInfo[] {
@@ -208,14 +205,14 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
       this.drop(id);
       return;
     }
-    let image;
+    let image: ResolvedImage | undefined;
     try {
-      image = await this.resolver.resolve(facts.imageId);
-    } catch (err) {
-      if (isEngineNotFound(err)) {
+      image = await this.runtime.resolveImage(facts);
+      if (image === undefined) {
         this.o.metrics.vanished.inc({ what: "image" });
         return;
       }
+    } catch (err) {
       this.o.metrics.errors.inc({ stage: "image" });
       this.o.log.warn({ container: id, image: facts.imageId, err: String(err) }, "cannot resolve image layers");
       return;

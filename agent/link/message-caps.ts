@@ -24,8 +24,11 @@ export const NAME_BYTES = 256;
 export const TEXT_BYTES = 2048;
 /** Processes (and service names) listed in one graph, drift first: a container may fork without bound. */
 export const MAX_PROCESSES = 500;
-/** Labels kept per graph. */
+/** Labels kept per graph (the container's, and its pod's). */
 export const MAX_LABELS = 128;
+/** A pod's annotations kept per graph, and the bytes of each value. */
+export const MAX_ANNOTATIONS = 64;
+export const ANNOTATION_BYTES = 512;
 /** Steps kept per switchover record (the aggregator keeps no more). */
 export const MAX_RECORD_STEPS = 64;
 
@@ -144,15 +147,29 @@ export function capGraph(g: LayerGraph): LayerGraph {
   if (keep !== undefined) c.cut = true;
   const room = { services: MAX_PROCESSES };
   const layers = g.layers.map((l) => capLayer(c, l, keep, room));
-  let labels = g.labels;
-  const entries = Object.entries(g.labels);
-  const capped = entries.slice(0, MAX_LABELS).map(([k, v]) => [c.str(k, NAME_BYTES), c.str(v, TEXT_BYTES)] as const);
-  if (entries.length > MAX_LABELS) c.cut = true;
-  if (c.cut) labels = Object.fromEntries(capped);
-  const top = c.fields(g, { containerName: NAME_BYTES, image: PATH_BYTES, state: NAME_BYTES });
+  const labels = capMap(c, g.labels, MAX_LABELS, TEXT_BYTES);
+  const podLabels = capMap(c, g.podLabels, MAX_LABELS, TEXT_BYTES);
+  // Annotations carry whole documents (kubectl's last-applied-configuration): kept short.
+  const podAnnotations = capMap(c, g.podAnnotations, MAX_ANNOTATIONS, ANNOTATION_BYTES);
+  const top = c.fields(g, { containerName: NAME_BYTES, image: PATH_BYTES, state: NAME_BYTES, pod: NAME_BYTES, namespace: NAME_BYTES, podUid: NAME_BYTES, runtime: NAME_BYTES });
   const mountCheck = g.mountCheck && c.fields(g.mountCheck, { detail: TEXT_BYTES });
   if (!c.cut) return g;
-  return { ...top, labels, layers, ...(mountCheck !== undefined ? { mountCheck } : {}), truncated: true };
+  return { ...top, labels, podLabels, podAnnotations, layers, ...(mountCheck !== undefined ? { mountCheck } : {}), truncated: true };
+}
+
+/** At most `max` entries, keys NAME_BYTES and values `valueBytes` long; `m` itself when nothing is cut. */
+function capMap(c: Cutter, m: Record<string, string>, max: number, valueBytes: number): Record<string, string> {
+  const entries = Object.entries(m);
+  let cut = entries.length > max;
+  const capped = entries.slice(0, max).map(([k, v]) => {
+    const ck = c.str(k, NAME_BYTES);
+    const cv = c.str(v, valueBytes);
+    if (ck !== k || cv !== v) cut = true;
+    return [ck, cv] as const;
+  });
+  if (!cut) return m;
+  c.cut = true;
+  return Object.fromEntries(capped);
 }
 
 /** The processes kept when a graph lists more than MAX_PROCESSES (drift first); undefined: all. */

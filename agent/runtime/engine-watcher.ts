@@ -1,18 +1,17 @@
 /**
- * Follows the engine's container events so a start, stop or removal is reflected at once, and
- * refreshes everything on a timer for process changes inside containers. When the event stream
- * breaks (the engine restarted), it reconnects with backoff and resyncs in full.
+ * Follows the runtime's container events (Docker's /events, containerd's event service) so a
+ * start, stop or removal is reflected at once, and refreshes everything on a timer for process
+ * changes inside containers. When the event stream breaks (the runtime restarted), it reconnects
+ * with backoff and resyncs in full.
  */
-import type Docker from "dockerode";
 import type { Logger } from "../../common/log.js";
 import { Backoff } from "../../common/backoff.js";
 import type { LdgCollector } from "../layers/ldg-collector.js";
 import type { AgentMetrics } from "../metrics.js";
+import type { ContainerRuntime, RuntimeEvent, RuntimeSubscription } from "./runtime.js";
 
 export interface EngineWatcherOptions {
-  docker: Docker;
-  /** Client for the long-lived event stream (no request timeout); `docker` when absent. */
-  events?: Docker;
+  runtime: ContainerRuntime;
   collector: LdgCollector;
   log: Logger;
   metrics: AgentMetrics;
@@ -20,14 +19,8 @@ export interface EngineWatcherOptions {
   refreshMs: number;
 }
 
-interface EngineEvent {
-  Type?: unknown;
-  Action?: unknown;
-  Actor?: { ID?: unknown };
-}
-
 export class EngineWatcher {
-  private stream: NodeJS.ReadableStream | undefined;
+  private sub: RuntimeSubscription | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
   private readonly backoff = new Backoff(250, 5000);
@@ -47,16 +40,15 @@ export class EngineWatcher {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.retry) clearTimeout(this.retry);
-    const s = this.stream as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
-    s?.destroy?.();
-    this.stream = undefined;
+    this.sub?.close();
+    this.sub = undefined;
   }
 
   private periodicCount = 0;
 
   /**
    * Every period: re-checks the processes of the containers already known (cheap: one cgroup
-   * read per idle container). Every fifth: lists the engine's containers too, a safety net under
+   * read per idle container). Every fifth: lists the runtime's containers too, a safety net under
    * the event stream, which already reports every create, start, stop and destroy.
    */
   private periodic(): void {
@@ -69,27 +61,19 @@ export class EngineWatcher {
   }
 
   private async subscribe(): Promise<void> {
-    const stream = (await (this.o.events ?? this.o.docker).getEvents({ filters: { type: ["container"] } })) as NodeJS.ReadableStream;
-    this.stream = stream;
-    let pending = "";
-    stream.on("data", (chunk: Buffer) => {
-      pending += chunk.toString("utf8");
-      let nl: number;
-      while ((nl = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        if (line.trim() !== "") this.onLine(line);
-      }
+    let mine: RuntimeSubscription | undefined;
+    const sub = await this.o.runtime.subscribe({
+      event: (e) => this.onEvent(e),
+      lost: (why) => {
+        if (this.stopped || (mine !== undefined && this.sub !== mine)) return;
+        this.sub = undefined;
+        this.engineDown = true;
+        this.o.log.warn({ why, runtime: this.o.runtime.info.kind }, "runtime event stream lost; reconnecting");
+        this.scheduleResubscribe();
+      },
     });
-    const lost = (why: string) => {
-      if (this.stream !== stream || this.stopped) return;
-      this.stream = undefined;
-      this.engineDown = true;
-      this.o.log.warn({ why }, "engine event stream lost; reconnecting");
-      this.scheduleResubscribe();
-    };
-    stream.on("end", () => lost("end"));
-    stream.on("error", (err: Error) => lost(err.message));
+    mine = sub;
+    this.sub = sub;
   }
 
   private scheduleResubscribe(): void {
@@ -99,8 +83,8 @@ export class EngineWatcher {
         .then(async () => {
           this.backoff.reset();
           this.engineDown = false;
-          this.o.log.info("engine event stream back; full resync");
-          // The engine may have restarted: nothing cached about containers can be trusted.
+          this.o.log.info("runtime event stream back; full resync");
+          // The runtime may have restarted: nothing cached about containers can be trusted.
           this.o.collector.clearCaches();
           await this.o.collector.refreshAll();
         })
@@ -109,26 +93,20 @@ export class EngineWatcher {
     this.retry.unref();
   }
 
-  private onLine(line: string): void {
-    let ev: EngineEvent;
-    try {
-      ev = JSON.parse(line) as EngineEvent;
-    } catch {
+  private onEvent(e: RuntimeEvent): void {
+    if (e.change === "unparsable") {
       this.o.metrics.errors.inc({ stage: "event-parse" });
       return;
     }
-    if (ev.Type !== "container" || typeof ev.Action !== "string" || typeof ev.Actor?.ID !== "string") return;
-    const id = ev.Actor.ID;
-    // "exec_start: sh -c …" carries the command after the colon.
-    const action = ev.Action.split(":")[0] ?? ev.Action;
-    this.o.metrics.engineEvents.inc({ action });
+    this.o.metrics.engineEvents.inc({ action: e.action });
+    if (e.change === "ignored") return;
+    const id = e.id;
     const done = (p: Promise<void>) =>
       p.catch((err: unknown) => {
         this.o.metrics.errors.inc({ stage: "event" });
-        this.o.log.warn({ container: id, action, err: String(err) }, "refresh after event failed");
+        this.o.log.warn({ container: id, action: e.action, err: String(err) }, "refresh after event failed");
       });
-    if (action === "destroy") done(this.o.collector.remove(id));
-    else if (action === "exec_die" || action === "exec_create" || action === "attach" || action === "resize" || action === "top") return;
+    if (e.change === "removed") done(this.o.collector.remove(id));
     else done(this.o.collector.refreshOne(id));
   }
 }

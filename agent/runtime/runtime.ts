@@ -51,8 +51,11 @@ export interface StorageLayout {
 /** A change the runtime reported: the collector re-reads the container, or drops it. */
 export interface RuntimeEvent {
   id: string;
-  /** "changed": created, started, stopped, paused, updated; "removed": deleted. */
-  change: "changed" | "removed";
+  /**
+   * "changed": created, started, stopped, paused, updated; "removed": deleted; "ignored": counted
+   * only (exec events); "unparsable": an event that did not decode (counted as an error).
+   */
+  change: "changed" | "removed" | "ignored" | "unparsable";
   /** The runtime's own action name, for the events metric ("start", "/tasks/exit", …). */
   action: string;
 }

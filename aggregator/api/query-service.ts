@@ -53,6 +53,9 @@ export function summarize(g: LayerGraph): ContainerSummary {
     layerCount: g.layers.length,
     processCount: processes,
     drift,
+    pod: g.pod,
+    namespace: g.namespace,
+    runtime: g.runtime,
     ...(g.observedAt !== undefined ? { observedAt: g.observedAt } : {}),
   });
 }
@@ -206,6 +209,9 @@ export function queryServiceImpl({ store, telemetry, ingest, metrics }: QueryDep
           cappedWrites: BigInt(capped?.count ?? 0),
           cappedReason: capped?.reason ?? "",
           link: ingest.linkView(node),
+          runtime: n?.runtime ?? "",
+          runtimeVersion: n?.engineVersion ?? "",
+          storageDriver: n?.storageDriver ?? "",
         });
       };
       // Pages of node names; each page's summaries are made for its nodes only.

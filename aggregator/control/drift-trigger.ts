@@ -9,6 +9,7 @@ import type { LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { SwitchoverKind, SwitchoverTrigger } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 import type { Detection } from "../../proto/gen/shadowlayer/v1/telemetry_pb.js";
 import type { Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { podOf, type PodSubject } from "../risk/policies.js";
 import type { Logger } from "../../common/log.js";
 import type { AggregatorMetrics } from "../metrics.js";
 import type { SwitchoverStore } from "../store/switchover-store.js";
@@ -17,7 +18,7 @@ import { isShadowContainer, type SwitchoverControl } from "./switchover-control.
 export interface DriftTriggerOptions {
   detections: { on(e: "detection", fn: (d: Detection) => void): unknown; off(e: "detection", fn: (d: Detection) => void): unknown };
   graphs: { get(id: string): LayerGraph | undefined };
-  policyFor: (labels: Record<string, string>) => Policy;
+  policyFor: (labels: Record<string, string>, pod?: PodSubject) => Policy;
   records: SwitchoverStore;
   control: SwitchoverControl;
   log: Logger;
@@ -46,7 +47,7 @@ export class DriftTrigger {
   private consider(d: Detection): void {
     const g = this.o.graphs.get(d.containerId);
     if (g === undefined || g.state !== "running" || isShadowContainer(g)) return;
-    if (!this.o.policyFor(g.labels).switchOnDrift) return;
+    if (!this.o.policyFor(g.labels, podOf(g)).switchOnDrift) return;
     const decided = (decision: string) => this.o.metrics?.switchoverTriggers.inc({ trigger: "drift", decision });
     const log = this.o.log.child({ container: g.containerName || g.containerId.slice(0, 12), node: g.node, path: d.path.slice(0, 200) });
     if (this.o.control.busy(g.containerId) !== undefined) return void decided("busy");

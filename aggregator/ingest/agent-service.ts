@@ -195,6 +195,7 @@ export class AgentIngest {
           agentVersion: body.value.agentVersion,
           engineVersion: body.value.engineVersion,
           storageDriver: body.value.storageDriver,
+          runtime: body.value.runtime || "docker",
           hostname: h?.hostname ?? "",
           os: h?.os ?? "",
           kernel: h?.kernel ?? "",

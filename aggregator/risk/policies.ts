@@ -10,9 +10,26 @@ export const DEFAULT_POLICY = { name: "default", rebuildThreshold: 60, switchThr
 /** The label Kubernetes puts on a pod's containers naming its namespace. */
 export const NAMESPACE_LABEL = "io.kubernetes.pod.namespace";
 
-function policyMatches(p: Policy, labels: Record<string, string>): boolean {
-  if (p.namespace !== "" && labels[NAMESPACE_LABEL] !== p.namespace) return false;
-  for (const [k, v] of Object.entries(p.labels)) if (labels[k] !== v) return false;
+/** The pod a container belongs to, as its graph says (the agent read it through CRI). */
+export interface PodSubject {
+  namespace: string;
+  labels: Record<string, string>;
+}
+
+/** The pod fields of a graph, for `selectPolicy`. */
+export function podOf(g: { namespace: string; podLabels: Record<string, string> }): PodSubject {
+  return { namespace: g.namespace, labels: g.podLabels };
+}
+
+/**
+ * A policy's namespace is the pod's (from CRI; a graph from an agent that predates pods falls
+ * back to the kubelet's label on the container); each of its labels matches the container's
+ * label or its pod's.
+ */
+function policyMatches(p: Policy, labels: Record<string, string>, pod: PodSubject | undefined): boolean {
+  const namespace = pod !== undefined && pod.namespace !== "" ? pod.namespace : labels[NAMESPACE_LABEL];
+  if (p.namespace !== "" && namespace !== p.namespace) return false;
+  for (const [k, v] of Object.entries(p.labels)) if (labels[k] !== v && pod?.labels[k] !== v) return false;
   return true;
 }
 
@@ -24,7 +41,7 @@ export function orderPolicies(stored: Iterable<Policy>): Policy[] {
   return [...rest.sort((a, b) => a.order - b.order || a.name.localeCompare(b.name)), defaultPolicy];
 }
 
-/** The policy for a container's labels among `ordered` (as `orderPolicies` returns them). */
-export function selectPolicy(ordered: readonly Policy[], labels: Record<string, string>): Policy {
-  return ordered.find((p) => p.name !== DEFAULT_POLICY.name && policyMatches(p, labels)) ?? (ordered[ordered.length - 1] as Policy);
+/** The policy for a container's labels (and pod) among `ordered` (as `orderPolicies` returns them). */
+export function selectPolicy(ordered: readonly Policy[], labels: Record<string, string>, pod?: PodSubject): Policy {
+  return ordered.find((p) => p.name !== DEFAULT_POLICY.name && policyMatches(p, labels, pod)) ?? (ordered[ordered.length - 1] as Policy);
 }

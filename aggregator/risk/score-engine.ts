@@ -19,7 +19,7 @@ import { keys } from "../store/keys.js";
 import { MessageStore } from "../store/message-store.js";
 import type { TelemetryStore } from "../store/telemetry-store.js";
 import { ImageMatches, type ImageMatchResult } from "../vulns/image-matches.js";
-import { orderPolicies, selectPolicy } from "./policies.js";
+import { orderPolicies, podOf, selectPolicy, type PodSubject } from "./policies.js";
 import { validatePolicy } from "./policy-schema.js";
 import { scoreContainer, type LayerAnomaly } from "./score-container.js";
 import { anomalyFreshUntil } from "../vulns/scoring.js";
@@ -187,8 +187,8 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
     this.recomputeAll();
   }
 
-  policyFor(labels: Record<string, string>): Policy {
-    return selectPolicy(this.listPolicies(), labels);
+  policyFor(labels: Record<string, string>, pod?: PodSubject): Policy {
+    return selectPolicy(this.listPolicies(), labels, pod);
   }
 
   get(containerId: string): ContainerScores | undefined {
@@ -220,7 +220,7 @@ export class ScoreEngine extends EventEmitter<ScoreEngineEvents> {
       feedsLoaded: this.feeds.index.stats.advisories > 0,
       drift: this.drift.get(g.containerId),
       anomaly: this.anomalies.get(g.containerId)?.layers,
-      policy: this.policyFor(g.labels),
+      policy: this.policyFor(g.labels, podOf(g)),
       now,
     });
     if (view?.disagreement !== undefined) s.caveats.push(view.disagreement);

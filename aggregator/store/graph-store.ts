@@ -18,6 +18,8 @@ export interface NodeRecord {
   agentVersion: string;
   engineVersion: string;
   storageDriver: string;
+  /** docker or containerd ("" from an agent that predates the field: docker). */
+  runtime?: string;
   hostname: string;
   os: string;
   kernel: string;

@@ -12,7 +12,7 @@ import { TelemetryItemSchema } from "../../proto/gen/shadowlayer/v1/telemetry_pb
 import { ImageInventorySchema } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
 import { SwitchoverRecordSchema } from "../../proto/gen/shadowlayer/v1/switchover_pb.js";
 import { inventoryChunks, INVENTORY_CHUNK_BYTES } from "../../agent/link/inventory-chunks.js";
-import { ARGV_BYTES, capMessage, MAX_LABELS, MAX_PROCESSES, MAX_RECORD_STEPS, MESSAGE_LIMIT_BYTES, NAME_BYTES, PATH_BYTES, TEXT_BYTES } from "../../agent/link/message-caps.js";
+import { ANNOTATION_BYTES, ARGV_BYTES, capMessage, MAX_ANNOTATIONS, MAX_LABELS, MAX_PROCESSES, MAX_RECORD_STEPS, MESSAGE_LIMIT_BYTES, NAME_BYTES, PATH_BYTES, TEXT_BYTES } from "../../agent/link/message-caps.js";
 import { InventoryAssembly } from "../../aggregator/ingest/inventory-assembly.js";
 
 /** Flat strings, shared (as bytes read from /proc are flat; a repeat() rope costs its flattening to whoever reads it first). */
@@ -32,6 +32,12 @@ function hostileGraph(): LayerGraph {
     node: "n",
     image: big(100_000),
     labels: Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`${i}${big(10_000)}`, big(100_000)])),
+    // A pod's author controls its name, labels and annotations (kubectl's last-applied-configuration is a whole document).
+    pod: big(100_000),
+    namespace: big(100_000),
+    podUid: big(100_000),
+    podLabels: Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`${i}${big(10_000)}`, big(100_000)])),
+    podAnnotations: Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`${i}${big(10_000)}`, big(300_000)])),
     layers: Array.from({ length: 127 }, (_, i) => ({
       layerId: `sha256:${i.toString(16).padStart(64, "0")}`,
       name: big(1_000_000),
@@ -66,6 +72,20 @@ describe("message caps", () => {
     }
     assert.equal(Object.keys(out?.labels ?? {}).length, MAX_LABELS);
     assert.ok(Buffer.byteLength(out?.containerName ?? "") <= NAME_BYTES);
+    assert.equal(Object.keys(out?.podLabels ?? {}).length, MAX_LABELS);
+    assert.equal(Object.keys(out?.podAnnotations ?? {}).length, MAX_ANNOTATIONS);
+    for (const v of Object.values(out?.podAnnotations ?? {})) assert.ok(Buffer.byteLength(v) <= ANNOTATION_BYTES);
+    for (const f of [out?.pod, out?.namespace, out?.podUid]) assert.ok(Buffer.byteLength(f ?? "") <= NAME_BYTES);
+  });
+
+  it("cuts a pod's annotations alone (a graph otherwise within the caps)", () => {
+    const graph = create(LayerGraphSchema, { containerId: "a".repeat(64), pod: "web", namespace: "prod", podAnnotations: { "kubectl.kubernetes.io/last-applied-configuration": big(200_000) } });
+    const r = capMessage(create(AgentMessageSchema, { seq: 1n, body: { case: "graphUpsert", value: { graph } } }));
+    const out = r.message.body.case === "graphUpsert" ? r.message.body.value.graph : undefined;
+    assert.equal(r.truncated, true);
+    assert.equal(out?.truncated, true);
+    assert.equal(Buffer.byteLength(out?.podAnnotations["kubectl.kubernetes.io/last-applied-configuration"] ?? ""), ANNOTATION_BYTES);
+    assert.equal(out?.namespace, "prod");
   });
 
   it("sends a graph within the caps as it is", () => {

@@ -35,6 +35,10 @@ describe("policy selection", () => {
     assert.equal(selectPolicy(list, { [NAMESPACE_LABEL]: "payments" }).name, "payments");
     assert.equal(selectPolicy(list, { [NAMESPACE_LABEL]: "other", env: "dev" }).name, "default");
     assert.equal(selectPolicy(list, {}).name, "default");
+    // A pod read through CRI: its namespace, not a label the container set on itself, decides.
+    assert.equal(selectPolicy(list, {}, { namespace: "payments", labels: {} }).name, "payments");
+    assert.equal(selectPolicy(list, { [NAMESPACE_LABEL]: "payments" }, { namespace: "other", labels: {} }).name, "default", "the pod's real namespace wins over a label");
+    assert.equal(selectPolicy(list, {}, { namespace: "other", labels: { env: "prod", tier: "web" } }).name, "prod-web", "a policy's labels match the pod's labels too");
   });
 
   it("never picks the default before a matching policy, even when the default's order is lower", () => {

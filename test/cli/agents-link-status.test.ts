@@ -90,7 +90,7 @@ describe("agents while the aggregator refuses the agent", () => {
     assert.match(json.link.last_disconnect, /refused: .*not a 64-hex id/);
     const table = renderAgents([a]);
     assert.match(table, /^NODE\s+CONNECTED\s+.*SPOOLED.*LAST LINK ERROR/m);
-    assert.match(table, /^node-bad\s+no\s+\S+\s+0\s+0\s+3\s+/m);
+    assert.match(table, /^node-bad\s+no\s+\S+\s+\S+\s+0\s+0\s+3\s+/m);
     assert.match(table, /not a 64-hex id/);
     assert.equal(l.connected, false);
     l.stop();

@@ -159,7 +159,8 @@ describe("shadowlayer CLI", () => {
     assert.ok(a?.exec_source === "ebpf" || a?.exec_source === "proc-poll", `exec source ${a?.exec_source}`);
     assert.ok((a?.node_context?.memory_total_bytes ?? 0) > 0, "node context arrives with the heartbeat");
     const people = await cli(["agents", "--data-dir", dir]);
-    assert.match(people.stdout, /^NODE\s+CONNECTED\s+EXEC SOURCE/m);
+    assert.match(people.stdout, /^NODE\s+CONNECTED\s+RUNTIME\s+EXEC SOURCE/m);
+    assert.match(people.stdout, /^\S+\s+yes\s+docker\s+/m, "the runtime the agent reads");
   });
 
   it("prints no raw escape sequence from image history, executable paths or argv in graph, detections, top and watch", async () => {

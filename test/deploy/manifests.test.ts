@@ -445,6 +445,101 @@ describe('deploy/ manifests', () => {
     assert.deepEqual([...(resources as string[])].sort(), yamlFiles);
   });
 
+  it('agent DaemonSet: reads containerd (socket and overlayfs snapshots, read-only) with --runtime auto', () => {
+    const pod = get(find('DaemonSet', 'shadowlayer-agent'), 'spec', 'template', 'spec');
+    const args = argv(arr(pod, 'containers')[0]);
+    assert.deepEqual(flagValues(args, '--runtime'), ['auto']);
+    const socket = flagValues(args, '--containerd-socket')[0] ?? '';
+    const run = mountAt(pod, '/run/containerd');
+    assert.ok(socket.startsWith('/run/containerd/'), socket);
+    assert.equal(run.mount['readOnly'], true);
+    assert.equal(get(run.volume, 'hostPath', 'path'), '/run/containerd');
+    const snapshots = flagValues(args, '--containerd-snapshots')[0] ?? '';
+    const snap = mountAt(pod, snapshots);
+    assert.equal(snap.mount['readOnly'], true);
+    assert.equal(get(snap.volume, 'hostPath', 'path'), '/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs');
+  });
+
+  // The components are applied here as kustomize would (JSON 6902 operations with their `test`
+  // guards; a strategic merge of volumes by name), then validated against the schema.
+  const component = (dir: string): { patch: unknown; kind: 'json6902' | 'merge' } => {
+    const [kust] = parseFile(`${dir}/kustomization.yaml`, '1.2');
+    assert.equal(get(kust, 'kind'), 'Component');
+    const entry = arr(kust, 'patches')[0];
+    assert.equal(get(entry, 'target', 'name'), 'shadowlayer-agent');
+    const text = readFileSync(path.join(deployDir, dir, String(entry?.['path'])), 'utf8');
+    const patch: unknown = parseAllDocuments(text)[0]?.toJS();
+    return { patch, kind: Array.isArray(patch) ? 'json6902' : 'merge' };
+  };
+  const applyJson6902 = (doc: Obj, ops: Obj[]): Obj => {
+    const out = structuredClone(doc);
+    for (const op of ops) {
+      const parts = String(op['path']).split('/').slice(1);
+      const last = parts.pop() ?? '';
+      const parent = get(out, ...parts.map((k) => (/^\d+$/.test(k) ? Number(k) : k))) as Record<string, unknown> | unknown[];
+      assert.ok(parent !== undefined && parent !== null, `no parent for ${String(op['path'])}`);
+      const key = Array.isArray(parent) ? Number(last) : last;
+      const cur = (parent as Record<string | number, unknown>)[key];
+      if (op['op'] === 'test') assert.deepEqual(cur, op['value'], `test failed at ${String(op['path'])}`);
+      else if (op['op'] === 'replace') {
+        assert.notEqual(cur, undefined, `nothing to replace at ${String(op['path'])}`);
+        (parent as Record<string | number, unknown>)[key] = op['value'];
+      } else if (op['op'] === 'remove') {
+        assert.notEqual(cur, undefined, `nothing to remove at ${String(op['path'])}`);
+        if (Array.isArray(parent)) parent.splice(Number(key), 1);
+        else delete (parent as Record<string, unknown>)[last];
+      } else assert.fail(`unexpected op ${String(op['op'])}`);
+    }
+    return out;
+  };
+  const mergeVolumes = (doc: Obj, patch: unknown): Obj => {
+    const out = structuredClone(doc);
+    const vols = arr(out, 'spec', 'template', 'spec', 'volumes');
+    for (const v of arr(patch, 'spec', 'template', 'spec', 'volumes')) {
+      const target = byName(vols, String(v['name']));
+      Object.assign(target, structuredClone(v));
+    }
+    return out;
+  };
+  const applyComponent = (doc: Obj, dir: string): Obj => {
+    const c = component(dir);
+    return c.kind === 'json6902' ? applyJson6902(doc, c.patch as Obj[]) : mergeVolumes(doc, c.patch);
+  };
+
+  it('containerd-node component: no Docker socket, store or certs.d; --runtime containerd; still valid', () => {
+    const ds = applyComponent(find('DaemonSet', 'shadowlayer-agent'), 'containerd-node');
+    validate(ds);
+    const pod = get(ds, 'spec', 'template', 'spec');
+    const args = argv(arr(pod, 'containers')[0]);
+    assert.deepEqual(flagValues(args, '--runtime'), ['containerd']);
+    assert.deepEqual(flagValues(args, '--docker-socket'), []);
+    assert.deepEqual(flagValues(args, '--docker-root'), []);
+    assert.equal(get(pod, 'initContainers'), undefined);
+    const hostPaths = arr(pod, 'volumes').map((v) => String(get(v, 'hostPath', 'path') ?? ''));
+    assert.ok(!hostPaths.some((p) => p.includes('docker')), hostPaths.join(', '));
+    const names = new Set(arr(pod, 'volumes').map((v) => v['name']));
+    for (const m of arr(pod, 'containers', 0, 'volumeMounts')) assert.ok(names.has(m['name']), `mount ${String(m['name'])} has its volume`);
+    assert.equal(mountAt(pod, '/run/containerd').mount['readOnly'], true);
+  });
+
+  for (const [dir, root] of [
+    ['k3s', '/var/lib/rancher/k3s/agent/containerd'],
+    ['rke2', '/var/lib/rancher/rke2/agent/containerd'],
+  ] as const) {
+    it(`${dir} component: containerd's socket and snapshots from their ${dir} paths, in either order with containerd-node`, () => {
+      const base = find('DaemonSet', 'shadowlayer-agent');
+      for (const ds of [applyComponent(applyComponent(base, 'containerd-node'), dir), applyComponent(applyComponent(base, dir), 'containerd-node')]) {
+        validate(ds);
+        const pod = get(ds, 'spec', 'template', 'spec');
+        const args = argv(arr(pod, 'containers')[0]);
+        assert.equal(get(mountAt(pod, '/run/containerd').volume, 'hostPath', 'path'), '/run/k3s/containerd');
+        const snap = mountAt(pod, flagValues(args, '--containerd-snapshots')[0] ?? '');
+        assert.equal(get(snap.volume, 'hostPath', 'path'), `${root}/io.containerd.snapshotter.v1.overlayfs`);
+        assert.equal(snap.mount['readOnly'], true);
+      }
+    });
+  }
+
   it('the schema check bites: a string containerPort is rejected', () => {
     const ds = find('DaemonSet', 'shadowlayer-agent');
     const broken = structuredClone(ds);
