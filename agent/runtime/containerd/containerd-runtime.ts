@@ -678,7 +678,8 @@ export async function connectContainerd(o: ConnectContainerdOptions): Promise<Co
       if (isUnimplemented(err)) {
         throw new ShadowError(Code.EngineUnavailable, `${path} answers gRPC but is not containerd (no containerd.services.version.v1.Version): check --containerd-socket`, { cause: err });
       }
-      throw new ShadowError(Code.EngineUnavailable, `containerd does not answer on ${path} (${isUnreachable(err) ? "unreachable" : d}): ${socketHowTo(path)}`, { cause: err });
+      const docker = /docker\.sock$/.test(path) ? " (that looks like Docker's API socket: use --runtime docker for it)" : "";
+      throw new ShadowError(Code.EngineUnavailable, `containerd does not answer on ${path}${docker} (${isUnreachable(err) ? "unreachable" : d}): ${socketHowTo(path)}`, { cause: err });
     }
     try {
       await cri.version();
