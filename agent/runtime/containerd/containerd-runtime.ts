@@ -246,7 +246,7 @@ export class ContainerdRuntime implements ContainerRuntime {
     const snapshotKey = ctr.snapshotKey;
     this.meta.set(id, { imageName: ctr.image, snapshotter, snapshotKey });
 
-    const [task, cri, storage, imageId] = await Promise.all([this.task(id), this.criFacts(id), this.storage(snapshotter, snapshotKey), this.imageIdOf(ctr.image)]);
+    const [task, cri, storage, image] = await Promise.all([this.task(id), this.criFacts(id), this.storage(snapshotter, snapshotKey), this.imageIdOf(ctr.image)]);
     if (cri === "gone" || storage === "gone") return undefined;
 
     let pod: PodFacts | undefined;
@@ -261,7 +261,7 @@ export class ContainerdRuntime implements ContainerRuntime {
       id,
       name: pod !== undefined && criName !== "" ? `${pod.name}/${criName}` : criName !== "" ? criName : id,
       image: ctr.image.slice(0, 1024),
-      imageId,
+      imageId: typeof image === "string" ? image : "",
       state,
       pid,
       labels: capMap(ctr.labels),
@@ -272,6 +272,8 @@ export class ContainerdRuntime implements ContainerRuntime {
     };
     if (pod !== undefined) facts.pod = pod;
     if (storage.unavailable !== undefined) facts.storageUnavailable = storage.unavailable;
+    // An image whose index, manifest or config cannot be trusted: no layers rather than wrong ones.
+    else if (typeof image !== "string") facts.storageUnavailable = `image ${ctr.image.slice(0, 200)}: ${image.problem}`;
     return facts;
   }
 
@@ -358,8 +360,8 @@ export class ContainerdRuntime implements ContainerRuntime {
     }
   }
 
-  /** The config digest of a named image ("" when the image is gone or unreadable). */
-  private async imageIdOf(name: string): Promise<string> {
+  /** The config digest of a named image ("" when the image is gone); a problem when its blobs do not check out. */
+  private async imageIdOf(name: string): Promise<string | { problem: string }> {
     if (name === "" || name.length > 1024) return "";
     let target;
     try {
@@ -377,6 +379,7 @@ export class ContainerdRuntime implements ContainerRuntime {
       return cfg;
     } catch (err) {
       if (isGone(err)) return "";
+      if (err instanceof ShadowError && err.code === Code.InvalidArgument) return { problem: err.message };
       throw err;
     }
   }
