@@ -321,6 +321,14 @@ export async function cleanupPods(): Promise<void> {
   }
 }
 
+/** Removes this process's pods and closes the CRI client (call in the last `after`). */
+export async function releaseContainerd(): Promise<void> {
+  await cleanupPods();
+  criClient?.close();
+  criClient = undefined;
+  cached = undefined;
+}
+
 /**
  * Runs a container with `ctr run` in the k8s.io namespace, outside any pod. Only for what CRI
  * cannot do: CRI 1.6 picks one snapshotter for every pod (the config's), so a container on
