@@ -36,10 +36,16 @@ import {
 import { connectContainerd, containerdLayout, ContainerdRuntime, criHowTo, socketHowTo } from "../../agent/runtime/containerd/containerd-runtime.js";
 import { ContainerCreateSchema, ContainerDeleteSchema, ContainerUpdateSchema } from "../../proto/gen/containerd/events/container_pb.js";
 import { TaskDeleteSchema, TaskExecAddedSchema, TaskExitSchema, TaskOOMSchema, TaskPausedSchema, TaskStartSchema } from "../../proto/gen/containerd/events/task_pb.js";
+import { Containers } from "../../proto/gen/containerd/services/containers/v1/containers_pb.js";
+import { Content } from "../../proto/gen/containerd/services/content/v1/content_pb.js";
 import { Events } from "../../proto/gen/containerd/services/events/v1/events_pb.js";
+import { Images } from "../../proto/gen/containerd/services/images/v1/images_pb.js";
+import { Snapshots } from "../../proto/gen/containerd/services/snapshots/v1/snapshots_pb.js";
+import { Tasks } from "../../proto/gen/containerd/services/tasks/v1/tasks_pb.js";
+import { Status as TaskStatus } from "../../proto/gen/containerd/types/task/task_pb.js";
 import { Introspection } from "../../proto/gen/containerd/services/introspection/v1/introspection_pb.js";
 import { Version } from "../../proto/gen/containerd/services/version/v1/version_pb.js";
-import { RuntimeService } from "../../proto/gen/runtime/v1/api_pb.js";
+import { ContainerState, RuntimeService } from "../../proto/gen/runtime/v1/api_pb.js";
 
 const ROOT = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs";
 const d = (id: string) => `${ROOT}/snapshots/${id}/fs`;
@@ -300,6 +306,260 @@ describe("connecting", () => {
       // A container id that is not an id is never asked for.
       assert.equal(await rt.inspect("../../etc"), undefined);
       assert.equal(await rt.resolveImage({ id: "c", name: "", image: "", imageId: "nope", state: "", pid: 0, labels: {}, driver: "overlayfs", upperDir: "", lowerDirs: [], mounts: [] }), undefined);
+    } finally {
+      rt.close();
+    }
+  });
+});
+
+describe("a fake containerd with CRI: containers, pods, layers", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sl-ctrd-fake-"));
+  let server: grpc.Server | undefined;
+  after(() => {
+    server?.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const HOST = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs";
+  const AGENT = "/host/ctrd-overlay";
+  const blob = (v: unknown) => {
+    const bytes = json(v);
+    return { bytes, digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}`, size: bytes.length };
+  };
+  const diffIds = [sha("base"), sha("app")];
+  const chains = chainIds(diffIds);
+  const config = blob({
+    architecture: "amd64",
+    os: "linux",
+    rootfs: { type: "layers", diff_ids: diffIds },
+    history: [{ created_by: "ADD base.tar /" }, { created_by: "WORKDIR /app", empty_layer: true }, { created_by: "COPY app /app" }],
+  });
+  const manifest = blob({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config.digest, size: config.size }, layers: [] });
+  const index = blob({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.index.v1+json",
+    manifests: [
+      { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha("other-arch"), size: 10, platform: { os: "linux", architecture: "mips64" } },
+      { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: manifest.digest, size: manifest.size, platform: { os: "linux", architecture: process.arch === "x64" ? "amd64" : process.arch } },
+    ],
+  });
+  // A "manifest" whose bytes are not what its digest says.
+  const forged = { bytes: json({ schemaVersion: 2, config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha("evil"), size: 10 } }), digest: sha("honest"), size: 80 };
+  const blobs = new Map([config, manifest, index, forged].map((b) => [b.digest, b.bytes]));
+  const images = new Map([
+    ["docker.io/shop/app:1", { mediaType: "application/vnd.oci.image.index.v1+json", digest: index.digest, size: index.size }],
+    ["docker.io/shop/app@" + index.digest, { mediaType: "application/vnd.oci.image.index.v1+json", digest: index.digest, size: index.size }],
+    ["docker.io/shop/forged:1", { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: forged.digest, size: forged.size }],
+  ]);
+  const labelsOf = (kind: string) => ({ "io.cri-containerd.kind": kind, "io.kubernetes.pod.name": "web" });
+  const containers = new Map([
+    ["sb1", { id: "sb1", image: "pause:1", snapshotter: "overlayfs", snapshotKey: "sb1", labels: labelsOf("sandbox") }],
+    ["c1", { id: "c1", image: "docker.io/shop/app:1", snapshotter: "overlayfs", snapshotKey: "c1", labels: labelsOf("container") }],
+    ["c2", { id: "c2", image: "docker.io/shop/app:1", snapshotter: "overlayfs", snapshotKey: "c2", labels: labelsOf("container") }],
+    ["c3", { id: "c3", image: "docker.io/shop/forged:1", snapshotter: "overlayfs", snapshotKey: "c3", labels: labelsOf("container") }],
+    ["c4", { id: "c4", image: "docker.io/shop/app:1", snapshotter: "overlayfs", snapshotKey: "c4", labels: labelsOf("container") }],
+    ["c5", { id: "c5", image: "docker.io/shop/app:1", snapshotter: "overlayfs", snapshotKey: "c5-gone", labels: labelsOf("container") }],
+    ["c6", { id: "c6", image: "docker.io/shop/app:1", snapshotter: "stargz", snapshotKey: "c6", labels: {} }],
+  ]);
+  const overlay = (upper: string, lowers: string[]) => [{ type: "overlay", source: "overlay", target: "", options: ["index=off", `workdir=${HOST}/snapshots/${upper}/work`, `upperdir=${HOST}/snapshots/${upper}/fs`, `lowerdir=${lowers.map((l) => `${HOST}/snapshots/${l}/fs`).join(":")}`] }];
+  const mounts = new Map([
+    ["c1", overlay("9", ["5", "4"])],
+    ["c2", overlay("10", ["7", "6"])],
+    ["c3", overlay("11", ["5", "4"])],
+    ["c4", overlay("12", ["5", "4"])],
+  ]);
+  // c2's snapshot sits on a chain that is not its image's.
+  const parents = new Map<string, string>([
+    ["c1", chains[1] ?? ""],
+    ["c3", chains[1] ?? ""],
+    ["c4", chains[1] ?? ""],
+    [chains[1] ?? "", chains[0] ?? ""],
+    [chains[0] ?? "", ""],
+    ["c2", sha("elsewhere-top")],
+    [sha("elsewhere-top"), sha("elsewhere-bottom")],
+    [sha("elsewhere-bottom"), ""],
+  ]);
+  const pods = new Map([["sb1", { id: "sb1", metadata: { name: "web", namespace: "shop", uid: "u-1", attempt: 0 }, labels: { app: "web" }, annotations: { "team/owner": "payments" } }]]);
+  const criContainers = new Map([
+    ["c1", { id: "c1", podSandboxId: "sb1", metadata: { name: "app", attempt: 0 }, state: ContainerState.CONTAINER_RUNNING }],
+    ["c2", { id: "c2", podSandboxId: "sb1", metadata: { name: "side", attempt: 0 }, state: ContainerState.CONTAINER_RUNNING }],
+    ["c3", { id: "c3", podSandboxId: "sb1", metadata: { name: "forged", attempt: 0 }, state: ContainerState.CONTAINER_EXITED }],
+    ["c4", { id: "c4", podSandboxId: "sb-deleted", metadata: { name: "orphan", attempt: 0 }, state: ContainerState.CONTAINER_RUNNING }],
+  ]);
+  const notFound = (what: string) => new ShadowError(Code.NotFound, `${what}: not found`);
+  const namespaces: string[] = [];
+  const ns = (call: { metadata: grpc.Metadata }) => namespaces.push(String(call.metadata.get("containerd-namespace")[0] ?? ""));
+
+  async function start(): Promise<string> {
+    const sock = join(dir, "ctrd.sock");
+    server = new grpc.Server();
+    server.addService(serviceDefinition(Version), { version: unaryHandler(Version.method.version, async () => create(Version.method.version.output, { version: "1.6.20" })) });
+    server.addService(serviceDefinition(Containers), {
+      get: unaryHandler(Containers.method.get, async (req, call) => {
+        ns(call);
+        const c = containers.get(req.id);
+        if (c === undefined) throw notFound(`container ${req.id}`);
+        return create(Containers.method.get.output, { container: c });
+      }),
+      listStream: serverStreamHandler(Containers.method.listStream, async (_req, call) => {
+        ns(call);
+        for (const c of containers.values()) call.write(create(Containers.method.listStream.output, { container: c }));
+        call.end();
+      }),
+    });
+    server.addService(serviceDefinition(Images), {
+      get: unaryHandler(Images.method.get, async (req, call) => {
+        ns(call);
+        const target = images.get(req.name);
+        if (target === undefined) throw notFound(`image ${req.name}`);
+        return create(Images.method.get.output, { image: { name: req.name, target: { ...target, size: BigInt(target.size) } } });
+      }),
+      list: unaryHandler(Images.method.list, async (req) => {
+        const want = req.filters[0]?.replace("target.digest==", "");
+        return create(Images.method.list.output, { images: [...images].filter(([, t]) => t.digest === want).map(([name, t]) => ({ name, target: { ...t, size: BigInt(t.size) } })) });
+      }),
+    });
+    server.addService(serviceDefinition(Content), {
+      read: serverStreamHandler(Content.method.read, async (req, call) => {
+        ns(call);
+        const b = blobs.get(req.digest);
+        if (b === undefined) throw notFound(`content ${req.digest}`);
+        // In two chunks, as containerd streams larger blobs.
+        const half = Math.floor(b.length / 2);
+        call.write(create(Content.method.read.output, { offset: 0n, data: b.subarray(0, half) }));
+        call.write(create(Content.method.read.output, { offset: BigInt(half), data: b.subarray(half) }));
+        call.end();
+      }),
+    });
+    server.addService(serviceDefinition(Snapshots), {
+      mounts: unaryHandler(Snapshots.method.mounts, async (req) => {
+        const m = mounts.get(req.key);
+        if (m === undefined) throw notFound(`snapshot ${req.key}`);
+        return create(Snapshots.method.mounts.output, { mounts: m });
+      }),
+      stat: unaryHandler(Snapshots.method.stat, async (req) => {
+        const p = parents.get(req.key);
+        if (p === undefined) throw notFound(`snapshot ${req.key}`);
+        return create(Snapshots.method.stat.output, { info: { name: req.key, parent: p } });
+      }),
+      usage: unaryHandler(Snapshots.method.usage, async () => create(Snapshots.method.usage.output, { size: 4096n, inodes: 3n })),
+    });
+    server.addService(serviceDefinition(Tasks), {
+      get: unaryHandler(Tasks.method.get, async (req) => {
+        if (req.containerId !== "c1") throw notFound(`task ${req.containerId}`);
+        return create(Tasks.method.get.output, { process: { containerId: "c1", pid: 4242, status: TaskStatus.RUNNING } });
+      }),
+    });
+    server.addService(serviceDefinition(RuntimeService), {
+      version: unaryHandler(RuntimeService.method.version, async () => create(RuntimeService.method.version.output, { runtimeApiVersion: "v1" })),
+      listPodSandbox: unaryHandler(RuntimeService.method.listPodSandbox, async () => create(RuntimeService.method.listPodSandbox.output, { items: [...pods.values()] })),
+      podSandboxStatus: unaryHandler(RuntimeService.method.podSandboxStatus, async (req) => {
+        const p = pods.get(req.podSandboxId);
+        if (p === undefined) throw notFound(`pod sandbox ${req.podSandboxId}`);
+        return create(RuntimeService.method.podSandboxStatus.output, { status: p });
+      }),
+      listContainers: unaryHandler(RuntimeService.method.listContainers, async (req) =>
+        create(RuntimeService.method.listContainers.output, { containers: [...criContainers.values()].filter((c) => req.filter?.id === undefined || req.filter.id === "" || c.id === req.filter.id) }),
+      ),
+      containerStatus: unaryHandler(RuntimeService.method.containerStatus, async (req) => {
+        const c = criContainers.get(req.containerId);
+        if (c === undefined) throw notFound(`container ${req.containerId}`);
+        return create(RuntimeService.method.containerStatus.output, { status: { id: c.id, metadata: c.metadata, state: c.state, mounts: [{ containerPath: "/data", hostPath: "/srv/data", readonly: true }] } });
+      }),
+    });
+    await bindServer(server, `unix://${sock}`, grpc.ServerCredentials.createInsecure());
+    return sock;
+  }
+
+  it("lists workload containers, reads one with its pod, and resolves its layers to snapshot dirs", async () => {
+    const rt = await connectContainerd({ socket: await start(), snapshotsDir: AGENT, timeoutMs: 3000 });
+    try {
+      assert.deepEqual((await rt.listContainers()).sort(), ["c1", "c2", "c3", "c4", "c5", "c6"]);
+      assert.equal(await rt.inspect("sb1"), undefined, "a pod sandbox is never scored");
+      assert.equal(await rt.inspect("nope"), undefined);
+
+      const c = await rt.inspect("c1");
+      assert.ok(c !== undefined);
+      assert.equal(c.name, "web/app");
+      assert.equal(c.state, "running");
+      assert.equal(c.pid, 4242);
+      assert.equal(c.imageId, config.digest, "the image id is the config digest");
+      assert.equal(c.driver, "overlayfs");
+      assert.equal(c.upperDir, `${AGENT}/snapshots/9/fs`);
+      assert.deepEqual(c.lowerDirs, [`${AGENT}/snapshots/5/fs`, `${AGENT}/snapshots/4/fs`]);
+      assert.deepEqual(c.mounts, [{ type: "bind", name: "", source: "/srv/data", destination: "/data", rw: false }]);
+      assert.deepEqual(c.pod, { name: "web", namespace: "shop", uid: "u-1", sandboxId: "sb1", labels: { app: "web" }, annotations: { "team/owner": "payments" } });
+      assert.equal(c.storageUnavailable, undefined);
+
+      const img = await rt.resolveImage(c);
+      assert.ok(img !== undefined);
+      assert.equal(c.storageProblem, undefined);
+      assert.deepEqual(img.tags, ["docker.io/shop/app:1"]);
+      assert.deepEqual(img.layers.map((l) => [l.diffId, l.chainId, l.cacheId, l.dir, l.sizeBytes, l.createdBy]), [
+        [diffIds[0], chains[0], "4", `${AGENT}/snapshots/4/fs`, 4096n, "ADD base.tar /"],
+        [diffIds[1], chains[1], "5", `${AGENT}/snapshots/5/fs`, 4096n, "COPY app /app"],
+      ]);
+      assert.equal(img.historySource, "imagedb");
+      assert.ok(namespaces.length > 0 && namespaces.every((n) => n === "k8s.io"), "every containerd call names the namespace");
+    } finally {
+      rt.close();
+    }
+  });
+
+  it("says so when the snapshot chain is not the image's, and gives no directories", async () => {
+    const rt = await connectContainerd({ socket: join(dir, "ctrd.sock"), snapshotsDir: AGENT, timeoutMs: 3000 });
+    try {
+      const c = await rt.inspect("c2");
+      assert.ok(c !== undefined);
+      assert.equal(c.state, "created", "no task: created");
+      const img = await rt.resolveImage(c);
+      assert.ok(img !== undefined);
+      assert.match(c.storageProblem ?? "", /snapshot parents .* are not the image's chain ids/);
+      assert.deepEqual(img.layers.map((l) => l.dir), ["", ""]);
+    } finally {
+      rt.close();
+    }
+  });
+
+  it("never trusts a blob whose digest does not match: no layers, and why", async () => {
+    const rt = await connectContainerd({ socket: join(dir, "ctrd.sock"), timeoutMs: 3000 });
+    try {
+      const c = await rt.inspect("c3");
+      assert.ok(c !== undefined);
+      assert.equal(c.state, "exited", "no task, CRI says exited");
+      assert.equal(c.imageId, "");
+      assert.match(c.storageUnavailable ?? "", /does not match its content/);
+      assert.equal(await rt.resolveImage(c), undefined);
+    } finally {
+      rt.close();
+    }
+  });
+
+  it("skips a container whose pod or snapshot vanished mid-scan", async () => {
+    const rt = await connectContainerd({ socket: join(dir, "ctrd.sock"), timeoutMs: 3000 });
+    try {
+      assert.equal(await rt.inspect("c4"), undefined, "pod deleted");
+      assert.equal(await rt.inspect("c5"), undefined, "snapshot removed");
+    } finally {
+      rt.close();
+    }
+  });
+
+  it("lists an unknown snapshotter's layers without directories and says why", async () => {
+    const rt = await connectContainerd({ socket: join(dir, "ctrd.sock"), timeoutMs: 3000 });
+    try {
+      const c = await rt.inspect("c6");
+      assert.ok(c !== undefined);
+      assert.equal(c.name, "c6", "not a CRI container: its id");
+      assert.equal(c.pod, undefined);
+      assert.equal(c.storageUnavailable, "snapshotter stargz is not overlayfs: layer directories unknown");
+      assert.deepEqual([c.upperDir, c.lowerDirs], ["", []]);
+      const img = await rt.resolveImage(c);
+      assert.ok(img !== undefined);
+      assert.deepEqual(img.layers.map((l) => [l.diffId, l.cacheId, l.dir]), [
+        [diffIds[0], "", ""],
+        [diffIds[1], "", ""],
+      ]);
     } finally {
       rt.close();
     }
