@@ -34,11 +34,13 @@ export function unixClient(svc: DescService, socket: string): grpc.Client {
   });
 }
 
-/** The gRPC status of a failed call, or undefined when it was not a gRPC error. */
+/** The gRPC status of a failed call (also under a ShadowError's cause), or undefined when it was not a gRPC error. */
 export function grpcCode(err: unknown): grpc.status | undefined {
-  if (typeof err === "object" && err !== null && "code" in err) {
-    const c = (err as { code: unknown }).code;
+  let e = err;
+  for (let depth = 0; depth < 4 && typeof e === "object" && e !== null; depth++) {
+    const c = (e as { code?: unknown }).code;
     if (typeof c === "number") return c as grpc.status;
+    e = (e as { cause?: unknown }).cause;
   }
   return undefined;
 }
@@ -78,6 +80,8 @@ export function callError(what: string, err: unknown): ShadowError {
         ? Code.PermissionDenied
         : grpcCode(err) === grpc.status.INVALID_ARGUMENT
           ? Code.InvalidArgument
-          : Code.Internal;
+          : grpcCode(err) === grpc.status.UNIMPLEMENTED
+            ? Code.Unimplemented
+            : Code.Internal;
   return new ShadowError(code, `${what}: ${grpcDetails(err)}`, { cause: err });
 }
