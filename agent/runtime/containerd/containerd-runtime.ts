@@ -75,6 +75,8 @@ export const OVERLAYFS = "overlayfs";
 export const CRI_KIND_LABEL = "io.cri-containerd.kind";
 
 const MAX_MOUNTS = 256;
+/** Far more than a node runs (the kubelet's default is 110 pods): a longer list is not believed. */
+const MAX_CONTAINERS = 65_536;
 const MAX_CACHE = 4096;
 
 /** How a layer directory is named on containerd: by snapshot id, both as listed and as mounted. */
@@ -204,10 +206,18 @@ export class ContainerdRuntime implements ContainerRuntime {
     return new Promise<Container[]>((resolve, reject) => {
       const out: Container[] = [];
       const stream = callServerStream(this.clients.containers, Containers.method.listStream, {}, { metadata: this.md, deadlineMs: Math.max(this.o.timeoutMs, 30_000) });
+      let failed = false;
       stream.on("data", (m: { container?: Container }) => {
-        if (m.container !== undefined) out.push(m.container);
+        if (failed || m.container === undefined) return;
+        out.push(m.container);
+        if (out.length > MAX_CONTAINERS) {
+          failed = true;
+          stream.cancel();
+          reject(new ShadowError(Code.InvalidArgument, `containerd lists more than ${MAX_CONTAINERS} containers in namespace ${this.o.namespace}`));
+        }
       });
       stream.on("error", (err: unknown) => {
+        if (failed) return;
         if (isUnimplemented(err)) {
           this.call(this.clients.containers, Containers.method.list, {}).then((r) => resolve(r.containers), reject);
         } else {
