@@ -75,7 +75,10 @@ describe("CLI on a containerd node", () => {
     if (agent !== undefined && agent.exitCode === null) {
       const exited = new Promise((r) => agent?.once("exit", r));
       agent.kill("SIGTERM");
-      await exited;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+      clearTimeout(timer);
+      if (agent.exitCode === null) agent.kill("SIGKILL");
     }
     await agg?.stop();
     await releaseContainerd();

@@ -50,6 +50,9 @@ fi
 
 mkdir -p "$DIR" "$STATE" "$DIR/runc" "$ROOT" "$(dirname "$LOG")"
 chmod 0711 "$DIR"
+# One starter at a time (test processes of several worktrees may call this together).
+exec 9>"$DIR/.lock"
+flock -w 120 9 || die "timed out waiting for another containerd-host.sh ($DIR/.lock)"
 
 # The default config with our paths, section by section (the key names repeat across sections).
 containerd config default | awk \
@@ -109,7 +112,8 @@ fi
 rm -f "$SOCK" "$TTRPC_SOCK"
 
 say "starting containerd (root $ROOT, state $STATE) on $SOCK, log in $LOG"
-nohup containerd --config "$CONFIG" >>"$LOG" 2>&1 </dev/null &
+# (fd 9, the lock, is not inherited: the daemon must not hold it.)
+nohup containerd --config "$CONFIG" >>"$LOG" 2>&1 </dev/null 9>&- &
 pid=$!
 echo "$pid" >"$PIDFILE"
 

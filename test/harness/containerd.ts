@@ -31,6 +31,8 @@ export const SANDBOX_IMAGE = process.env["SHADOWLAYER_SANDBOX_IMAGE"] ?? "shadow
 /** CRI's containerd namespace (the kubelet's). */
 export const CRI_NAMESPACE = "k8s.io";
 const RECIPE_LABEL = "org.shadowlayer.recipe";
+/** containerd-host.sh's run directory (socket, state, runc root). */
+const CONTAINERD_DIR = process.env["SHADOWLAYER_CONTAINERD_DIR"] ?? "/run/shadowlayer-containerd";
 /** The sandbox process: sleeps until told to stop (PID 1 ignores signals it does not trap). */
 const PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done";
 
@@ -186,6 +188,7 @@ async function setUp(): Promise<TestContainerd> {
   const cri = new CriClient(socket, { deadlineMs: 30_000 });
   await cri.version();
   criClient = cri;
+  await sweepDeadProcesses(socket, cri);
   const appImage = containerdRef(engine.app);
   const root = process.env["SHADOWLAYER_CONTAINERD_ROOT"] ?? "/var/lib/shadowlayer-containerd";
   return {
@@ -204,6 +207,33 @@ async function setUp(): Promise<TestContainerd> {
 }
 
 export { TEST_LABEL };
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Removes pods (and ctr containers) left by test processes that died before their cleanup. */
+async function sweepDeadProcesses(socket: string, cri: CriClient): Promise<void> {
+  const dead = (labels: Record<string, string>): boolean => {
+    const pid = Number(labels[TEST_LABEL]);
+    return Number.isInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid);
+  };
+  for (const p of await cri.listPodSandbox()) {
+    if (!dead(p.labels)) continue;
+    await cri.stopPodSandbox(p.id).catch(() => undefined);
+    await cri.removePodSandbox(p.id).catch(() => undefined);
+  }
+  const ids = (await ctr(socket, ["containers", "ls", "-q", `labels."${TEST_LABEL}"`]).catch(() => "")).split("\n").filter((x) => x !== "");
+  for (const id of ids) {
+    const info = await ctr(socket, ["containers", "info", id]).then((t) => JSON.parse(t) as { Labels?: Record<string, string> }, () => undefined);
+    if (info !== undefined && dead(info.Labels ?? {})) await removeCtrContainer(socket, id);
+  }
+}
 
 /** A temp dir for pod logs, removed when the process exits. */
 let logRoot: string | undefined;
@@ -336,7 +366,8 @@ export async function releaseContainerd(): Promise<void> {
  */
 export async function runCtrContainer(socket: string, opts: { id: string; image: string; snapshotter?: string; command: string[] }): Promise<void> {
   await ctr(socket, [
-    "run", "-d", "--net-host",
+    // The runc root of this containerd's CRI (containerd-host.sh), not the system's /run/containerd/runc.
+    "run", "-d", "--net-host", "--runc-root", join(CONTAINERD_DIR, "runc"),
     ...(opts.snapshotter ? ["--snapshotter", opts.snapshotter] : []),
     "--label", `${TEST_LABEL}=${process.pid}`,
     opts.image, opts.id, ...opts.command,
