@@ -133,7 +133,10 @@ async function importImages(socket: string, docker: Docker, refs: string[]): Pro
   });
   if (missing.length > 0) {
     await new Promise<void>((resolve, reject) => {
-      const save = spawn("docker", ["save", ...missing], { stdio: ["ignore", "pipe", "pipe"] });
+      // The same engine testEngine() dials (SHADOWLAYER_DOCKER_SOCKET when set).
+      const engineSock = process.env["SHADOWLAYER_DOCKER_SOCKET"];
+      const env = engineSock !== undefined ? { ...process.env, DOCKER_HOST: `unix://${engineSock.replace(/^unix:\/\//, "")}` } : process.env;
+      const save = spawn("docker", ["save", ...missing], { stdio: ["ignore", "pipe", "pipe"], env });
       const imp = spawn("ctr", ["--address", socket, "-n", CRI_NAMESPACE, "images", "import", "-"], { stdio: ["pipe", "ignore", "pipe"] });
       let err = "";
       save.stderr.on("data", (d: Buffer) => (err += d.toString()));
