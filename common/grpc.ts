@@ -117,6 +117,14 @@ export function makeClient(svc: DescService, address: string, creds: grpc.Channe
 
 export interface CallOptions {
   deadlineMs?: number;
+  /** Request metadata (headers), e.g. containerd's `containerd-namespace`. */
+  metadata?: Record<string, string>;
+}
+
+function toMetadata(m: Record<string, string> | undefined): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (m !== undefined) for (const [k, v] of Object.entries(m)) md.set(k, v);
+  return md;
 }
 
 /** Calls a unary method; a failed call rejects with a grpc ServiceError (it has `code`). */
@@ -133,7 +141,7 @@ export function callUnary<I extends DescMessage, O extends DescMessage>(
       (v: MessageShape<I>) => Buffer.from(toBinary(method.input, v)),
       (b: Buffer) => fromBinary(method.output, b),
       msg,
-      new grpc.Metadata(),
+      toMetadata(opts.metadata),
       { deadline: Date.now() + (opts.deadlineMs ?? 10_000) },
       (err, res) => (err !== null || res === undefined ? reject(err ?? new Error("empty response")) : resolve(res)),
     );
@@ -145,12 +153,15 @@ export function callServerStream<I extends DescMessage, O extends DescMessage>(
   client: grpc.Client,
   method: TypedMethod<I, O>,
   req: MessageInitShape<I>,
+  opts: Pick<CallOptions, "metadata"> & { deadlineMs?: number } = {},
 ): grpc.ClientReadableStream<MessageShape<O>> {
   return client.makeServerStreamRequest(
     methodPath(method),
     (v: MessageShape<I>) => Buffer.from(toBinary(method.input, v)),
     (b: Buffer) => fromBinary(method.output, b),
     create(method.input, req),
+    toMetadata(opts.metadata),
+    opts.deadlineMs === undefined ? {} : { deadline: Date.now() + opts.deadlineMs },
   );
 }
 
