@@ -58,6 +58,11 @@ function mountFor(mounts: readonly MountFact[], path: string): MountFact | undef
   return best;
 }
 
+/** Whether every image layer's directory is known (else no path can be placed on a layer). */
+function layersReadable(c: ContainerFacts, image: ResolvedImage): boolean {
+  return c.storageUnavailable === undefined && image.layers.every((l) => l.dir !== "");
+}
+
 export interface Attribution {
   layerId: string;
   drift: boolean;
@@ -133,7 +138,7 @@ export class LdgBuilder {
 
     const services = new Map<string, Set<string>>();
     // Without layer directories no process can be placed on a layer: none is, rather than a wrong one.
-    for (const p of c.storageUnavailable !== undefined ? [] : procs) {
+    for (const p of layersReadable(c, image) ? procs : []) {
       if (p.exe === "") continue;
       const a = this.attribute(c, image, p);
       const layer = byId.get(a.layerId);
@@ -181,6 +186,10 @@ export class LdgBuilder {
   /** The layer providing a running process's executable (the LDG rule), and whether it is drift. */
   attribute(c: ContainerFacts, image: ResolvedImage, p: Pick<ProcInfo, "exe" | "exeDeleted">): Attribution {
     const rwId = writableLayerId(c.id);
+    // Layer directories unknown (another snapshotter, a snapshot chain that is not the image's):
+    // nothing can be proven to be in no layer, so nothing is drift; telemetry goes to the
+    // container's own (writable) layer and the graph places no process (see build).
+    if (!layersReadable(c, image)) return { layerId: rwId, drift: false, reason: "" };
     const m = mountFor(c.mounts, p.exe);
     if (m !== undefined) return { layerId: volumeLayerId(m), drift: true, reason: "volume" };
     if (p.exeDeleted) {
