@@ -214,6 +214,8 @@ describe("layer dependency graph of a CRI pod on containerd", () => {
       assert.equal(g.mountCheck?.status, MountCheckStatus.UNAVAILABLE);
       assert.match(g.mountCheck?.detail ?? "", /native/, "the reason names the snapshotter");
       assert.equal(g.pod, "", "not in a pod");
+      // With no layer directories, the running process is placed on no layer and nothing is drift.
+      assert.ok(g.layers.every((l) => l.processes.length === 0 && !l.drift), "no guess from unknown directories");
     } finally {
       await removeCtrContainer(ctd.socket, id);
     }
