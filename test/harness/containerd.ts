@@ -40,7 +40,7 @@ export interface TestContainerd {
   socket: string;
   namespace: string;
   /** A CRI client on the socket (the kubelet's API). */
-  cri: CriClient;
+  criClient: CriClient;
   /** containerd's root (content, metadata, snapshots). */
   root: string;
   /** The overlayfs snapshotter's snapshot directories (`<root>/io.containerd.snapshotter.v1.overlayfs/snapshots`). */
@@ -197,7 +197,7 @@ async function setUp(): Promise<TestContainerd> {
   return {
     socket,
     namespace: CRI_NAMESPACE,
-    cri,
+    criClient: cri,
     root,
     snapshotsDir: join(root, "io.containerd.snapshotter.v1.overlayfs", "snapshots"),
     appImage,
