@@ -179,6 +179,30 @@ describe("layer dependency graph of a CRI pod on containerd", () => {
     assert.equal(await runtime.inspect(pod.podId), undefined);
   });
 
+  it("adds a pod's hostPath volume as a layer on top of the image and flags a binary run from it", async () => {
+    const host = mkdtempSync(join(tmpdir(), "sl-ctrd-vol-"));
+    try {
+      const p = await runPod({
+        name: `vol-${process.pid}`,
+        namespace: "team-ldg",
+        image: ctd.baseImage,
+        command: ["/bin/sh", "-c", "cp /bin/busybox /data/busybox-tool && exec /data/busybox-tool sleep 600"],
+        mounts: [{ containerPath: "/data", hostPath: host }],
+      });
+      // Wait past the `sh` that runs the copy: the graph is taken once the exec'd tool runs.
+      const g = await graphOf(p.containerId, (x) => x.layers.some((l) => l.processes.some((q) => q.exe === "/data/busybox-tool")));
+      const v = g.layers.find((l) => l.kind === LayerKind.VOLUME);
+      assert.ok(v, "volume layer present");
+      assert.equal(v.layerId, `volume:${host}`);
+      assert.equal(v.mountPoint, "/data");
+      assert.deepEqual(v.dependencies, [g.layers.filter((l) => l.kind === LayerKind.IMAGE).at(-1)?.layerId]);
+      assert.deepEqual(v.processes.map((q) => [q.exe, q.driftReason]), [["/data/busybox-tool", "volume"]]);
+      await removePod(p.podId);
+    } finally {
+      rmSync(host, { recursive: true, force: true });
+    }
+  });
+
   it("skips a pod deleted between list and inspect, and counts it", async () => {
     const victim = await runPod({ name: `gone-${process.pid}`, namespace: "team-ldg", image: ctd.appImage, command: ["/opt/app/bin/busybox", "sleep", "600"] });
     const vanished = async () => (await metrics.vanished.get()).values.find((v) => v.labels["what"] === "container")?.value ?? 0;
