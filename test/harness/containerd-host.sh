@@ -31,8 +31,9 @@ say() { printf '[containerd-host] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 # Never point this instance at Docker's containerd.
-case "$SOCK" in "$DOCKER_SOCK" | /run/containerd/* | /var/run/containerd/*) die "refusing to use $SOCK: that is Docker's containerd" ;; esac
-case "$ROOT" in /var/lib/containerd | /var/lib/containerd/*) die "refusing to use $ROOT: that is Docker's containerd root" ;; esac
+# (A packaged containerd listens on /run/containerd; dockerd's own one under /var/run/docker/containerd.)
+case "$SOCK" in "$DOCKER_SOCK" | /run/containerd/* | /var/run/containerd/* | /run/docker/* | /var/run/docker/*) die "refusing to use $SOCK: that is Docker's containerd" ;; esac
+case "$ROOT" in /var/lib/containerd | /var/lib/containerd/* | /var/lib/docker | /var/lib/docker/*) die "refusing to use $ROOT: that is Docker's containerd root" ;; esac
 
 answers() { ctr --address "$SOCK" --timeout 2s version >/dev/null 2>&1; }
 
