@@ -40,6 +40,9 @@ export interface RunningContainer {
   image: ResolvedImage;
 }
 
+/** Containers whose facts are read at once during a list pass. */
+const PREFETCH_PARALLEL = 4;
+
 export interface LdgCollectorEvents {
   upsert: [LayerGraph];
   delete: [string];
@@ -122,7 +125,7 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
       const ids = new Set(await this.runtime.listContainers());
       for (const id of [...this.graphs.keys()]) if (!ids.has(id)) this.drop(id);
       for (const id of [...this.facts.keys()]) if (!ids.has(id)) this.facts.delete(id);
-      await this.rebuildChanged(ids);
+      await this.rebuildChanged(ids, true);
     });
   }
 
@@ -136,17 +139,35 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     });
   }
 
-  private async rebuildChanged(ids: ReadonlySet<string>): Promise<void> {
+  private async rebuildChanged(ids: ReadonlySet<string>, listed = false): Promise<void> {
     const table = this.o.processes;
+    if (listed) await this.prefetch([...ids].filter((id) => !this.facts.has(id)));
     const procs = table === undefined ? scanContainerProcesses(this.o.procRoot, ids) : undefined;
     for (const id of ids) {
       const facts = this.facts.get(id);
       // Nothing ran in the container since its graph was built: its processes are unchanged.
       if (table !== undefined && facts !== undefined && this.graphs.has(id) && (facts.pid <= 0 || !table.ranSince(id, facts.pid, "ldg"))) continue;
       // (A stopped container changes only through engine events, which drop its cached facts.)
-      await this.rebuild(id, procs);
+      await this.rebuild(id, procs, listed);
     }
     this.o.metrics.containers.set(this.graphs.size);
+  }
+
+  /**
+   * Reads the facts of the containers a list pass has not seen yet a few at a time (a runtime
+   * answers several requests at once); what fails or vanished is read again, and reported, by the
+   * pass itself.
+   */
+  private async prefetch(ids: readonly string[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < ids.length) {
+        const id = ids[next++] as string;
+        const facts = await this.runtime.inspect(id, { listed: true }).catch(() => undefined);
+        if (facts !== undefined) this.facts.set(id, facts);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PREFETCH_PARALLEL, ids.length) }, worker));
   }
 
   /** Re-inspects and rebuilds one container (after an engine event). */
@@ -180,10 +201,10 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     return next;
   }
 
-  private async inspect(id: string): Promise<ContainerFacts | undefined> {
+  private async inspect(id: string, listed: boolean): Promise<ContainerFacts | undefined> {
     const hit = this.facts.get(id);
     if (hit !== undefined) return hit;
-    const facts = await this.runtime.inspect(id);
+    const facts = await this.runtime.inspect(id, { listed });
     if (facts === undefined) {
       this.o.metrics.vanished.inc({ what: "container" });
       return undefined;
@@ -198,9 +219,9 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
     return this.o.processes?.refresh(facts.id, facts.pid, false).map((t) => t.info) ?? [];
   }
 
-  private async rebuild(id: string, procs: Map<string, ProcInfo[]> | undefined): Promise<void> {
+  private async rebuild(id: string, procs: Map<string, ProcInfo[]> | undefined, listed = false): Promise<void> {
     const started = process.hrtime.bigint();
-    const facts = await this.inspect(id);
+    const facts = await this.inspect(id, listed);
     if (facts === undefined) {
       this.drop(id);
       return;

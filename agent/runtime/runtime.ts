@@ -75,8 +75,12 @@ export interface ContainerRuntime {
   readonly layout: StorageLayout;
   /** Ids of the workload containers (all states); pod sandboxes are left out. */
   listContainers(): Promise<string[]>;
-  /** One container's facts; undefined when it is gone (or is a pod sandbox, which is never scored). */
-  inspect(id: string): Promise<ContainerFacts | undefined>;
+  /**
+   * One container's facts; undefined when it is gone (or is a pod sandbox, which is never scored).
+   * `listed`: the id comes from the `listContainers()` just made, so what that pass read (tasks,
+   * pods) may be used instead of asking again; after an event the facts are read afresh.
+   */
+  inspect(id: string, opts?: { listed?: boolean }): Promise<ContainerFacts | undefined>;
   /** The container's image, layers bottom first; undefined when the image is gone. Cached by image id. */
   resolveImage(c: ContainerFacts): Promise<ResolvedImage | undefined>;
   /** Follows container changes; resolves once the stream is open, rejects when it cannot be. */

@@ -40,7 +40,7 @@ import { Snapshots } from "../../../proto/gen/containerd/services/snapshots/v1/s
 import { Tasks } from "../../../proto/gen/containerd/services/tasks/v1/tasks_pb.js";
 import { Version } from "../../../proto/gen/containerd/services/version/v1/version_pb.js";
 import { Status as TaskStatus, type Process } from "../../../proto/gen/containerd/types/task/task_pb.js";
-import { ContainerState } from "../../../proto/gen/runtime/v1/api_pb.js";
+import { ContainerState, type Container as CriContainer, type PodSandbox } from "../../../proto/gen/runtime/v1/api_pb.js";
 import { callError, grpcDetails, isNotFound, isUnimplemented, isUnreachable, socketPath, unixClient } from "./client.js";
 import { CriClient } from "./cri.js";
 import {
@@ -112,6 +112,25 @@ class Bounded<K, V> extends Map<K, V> {
   }
 }
 
+/**
+ * What one `listContainers()` read in a few calls (containers, tasks, CRI containers and pods),
+ * reused by the inspects of that pass instead of ~6 calls per container; an inspect after an
+ * event asks afresh.
+ */
+interface ListPass {
+  at: number;
+  containers: Map<string, Container>;
+  /** undefined: that list failed, so each inspect asks for itself. */
+  tasks: Map<string, Process> | undefined;
+  cri: Map<string, CriContainer> | undefined;
+  sandboxes: Map<string, PodSandbox> | undefined;
+  /** Image name -> config digest, looked up once per pass. */
+  images: Map<string, Promise<string | { problem: string }>>;
+}
+
+/** A pass's lists are used for this long (a pass over thousands of containers takes seconds). */
+const PASS_MS = 30_000;
+
 interface ContainerMeta {
   imageName: string;
   snapshotter: string;
@@ -165,6 +184,9 @@ export class ContainerdRuntime implements ContainerRuntime {
   private readonly resolved = new Bounded<string, ResolvedImage>(256);
   private readonly pods = new Bounded<string, PodFacts>(MAX_CACHE);
   private readonly meta = new Bounded<string, ContainerMeta>(MAX_CACHE);
+  /** CRI volume mounts per container: fixed at its creation. */
+  private readonly criMounts = new Bounded<string, MountFact[]>(MAX_CACHE);
+  private pass: ListPass | undefined;
 
   constructor(private readonly o: ContainerdRuntimeOptions) {
     this.info = { kind: "containerd", version: o.version, driver: OVERLAYFS, rootDir: o.rootDir, cgroupVersion: cgroupVersion(), socket: socketPath(o.socket) };
@@ -197,8 +219,35 @@ export class ContainerdRuntime implements ContainerRuntime {
   // Listing
 
   async listContainers(): Promise<string[]> {
-    const [all, sandboxes] = await Promise.all([this.allContainers(), this.sandboxIds()]);
-    return all.filter((c) => isSaneId(c.id) && c.labels[CRI_KIND_LABEL] !== "sandbox" && !sandboxes.has(c.id)).map((c) => c.id);
+    const [all, sandboxes, tasks, cri] = await Promise.all([this.allContainers(), this.listSandboxes(), this.listTasks(), this.listCri()]);
+    this.pass = { at: Date.now(), containers: new Map(all.map((c) => [c.id, c])), tasks, cri, sandboxes, images: new Map() };
+    return all.filter((c) => isSaneId(c.id) && c.labels[CRI_KIND_LABEL] !== "sandbox" && sandboxes?.has(c.id) !== true).map((c) => c.id);
+  }
+
+  private async listSandboxes(): Promise<Map<string, PodSandbox> | undefined> {
+    try {
+      return new Map((await this.cri.listPodSandbox()).map((p) => [p.id, p]));
+    } catch {
+      // CRI busy or restarting: the sandbox label still tells, and each inspect asks for its pod.
+      return undefined;
+    }
+  }
+
+  private async listCri(): Promise<Map<string, CriContainer> | undefined> {
+    try {
+      return new Map((await this.cri.listContainers()).map((c) => [c.id, c]));
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async listTasks(): Promise<Map<string, Process> | undefined> {
+    try {
+      const r = await this.call(this.clients.tasks, Tasks.method.list, {});
+      return new Map(r.tasks.map((t) => [t.containerId, t]));
+    } catch {
+      return undefined;
+    }
   }
 
   /** Containers.ListStream (one message per container: no reply-size limit), List on older daemons. */
@@ -228,26 +277,20 @@ export class ContainerdRuntime implements ContainerRuntime {
     });
   }
 
-  private async sandboxIds(): Promise<Set<string>> {
-    try {
-      return new Set((await this.cri.listPodSandbox()).map((p) => p.id));
-    } catch {
-      // CRI busy or restarting: the sandbox label still tells.
-      return new Set();
-    }
-  }
-
   // ---------------------------------------------------------------------------------------------
   // One container
 
-  async inspect(id: string): Promise<ContainerFacts | undefined> {
+  async inspect(id: string, opts: { listed?: boolean } = {}): Promise<ContainerFacts | undefined> {
     if (!isSaneId(id)) return undefined;
-    let ctr: Container | undefined;
-    try {
-      ctr = (await this.call(this.clients.containers, Containers.method.get, { id })).container;
-    } catch (err) {
-      if (isGone(err)) return undefined;
-      throw err;
+    const pass = opts.listed === true && this.pass !== undefined && Date.now() - this.pass.at < PASS_MS ? this.pass : undefined;
+    let ctr: Container | undefined = pass?.containers.get(id);
+    if (ctr === undefined) {
+      try {
+        ctr = (await this.call(this.clients.containers, Containers.method.get, { id })).container;
+      } catch (err) {
+        if (isGone(err)) return undefined;
+        throw err;
+      }
     }
     if (ctr === undefined || ctr.id !== id) return undefined;
     if (ctr.labels[CRI_KIND_LABEL] === "sandbox") return undefined;
@@ -256,12 +299,24 @@ export class ContainerdRuntime implements ContainerRuntime {
     const snapshotKey = ctr.snapshotKey;
     this.meta.set(id, { imageName: ctr.image, snapshotter, snapshotKey });
 
-    const [task, cri, storage, image] = await Promise.all([this.task(id), this.criFacts(id), this.storage(snapshotter, snapshotKey), this.imageIdOf(ctr.image)]);
+    const imageName = ctr.image;
+    let image = pass?.images.get(imageName);
+    if (image === undefined) {
+      image = this.imageIdOf(imageName);
+      pass?.images.set(imageName, image);
+    }
+    const [task, cri, storage, imageId] = await Promise.all([
+      pass?.tasks !== undefined ? pass.tasks.get(id) : this.task(id),
+      this.criFacts(id, pass?.cri),
+      this.storage(snapshotter, snapshotKey),
+      image,
+    ]);
     if (cri === "gone" || storage === "gone") return undefined;
 
     let pod: PodFacts | undefined;
     if (cri !== undefined && cri.sandboxId !== "") {
-      const p = await this.pod(cri.sandboxId);
+      const listedPod = pass?.sandboxes?.get(cri.sandboxId);
+      const p = listedPod !== undefined ? this.podFacts(listedPod) : await this.pod(cri.sandboxId);
       if (p === "gone") return undefined;
       pod = p;
     }
@@ -271,7 +326,7 @@ export class ContainerdRuntime implements ContainerRuntime {
       id,
       name: pod !== undefined && criName !== "" ? `${pod.name}/${criName}` : criName !== "" ? criName : id,
       image: ctr.image.slice(0, 1024),
-      imageId: typeof image === "string" ? image : "",
+      imageId: typeof imageId === "string" ? imageId : "",
       state,
       pid,
       labels: capMap(ctr.labels),
@@ -283,7 +338,7 @@ export class ContainerdRuntime implements ContainerRuntime {
     if (pod !== undefined) facts.pod = pod;
     if (storage.unavailable !== undefined) facts.storageUnavailable = storage.unavailable;
     // An image whose index, manifest or config cannot be trusted: no layers rather than wrong ones.
-    else if (typeof image !== "string") facts.storageUnavailable = `image ${ctr.image.slice(0, 200)}: ${image.problem}`;
+    else if (typeof imageId !== "string") facts.storageUnavailable = `image ${ctr.image.slice(0, 200)}: ${imageId.problem}`;
     return facts;
   }
 
@@ -297,29 +352,35 @@ export class ContainerdRuntime implements ContainerRuntime {
   }
 
   /** CRI's view of a container: name, pod, state, volume mounts; undefined when CRI does not manage it. */
-  private async criFacts(id: string): Promise<{ name: string; sandboxId: string; state: ContainerState; mounts: MountFact[] } | undefined | "gone"> {
-    let listed;
-    try {
-      listed = (await this.cri.listContainers({ id })).find((c) => c.id === id);
-    } catch (err) {
-      if (isUnimplemented(err)) return undefined;
-      throw err;
+  private async criFacts(id: string, passList: Map<string, CriContainer> | undefined): Promise<{ name: string; sandboxId: string; state: ContainerState; mounts: MountFact[] } | undefined | "gone"> {
+    let listed: CriContainer | undefined;
+    if (passList !== undefined) listed = passList.get(id);
+    else {
+      try {
+        listed = (await this.cri.listContainers({ id })).find((c) => c.id === id);
+      } catch (err) {
+        if (isUnimplemented(err)) return undefined;
+        throw err;
+      }
     }
     // Not a CRI container (created with ctr or another client in the namespace): no pod.
     if (listed === undefined) return undefined;
-    let mounts: MountFact[] = [];
-    try {
-      const st = await this.cri.containerStatus(id);
-      mounts = (st.status?.mounts ?? []).slice(0, MAX_MOUNTS).map((m) => ({
-        type: "bind",
-        name: "",
-        source: m.hostPath.slice(0, 4096),
-        destination: m.containerPath.slice(0, 4096),
-        rw: !m.readonly,
-      }));
-    } catch (err) {
-      if (isGone(err)) return "gone";
-      throw err;
+    let mounts = this.criMounts.get(id);
+    if (mounts === undefined) {
+      try {
+        const st = await this.cri.containerStatus(id);
+        mounts = (st.status?.mounts ?? []).slice(0, MAX_MOUNTS).map((m) => ({
+          type: "bind",
+          name: "",
+          source: m.hostPath.slice(0, 4096),
+          destination: m.containerPath.slice(0, 4096),
+          rw: !m.readonly,
+        }));
+        this.criMounts.set(id, mounts);
+      } catch (err) {
+        if (isGone(err)) return "gone";
+        throw err;
+      }
     }
     const sandboxId = isSaneId(listed.podSandboxId) ? listed.podSandboxId : "";
     return { name: (listed.metadata?.name ?? "").slice(0, 253), sandboxId, state: listed.state, mounts };
@@ -337,16 +398,23 @@ export class ContainerdRuntime implements ContainerRuntime {
       throw err;
     }
     if (st === undefined) return "gone";
-    const md = st.metadata;
+    return this.podFacts({ id: sandboxId, metadata: st.metadata, labels: st.labels, annotations: st.annotations });
+  }
+
+  /** PodFacts from a sandbox as ListPodSandbox or PodSandboxStatus gives it (cached: fixed at creation). */
+  private podFacts(sb: Pick<PodSandbox, "id" | "metadata" | "labels" | "annotations">): PodFacts {
+    const hit = this.pods.get(sb.id);
+    if (hit !== undefined) return hit;
+    const md = sb.metadata;
     const pod: PodFacts = {
       name: (md?.name ?? "").slice(0, 253),
       namespace: (md?.namespace ?? "").slice(0, 253),
       uid: (md?.uid ?? "").slice(0, 128),
-      sandboxId,
-      labels: capMap(st.labels),
-      annotations: capMap(st.annotations),
+      sandboxId: sb.id,
+      labels: capMap(sb.labels),
+      annotations: capMap(sb.annotations),
     };
-    this.pods.set(sandboxId, pod);
+    this.pods.set(sb.id, pod);
     return pod;
   }
 
@@ -599,6 +667,8 @@ export class ContainerdRuntime implements ContainerRuntime {
     this.resolved.clear();
     this.pods.clear();
     this.meta.clear();
+    this.criMounts.clear();
+    this.pass = undefined;
   }
 
   close(): void {
