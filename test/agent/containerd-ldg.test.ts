@@ -177,6 +177,23 @@ describe("layer dependency graph of a CRI pod on containerd", () => {
     assert.ok(all.includes(pod.containerId));
     assert.ok(!all.includes(pod.podId), "the sandbox is not listed");
     assert.equal(await runtime.inspect(pod.podId), undefined);
+    assert.equal(await runtime.inspect(pod.podId, { listed: true }), undefined, "nor through a list pass");
+  });
+
+  it("gives the same facts through a list pass (its lists reused) as through one container's reads", async () => {
+    const one = await runtime.inspect(pod.containerId);
+    await runtime.listContainers();
+    const listed = await runtime.inspect(pod.containerId, { listed: true });
+    assert.ok(one !== undefined && listed !== undefined);
+    assert.equal(listed.state, "running");
+    assert.ok(listed.pid > 0);
+    assert.deepEqual(listed, one);
+    // A fresh collector's first pass is a list pass: the processes are there too.
+    const fresh = new LdgCollector({ runtime, node: "ctrd-pass", procRoot: "/proc", log: silentLogger(), metrics: new AgentMetrics() });
+    await fresh.refreshAll();
+    const g = fresh.get(pod.containerId);
+    assert.equal(g?.pid, listed.pid);
+    assert.equal(g?.layers.reduce((n, l) => n + l.processes.length, 0), 3);
   });
 
   it("adds a pod's hostPath volume as a layer on top of the image and flags a binary run from it", async () => {

@@ -120,12 +120,17 @@ class Bounded<K, V> extends Map<K, V> {
 interface ListPass {
   at: number;
   containers: Map<string, Container>;
+  /** Read when the pass's first inspect needs them (a pass with nothing new reads only the list). */
+  lists: Promise<PassLists> | undefined;
+  /** Image name -> config digest, looked up once per pass. */
+  images: Map<string, Promise<string | { problem: string }>>;
+}
+
+interface PassLists {
   /** undefined: that list failed, so each inspect asks for itself. */
   tasks: Map<string, Process> | undefined;
   cri: Map<string, CriContainer> | undefined;
   sandboxes: Map<string, PodSandbox> | undefined;
-  /** Image name -> config digest, looked up once per pass. */
-  images: Map<string, Promise<string | { problem: string }>>;
 }
 
 /** A pass's lists are used for this long (a pass over thousands of containers takes seconds). */
@@ -219,9 +224,15 @@ export class ContainerdRuntime implements ContainerRuntime {
   // Listing
 
   async listContainers(): Promise<string[]> {
-    const [all, sandboxes, tasks, cri] = await Promise.all([this.allContainers(), this.listSandboxes(), this.listTasks(), this.listCri()]);
-    this.pass = { at: Date.now(), containers: new Map(all.map((c) => [c.id, c])), tasks, cri, sandboxes, images: new Map() };
-    return all.filter((c) => isSaneId(c.id) && c.labels[CRI_KIND_LABEL] !== "sandbox" && sandboxes?.has(c.id) !== true).map((c) => c.id);
+    const all = await this.allContainers();
+    this.pass = { at: Date.now(), containers: new Map(all.map((c) => [c.id, c])), lists: undefined, images: new Map() };
+    // CRI labels every sandbox it makes; an inspect also checks the pass's sandbox list.
+    return all.filter((c) => isSaneId(c.id) && c.labels[CRI_KIND_LABEL] !== "sandbox").map((c) => c.id);
+  }
+
+  private passLists(pass: ListPass): Promise<PassLists> {
+    pass.lists ??= Promise.all([this.listTasks(), this.listCri(), this.listSandboxes()]).then(([tasks, cri, sandboxes]) => ({ tasks, cri, sandboxes }));
+    return pass.lists;
   }
 
   private async listSandboxes(): Promise<Map<string, PodSandbox> | undefined> {
@@ -244,7 +255,8 @@ export class ContainerdRuntime implements ContainerRuntime {
   private async listTasks(): Promise<Map<string, Process> | undefined> {
     try {
       const r = await this.call(this.clients.tasks, Tasks.method.list, {});
-      return new Map(r.tasks.map((t) => [t.containerId, t]));
+      // containerd's List names each task's init process by its container id (`id`, container_id unset).
+      return new Map(r.tasks.map((t) => [t.containerId || t.id, t]));
     } catch {
       return undefined;
     }
@@ -294,6 +306,8 @@ export class ContainerdRuntime implements ContainerRuntime {
     }
     if (ctr === undefined || ctr.id !== id) return undefined;
     if (ctr.labels[CRI_KIND_LABEL] === "sandbox") return undefined;
+    const lists = pass === undefined ? undefined : await this.passLists(pass);
+    if (lists?.sandboxes?.has(id) === true) return undefined;
 
     const snapshotter = ctr.snapshotter;
     const snapshotKey = ctr.snapshotKey;
@@ -306,8 +320,8 @@ export class ContainerdRuntime implements ContainerRuntime {
       pass?.images.set(imageName, image);
     }
     const [task, cri, storage, imageId] = await Promise.all([
-      pass?.tasks !== undefined ? pass.tasks.get(id) : this.task(id),
-      this.criFacts(id, pass?.cri),
+      lists?.tasks !== undefined ? lists.tasks.get(id) : this.task(id),
+      this.criFacts(id, lists?.cri),
       this.storage(snapshotter, snapshotKey),
       image,
     ]);
@@ -315,7 +329,7 @@ export class ContainerdRuntime implements ContainerRuntime {
 
     let pod: PodFacts | undefined;
     if (cri !== undefined && cri.sandboxId !== "") {
-      const listedPod = pass?.sandboxes?.get(cri.sandboxId);
+      const listedPod = lists?.sandboxes?.get(cri.sandboxId);
       const p = listedPod !== undefined ? this.podFacts(listedPod) : await this.pod(cri.sandboxId);
       if (p === "gone") return undefined;
       pod = p;
