@@ -250,6 +250,7 @@ describe("layer dependency graph of a CRI pod on containerd", () => {
     await runCtrContainer(ctd.socket, { id, image: ctd.appImage, snapshotter: "native", command: ["/opt/app/bin/busybox", "sleep", "600"] });
     try {
       const g = await graphOf(id, (x) => x.pid > 0);
+      assert.ok((await runtime.listContainers()).includes(id), "a container CRI did not make is listed too");
       const cfg = await imageConfig(ctd.socket, ctd.appImage);
       assert.deepEqual(g.layers.filter((l) => l.kind === LayerKind.IMAGE).map((l) => l.layerId), cfg.diffIds, "the layers are still listed");
       assert.equal(g.mountCheck?.status, MountCheckStatus.UNAVAILABLE);
