@@ -214,6 +214,15 @@ describe("layer dependency graph of a CRI pod on containerd", () => {
       assert.equal(v.mountPoint, "/data");
       assert.deepEqual(v.dependencies, [g.layers.filter((l) => l.kind === LayerKind.IMAGE).at(-1)?.layerId]);
       assert.deepEqual(v.processes.map((q) => [q.exe, q.driftReason]), [["/data/busybox-tool", "volume"]]);
+      // The volumes read from the container's OCI spec are exactly CRI's own list (ContainerStatus),
+      // without CRI's sandbox files (hosts, resolv.conf, hostname, shm).
+      const st = await ctd.criClient.containerStatus(p.containerId);
+      const facts = await runtime.inspect(p.containerId);
+      assert.deepEqual(
+        facts?.mounts.map((m) => [m.destination, m.source, m.rw]),
+        (st.status?.mounts ?? []).map((m) => [m.containerPath, m.hostPath, !m.readonly]),
+      );
+      assert.equal(g.layers.filter((l) => l.kind === LayerKind.VOLUME).length, 1, "no layer for /etc/hosts, resolv.conf, hostname or shm");
       await removePod(p.podId);
     } finally {
       rmSync(host, { recursive: true, force: true });

@@ -30,6 +30,7 @@ import {
   parseSnapshotMounts,
   pickManifest,
   snapshotIdOfDir,
+  specMounts,
   stepsForLayers,
   verifyDigest,
 } from "../../agent/runtime/containerd/parse.js";
@@ -563,5 +564,40 @@ describe("a fake containerd with CRI: containers, pods, layers", () => {
     } finally {
       rt.close();
     }
+  });
+});
+
+describe("volumes from a container's OCI spec", () => {
+  const SPEC = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+  const any = (v: unknown, typeUrl = SPEC) => ({ typeUrl, value: Buffer.from(typeof v === "string" ? v : JSON.stringify(v)) });
+
+  it("keeps the bind mounts CRI asked for, not its sandbox files nor kernel filesystems", () => {
+    const spec = {
+      mounts: [
+        { destination: "/proc", type: "proc", source: "proc", options: ["nosuid"] },
+        { destination: "/etc/hosts", type: "bind", source: "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/hosts", options: ["rbind", "rw"] },
+        { destination: "/dev/shm", type: "bind", source: "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/shm", options: ["rbind"] },
+        { destination: "/data", type: "bind", source: "/srv/data", options: ["rbind", "rprivate", "rw"] },
+        { destination: "/conf", source: "/etc/app", options: ["rbind", "ro"] },
+      ],
+    };
+    assert.deepEqual(specMounts(any(spec), 10), [
+      { source: "/srv/data", destination: "/data", rw: true },
+      { source: "/etc/app", destination: "/conf", rw: false },
+    ]);
+    assert.deepEqual(specMounts(any({}), 10), [], "no mounts at all");
+  });
+
+  it("gives up (the caller asks CRI) on a spec that is not one, and bounds what it keeps", () => {
+    assert.equal(specMounts(undefined, 10), undefined);
+    assert.equal(specMounts(any({ mounts: [] }, "types.example.com/other"), 10), undefined);
+    assert.equal(specMounts(any("{not json"), 10), undefined);
+    assert.equal(specMounts(any({ mounts: "x" }), 10), undefined);
+    assert.equal(specMounts(any({ mounts: [null] }), 10), undefined);
+    assert.equal(specMounts(any(`{"mounts":[],"pad":"${"x".repeat(2 * 1024 * 1024)}"}`), 10), undefined, "a spec past 1 MiB is not parsed");
+    const many = { mounts: Array.from({ length: 1000 }, (_, i) => ({ destination: `/v${i}`, type: "bind", source: `/s${i}`, options: [] })) };
+    assert.equal(specMounts(any(many), 256)?.length, 256);
+    const long = specMounts(any({ mounts: [{ destination: `/${"d".repeat(10_000)}`, type: "bind", source: "/s" }] }), 10);
+    assert.equal(long?.[0]?.destination.length, 4096);
   });
 });

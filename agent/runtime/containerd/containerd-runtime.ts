@@ -59,6 +59,7 @@ import {
   parseImageConfig,
   parseJsonBlob,
   parseSnapshotMounts,
+  specMounts,
   pickManifest,
   snapshotIdOfDir,
   stepsForLayers,
@@ -327,7 +328,7 @@ export class ContainerdRuntime implements ContainerRuntime {
     }
     const [task, cri, storage, imageId] = await Promise.all([
       lists?.tasks !== undefined ? lists.tasks.get(id) : this.task(id),
-      this.criFacts(id, lists?.cri),
+      this.criFacts(ctr, lists?.cri),
       this.storage(snapshotter, snapshotKey),
       image,
     ]);
@@ -372,7 +373,8 @@ export class ContainerdRuntime implements ContainerRuntime {
   }
 
   /** CRI's view of a container: name, pod, state, volume mounts; undefined when CRI does not manage it. */
-  private async criFacts(id: string, passList: Map<string, CriContainer> | undefined): Promise<{ name: string; sandboxId: string; state: ContainerState; mounts: MountFact[] } | undefined | "gone"> {
+  private async criFacts(ctr: Container, passList: Map<string, CriContainer> | undefined): Promise<{ name: string; sandboxId: string; state: ContainerState; mounts: MountFact[] } | undefined | "gone"> {
+    const id = ctr.id;
     let listed: CriContainer | undefined;
     if (passList !== undefined) listed = passList.get(id);
     else {
@@ -385,8 +387,11 @@ export class ContainerdRuntime implements ContainerRuntime {
     }
     // Not a CRI container (created with ctr or another client in the namespace): no pod.
     if (listed === undefined) return undefined;
-    let mounts = this.criMounts.get(id);
-    if (mounts === undefined) {
+    // The volumes CRI mounted, from the spec containerd keeps with the container (no call); CRI's
+    // own list when the spec cannot be read.
+    let mounts = this.criMounts.get(id) ?? specMounts(ctr.spec, MAX_MOUNTS)?.map((m): MountFact => ({ type: "bind", name: "", ...m }));
+    if (mounts !== undefined) this.criMounts.set(id, mounts);
+    else {
       try {
         const st = await this.cri.containerStatus(id);
         mounts = (st.status?.mounts ?? []).slice(0, MAX_MOUNTS).map((m) => ({

@@ -342,3 +342,47 @@ export function eventFilters(namespace: string): string[] {
   const ns = JSON.stringify(namespace);
   return [`namespace==${ns},topic~="^/containers/"`, `namespace==${ns},topic~="^/tasks/"`];
 }
+
+/** What CRI mounts of its own into every container (hosts, resolv.conf, hostname, shm): not volumes. */
+const CRI_SANDBOX_FILES = "/io.containerd.grpc.v1.cri/sandboxes/";
+/** An OCI spec is a few kB; one past this is not read. */
+const MAX_SPEC_BYTES = 1024 * 1024;
+
+export interface SpecMount {
+  source: string;
+  destination: string;
+  rw: boolean;
+}
+
+/**
+ * The volume mounts of a container from its OCI runtime spec (containerd keeps it with the
+ * container, as JSON in an Any): the bind mounts but CRI's own sandbox files. The same list CRI's
+ * ContainerStatus gives, without a call per container. Undefined when the spec is not an OCI
+ * spec or does not parse (the caller asks CRI instead).
+ */
+export function specMounts(spec: Pick<Any, "typeUrl" | "value"> | undefined, max: number): SpecMount[] | undefined {
+  if (spec === undefined || !spec.typeUrl.includes("opencontainers/runtime-spec") || spec.value.length > MAX_SPEC_BYTES) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(spec.value).toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const mounts = (raw as Obj)["mounts"];
+  if (mounts === undefined) return [];
+  if (!Array.isArray(mounts)) return undefined;
+  const out: SpecMount[] = [];
+  for (const m of mounts) {
+    if (typeof m !== "object" || m === null) return undefined;
+    const o = m as Obj;
+    const options = Array.isArray(o["options"]) ? o["options"].filter((x): x is string => typeof x === "string") : [];
+    const bind = o["type"] === "bind" || options.includes("bind") || options.includes("rbind");
+    const source = optStr(o, "source");
+    const destination = optStr(o, "destination");
+    if (!bind || source === "" || destination === "" || source.includes(CRI_SANDBOX_FILES)) continue;
+    out.push({ source: source.slice(0, 4096), destination: destination.slice(0, 4096), rw: !options.includes("ro") });
+    if (out.length >= max) break;
+  }
+  return out;
+}
