@@ -562,11 +562,17 @@ export class ContainerdRuntime implements ContainerRuntime {
 
     let dirs: string[] | undefined;
     let problem: string | undefined;
+    // One round of requests: the parent chain's snapshots, their sizes and the image's names at once.
+    const checkChain = withDirs && meta !== undefined && c.lowerDirs.length === diffIds.length;
+    const [walk, usages, tags] = await Promise.all([
+      checkChain ? this.parentChain(meta.snapshotter, meta.snapshotKey, chains) : undefined,
+      checkChain ? this.usages(meta.snapshotter, chains) : chains.map(() => 0n),
+      meta === undefined ? [] : this.tagsOf(meta.imageName),
+    ]);
     if (withDirs) {
       if (c.lowerDirs.length !== diffIds.length) {
         problem = `the container's snapshot has ${c.lowerDirs.length} lower layers, its image ${c.imageId} has ${diffIds.length}`;
       } else {
-        const walk = meta === undefined ? undefined : await this.parentChain(meta.snapshotter, meta.snapshotKey, diffIds.length);
         if (walk === "gone") return undefined;
         const want = [...chains].reverse();
         if (walk !== undefined && walk.join() !== want.join()) {
@@ -579,7 +585,7 @@ export class ContainerdRuntime implements ContainerRuntime {
     }
     if (problem !== undefined) c.storageProblem = problem;
 
-    const sizes = dirs !== undefined && meta !== undefined ? await this.usages(meta.snapshotter, chains) : chains.map(() => 0n);
+    const sizes = dirs !== undefined ? usages : chains.map(() => 0n);
     const layers = diffIds.map((diffId, i): ImageLayer => {
       const dir = dirs?.[i] ?? "";
       const step = steps[i];
@@ -596,7 +602,7 @@ export class ContainerdRuntime implements ContainerRuntime {
     });
     const resolved: ResolvedImage = {
       id: c.imageId,
-      tags: meta === undefined ? [] : await this.tagsOf(meta.imageName),
+      tags,
       driver: c.driver,
       layers,
       historySource: history.length > 0 ? "imagedb" : "none",
@@ -606,25 +612,38 @@ export class ContainerdRuntime implements ContainerRuntime {
     return resolved;
   }
 
-  /** Names of the container's snapshot parents, top first; undefined when containerd cannot say. */
-  private async parentChain(snapshotter: string, key: string, count: number): Promise<string[] | undefined | "gone"> {
-    const names: string[] = [];
-    let cur = key;
-    for (let i = 0; i <= Math.min(count, MAX_LAYERS); i++) {
-      let info;
-      try {
-        info = (await this.call(this.clients.snapshots, Snapshots.method.stat, { snapshotter, key: cur })).info;
-      } catch (err) {
-        if (isGone(err)) return "gone";
-        if (isUnimplemented(err)) return undefined;
-        throw err;
-      }
-      if (info === undefined) return undefined;
-      if (info.parent === "") return names;
-      names.push(info.parent.slice(0, 200));
-      cur = info.parent;
+  /**
+   * Names of the container's snapshot parents, top first, as containerd links them; undefined when
+   * containerd cannot say. The snapshot and every expected parent (the image's chain ids) are
+   * asked for at once, then the links are followed: a parent that is not the expected one ends
+   * the walk there (and the chain will not match).
+   */
+  private async parentChain(snapshotter: string, key: string, chains: readonly string[]): Promise<string[] | undefined | "gone"> {
+    const stat = async (k: string) => (await this.call(this.clients.snapshots, Snapshots.method.stat, { snapshotter, key: k })).info;
+    let top;
+    let parents;
+    try {
+      [top, parents] = await Promise.all([stat(key), Promise.all(chains.slice(0, MAX_LAYERS).map((k) => stat(k).catch((err: unknown) => (isGone(err) ? undefined : Promise.reject(err)))))]);
+    } catch (err) {
+      if (isGone(err)) return "gone";
+      if (isUnimplemented(err)) return undefined;
+      throw err;
     }
-    // More parents than layers: report the chain as it is (it will not match).
+    if (top === undefined) return undefined;
+    const byName = new Map<string, string>();
+    chains.slice(0, MAX_LAYERS).forEach((k, i) => {
+      const info = parents[i];
+      if (info !== undefined && info.name === k) byName.set(k, info.parent);
+    });
+    const names: string[] = [];
+    let cur = top.parent;
+    while (cur !== "" && names.length <= MAX_LAYERS) {
+      names.push(cur.slice(0, 200));
+      const next = byName.get(cur);
+      if (next === undefined) break;
+      byName.delete(cur);
+      cur = next;
+    }
     return names;
   }
 
