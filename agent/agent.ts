@@ -161,6 +161,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   });
   const runtime = connected.runtime;
   const info = runtime.info;
+  if (connected.passedBy !== undefined) log.info({ containerd: connected.passedBy }, "--runtime auto: containerd passed by, reading the Docker engine");
   if (info.driver !== "overlay2" && info.driver !== "overlayfs") {
     log.warn({ runtime: info.kind, driver: info.driver }, "storage is not overlay2/overlayfs: layer directories and mount checks are unavailable");
   }

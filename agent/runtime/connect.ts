@@ -29,6 +29,8 @@ export interface ConnectedRuntime {
   runtime: ContainerRuntime;
   /** The Engine API (shadows and switchovers act through it); absent on containerd. */
   docker?: { docker: Docker; events: Docker; info: EngineInfo };
+  /** auto: why containerd was passed by, when Docker was chosen. */
+  passedBy?: string;
 }
 
 async function viaDocker(o: RuntimeConnectOptions): Promise<ConnectedRuntime> {
@@ -61,7 +63,7 @@ export async function connectRuntime(o: RuntimeConnectOptions): Promise<Connecte
     containerdWhy = err instanceof Error ? err.message : String(err);
   }
   try {
-    return await viaDocker(o);
+    return { ...(await viaDocker(o)), passedBy: containerdWhy };
   } catch (err) {
     const dockerWhy = err instanceof Error ? err.message : String(err);
     throw new ShadowError(
