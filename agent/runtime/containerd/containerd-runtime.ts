@@ -5,7 +5,12 @@
  * - Containers, images, content, snapshots, tasks and events come from containerd's own gRPC API
  *   in one namespace (`k8s.io`, the kubelet's, by default); every call carries the
  *   `containerd-namespace` header. Pods and their metadata (name, namespace, uid, labels,
- *   annotations) and a container's volume mounts come from CRI (runtime.v1) on the same socket.
+ *   annotations) come from CRI (runtime.v1) on the same socket; a container's volumes are the
+ *   bind mounts of the OCI spec containerd keeps with it (CRI's sandbox files left out: the list
+ *   CRI's ContainerStatus gives, which is asked only when the spec does not read).
+ * - A list pass (`listContainers` then `inspect(id, {listed})`) reads the container records once
+ *   and, when an inspect first needs them, tasks, CRI containers and pods in three calls; each
+ *   container then costs one Snapshots.Mounts. An inspect after an event reads everything afresh.
  * - A container's state is its task's (no task: CRI's state, else "created"); pod sandboxes
  *   (label `io.cri-containerd.kind=sandbox`, or ids CRI lists as sandboxes) are never listed.
  * - Layers are the image config's `rootfs.diff_ids` (config read from the content store through
@@ -13,7 +18,7 @@
  *   digest, which is also Docker's image id for the same image. Layer directories come from the
  *   overlayfs snapshotter: Snapshots.Mounts of the container's snapshot gives upperdir and the
  *   lowerdirs (top first, one per layer), a layer's cache id is its snapshot id, and the chain is
- *   cross-checked by walking Snapshots.Stat parents, whose names must be the image's chain ids.
+ *   cross-checked against Snapshots.Stat parents, whose names must be the image's chain ids.
  *   Any other snapshotter: the layers are still listed, with no directories, and the container
  *   says why (`storageUnavailable`), never guessing.
  * - NOT_FOUND anywhere while reading one container (it, its snapshot or its pod vanished
