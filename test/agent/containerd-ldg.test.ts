@@ -27,6 +27,7 @@ import { ShadowError } from "../../common/errors.js";
 import { LayerKind, MountCheckStatus, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { toLdgJson } from "../../cli/ldg-format.js";
 import { execFileP, waitFor } from "../harness/engine.js";
+import { assertAppImageLayers } from "../harness/test-graphs.js";
 import { containerPid, ctr, removeCtrContainer, releaseContainerd, removePod, runCtrContainer, runPod, testContainerd, type TestContainerd } from "../harness/containerd.js";
 
 /** The image config as containerd stores it: index/manifest → config, read with `ctr content get`. */
@@ -117,20 +118,8 @@ describe("layer dependency graph of a CRI pod on containerd", () => {
     assert.equal(g.podLabels["app"], "ldg");
     assert.equal(g.podAnnotations["example.com/owner"], "ldg-test");
 
-    const image = g.layers.filter((l) => l.kind === LayerKind.IMAGE);
-    assert.deepEqual(image.map((l) => l.layerId), cfg.diffIds);
-    image.forEach((l, i) => {
-      assert.equal(l.index, i);
-      assert.deepEqual(l.dependencies, i === 0 ? [] : [cfg.diffIds[i - 1]]);
-      assert.ok(l.name.length > 0);
-    });
-    // The history's named steps, as on Docker.
-    assert.match(image[1]?.name ?? "", /^RUN mkdir -p \/srv\/www/);
-    assert.match(image[2]?.name ?? "", /^COPY .* in \/opt\/app\/bin\/busybox/);
-    assert.ok((image[2]?.sizeBytes ?? 0n) > 1_000_000n, "the COPY layer holds the busybox copy");
-    const rw = g.layers.find((l) => l.kind === LayerKind.WRITABLE);
-    assert.equal(rw?.layerId, `rw:${pod.containerId}`);
-    assert.deepEqual(rw?.dependencies, [cfg.diffIds[cfg.diffIds.length - 1]]);
+    // The same layers, names and sizes as on Docker (test/agent/ldg.test.ts).
+    const image = assertAppImageLayers(g, cfg.diffIds);
 
     // containerd's chain: the container's snapshot's parents are the image's chain ids, top first.
     const chain = chainIdsOf(cfg.diffIds);

@@ -12,6 +12,7 @@ import { AgentMetrics } from "../../agent/metrics.js";
 import { silentLogger } from "../../common/log.js";
 import { LayerKind, MountCheckStatus, type LayerGraph } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { toLdgJson } from "../../cli/ldg-format.js";
+import { assertAppImageLayers } from "../harness/test-graphs.js";
 import { cleanupContainers, execDetached, execFileP, runContainer, testEngine, waitFor, type TestEngine } from "../harness/engine.js";
 
 describe("layer dependency graph on a real engine", () => {
@@ -40,21 +41,7 @@ describe("layer dependency graph on a real engine", () => {
     const { stdout } = await execFileP("docker", ["image", "inspect", "--format", "{{json .RootFS.Layers}}", eng.app]);
     const diffIds = JSON.parse(stdout) as string[];
     assert.ok(diffIds.length >= 4, "test image has at least four layers");
-    const image = g.layers.filter((l) => l.kind === LayerKind.IMAGE);
-    assert.deepEqual(image.map((l) => l.layerId), diffIds);
-    image.forEach((l, i) => {
-      assert.equal(l.index, i);
-      assert.deepEqual(l.dependencies, i === 0 ? [] : [diffIds[i - 1]]);
-      assert.ok(l.name.length > 0);
-    });
-    // Empty history steps (ENV, LABEL, CMD) are not layers; the named steps are.
-    assert.match(image[1]?.name ?? "", /^RUN mkdir -p \/srv\/www/);
-    assert.match(image[2]?.name ?? "", /^COPY .* in \/opt\/app\/bin\/busybox/);
-    assert.ok((image[2]?.sizeBytes ?? 0n) > 1_000_000n, "the COPY layer holds the busybox copy");
-
-    const rw = g.layers.find((l) => l.kind === LayerKind.WRITABLE);
-    assert.equal(rw?.layerId, `rw:${c.id}`);
-    assert.deepEqual(rw?.dependencies, [diffIds[diffIds.length - 1]]);
+    const image = assertAppImageLayers(g, diffIds);
 
     // The kernel's view, read here independently of the agent.
     const mi = readFileSync(`/proc/${g.pid}/mountinfo`, "utf8").split("\n").find((l) => l.split(" ")[4] === "/" && l.includes(" - overlay "));

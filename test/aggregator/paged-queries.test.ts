@@ -1,5 +1,5 @@
 /**
- * Paged List* replies over real gRPC: one test agent publishes 20,000 containers whose summaries
+ * Paged List* replies over real gRPC: one test agent publishes 10,000 containers whose summaries
  * and scores together exceed the 4 MiB message limit (as 100,000 ordinary ones do). Each reply is
  * a bounded page, walking the tokens lists every container once in a stable order, a token is
  * refused with other filters, windows and detections page through their newest `limit`, an
@@ -26,14 +26,14 @@ import { connectAgent, type AgentBody, type AgentStream } from "../harness/agent
 import { containerIdOf, publish, testGraph, upsertOf } from "../harness/test-graphs.js";
 import { tempDir } from "../harness/temp-dir.js";
 
-const N = 20_000;
+const N = 10_000;
 const NODE = "paged-node";
-/** Long enough that all N summaries (about 400 bytes each) make one 8 MB reply. */
-const IMAGE = `registry.example/${"team/".repeat(60)}app:1`;
+/** Long enough that all N summaries (about 800 bytes each) make one 8 MB reply. */
+const IMAGE = `registry.example/${"team/".repeat(140)}app:1`;
 const CLI = join(PACKAGE_ROOT, "dist", "cli", "main.js");
 const execFileP = promisify(execFile);
 
-describe("paged queries (20,000 containers from one agent)", () => {
+describe("paged queries (10,000 containers from one agent)", () => {
   const dir = tempDir("sl-pages-");
   let agg: RunningAggregator;
   let client: grpc.Client;

@@ -32,7 +32,10 @@ describe("agent configuration", () => {
       agent: {
         node: hostname(),
         dataDir: join(homedir(), ".shadowlayer"),
+        runtime: "auto",
         dockerSocket: "/var/run/docker.sock",
+        containerdSocket: "/run/containerd/containerd.sock",
+        containerdNamespace: "k8s.io",
         procRoot: "/proc",
         cgroupRoot: "/sys/fs/cgroup",
         http: "127.0.0.1:9465",
@@ -66,6 +69,16 @@ describe("agent configuration", () => {
     assert.equal(fromFlags.agent.dockerSocket, "/flag.sock");
     assert.equal(fromFlags.agent.dataDir, "/flag/data");
     assert.equal(fromFlags.tlsDir, "/flag/tls");
+  });
+
+  it("reads the runtime choice and containerd's socket and namespace from flags over variables, and refuses a bad one", () => {
+    const env = { SHADOWLAYER_RUNTIME: "containerd", CONTAINERD_ADDRESS: "/env/containerd.sock", CONTAINERD_NAMESPACE: "env-ns" };
+    const fromEnv = resolveAgentConfig({}, env).agent;
+    assert.deepEqual([fromEnv.runtime, fromEnv.containerdSocket, fromEnv.containerdNamespace], ["containerd", "/env/containerd.sock", "env-ns"]);
+    const fromFlags = resolveAgentConfig({ runtime: "docker", containerdSocket: "/flag.sock", containerdNamespace: "flag-ns", containerdSnapshots: "/host/snaps" }, env).agent;
+    assert.deepEqual([fromFlags.runtime, fromFlags.containerdSocket, fromFlags.containerdNamespace, fromFlags.containerdSnapshots], ["docker", "/flag.sock", "flag-ns", "/host/snaps"]);
+    refuses(() => resolveAgentConfig({ runtime: "crio" }, {}), '--runtime: expected one of auto, docker, containerd, got "crio"');
+    assert.throws(() => resolveAgentConfig({ containerdNamespace: "../etc" }, {}), /--containerd-namespace/);
   });
 
   it("counts an empty variable as unset, and reads DOCKER_HOST only when it names a unix socket", () => {

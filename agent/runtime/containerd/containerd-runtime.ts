@@ -237,7 +237,10 @@ export class ContainerdRuntime implements ContainerRuntime {
 
   async listContainers(): Promise<string[]> {
     const all = await this.allContainers();
-    this.pass = { at: Date.now(), containers: new Map(all.map((c) => [c.id, c])), lists: undefined, images: new Map() };
+    const pass: ListPass = { at: Date.now(), containers: new Map(all.map((c) => [c.id, c])), lists: undefined, images: new Map() };
+    this.pass = pass;
+    // Containers not read before will be inspected at once: their lists are asked for meanwhile.
+    if (all.some((c) => !this.meta.has(c.id))) void this.passLists(pass);
     // CRI labels every sandbox it makes; an inspect also checks the pass's sandbox list.
     return all.filter((c) => isSaneId(c.id) && c.labels[CRI_KIND_LABEL] !== "sandbox").map((c) => c.id);
   }
