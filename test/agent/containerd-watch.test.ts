@@ -2,7 +2,9 @@
  * An agent reading containerd (`runtime: "containerd"`) and a real aggregator over mTLS: a pod
  * started over CRI after the agent is up shows in WatchGraphs within 1 s, with its pod and
  * namespace; removed (StopPodSandbox + RemovePodSandbox, the kubelet's way), it disappears within
- * 1 s. The pod's sandbox never shows.
+ * 1 s. The pod's sandbox never shows. Telemetry and inventory work on top unchanged: a pod's
+ * process's CPU lands on its layer in windows at the aggregator, and the image's packages are read
+ * from containerd's snapshot directories.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,10 +13,11 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { GraphEvent_Type, QueryService, type GraphEvent } from "../../proto/gen/shadowlayer/v1/query_pb.js";
+import { LayerKind } from "../../proto/gen/shadowlayer/v1/graph_pb.js";
 import { startAgent, type RunningAgent } from "../../agent/agent.js";
 import { startAggregator, type RunningAggregator } from "../../aggregator/index.js";
 import { initCerts, loadTls } from "../../common/certs.js";
-import { callServerStream, channelCredentials, makeClient } from "../../common/grpc.js";
+import { callServerStream, callUnary, channelCredentials, makeClient } from "../../common/grpc.js";
 import { silentLogger } from "../../common/log.js";
 import { waitFor } from "../harness/engine.js";
 import { releaseContainerd, removePod, runPod, testContainerd, type TestContainerd } from "../harness/containerd.js";
@@ -43,7 +46,11 @@ describe("containerd agent → aggregator → WatchGraphs", () => {
       containerdNamespace: ctd.namespace,
       aggregator: `127.0.0.1:${agg.port}`,
       tls: await loadTls(tls, { role: "agent", node: NODE }),
+      // The spool (level) is what the telemetry goes out through.
+      dataDir: join(dir, "agent"),
       refreshMs: 2000,
+      sampleMs: 250,
+      windowMs: 1000,
       http: "127.0.0.1:0",
       execSource: "proc",
       anomaly: { enabled: false },
@@ -91,5 +98,35 @@ describe("containerd agent → aggregator → WatchGraphs", () => {
     const gone = await waitFor("delete", () => events.find((e) => e.ev.type === GraphEvent_Type.DELETE && e.ev.containerId === pod.containerId), 5000, 10);
     assert.ok(gone.at - t1 <= 1000, `disappeared ${gone.at - t1} ms after the removal began`);
     t.diagnostic(`appeared after ${seen.at - t0} ms, disappeared after ${gone.at - t1} ms`);
+  });
+
+  it("samples a pod's processes into windows by layer, and reads its image's packages from the snapshots", async () => {
+    const pod = await runPod({ name: `tele-${process.pid}`, namespace: "team-watch", image: ctd.appImage, command: ["/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"] });
+    try {
+      const g = await waitFor("graph", () => agent?.collector.get(pod.containerId), 5000, 20);
+      // busybox runs from the image's COPY layer (the third): its CPU is charged there.
+      const copyLayer = g.layers.find((l) => l.processes.some((p) => p.exe === "/opt/app/bin/busybox"))?.layerId;
+      assert.ok(copyLayer?.startsWith("sha256:"), "the busy loop's process is on an image layer");
+      const c = client;
+      assert.ok(c !== undefined);
+      const cpu = await waitFor(
+        "a window with the loop's CPU on its layer",
+        async () => {
+          const r = await callUnary(c, QueryService.method.listWindows, { node: NODE, container: pod.containerId, limit: 20 });
+          const layer = r.windows.flatMap((w) => w.window?.layers ?? []).find((l) => l.layerId === copyLayer && l.cpuSeconds > 0.1);
+          return layer?.cpuSeconds;
+        },
+        15_000,
+        200,
+      );
+      assert.ok(cpu > 0.1, `${cpu} CPU-seconds in a 1 s window on the loop's layer`);
+      const inv = await waitFor("the image's inventory", () => agent?.inventory?.all().find((i) => i.imageId === ctd.appImageId), 15_000, 100);
+      assert.deepEqual(inv.layerIds, g.layers.filter((l) => l.kind === LayerKind.IMAGE).map((l) => l.layerId), "packages attributed over the image's layers");
+      const libc = inv.packages.find((p) => p.name === "libc6");
+      assert.ok(libc !== undefined, "libc6 from the dpkg database in the snapshot directories");
+      assert.ok(g.layers.some((l) => l.layerId === libc.layerId), "on one of the image's layers");
+    } finally {
+      await removePod(pod.podId);
+    }
   });
 });
