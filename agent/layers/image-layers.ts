@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type Docker from "dockerode";
 import { Code, ShadowError } from "../../common/errors.js";
 import { chainIds } from "./chain-id.js";
-import { parseConfigHistory, parseImageInspect, type HistoryStep } from "../runtime/engine-facts.js";
+import { parseConfigHistory, parseImageInspect, stepsForLayers, type HistoryStep } from "../runtime/engine-facts.js";
 
 export interface ImageLayer {
   diffId: string;
@@ -44,13 +44,6 @@ function readText(path: string): string | undefined {
 export function cacheIdOfDir(dir: string): string {
   const m = /\/([^/]+)\/diff\/?$/.exec(dir);
   return m?.[1] ?? "";
-}
-
-/** Pairs non-empty history steps with layers, oldest first. */
-function stepsForLayers(history: HistoryStep[], count: number): Array<HistoryStep | undefined> {
-  const real = history.filter((h) => !h.emptyLayer);
-  if (real.length !== count) return new Array<undefined>(count).fill(undefined);
-  return real;
 }
 
 export class ImageLayerResolver {

@@ -248,11 +248,9 @@ export class LdgBuilder {
     const layout = this.layout;
     const engineChain = c.lowerDirs.map((d) => layout.dirKey(d));
     const base = { engineChain };
+    // The runtime says when its storage cannot be read or checked (a driver or snapshotter other than overlay).
     if (c.storageUnavailable !== undefined) {
       return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: c.storageUnavailable });
-    }
-    if (c.driver !== "overlay2" && c.driver !== "overlayfs") {
-      return create(MountCheckSchema, { ...base, status: MountCheckStatus.UNAVAILABLE, detail: `storage driver ${c.driver || "unknown"} is not overlay2` });
     }
     if (c.storageProblem !== undefined) {
       return create(MountCheckSchema, { ...base, status: MountCheckStatus.MISMATCH, detail: c.storageProblem });

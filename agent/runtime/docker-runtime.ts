@@ -7,18 +7,12 @@ import { readlinkSync } from "node:fs";
 import { join } from "node:path";
 import type Docker from "dockerode";
 import { isEngineNotFound, type EngineInfo } from "../../common/engine.js";
+import { KUBE_LABELS } from "../../common/kube-labels.js";
 import { cacheIdOfDir, ImageLayerResolver, type ResolvedImage } from "../layers/image-layers.js";
 import { parseContainerInspect, type ContainerFacts, type PodFacts } from "./engine-facts.js";
 import type { ContainerRuntime, RuntimeEventHandlers, RuntimeInfo, RuntimeSubscription, StorageLayout } from "./runtime.js";
 
-/** The labels the kubelet puts on a pod's containers (dockershim, cri-dockerd). */
-export const KUBE_LABELS = {
-  pod: "io.kubernetes.pod.name",
-  namespace: "io.kubernetes.pod.namespace",
-  uid: "io.kubernetes.pod.uid",
-  /** cri-dockerd marks a pod's sandbox ("podsandbox") and its containers ("container"). */
-  dockerType: "io.kubernetes.docker.type",
-} as const;
+export { KUBE_LABELS };
 
 /** Pod facts from the kubelet's labels, when a container carries them. */
 export function podFromLabels(labels: Record<string, string>): PodFacts | undefined {
@@ -91,7 +85,10 @@ export class DockerRuntime implements ContainerRuntime {
       const facts = parseContainerInspect(await this.o.docker.getContainer(id).inspect());
       if (facts.labels[KUBE_LABELS.dockerType] === "podsandbox") return undefined;
       const pod = podFromLabels(facts.labels);
-      return pod === undefined ? facts : { ...facts, pod };
+      if (pod !== undefined) facts.pod = pod;
+      // Layer directories are read, and checked, on overlay2 only.
+      if (facts.driver !== "overlay2") facts.storageUnavailable = `storage driver ${facts.driver || "unknown"} is not overlay2`;
+      return facts;
     } catch (err) {
       if (isEngineNotFound(err)) return undefined;
       throw err;

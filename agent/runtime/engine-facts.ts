@@ -157,6 +157,16 @@ export interface HistoryStep {
   emptyLayer: boolean;
 }
 
+/**
+ * Pairs the non-empty history steps with the layers, oldest first; no names at all rather than
+ * wrong ones when the counts differ (Docker's and containerd's images alike).
+ */
+export function stepsForLayers(history: readonly HistoryStep[], count: number): Array<HistoryStep | undefined> {
+  const real = history.filter((h) => !h.emptyLayer);
+  if (real.length !== count) return new Array<undefined>(count).fill(undefined);
+  return real;
+}
+
 /** Parses the `history` of an image config (imagedb content), oldest first. */
 export function parseConfigHistory(raw: unknown): HistoryStep[] {
   const o = obj(raw, "image config");

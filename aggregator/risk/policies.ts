@@ -4,11 +4,12 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { PolicySchema, type Policy } from "../../proto/gen/shadowlayer/v1/vulns_pb.js";
+import { KUBE_LABELS } from "../../common/kube-labels.js";
 
 /** The built-in policy: it does not switch on drift alone (a policy per environment may). */
 export const DEFAULT_POLICY = { name: "default", rebuildThreshold: 60, switchThreshold: 85, order: 1_000_000, switchOnDrift: false } as const;
 /** The label Kubernetes puts on a pod's containers naming its namespace. */
-export const NAMESPACE_LABEL = "io.kubernetes.pod.namespace";
+export const NAMESPACE_LABEL = KUBE_LABELS.namespace;
 
 /** The pod a container belongs to, as its graph says (the agent read it through CRI). */
 export interface PodSubject {

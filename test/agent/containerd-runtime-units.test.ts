@@ -16,10 +16,11 @@ import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufb
 import { bindServer, serverStreamHandler, serviceDefinition, unaryHandler } from "../../common/grpc.js";
 import { Code, ShadowError } from "../../common/errors.js";
 import { chainIds } from "../../agent/layers/chain-id.js";
+import { stepsForLayers } from "../../agent/runtime/engine-facts.js";
 import {
   agentSnapshotDir,
   anyTypeName,
-  capMap,
+  boundMap,
   decodeEvent,
   eventFilters,
   manifestConfig,
@@ -31,7 +32,6 @@ import {
   pickManifest,
   snapshotIdOfDir,
   specMounts,
-  stepsForLayers,
   verifyDigest,
 } from "../../agent/runtime/containerd/parse.js";
 import { connectContainerd, containerdLayout, ContainerdRuntime, criHowTo, socketHowTo } from "../../agent/runtime/containerd/containerd-runtime.js";
@@ -177,7 +177,7 @@ describe("index, manifest and config blobs", () => {
     const big: Record<string, string> = {};
     for (let i = 0; i < MAX_MAP_ENTRIES + 100; i++) big[`k${i}`] = "v";
     big["k0"] = "x".repeat(10_000);
-    const m = capMap(big);
+    const m = boundMap(big);
     assert.equal(Object.keys(m).length, MAX_MAP_ENTRIES);
     assert.equal(m["k0"]?.length, 4096);
   });

@@ -7,24 +7,22 @@
  * `ctr -n k8s.io images import` (skipped when the same image id is already there). Pods are run
  * the kubelet's way, over CRI's gRPC API, with host networking (no CNI is configured).
  */
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import type Docker from "dockerode";
 import * as tar from "tar-stream";
 import { findBusybox } from "../../cli/demo-images.js";
 import { followEngine } from "../../common/engine-progress.js";
 import { Code } from "../../common/errors.js";
-import { testEngine, TEST_LABEL, type TestEngine } from "./engine.js";
+import { execFileP, testEngine, TEST_LABEL, type TestEngine } from "./engine.js";
 import { CriClient, type PodSandboxConfigInit } from "../../agent/runtime/containerd/cri.js";
 import { NamespaceMode } from "../../proto/gen/runtime/v1/api_pb.js";
 
-const execFileP = promisify(execFile);
 
 /** The CRI `sandbox_image` containerd-host.sh configures (built here, never pulled). */
 export const SANDBOX_IMAGE = process.env["SHADOWLAYER_SANDBOX_IMAGE"] ?? "shadowlayer.test/pause:1";

@@ -34,7 +34,7 @@ import { callServerStream, callUnary } from "../../../common/grpc.js";
 import { Code, ShadowError } from "../../../common/errors.js";
 import { chainIds } from "../../layers/chain-id.js";
 import type { ImageLayer, ResolvedImage } from "../../layers/image-layers.js";
-import type { ContainerFacts, MountFact, PodFacts } from "../engine-facts.js";
+import { stepsForLayers, type ContainerFacts, type MountFact, type PodFacts } from "../engine-facts.js";
 import type { ContainerRuntime, RuntimeEventHandlers, RuntimeInfo, RuntimeSubscription, StorageLayout } from "../runtime.js";
 import { Containers, type Container } from "../../../proto/gen/containerd/services/containers/v1/containers_pb.js";
 import { Content } from "../../../proto/gen/containerd/services/content/v1/content_pb.js";
@@ -49,7 +49,7 @@ import { ContainerState, type Container as CriContainer, type PodSandbox } from 
 import { callError, grpcDetails, isNotFound, isUnimplemented, isUnreachable, socketPath, unixClient } from "./client.js";
 import { CriClient } from "./cri.js";
 import {
-  capMap,
+  boundMap,
   decodeEvent,
   eventFilters,
   isConfigMedia,
@@ -67,7 +67,6 @@ import {
   specMounts,
   pickManifest,
   snapshotIdOfDir,
-  stepsForLayers,
   verifyDigest,
   DIGEST_RE,
   ID_RE,
@@ -198,6 +197,8 @@ export class ContainerdRuntime implements ContainerRuntime {
   private readonly md: Record<string, string>;
   /** Image target digest -> config digest (immutable). */
   private readonly configOf = new Bounded<string, string>(MAX_CACHE);
+  /** Image name -> its target digest as last read (to find the image's other names without reading it again). */
+  private readonly targetOf = new Bounded<string, string>(MAX_CACHE);
   private readonly resolved = new Bounded<string, ResolvedImage>(256);
   private readonly pods = new Bounded<string, PodFacts>(MAX_CACHE);
   private readonly meta = new Bounded<string, ContainerMeta>(MAX_CACHE);
@@ -358,7 +359,7 @@ export class ContainerdRuntime implements ContainerRuntime {
       imageId: typeof imageId === "string" ? imageId : "",
       state,
       pid,
-      labels: capMap(ctr.labels),
+      labels: boundMap(ctr.labels),
       driver: snapshotter,
       upperDir: storage.upperDir,
       lowerDirs: storage.lowerDirs,
@@ -444,8 +445,8 @@ export class ContainerdRuntime implements ContainerRuntime {
       namespace: (md?.namespace ?? "").slice(0, 253),
       uid: (md?.uid ?? "").slice(0, 128),
       sandboxId: sb.id,
-      labels: capMap(sb.labels),
-      annotations: capMap(sb.annotations),
+      labels: boundMap(sb.labels),
+      annotations: boundMap(sb.annotations),
     };
     this.pods.set(sb.id, pod);
     return pod;
@@ -482,6 +483,7 @@ export class ContainerdRuntime implements ContainerRuntime {
       throw err;
     }
     if (target === undefined || !isDigest(target.digest)) return "";
+    this.targetOf.set(name, target.digest);
     const hit = this.configOf.get(target.digest);
     if (hit !== undefined) return hit;
     try {
@@ -671,8 +673,8 @@ export class ContainerdRuntime implements ContainerRuntime {
   /** The image's names (repo:tag) pointing at the same target; digests and ids left out. */
   private async tagsOf(name: string): Promise<string[]> {
     try {
-      const img = (await this.call(this.clients.images, Images.method.get, { name })).image;
-      const digest = img?.target?.digest;
+      // The container's inspect read the image's target just before.
+      const digest = this.targetOf.get(name) ?? (await this.call(this.clients.images, Images.method.get, { name })).image?.target?.digest;
       if (digest === undefined || !isDigest(digest)) return [];
       const all = (await this.call(this.clients.images, Images.method.list, { filters: [`target.digest==${digest}`] })).images;
       return all
@@ -716,6 +718,7 @@ export class ContainerdRuntime implements ContainerRuntime {
 
   clearCaches(): void {
     this.configOf.clear();
+    this.targetOf.clear();
     this.resolved.clear();
     this.pods.clear();
     this.meta.clear();

@@ -45,8 +45,8 @@ export function isSaneId(v: unknown): v is string {
   return typeof v === "string" && ID_RE.test(v);
 }
 
-/** A label/annotation map, bounded in entries and lengths (the link caps further). */
-export function capMap(m: Record<string, string> | undefined): Record<string, string> {
+/** A label/annotation map bounded in entries and lengths as it is read, so a hostile pod cannot fill the agent's memory (the link cuts it further, message-caps.ts). */
+export function boundMap(m: Record<string, string> | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   if (m === undefined) return out;
   let n = 0;
@@ -261,13 +261,6 @@ export function parseImageConfig(raw: unknown): ImageConfigFacts {
     history = [];
   }
   return { diffIds: ids, history };
-}
-
-/** Pairs non-empty history steps with layers, oldest first; no names at all rather than wrong ones. */
-export function stepsForLayers(history: readonly HistoryStep[], count: number): Array<HistoryStep | undefined> {
-  const real = history.filter((h) => !h.emptyLayer);
-  if (real.length !== count) return new Array<undefined>(count).fill(undefined);
-  return real;
 }
 
 // ---------------------------------------------------------------------------------------------
