@@ -103,22 +103,32 @@ describe("containerd agent → aggregator → WatchGraphs", () => {
   it("samples a pod's processes into windows by layer, and reads its image's packages from the snapshots", async () => {
     const pod = await runPod({ name: `tele-${process.pid}`, namespace: "team-watch", image: ctd.appImage, command: ["/opt/app/bin/busybox", "sh", "-c", "while :; do :; done"] });
     try {
-      const g = await waitFor("graph", () => agent?.collector.get(pod.containerId), 5000, 20);
+      // The graph may first show the container before its task's processes are listed (an event
+      // ahead of a refresh): wait for the one that places the loop.
+      const onLayer = (l: { processes: Array<{ exe: string }> }) => l.processes.some((p) => p.exe === "/opt/app/bin/busybox");
+      const g = await waitFor("the busy loop's process on a layer of the graph", () => {
+        const x = agent?.collector.get(pod.containerId);
+        return x?.layers.some(onLayer) === true ? x : undefined;
+      }, 10_000, 20);
       // busybox runs from the image's COPY layer (the third): its CPU is charged there.
-      const copyLayer = g.layers.find((l) => l.processes.some((p) => p.exe === "/opt/app/bin/busybox"))?.layerId;
-      assert.ok(copyLayer?.startsWith("sha256:"), "the busy loop's process is on an image layer");
+      const copyLayer = g.layers.find(onLayer)?.layerId;
+      assert.ok(copyLayer?.startsWith("sha256:"), `the busy loop's process is on an image layer, not ${g.layers.find(onLayer)?.kind}`);
       const c = client;
       assert.ok(c !== undefined);
+      let seen: string[] = [];
       const cpu = await waitFor(
         "a window with the loop's CPU on its layer",
         async () => {
           const r = await callUnary(c, QueryService.method.listWindows, { node: NODE, container: pod.containerId, limit: 20 });
+          seen = r.windows.map((w) => (w.window?.layers ?? []).map((l) => `${l.layerId.slice(7, 15)}:${l.cpuSeconds}/${l.processes}`).join(" "));
           const layer = r.windows.flatMap((w) => w.window?.layers ?? []).find((l) => l.layerId === copyLayer && l.cpuSeconds > 0.1);
           return layer?.cpuSeconds;
         },
         15_000,
         200,
-      );
+      ).catch((e: unknown) => {
+        throw new Error(`${String(e)}; the loop is on ${copyLayer?.slice(7, 15)}; windows at the aggregator (layer:cpu/processes): ${seen.join(" | ") || "none"}`);
+      });
       assert.ok(cpu > 0.1, `${cpu} CPU-seconds in a 1 s window on the loop's layer`);
       const inv = await waitFor("the image's inventory", () => agent?.inventory?.all().find((i) => i.imageId === ctd.appImageId), 15_000, 100);
       assert.deepEqual(inv.layerIds, g.layers.filter((l) => l.kind === LayerKind.IMAGE).map((l) => l.layerId), "packages attributed over the image's layers");
