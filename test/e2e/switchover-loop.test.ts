@@ -151,6 +151,9 @@ describe("switchover loop on the embedded default (real aggregator, agent, proxy
     assert.equal((await eng.docker.getContainer(svc.container.Id).inspect()).Config.Labels[SERVICE_LABELS.address], svc.address);
 
     // The service goes away (original and shadow removed): its stable address is no longer served.
+    // Only once the switchover has left its observation window: a shadow removed while observed is
+    // a failed switchover, rolled back by bringing the original back (which would serve again).
+    await waitFor("the Falco switchover past its observation window", () => record((r) => r.id === falco.id && r.outcome === SwitchoverOutcome.SUCCEEDED), 10_000, 100);
     for (const c of await eng.docker.listContainers({ all: true, filters: { label: [`${SERVICE_LABELS.address}=${svc.address}`] } })) await eng.docker.getContainer(c.Id).remove({ force: true });
     await waitFor("the stable address closed", async () => ((await getOnce("127.0.0.1", svc.listenPort, "/", 2000)).error.includes("ECONNREFUSED") ? true : undefined), 15_000, 200);
   });
