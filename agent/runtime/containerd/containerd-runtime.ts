@@ -339,10 +339,7 @@ export class ContainerdRuntime implements ContainerRuntime {
     const storageP = this.storage(snapshotter, snapshotKey);
     storageP.catch(() => undefined);
     const lists = pass === undefined ? undefined : await this.passLists(pass);
-    if (lists?.sandboxes?.has(id) === true) {
-      await Promise.allSettled([storageP, image]);
-      return undefined;
-    }
+    if (lists?.sandboxes?.has(id) === true) return undefined;
     this.meta.set(id, { imageName, snapshotter, snapshotKey });
 
     const [task, cri, storage, imageId] = await Promise.all([
