@@ -155,24 +155,16 @@ export class LdgCollector extends EventEmitter<LdgCollectorEvents> {
 
   /**
    * Reads the facts of the containers a list pass has not seen yet a few at a time (a runtime
-   * answers several requests at once), and each new image's layers once; what fails or vanished is
-   * read again, and reported, by the pass itself.
+   * answers several requests at once); what fails or vanished is read again, and reported, by the
+   * pass itself.
    */
   private async prefetch(ids: readonly string[]): Promise<void> {
     let next = 0;
-    const images = new Set<string>();
     const worker = async () => {
       while (next < ids.length) {
         const id = ids[next++] as string;
         const facts = await this.runtime.inspect(id, { listed: true }).catch(() => undefined);
-        if (facts === undefined) continue;
-        this.facts.set(id, facts);
-        // The first container of each image resolves it here, beside the other inspects; the
-        // pass's builds then find it in the runtime's cache (a failure is met, and logged, there).
-        if (facts.imageId !== "" && !images.has(facts.imageId)) {
-          images.add(facts.imageId);
-          await this.runtime.resolveImage(facts).catch(() => undefined);
-        }
+        if (facts !== undefined) this.facts.set(id, facts);
       }
     };
     await Promise.all(Array.from({ length: Math.min(PREFETCH_PARALLEL, ids.length) }, worker));

@@ -10,8 +10,7 @@
  *   CRI's ContainerStatus gives, which is asked only when the spec does not read).
  * - A list pass (`listContainers` then `inspect(id, {listed})`) reads the container records once
  *   and, when an inspect first needs them, tasks, CRI containers and pods in three calls; each
- *   container then costs one Snapshots.Mounts, asked for while those lists are answered. An
- *   inspect after an event reads everything afresh.
+ *   container then costs one Snapshots.Mounts. An inspect after an event reads everything afresh.
  * - A container's state is its task's (no task: CRI's state, else "created"); pod sandboxes
  *   (label `io.cri-containerd.kind=sandbox`, or ids CRI lists as sandboxes) are never listed.
  * - Layers are the image config's `rootfs.diff_ids` (config read from the content store through
@@ -323,29 +322,23 @@ export class ContainerdRuntime implements ContainerRuntime {
     }
     if (ctr === undefined || ctr.id !== id) return undefined;
     if (ctr.labels[CRI_KIND_LABEL] === "sandbox") return undefined;
+    const lists = pass === undefined ? undefined : await this.passLists(pass);
+    if (lists?.sandboxes?.has(id) === true) return undefined;
 
     const snapshotter = ctr.snapshotter;
     const snapshotKey = ctr.snapshotKey;
+    this.meta.set(id, { imageName: ctr.image, snapshotter, snapshotKey });
+
     const imageName = ctr.image;
     let image = pass?.images.get(imageName);
     if (image === undefined) {
       image = this.imageIdOf(imageName);
-      // Awaited below and by the pass's other inspects; a failure must not count as unhandled meanwhile.
-      image.catch(() => undefined);
       pass?.images.set(imageName, image);
     }
-    // The snapshot's mounts are asked for while the pass's lists are still being answered (a task
-    // list asks every shim for its state: the longest call of a cold pass).
-    const storageP = this.storage(snapshotter, snapshotKey);
-    storageP.catch(() => undefined);
-    const lists = pass === undefined ? undefined : await this.passLists(pass);
-    if (lists?.sandboxes?.has(id) === true) return undefined;
-    this.meta.set(id, { imageName, snapshotter, snapshotKey });
-
     const [task, cri, storage, imageId] = await Promise.all([
       lists?.tasks !== undefined ? lists.tasks.get(id) : this.task(id),
       this.criFacts(ctr, lists?.cri),
-      storageP,
+      this.storage(snapshotter, snapshotKey),
       image,
     ]);
     if (cri === "gone" || storage === "gone") return undefined;
