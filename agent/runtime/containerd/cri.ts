@@ -1,5 +1,5 @@
 /**
- * Typed calls to the Kubernetes CRI (runtime.v1 RuntimeService and ImageService) on containerd's
+ * Typed calls to the Kubernetes CRI (runtime.v1 RuntimeService) on containerd's
  * socket: what the agent reads about pods, and what the tests use to create host-network pods
  * the way a kubelet would. Failed calls reject with a ShadowError naming the call (NOT_FOUND
  * becomes Code.NotFound, so callers can skip a pod deleted mid-scan).
@@ -8,14 +8,11 @@ import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { callUnary } from "../../../common/grpc.js";
 import {
-  ImageService,
   RuntimeService,
   type ContainerConfigSchema,
   type ContainerFilterSchema,
   type Container,
   type ContainerStatusResponse,
-  type Image,
-  type ImageStatusResponse,
   type PodSandbox,
   type PodSandboxConfigSchema,
   type PodSandboxFilterSchema,
@@ -34,13 +31,11 @@ export const CRI_API_VERSION = "v1";
 
 export class CriClient {
   private readonly runtime: grpc.Client;
-  private readonly images: grpc.Client;
   private readonly deadlineMs: number;
 
   /** `socket`: containerd's socket path (the CRI plugin serves on it), or a `unix://` address. */
   constructor(socket: string, opts: { deadlineMs?: number } = {}) {
     this.runtime = unixClient(RuntimeService, socket);
-    this.images = unixClient(ImageService, socket);
     this.deadlineMs = opts.deadlineMs ?? 10_000;
   }
 
@@ -118,18 +113,7 @@ export class CriClient {
     return this.call("PodSandboxStatus", () => callUnary(this.runtime, RuntimeService.method.podSandboxStatus, { podSandboxId: id, verbose }, { deadlineMs: this.deadlineMs }));
   }
 
-  async listImages(): Promise<Image[]> {
-    const res = await this.call("ListImages", () => callUnary(this.images, ImageService.method.listImages, {}, { deadlineMs: this.deadlineMs }));
-    return res.images;
-  }
-
-  /** An image's status; `image` is undefined in the answer when the runtime does not have it. */
-  imageStatus(image: string, verbose = false): Promise<ImageStatusResponse> {
-    return this.call("ImageStatus", () => callUnary(this.images, ImageService.method.imageStatus, { image: { image }, verbose }, { deadlineMs: this.deadlineMs }));
-  }
-
   close(): void {
     this.runtime.close();
-    this.images.close();
   }
 }
